@@ -1,0 +1,212 @@
+"""API family 1: the OpenAI-compatible speech API (seed 000), served under /v1 and at the root."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from marshmallow import ValidationError
+
+from chatterbox_server import speech
+from chatterbox_server.encoders import CONTENT_TYPES
+from chatterbox_server.errors import ApiError
+from chatterbox_server.progress import IDLE
+from chatterbox_server.schemas import OPENAI_MODELS, SpeechRequest, SpeechRequestSchema, first_error
+from chatterbox_server.services import Services, services
+from chatterbox_server.voices import check_name, write_temporary_voice
+from workers.engines.base import EngineInfo, VoiceRef
+
+bp = Blueprint("openai", __name__)
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+# -- request parsing ------------------------------------------------------------------------------
+def json_body() -> dict[str, Any]:
+    """The JSON object of the request, or a 400 that says what is wrong with the body."""
+    if not request.content_length and not request.get_data(cache=True):
+        raise ApiError(400, "the request body is empty; send a JSON object", code="empty_body")
+    if not request.is_json:
+        raise ApiError(400, f"Content-Type must be application/json (got {request.mimetype or 'none'}); "
+                            "use the /upload endpoints for multipart forms", code="unsupported_content_type")
+    data = request.get_json(silent=True)
+    if data is None:
+        raise ApiError(400, "the request body is not valid JSON", code="malformed_json")
+    if not isinstance(data, dict):
+        raise ApiError(400, "the JSON body must be an object", code="malformed_json")
+    return data
+
+
+def form_body() -> tuple[dict[str, Any], bytes | None]:
+    if request.mimetype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        raise ApiError(400, f"Content-Type must be multipart/form-data (got {request.mimetype or 'none'})",
+                       code="unsupported_content_type")
+    data = {key: value for key, value in request.form.items()}
+    upload = request.files.get("voice_file")
+    unexpected = sorted(set(request.files) - {"voice_file"})
+    if unexpected:
+        raise ApiError(400, f"{unexpected[0]}: Unknown file field; the only file field is voice_file",
+                       param=unexpected[0], code="invalid_value")
+    voice_bytes = upload.read() if upload is not None and upload.filename else None
+    return data, voice_bytes or None
+
+
+def parse_speech(data: dict[str, Any], streaming: bool) -> SpeechRequest:
+    settings = current_app.config["SETTINGS"]
+    limit = settings.max_stream_input_chars if streaming else settings.max_input_chars
+    try:
+        return SpeechRequestSchema(max_input_chars=limit).load(data)
+    except ValidationError as exc:
+        field, message = first_error(exc)
+        raise ApiError(400, message, param=field, code="invalid_value") from None
+
+
+def check_engine_fields(req: SpeechRequest, info: EngineInfo) -> list[str]:
+    """400 for what this engine cannot honour; returns the fields it accepts but does not use."""
+    if req.model is not None and req.model not in (*info.model_names, *OPENAI_MODELS):
+        raise ApiError(400, f"model {req.model!r} is not served here; use one of "
+                            f"{', '.join((*info.model_names, *OPENAI_MODELS))}", param="model",
+                       code="model_not_found")
+    if req.language is not None and req.language not in info.languages and req.language != "en":
+        supported = ", ".join(info.languages) or "en (this model speaks English only)"
+        raise ApiError(400, f"language {req.language!r} is not supported; use {supported}", param="language")
+    unused = [] if info.supports_exaggeration else ["exaggeration", "cfg_weight", "temperature"]
+    if req.instructions is not None:
+        unused.append("instructions")
+    return [name for name in unused if name in req.explicit]
+
+
+# -- the speech endpoints -------------------------------------------------------------------------
+@bp.post("/audio/speech")
+def create_speech() -> Response:
+    data = json_body()
+    return respond(parse_speech(data, streaming=data.get("stream_format") == "sse"), progressive=False,
+                   voice_file=None)
+
+
+@bp.post("/audio/speech/stream")
+def stream_speech() -> Response:
+    return respond(parse_speech(json_body(), streaming=True), progressive=True, voice_file=None)
+
+
+@bp.post("/audio/speech/upload")
+def create_speech_upload() -> Response:
+    data, voice_file = form_body()
+    streaming = data.get("stream_format") == "sse"
+    return respond(parse_speech(data, streaming=streaming), progressive=False, voice_file=voice_file)
+
+
+@bp.post("/audio/speech/stream/upload")
+def stream_speech_upload() -> Response:
+    data, voice_file = form_body()
+    return respond(parse_speech(data, streaming=True), progressive=True, voice_file=voice_file)
+
+
+def respond(req: SpeechRequest, progressive: bool, voice_file: bytes | None) -> Response:
+    svc = services()
+    info = svc.require_engine()
+    ignored = check_engine_fields(req, info)
+    temporary_voice = None
+    if voice_file is not None:
+        if not info.supports_cloning:
+            raise ApiError(400, f"voice_file needs the chatterbox engine; this server runs {info.engine}",
+                           param="voice_file", code="voice_not_supported")
+        temporary_voice = write_temporary_voice(svc.upload_dir, voice_file, svc.settings.max_upload_bytes)
+        voice = VoiceRef("voice_file", temporary_voice)
+    else:
+        voice = svc.voices.resolve(req.voice, info)
+    request_id = speech.new_request_id()
+    job = speech.build_job(req, voice, request_id)
+    try:
+        run = speech.SpeechRun.start(svc.pool, job, info, request.environ.get("gunicorn.socket"), svc.progress)
+    except BaseException:
+        _remove(temporary_voice)
+        raise
+    if temporary_voice:
+        run.cleanups.append(lambda: _remove(temporary_voice))
+    headers = {"X-Request-Id": request_id, "X-Chatterbox-Seed": str(job.seed),
+               "X-Chatterbox-Chunks": str(len(job.chunks))}
+    if ignored:
+        headers["X-Chatterbox-Ignored-Fields"] = ",".join(ignored)
+    if req.stream_format == "sse":
+        return Response(speech.server_sent_events(run, req.response_format), mimetype="text/event-stream",
+                        headers={**headers, **STREAM_HEADERS})
+    if progressive:
+        return Response(speech.progressive(run, req.response_format),
+                        content_type=CONTENT_TYPES[req.response_format], headers={**headers, **STREAM_HEADERS})
+    body = speech.whole_file(run, req.response_format)
+    return Response(body, content_type=CONTENT_TYPES[req.response_format], headers=headers)
+
+
+def _remove(path: str | None) -> None:
+    if path:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+# -- models, voices, progress ---------------------------------------------------------------------
+@bp.get("/models")
+def list_models() -> Response:
+    info = services().engine_info()
+    names = [*(info.model_names if info else ()), *OPENAI_MODELS]
+    return jsonify({"object": "list", "data": [
+        {"id": name, "object": "model", "created": 0, "owned_by": "chatterbox-server"} for name in names]})
+
+
+@bp.get("/voices")
+def list_voices() -> Response:
+    return jsonify(voices_listing(services()))
+
+
+def voices_listing(svc: Services) -> dict[str, Any]:
+    info = svc.engine_info()
+    return {"object": "list", "default": svc.settings.default_voice or (info.default_voice if info else "default"),
+            "built_in": list(info.voices) if info else [],
+            "aliases": svc.settings.voice_alias_map,
+            "voices": [voice.describe() for voice in svc.voices.list()],
+            "cloning_supported": bool(info and info.supports_cloning)}
+
+
+@bp.post("/voices")
+def upload_voice() -> tuple[Response, int]:
+    name = request.form.get("name", "")
+    upload = request.files.get("voice_file")
+    check_name(name)
+    if upload is None or not upload.filename:
+        raise ApiError(400, "voice_file: a file is required", param="voice_file", code="missing_file")
+    stored = services().voices.add(name, upload.read())
+    return jsonify(stored.describe()), 201
+
+
+@bp.get("/voices/<name>")
+def get_voice(name: str) -> Response:
+    stored = services().voices.get(name)
+    if stored is None:
+        raise ApiError(404, f"voice {name!r} not found", param="name", code="voice_not_found")
+    return jsonify(stored.describe())
+
+
+@bp.delete("/voices/<name>")
+def delete_voice(name: str) -> Response:
+    if not services().voices.delete(name):
+        raise ApiError(404, f"voice {name!r} not found", param="name", code="voice_not_found")
+    return jsonify({"deleted": name})
+
+
+@bp.get("/status/progress")
+def progress() -> Response:
+    active = services().progress.all_active()
+    wanted = request.args.get("request_id")
+    if wanted:
+        match = next((entry for entry in active if entry["request_id"] == wanted), None)
+        if match is None:
+            raise ApiError(404, f"no request {wanted!r} is in progress", param="request_id", code="not_found")
+        return jsonify(match)
+    return jsonify(active[-1] if active else IDLE)
+
+
+@bp.get("/status")
+def status() -> Response:
+    active = services().progress.all_active()
+    return jsonify({"active_requests": len(active), "requests": active})

@@ -1,0 +1,68 @@
+"""Operations endpoints shared by both families: health, memory."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import psutil
+from flask import Blueprint, Response, jsonify
+
+from chatterbox_server.services import Services, services
+from workers.board import WorkerState
+
+bp = Blueprint("ops", __name__)
+
+
+def health_report(svc: Services) -> dict[str, Any]:
+    views = svc.pool.slots()
+    ready = [v for v in views if v.state == WorkerState.READY]
+    alive = [v for v in views if v.state in (WorkerState.READY, WorkerState.STARTING)]
+    info = svc.engine_info()
+    in_flight = sum(v.active for v in ready)
+    busy = sum(1 for v in ready if v.active > 0)
+    supervisor_alive = svc.pool.supervisor_alive()
+    is_ready = bool(ready) and supervisor_alive
+    status = "ok" if is_ready else ("loading" if alive and supervisor_alive else "unavailable")
+    return {
+        "status": status,
+        "ready": is_ready,
+        "engine": info.engine if info else svc.settings.engine,
+        "model": info.model if info else None,
+        "device": info.device if info else None,
+        "sample_rate": info.sample_rate if info else None,
+        "workers": {
+            "total": len(views), "alive": len(alive), "ready": len(ready), "busy": busy,
+            "supervisor_alive": supervisor_alive,
+            "slots": [{"slot": v.slot, "pid": v.pid, "state": v.state.name.lower(), "active_jobs": v.active,
+                       "jobs_done": v.jobs_done, "jobs_failed": v.jobs_failed, "restarts": v.restarts,
+                       "last_error": v.last_error or None} for v in views],
+        },
+        "jobs_in_flight": in_flight,
+        "queue_depth": max(in_flight - busy, 0),
+    }
+
+
+@bp.get("/health")
+def health() -> tuple[Response, int]:
+    report = health_report(services())
+    return jsonify(report), 200 if report["ready"] else 503
+
+
+@bp.get("/memory")
+def memory() -> Response:
+    svc = services()
+    workers = []
+    for view in svc.pool.slots():
+        entry: dict[str, Any] = {"slot": view.slot, "pid": view.pid, "state": view.state.name.lower()}
+        try:
+            entry["rss_bytes"] = psutil.Process(view.pid).memory_info().rss if view.pid > 0 else None
+        except psutil.Error:
+            entry["rss_bytes"] = None
+        entry["accelerator"] = view.info.get("memory") if view.info else None
+        workers.append(entry)
+    front = psutil.Process(os.getpid()).memory_info()
+    return jsonify({"memory_info": {
+        "front_worker": {"pid": os.getpid(), "rss_bytes": front.rss, "vms_bytes": front.vms},
+        "model_workers": workers,
+        "system": dict(psutil.virtual_memory()._asdict()),
+    }})

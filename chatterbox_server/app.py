@@ -1,0 +1,88 @@
+"""The Flask app factory."""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from chatterbox_server import api_openai, api_ops
+from chatterbox_server.errors import ApiError
+from chatterbox_server.pool_client import PoolError
+from chatterbox_server.services import Services
+from chatterbox_server.settings import Settings
+from workers.pool import RUN_DIR_ENV, ModelPool
+
+log = logging.getLogger("chatterbox.app")
+UPLOAD_OVERHEAD_BYTES = 1024 * 1024     # form fields and multipart framing around an upload
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the app. `config` overrides settings (lower-case names, as in Settings).
+
+    Under gunicorn the master has started the model pool and exported its directory; anywhere else
+    (flask run, tests) the app starts a pool of its own and stops it at exit.
+    """
+    settings = Settings.from_env(**(config or {}))
+    app = Flask(__name__)
+    app.config["SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + UPLOAD_OVERHEAD_BYTES
+    app.json.sort_keys = False
+    run_dir = os.environ.get(RUN_DIR_ENV) or _start_own_pool(settings)
+    app.extensions["chatterbox"] = Services.create(settings, run_dir)
+    app.register_blueprint(api_openai.bp, url_prefix="/v1")
+    app.register_blueprint(api_openai.bp, url_prefix="", name="openai_root")
+    app.register_blueprint(api_ops.bp)
+    _register_error_handlers(app)
+    if settings.trust_proxy:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trust_proxy, x_proto=settings.trust_proxy,
+                                x_host=settings.trust_proxy, x_prefix=settings.trust_proxy)
+    return app
+
+
+def _start_own_pool(settings: Settings) -> str:
+    pool = ModelPool(settings)
+    pool.start()
+    atexit.register(pool.stop)
+    return pool.run_dir
+
+
+def _extended_family() -> bool:
+    return request.path.startswith("/api/")
+
+
+def error_response(error: ApiError) -> Response:
+    body = error.extended_body() if _extended_family() else error.openai_body()
+    response = jsonify(body)
+    response.status_code = error.status
+    if error.retry_after:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def api_error(error: ApiError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(PoolError)
+    def pool_error(error: PoolError) -> Response:
+        retry = 5 if error.status == 503 else None
+        return error_response(ApiError(error.status, str(error), code=error.code, retry_after=retry))
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        message = error.description or error.name
+        if error.code == 413:
+            limit = app.config["SETTINGS"].max_upload_bytes
+            message = f"the request body is larger than the upload limit of {limit} bytes"
+        return error_response(ApiError(error.code or 500, message))
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(ApiError(500, f"internal error: {type(error).__name__}"))

@@ -1,0 +1,237 @@
+"""The front worker's side of the model pool: pick a worker, send a job, receive its audio.
+
+Each job gets its own Unix-socket connection to one model worker, spoken over
+``multiprocessing.connection`` framing. The file descriptor is non-blocking and every wait goes
+through the gevent hub, so a slow model worker never freezes the other greenlets (a blocking
+``recv`` would: gevent #936, gunicorn #1311). A reader greenlet drains the connection into a
+queue as soon as data arrives, so the model worker never blocks on a slow HTTP client either;
+how far it may run ahead is bounded by credits instead.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import socket as stdlib_socket
+from collections import Counter
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+
+import gevent
+import gevent.queue
+from gevent import socket as gsocket
+
+from workers.board import Board, SlotView, WorkerState, pid_alive
+from workers.engines.base import EngineInfo
+from workers.model_worker import socket_path
+from workers.protocol import Accepted, AudioChunk, Credit, JobDone, JobFailed, SpeechJob
+
+log = logging.getLogger("chatterbox.pool")
+CONNECT_TIMEOUT = 5.0
+
+
+class PoolError(Exception):
+    """A job could not be run; `status` is the HTTP status to answer with if nothing was sent yet."""
+    status = 503
+    code = "model_unavailable"
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+
+
+class PoolBusy(PoolError):
+    code = "server_busy"
+
+
+class JobTimeout(PoolError):
+    status = 504
+    code = "timeout"
+
+
+class CooperativeConnection(Connection):
+    """A Connection whose reads and writes wait on the gevent hub instead of blocking the process."""
+
+    def _send(self, buf: bytes, write=os.write) -> None:  # noqa: ANN001 - mirrors Connection._send
+        view = memoryview(buf)
+        while view:
+            try:
+                written = write(self._handle, view)
+            except BlockingIOError:
+                gsocket.wait_write(self._handle)
+                continue
+            view = view[written:]
+
+    def _recv(self, size: int, read=os.read) -> io.BytesIO:  # noqa: ANN001 - mirrors Connection._recv
+        buf = io.BytesIO()
+        remaining = size
+        while remaining > 0:
+            try:
+                chunk = read(self._handle, remaining)
+            except BlockingIOError:
+                gsocket.wait_read(self._handle)
+                continue
+            if not chunk:
+                if remaining == size:
+                    raise EOFError
+                raise OSError("got end of file during message")
+            buf.write(chunk)
+            remaining -= len(chunk)
+        return buf
+
+
+def connect(path: str, timeout: float = CONNECT_TIMEOUT) -> CooperativeConnection:
+    sock = gsocket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except BaseException:
+        sock.close()
+        raise
+    fd = sock.detach()
+    os.set_blocking(fd, False)
+    return CooperativeConnection(fd)
+
+
+_END = object()
+
+
+class JobHandle:
+    """One running job: iterate `chunks()` for its audio; `close()` cancels it."""
+
+    def __init__(self, conn: CooperativeConnection, slot: int, queue_timeout: float, chunk_timeout: float,
+                 on_accepted: Callable[[], None] = lambda: None):
+        self.conn = conn
+        self._on_accepted = on_accepted
+        self.slot = slot
+        self.queue_timeout = queue_timeout
+        self.chunk_timeout = chunk_timeout
+        self.messages: gevent.queue.Queue = gevent.queue.Queue()
+        self.result: JobDone | None = None
+        self.jobs_ahead = 0
+        self.closed = False
+        self.cancel_reason: str | None = None
+        self.reader = gevent.spawn(self._read)
+
+    def _read(self) -> None:
+        try:
+            while True:
+                message = self.conn.recv()
+                if isinstance(message, Accepted):
+                    self._accepted()
+                self.messages.put(message)
+                if isinstance(message, (JobDone, JobFailed)):
+                    return
+        except (EOFError, OSError):
+            self.messages.put(_END)
+
+    def _accepted(self) -> None:
+        on_accepted, self._on_accepted = self._on_accepted, lambda: None
+        on_accepted()
+
+    def cancel(self, reason: str) -> None:
+        """Stop the job from another greenlet (a client that went away)."""
+        self.cancel_reason = reason
+        self.messages.put(_END)
+        self.close()
+
+    def _next(self, timeout: float) -> object:
+        try:
+            return self.messages.get(timeout=timeout)
+        except gevent.queue.Empty:
+            raise JobTimeout(f"no audio from the model worker for {timeout:.0f} s") from None
+
+    def chunks(self) -> Iterator[AudioChunk]:
+        """Audio chunks in order. Raises PoolError if the job fails; sets `result` when it completes."""
+        received = 0
+        while True:
+            message = self._next(self.queue_timeout if received == 0 else self.chunk_timeout)
+            if isinstance(message, Accepted):
+                self.jobs_ahead = message.jobs_ahead
+                continue
+            if isinstance(message, AudioChunk):
+                received += 1
+                yield message
+                self._credit()
+                continue
+            if isinstance(message, JobDone):
+                self.result = message
+                return
+            if isinstance(message, JobFailed):
+                raise PoolError(message.message, status=message.status,
+                                code="invalid_request" if message.status < 500 else "synthesis_failed")
+            if self.cancel_reason:
+                raise PoolError(f"cancelled: {self.cancel_reason}", status=499, code="cancelled")
+            raise PoolError("the model worker stopped while synthesizing this request", status=503,
+                            code="model_worker_died")
+
+    def _credit(self) -> None:
+        if not self.closed:
+            try:
+                self.conn.send(Credit(1))
+            except OSError:
+                pass    # the worker is gone; the reader reports it
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._accepted()
+        if self.reader is not gevent.getcurrent():
+            self.reader.kill(block=False)
+        self.conn.close()
+
+
+class PoolClient:
+    def __init__(self, run_dir: str, max_queued_jobs: int, queue_timeout: float, chunk_timeout: float):
+        self.run_dir = run_dir
+        self.board = Board.open(os.path.join(run_dir, "board"))
+        self.max_queued_jobs = max_queued_jobs
+        self.queue_timeout = queue_timeout
+        self.chunk_timeout = chunk_timeout
+        self.connecting: Counter[int] = Counter()     # jobs sent by this front worker, not yet counted
+
+    def slots(self) -> list[SlotView]:
+        return self.board.views()
+
+    def ready_slots(self) -> list[SlotView]:
+        return [view for view in self.slots() if view.state == WorkerState.READY]
+
+    def engine_info(self) -> EngineInfo | None:
+        for view in self.ready_slots():
+            if view.info:
+                return engine_info_from_dict(view.info)
+        return None
+
+    def supervisor_alive(self) -> bool:
+        pid, _ = self.board.supervisor()
+        return pid_alive(pid)
+
+    def submit(self, job: SpeechJob) -> JobHandle:
+        """Send the job to the least-busy ready worker. Raises PoolError (503) when none can take it."""
+        candidates = sorted(self.ready_slots(), key=lambda v: (v.active + self.connecting[v.slot], v.slot))
+        if not candidates:
+            raise PoolError("no model worker is ready yet; try again shortly")
+        for view in candidates:
+            if view.active + self.connecting[view.slot] >= self.max_queued_jobs:
+                raise PoolBusy(f"every model worker has {self.max_queued_jobs} jobs; try again shortly")
+            self.connecting[view.slot] += 1
+            try:
+                conn = connect(socket_path(self.run_dir, view.slot))
+                conn.send(job)
+            except (OSError, EOFError) as exc:
+                self.connecting[view.slot] -= 1
+                log.warning("model worker %d refused a job (%s); trying the next one", view.slot, exc)
+                continue
+            # until the worker counts the job itself on the board, this front worker counts it
+            return JobHandle(conn, view.slot, self.queue_timeout, self.chunk_timeout,
+                             on_accepted=lambda slot=view.slot: self.connecting.subtract([slot]))
+        raise PoolError("no model worker accepted the job; try again shortly")
+
+
+def engine_info_from_dict(info: dict) -> EngineInfo:
+    values = {key: tuple(value) if isinstance(value, list) else value for key, value in info.items()}
+    return EngineInfo(**values)

@@ -1,0 +1,73 @@
+"""Progress of the requests in flight, shared by every front worker through small JSON files.
+
+Each front worker owns one file in the pool's run directory and rewrites it (atomically) when one
+of its requests starts, finishes a chunk or ends; /v1/status reads every live worker's file.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import time
+from typing import Any
+
+from workers.board import pid_alive
+
+
+class Progress:
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        self.path = os.path.join(directory, f"{os.getpid()}.json")
+        self.active: dict[str, dict[str, Any]] = {}
+
+    def begin(self, request_id: str, total_chunks: int, text_preview: str) -> None:
+        self.active[request_id] = {"request_id": request_id, "started_at": time.time(),
+                                   "current_chunk": 0, "total_chunks": total_chunks,
+                                   "text_preview": text_preview}
+        self._save()
+
+    def chunk_done(self, request_id: str, done: int) -> None:
+        if request_id in self.active:
+            self.active[request_id]["current_chunk"] = done
+            self._save()
+
+    def end(self, request_id: str) -> None:
+        if self.active.pop(request_id, None) is not None:
+            self._save()
+
+    def _save(self) -> None:
+        temporary = f"{self.path}.tmp"
+        with open(temporary, "w", encoding="utf-8") as f:
+            json.dump(list(self.active.values()), f)
+        os.replace(temporary, self.path)
+
+    def all_active(self) -> list[dict[str, Any]]:
+        """Every request in flight on any live front worker, oldest first, as the seed's progress object."""
+        entries: list[dict[str, Any]] = []
+        for path in glob.glob(os.path.join(self.directory, "*.json")):
+            if not pid_alive(int(os.path.basename(path).split(".")[0])):
+                continue
+            try:
+                with open(path, encoding="utf-8") as f:
+                    entries.extend(json.load(f))
+            except (OSError, ValueError):
+                continue
+        return [describe(entry) for entry in sorted(entries, key=lambda e: e["started_at"])]
+
+
+def describe(entry: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    done, total = entry["current_chunk"], max(entry["total_chunks"], 1)
+    elapsed = now - entry["started_at"]
+    estimate = entry["started_at"] + elapsed * total / done if done else None
+    return {"request_id": entry["request_id"], "is_processing": True, "status": "generating_audio",
+            "current_step": f"Streaming audio for chunk {min(done + 1, total)}/{total}",
+            "current_chunk": done, "total_chunks": entry["total_chunks"],
+            "progress_percentage": round(100.0 * done / total, 1), "duration_seconds": round(elapsed, 3),
+            "estimated_completion": estimate, "text_preview": entry["text_preview"]}
+
+
+IDLE = {"is_processing": False, "status": "idle", "current_step": None, "current_chunk": 0, "total_chunks": 0,
+        "progress_percentage": 0.0, "duration_seconds": 0.0, "estimated_completion": None, "text_preview": None}
+

@@ -1,0 +1,148 @@
+"""Every setting of the server, declared once: name, type, default and documentation.
+
+Settings come from ``CHATTERBOX_*`` environment variables and are read when the app or the
+gunicorn config starts, never at import time. This module imports nothing but the standard
+library, so the gunicorn master, the front workers and the model workers can all use it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PREFIX = "CHATTERBOX_"
+
+ENGINES = ("auto", "hibari", "chatterbox", "tone")
+CHATTERBOX_MODELS = ("standard", "turbo", "multilingual")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def setting(default: Any, doc: str, choices: tuple[str, ...] | None = None) -> Any:
+    return field(default=default, metadata={"doc": doc, "choices": choices})
+
+
+@dataclass(frozen=True)
+class Settings:
+    bind: str = setting(
+        "127.0.0.1:4123 127.0.0.1:7860",
+        "Addresses gunicorn listens on, separated by spaces or commas (both seed ports by default). "
+        "Use `0.0.0.0:4123` to listen on every interface, `unix:/run/x.sock` for a socket.")
+    engine: str = setting(
+        "auto",
+        "Speech engine: `chatterbox` (the real models), `hibari` (small embedded English voice, CPU), "
+        "`auto` (Chatterbox when its weights load, else hibari with one log line) or `tone` "
+        "(a deterministic test engine that makes tones, for tests only).", ENGINES)
+    model: str = setting(
+        "standard", "Chatterbox model: `standard`, `turbo` or `multilingual`.", CHATTERBOX_MODELS)
+    device: str = setting(
+        "auto",
+        "Where Chatterbox runs: `auto` (CUDA when present), `cpu`, `cuda`, `cuda:N`, or a list "
+        "`cuda:0,cuda:1` (one model worker per listed device).")
+    checkpoint_dir: str = setting(
+        "", "Directory with Chatterbox weights (loaded with `from_local`); empty: the Hugging Face hub.")
+    max_new_tokens: int = setting(
+        1000, "Hard ceiling on speech tokens generated for one text chunk (25 tokens = 1 s of audio).")
+    model_workers: int = setting(
+        1, "Model-worker processes per device (each owns one engine instance).")
+    front_workers: int = setting(2, "gunicorn gevent workers serving HTTP.")
+    worker_connections: int = setting(1000, "Simultaneous connections per front worker.")
+    max_input_chars: int = setting(4096, "Longest `input` accepted by `/v1/audio/speech` (whole file).")
+    max_stream_input_chars: int = setting(
+        100_000, "Longest `input` accepted by the streaming endpoints (`/stream`, SSE).")
+    max_queued_jobs: int = setting(
+        64, "Jobs admitted per model worker (running or waiting); above it requests get 503.")
+    queue_timeout: float = setting(
+        300.0, "Seconds a request may wait for its first audio before it fails with an error.")
+    chunk_timeout: float = setting(
+        120.0, "Seconds a stream may wait between two chunks before it fails with an error.")
+    data_dir: str = setting("data", "Directory for voices and generated files.")
+    max_upload_bytes: int = setting(
+        20 * 1024 * 1024, "Largest uploaded audio file (voice_file, library voices, input_audio); above: 413.")
+    default_voice: str = setting(
+        "", "Library voice used when a request names none (or `default`); empty: the engine's built-in voice.")
+    voice_aliases: str = setting(
+        "", "Extra voice names, `alias=voice` pairs separated by commas (e.g. `alloy=narrator`). OpenAI "
+        "voice names not listed here map to the default voice.")
+    run_dir: str = setting(
+        "", "Directory for the model workers' sockets and state; empty: a private temporary directory.")
+    log_level: str = setting("info", "Log level of every process.", LOG_LEVELS)
+    trust_proxy: int = setting(
+        0, "Number of reverse proxies in front (nginx: 1); their X-Forwarded-* headers are trusted.")
+    graceful_timeout: int = setting(
+        120, "Seconds gunicorn gives running streams to finish on stop or reload.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(PREFIX + f.name.upper())
+            if raw is not None and raw.strip() != "":
+                values[f.name] = _parse(f, raw.strip())
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise SettingsError(f"{env_name(f.name)}={value!r}: choose one of {', '.join(choices)}")
+        for name in ("model_workers", "front_workers", "worker_connections", "max_input_chars",
+                     "max_stream_input_chars", "max_queued_jobs", "max_new_tokens", "max_upload_bytes"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{env_name(name)} must be at least 1")
+        if not self.bind_addresses:
+            raise SettingsError(f"{env_name('bind')} names no address")
+
+    @property
+    def voice_alias_map(self) -> dict[str, str]:
+        pairs = (item.split("=", 1) for item in self.voice_aliases.split(",") if "=" in item)
+        return {alias.strip(): voice.strip() for alias, voice in pairs if alias.strip() and voice.strip()}
+
+    @property
+    def bind_addresses(self) -> list[str]:
+        return [part for part in self.bind.replace(",", " ").split() if part]
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in another process."""
+        return {env_name(f.name): str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+class SettingsError(ValueError):
+    """A CHATTERBOX_* variable holds a value the server cannot use."""
+
+
+def env_name(field_name: str) -> str:
+    return PREFIX + field_name.upper()
+
+
+def _parse(f: dataclasses.Field, raw: str) -> Any:
+    kind = type(f.default)
+    try:
+        if kind is bool:
+            return raw.lower() in ("1", "true", "yes", "on")
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"{env_name(f.name)}={raw!r} is not a valid {kind.__name__}") from None
+    return raw
+
+
+def markdown_table() -> str:
+    """The settings table of the README, generated so it cannot drift from the code."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for f in dataclasses.fields(Settings):
+        default = f"`{f.default}`" if f.default != "" else "(empty)"
+        rows.append(f"| `{env_name(f.name)}` | {default} | {f.metadata['doc']} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

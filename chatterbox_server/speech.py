@@ -1,0 +1,166 @@
+"""One speech request from admission to the last byte, independent of Flask.
+
+The view validates, then `SpeechRun.start` admits the job and waits for the first audio (so the
+status code is still free to choose if it fails); the response bodies below stream the rest.
+A failure after the first byte becomes an SSE `error` event, or for raw audio an aborted
+transfer (no final chunk), never a short file that looks complete.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import gevent
+from gevent import socket as gsocket
+
+from chatterbox_server import sse
+from chatterbox_server.chunking import split_text
+from chatterbox_server.encoders import StreamEncoder, encode_whole
+from chatterbox_server.pool_client import JobHandle, PoolClient, PoolError
+from chatterbox_server.progress import Progress
+from chatterbox_server.schemas import SpeechRequest
+from workers.engines.base import EngineInfo, SynthesisSettings, VoiceRef
+from workers.protocol import AudioChunk, SpeechJob
+
+log = logging.getLogger("chatterbox.speech")
+
+
+class StreamAborted(Exception):
+    """Raised inside a raw-audio body so the server drops the connection instead of ending it cleanly."""
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def build_job(request: SpeechRequest, voice: VoiceRef, request_id: str) -> SpeechJob:
+    chunks = split_text(request.input, request.streaming_strategy, request.streaming_chunk_size)
+    seed = request.seed if request.seed is not None else random.SystemRandom().randrange(2**32)
+    settings = SynthesisSettings(speed=request.speed, exaggeration=request.exaggeration,
+                                 cfg_weight=request.cfg_weight, temperature=request.temperature,
+                                 language=request.language)
+    return SpeechJob(request_id=request_id, chunks=tuple(chunk.text for chunk in chunks), settings=settings,
+                     voice=voice, seed=seed, buffer_size=request.streaming_buffer_size,
+                     text_preview=request.input[:80])
+
+
+@dataclass
+class SpeechRun:
+    """A job admitted to the pool, with a watch on the client's connection."""
+    handle: JobHandle
+    job: SpeechJob
+    info: EngineInfo
+    progress: Progress
+    chunks: Iterator[AudioChunk]
+    first: AudioChunk | None = None
+    watcher: gevent.Greenlet | None = None
+    started: float = field(default_factory=time.monotonic)
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, pool: PoolClient, job: SpeechJob, info: EngineInfo, client_socket: object | None,
+              progress: Progress) -> SpeechRun:
+        handle = pool.submit(job)
+        run = cls(handle, job, info, progress, handle.chunks())
+        progress.begin(job.request_id, len(job.chunks), job.text_preview)
+        run.watcher = watch_client(client_socket, handle) if client_socket is not None else None
+        try:
+            run.first = run._next()
+        except BaseException:
+            run.close()
+            raise
+        return run
+
+    def _next(self) -> AudioChunk | None:
+        chunk = next(self.chunks, None)
+        if chunk is not None:
+            self.progress.chunk_done(self.job.request_id, chunk.index + 1)
+        return chunk
+
+    def audio(self) -> Iterator[AudioChunk]:
+        """Every chunk, the first one included; raises PoolError if the job fails on the way."""
+        chunk = self.first
+        while chunk is not None:
+            yield chunk
+            chunk = self._next()
+
+    @property
+    def usage(self) -> tuple[int, int]:
+        result = self.handle.result
+        return (result.input_tokens, result.output_tokens) if result else (0, 0)
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.kill(block=False)
+        self.handle.close()
+        self.progress.end(self.job.request_id)
+        while self.cleanups:
+            self.cleanups.pop()()
+
+
+def watch_client(client_socket: object, handle: JobHandle) -> gevent.Greenlet:
+    """Cancel the job as soon as the client hangs up, instead of at the next failed write (flask #4385)."""
+    def watch() -> None:
+        try:
+            gsocket.wait_read(client_socket.fileno())
+            if client_socket.recv(1, socket.MSG_PEEK) == b"":
+                handle.cancel("the client disconnected")
+        except (OSError, ValueError):
+            pass    # TLS sockets cannot peek, closed sockets cannot wait: stop watching
+    return gevent.spawn(watch)
+
+
+# -- response bodies ------------------------------------------------------------------------------
+def whole_file(run: SpeechRun, fmt: str) -> bytes:
+    try:
+        pcm = b"".join(chunk.pcm for chunk in run.audio())
+    finally:
+        run.close()
+    return encode_whole(fmt, pcm, run.info.sample_rate)
+
+
+def progressive(run: SpeechRun, fmt: str) -> Iterator[bytes]:
+    encoder = StreamEncoder(fmt, run.info.sample_rate)
+    try:
+        head = encoder.header()
+        for chunk in run.audio():
+            data = head + encoder.feed(chunk.pcm)
+            head = b""
+            if data:
+                yield data
+        tail = head + encoder.finish()
+        if tail:
+            yield tail
+    except PoolError as exc:
+        log.error("request %s failed after the stream started: %s", run.job.request_id, exc)
+        raise StreamAborted(str(exc)) from exc
+    finally:
+        run.close()
+
+
+def server_sent_events(run: SpeechRun, fmt: str) -> Iterator[bytes]:
+    """SPEC.md's event stream. For wav and pcm the deltas are raw PCM16 as `speech.audio.info`
+    describes (clients wrap them in a WAV header themselves); other formats send encoded bytes."""
+    encoder = StreamEncoder("pcm" if fmt in ("wav", "pcm") else fmt, run.info.sample_rate)
+    try:
+        yield sse.audio_info(run.info.sample_rate)
+        head = encoder.header()
+        for chunk in run.audio():
+            data = head + encoder.feed(chunk.pcm)
+            head = b""
+            if data:
+                yield sse.audio_delta(data)
+        tail = head + encoder.finish()
+        if tail:
+            yield sse.audio_delta(tail)
+        yield sse.audio_done(*run.usage)
+    except PoolError as exc:
+        log.error("request %s failed after the stream started: %s", run.job.request_id, exc)
+        yield sse.error(str(exc), exc.code)
+    finally:
+        run.close()

@@ -1,0 +1,43 @@
+"""gunicorn settings for chatterbox-server, all derived from the CHATTERBOX_* environment.
+
+Run: gunicorn -c gunicorn.conf.py
+The master starts the model pool once (when_ready) and stops it last (on_exit); front workers are
+gevent workers that never import a model runtime. Keep preload_app off: the app must be created
+after the fork, in each worker, once gevent has patched the process.
+"""
+from chatterbox_server.settings import Settings
+
+_settings = Settings.from_env()
+_pool = None
+
+wsgi_app = "chatterbox_server:create_app()"
+bind = _settings.bind_addresses
+workers = _settings.front_workers
+worker_class = "gevent"
+worker_connections = _settings.worker_connections
+preload_app = False
+timeout = 60                     # a heartbeat for gevent workers, not a request deadline
+graceful_timeout = _settings.graceful_timeout
+keepalive = 5
+loglevel = _settings.log_level
+accesslog = "-"
+errorlog = "-"
+proc_name = "chatterbox-server"
+control_socket_disable = True    # no control socket in $HOME under a hardened systemd unit
+
+
+def when_ready(server):
+    global _pool
+    from workers.pool import ModelPool
+    _pool = ModelPool(_settings)
+    _pool.start()
+
+
+def post_fork(server, worker):
+    if _pool is not None:
+        _pool.forget_in_child()
+
+
+def on_exit(server):
+    if _pool is not None:
+        _pool.stop()

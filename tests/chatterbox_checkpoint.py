@@ -1,0 +1,149 @@
+"""A Chatterbox checkpoint with random weights, laid out the way the upstream loaders read it.
+
+`build_random_checkpoint` writes the English release files (`ChatterboxTTS.from_local` and
+`ChatterboxVC.from_local` load them unchanged); with `multilingual=True` it also writes the files
+`ChatterboxMultilingualTTS.from_local` reads, sharing the voice encoder and S3Gen weights.
+Random weights never learn to stop, so every generation runs to its token cap: keep caps tiny.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import string
+
+import numpy as np
+
+SAMPLE_RATE = 24000                 # S3GEN_SR: the rate the conditioning reference is read at
+EN_VOCAB_SIZE = 704                 # T3Config.english_only().text_tokens_dict_size
+MTL_VOCAB_SIZE = 2454               # T3Config.multilingual().text_tokens_dict_size
+EN_FILES = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json", "conds.pt")
+MTL_FILES = ("ve.pt", "t3_mtl23ls_v2.safetensors", "s3gen.pt", "grapheme_mtl_merged_expanded_v1.json", "conds.pt")
+
+
+def synthetic_voice(seconds: float, sample_rate: int = SAMPLE_RATE, *, f0: float = 120.0, seed: int = 0) -> np.ndarray:
+    """A voiced, speech-like signal: a glottal pulse train with vibrato through three formant
+    resonators, amplitude-modulated into ~4 syllables a second. float32 mono in [-1, 1]."""
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sample_rate)
+    t = np.arange(n) / sample_rate
+    pitch = f0 * (1.0 + 0.08 * np.sin(2 * np.pi * 0.7 * t) + 0.03 * np.sin(2 * np.pi * 5.0 * t))
+    phase = np.cumsum(pitch) / sample_rate
+    source = np.diff(np.floor(phase), prepend=0.0) + 0.02 * rng.standard_normal(n)
+    signal = source
+    for formant, bandwidth in ((700.0, 110.0), (1200.0, 120.0), (2600.0, 160.0)):
+        r = np.exp(-np.pi * bandwidth / sample_rate)
+        theta = 2 * np.pi * formant / sample_rate
+        signal = lfilter([1.0 - r], [1.0, -2 * r * np.cos(theta), r * r], signal)
+    envelope = 0.55 + 0.45 * np.sin(2 * np.pi * 4.0 * t + rng.uniform(0, np.pi))
+    signal = signal * envelope
+    return (0.8 * signal / np.max(np.abs(signal))).astype(np.float32)
+
+
+def write_wav(path: pathlib.Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> pathlib.Path:
+    import soundfile
+
+    soundfile.write(str(path), audio, sample_rate, subtype="PCM_16")
+    return path
+
+
+def _tokenizer_spec(vocab_size: int, extra_specials: list[str]) -> dict:
+    """A real `tokenizers` BPE file shaped like the released one: [STOP]=0, [UNK]=1, [SPACE]=2,
+    [START]=255 (T3Config's start/stop text tokens), the other specials, printable characters,
+    a few merges, and filler entries up to exactly `vocab_size`."""
+    vocab: dict[str, int] = {"[STOP]": 0, "[UNK]": 1, "[SPACE]": 2}
+    specials = ["[STOP]", "[UNK]", "[SPACE]", "[START]", "[PAD]", "[SEP]", "[CLS]", "[MASK]", *extra_specials]
+    merges = [("t", "h"), ("h", "e"), ("i", "n"), ("e", "r"), ("a", "n"), ("th", "e")]
+    ordinary = [c for c in string.printable if not c.isspace()] + list("àáâäçèéêëíîïñóôöúûüß")
+    ordinary += ["".join(m) for m in merges]
+
+    def add(token: str) -> None:
+        while len(vocab) in (255,):
+            vocab[f"[unused{len(vocab)}]"] = len(vocab)
+        vocab.setdefault(token, len(vocab))
+
+    for token in [t for t in specials if t not in vocab and t != "[START]"] + ordinary:
+        add(token)
+    vocab["[START]"] = 255
+    while len(vocab) < vocab_size:
+        add(f"[unused{len(vocab)}]")
+    assert len(vocab) == vocab_size and sorted(vocab.values()) == list(range(vocab_size))
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [
+            {"id": vocab[t], "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+             "normalized": False, "special": True}
+            for t in specials
+        ],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": None,
+        "decoder": None,
+        "model": {
+            "type": "BPE", "dropout": None, "unk_token": "[UNK]", "continuing_subword_prefix": None,
+            "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+            "vocab": vocab, "merges": [" ".join(m) for m in merges],
+        },
+    }
+
+
+def _write_tokenizer(path: pathlib.Path, vocab_size: int, extra_specials: list[str] = ()) -> None:
+    from tokenizers import Tokenizer
+
+    path.write_text(json.dumps(_tokenizer_spec(vocab_size, list(extra_specials)), ensure_ascii=False))
+    assert Tokenizer.from_file(str(path)).get_vocab_size() == vocab_size
+
+
+def _build_conditionals(t3, s3gen, ve, tokenizer_path: pathlib.Path, directory: pathlib.Path, seed: int):
+    """Run upstream `prepare_conditionals` on a synthetic 6 s voice: the same code made conds.pt."""
+    from chatterbox.models.tokenizers import EnTokenizer
+    from chatterbox.tts import ChatterboxTTS
+
+    reference = write_wav(directory / "_reference.wav", synthetic_voice(6.0, seed=seed))
+    try:
+        tts = ChatterboxTTS(t3, s3gen, ve, EnTokenizer(str(tokenizer_path)), "cpu")
+        tts.prepare_conditionals(str(reference), exaggeration=0.5)
+    finally:
+        reference.unlink()
+    return tts.conds
+
+
+def _write_multilingual(directory: pathlib.Path, s3gen, ve) -> None:
+    import torch
+    from chatterbox.mtl_tts import SUPPORTED_LANGUAGES
+    from chatterbox.models.t3 import T3
+    from chatterbox.models.t3.modules.t3_config import T3Config
+    from safetensors.torch import save_file
+
+    torch.save(ve.state_dict(), directory / "ve.pt")
+    torch.save(s3gen.state_dict(), directory / "s3gen.pt")
+    save_file(T3(T3Config.multilingual()).state_dict(), directory / "t3_mtl23ls_v2.safetensors")
+    _write_tokenizer(directory / "grapheme_mtl_merged_expanded_v1.json", MTL_VOCAB_SIZE,
+                     [f"[{code}]" for code in SUPPORTED_LANGUAGES])
+
+
+def build_random_checkpoint(directory: pathlib.Path, *, seed: int = 0, multilingual: bool = False) -> pathlib.Path:
+    """Write a random-weight checkpoint into `directory` and return it (about 3.2 GB; with
+    `multilingual`, 2.1 GB more). Deterministic for a given seed."""
+    import torch
+    from chatterbox.models.s3gen import S3Gen
+    from chatterbox.models.t3 import T3
+    from chatterbox.models.voice_encoder import VoiceEncoder
+    from safetensors.torch import save_file
+
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    t3, s3gen, ve = T3().eval(), S3Gen().eval(), VoiceEncoder().eval()
+    save_file(ve.state_dict(), directory / "ve.safetensors")
+    save_file(t3.state_dict(), directory / "t3_cfg.safetensors")
+    save_file(s3gen.state_dict(), directory / "s3gen.safetensors")
+    _write_tokenizer(directory / "tokenizer.json", EN_VOCAB_SIZE)
+    _build_conditionals(t3, s3gen, ve, directory / "tokenizer.json", directory, seed).save(directory / "conds.pt")
+    del t3
+    if multilingual:
+        _write_multilingual(directory, s3gen, ve)
+    return directory

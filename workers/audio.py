@@ -1,0 +1,41 @@
+"""Audio post-processing in the model worker: speed, seams, PCM16 conversion."""
+from __future__ import annotations
+
+import numpy as np
+
+SEAM_FADE_SECONDS = 0.004   # long enough to remove a click, short enough to be inaudible
+
+
+def split_speed(speed: float, native: tuple[float, float] | None) -> tuple[float, float]:
+    """(speed the engine applies itself, remaining factor to apply by time-stretching)."""
+    if native is None:
+        return 1.0, speed
+    engine_speed = min(max(speed, native[0]), native[1])
+    return engine_speed, speed / engine_speed
+
+
+def time_stretch(audio: np.ndarray, sample_rate: int, factor: float) -> np.ndarray:
+    """Change tempo by `factor` (2.0 = twice as fast) keeping the pitch (Rubber Band via pedalboard)."""
+    if abs(factor - 1.0) < 1e-3 or audio.size == 0:
+        return audio
+    from pedalboard import time_stretch as rubberband_stretch
+    stretched = rubberband_stretch(audio.reshape(1, -1).astype(np.float32), float(sample_rate), float(factor))
+    return stretched.reshape(-1)
+
+
+def fade_edges(audio: np.ndarray, sample_rate: int, seconds: float = SEAM_FADE_SECONDS) -> np.ndarray:
+    """Short raised-cosine fade in and out so consecutive chunks join without a click."""
+    n = min(int(sample_rate * seconds), audio.size // 2)
+    if n < 2:
+        return audio
+    out = audio.astype(np.float32, copy=True)
+    ramp = (0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, n, dtype=np.float32)))
+    out[:n] *= ramp
+    out[-n:] *= ramp[::-1]
+    return out
+
+
+def to_pcm16(audio: np.ndarray) -> bytes:
+    """float32 in [-1, 1] -> PCM16 little-endian bytes (clipped, never wrapped around)."""
+    clipped = np.clip(np.nan_to_num(audio, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+    return (clipped * 32767.0).round().astype("<i2").tobytes()

@@ -1,0 +1,155 @@
+"""The pool board: a small memory-mapped file where model workers publish their state.
+
+The supervisor and each model worker write their own slot; the front workers read every slot to
+pick the least-busy worker and to answer /health. A slot has one writer at a time, fields are
+aligned fixed-size values, and readers tolerate a value that changes under them, so no lock is
+needed. Standard library only.
+"""
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+import time
+from dataclasses import dataclass
+from enum import IntEnum
+
+MAGIC = b"CBXBRD01"
+HEADER = struct.Struct("<8s q d i i")          # magic, supervisor pid, supervisor heartbeat, slots, pad
+SLOT = struct.Struct("<q i i i i q q d d d")   # pid, state, restarts, active, pad, done, failed, beat, started, pad
+INFO_BYTES = 2048
+ERROR_BYTES = 512
+SLOT_BYTES = SLOT.size + INFO_BYTES + ERROR_BYTES
+
+
+class WorkerState(IntEnum):
+    EMPTY = 0
+    STARTING = 1      # process started, engine loading or warming up
+    READY = 2         # accepting jobs
+    FAILED = 3        # died or could not load; the supervisor restarts it after a back-off
+    STOPPED = 4       # shut down on purpose
+
+
+@dataclass(frozen=True)
+class SlotView:
+    slot: int
+    pid: int
+    state: WorkerState
+    restarts: int
+    active: int
+    jobs_done: int
+    jobs_failed: int
+    heartbeat: float
+    started: float
+    info: dict
+    last_error: str
+
+
+class Board:
+    def __init__(self, path: str, slots: int, create: bool = False) -> None:
+        self.path = path
+        self.slots = slots
+        size = HEADER.size + slots * SLOT_BYTES
+        flags = os.O_RDWR | (os.O_CREAT | os.O_TRUNC if create else 0)
+        fd = os.open(path, flags, 0o600)
+        try:
+            if create:
+                os.ftruncate(fd, size)
+            self._map = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        if create:
+            HEADER.pack_into(self._map, 0, MAGIC, 0, 0.0, slots, 0)
+        elif self._map[:8] != MAGIC:
+            raise ValueError(f"{path} is not a pool board")
+
+    @classmethod
+    def open(cls, path: str) -> Board:
+        with open(path, "rb") as f:
+            _, _, _, slots, _ = HEADER.unpack(f.read(HEADER.size))
+        return cls(path, slots)
+
+    def close(self) -> None:
+        self._map.close()
+
+    # -- supervisor ------------------------------------------------------------------------------
+    def supervisor_beat(self, pid: int) -> None:
+        struct.pack_into("<q d", self._map, 8, pid, time.time())
+
+    def supervisor(self) -> tuple[int, float]:
+        return struct.unpack_from("<q d", self._map, 8)
+
+    # -- one slot ---------------------------------------------------------------------------------
+    def _offset(self, slot: int) -> int:
+        if not 0 <= slot < self.slots:
+            raise IndexError(slot)
+        return HEADER.size + slot * SLOT_BYTES
+
+    def _fields(self, slot: int) -> list:
+        return list(SLOT.unpack_from(self._map, self._offset(slot)))
+
+    def _write(self, slot: int, values: list) -> None:
+        SLOT.pack_into(self._map, self._offset(slot), *values)
+
+    def reset(self, slot: int, pid: int, restarts: int) -> None:
+        now = time.time()
+        self._write(slot, [pid, WorkerState.STARTING, restarts, 0, 0, 0, 0, now, now, 0.0])
+        self._put_text(slot, SLOT.size, INFO_BYTES, "")
+        self._put_text(slot, SLOT.size + INFO_BYTES, ERROR_BYTES, "")
+
+    def set_state(self, slot: int, state: WorkerState, error: str | None = None) -> None:
+        if error is not None:
+            self._put_text(slot, SLOT.size + INFO_BYTES, ERROR_BYTES, error)
+        values = self._fields(slot)
+        values[1] = int(state)
+        if state in (WorkerState.FAILED, WorkerState.STOPPED):
+            values[3] = 0
+        self._write(slot, values)
+
+    def publish_info(self, slot: int, info: dict) -> None:
+        self._put_text(slot, SLOT.size, INFO_BYTES, json.dumps(info, separators=(",", ":")))
+
+    def update_load(self, slot: int, active: int, done: int, failed: int) -> None:
+        values = self._fields(slot)
+        values[3], values[5], values[6], values[7] = active, done, failed, time.time()
+        self._write(slot, values)
+
+    def beat(self, slot: int) -> None:
+        struct.pack_into("<d", self._map, self._offset(slot) + SLOT.size - 24, time.time())
+
+    def view(self, slot: int) -> SlotView:
+        pid, state, restarts, active, _, done, failed, beat, started, _ = self._fields(slot)
+        info_text = self._get_text(slot, SLOT.size, INFO_BYTES)
+        try:
+            info = json.loads(info_text) if info_text else {}
+        except ValueError:      # caught mid-write; the next read will see it whole
+            info = {}
+        return SlotView(slot, pid, WorkerState(state), restarts, active, done, failed, beat, started,
+                        info, self._get_text(slot, SLOT.size + INFO_BYTES, ERROR_BYTES))
+
+    def views(self) -> list[SlotView]:
+        return [self.view(slot) for slot in range(self.slots)]
+
+    # -- text fields ------------------------------------------------------------------------------
+    def _put_text(self, slot: int, offset: int, size: int, text: str) -> None:
+        data = text.encode("utf-8")[: size - 1]
+        start = self._offset(slot) + offset
+        self._map[start:start + size] = data + b"\0" * (size - len(data))
+
+    def _get_text(self, slot: int, offset: int, size: int) -> str:
+        start = self._offset(slot) + offset
+        raw = bytes(self._map[start:start + size])
+        return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:     # alive, but someone else's
+        return True
+    return True

@@ -1,0 +1,61 @@
+"""A deterministic test engine: every word becomes a short tone, instantly, with no model.
+
+It exists so tests can drive the whole server quickly and inject faults. Markers in the text:
+``[[sleep:S]]`` takes S seconds to synthesize the chunk, ``[[fail]]`` raises an engine error,
+``[[error]]`` raises an unexpected exception, ``[[crash]]`` kills the model-worker process.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+
+import numpy as np
+
+from workers.engines.base import Engine, EngineError, EngineInfo, Synthesized, SynthesisSettings, VoiceRef
+
+SAMPLE_RATE = 24000
+WORD_SECONDS = 0.15
+_SLEEP = re.compile(r"\[\[sleep:([0-9.]+)\]\]")
+
+
+class ToneEngine(Engine):
+    def load(self) -> EngineInfo:
+        return EngineInfo(engine="tone", model="tone", device="cpu", sample_rate=SAMPLE_RATE,
+                          model_names=("tone",), default_voice="default", voices=("default",),
+                          supports_cloning=True, supports_exaggeration=True, native_speed=(0.25, 4.0))
+
+    def synthesize(self, text: str, settings: SynthesisSettings, voice: VoiceRef, seed: int) -> Synthesized:
+        self._inject_faults(text)
+        if voice.audio_path is not None and not os.path.isfile(voice.audio_path):
+            raise EngineError(f"reference audio for voice {voice.name!r} cannot be read")
+        words = _SLEEP.sub(" ", text).split()
+        rng = np.random.default_rng(seed)
+        seconds = WORD_SECONDS / settings.speed
+        tones = [_tone(word, voice.name, seconds, rng) for word in words]
+        audio = np.concatenate(tones) if tones else np.zeros(0, np.float32)
+        return Synthesized(audio, input_tokens=len(words), output_tokens=len(words))
+
+    def warmup(self, info: EngineInfo) -> None:
+        if os.environ.get("CHATTERBOX_TONE_WARMUP_SECONDS"):
+            time.sleep(float(os.environ["CHATTERBOX_TONE_WARMUP_SECONDS"]))
+
+    @staticmethod
+    def _inject_faults(text: str) -> None:
+        for seconds in _SLEEP.findall(text):
+            time.sleep(float(seconds))
+        if "[[crash]]" in text:
+            os._exit(70)
+        if "[[fail]]" in text:
+            raise EngineError("the tone engine was asked to fail")
+        if "[[error]]" in text:
+            raise RuntimeError("the tone engine broke unexpectedly")
+
+
+def _tone(word: str, voice: str, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    digest = hashlib.sha256(f"{voice}:{word}".encode()).digest()
+    frequency = 200.0 + digest[0] * 3.0
+    t = np.arange(int(SAMPLE_RATE * seconds), dtype=np.float32) / SAMPLE_RATE
+    noise = rng.normal(0.0, 0.01, t.size).astype(np.float32)
+    return (0.3 * np.sin(2 * np.pi * frequency * t) + noise).astype(np.float32)

@@ -1,0 +1,267 @@
+"""The model-worker process: owns one engine and serves synthesis jobs over Unix sockets.
+
+One thread runs everything. Between two synthesized chunks it accepts connections, reads job,
+credit and cancel messages, then picks the next chunk to synthesize: jobs that have not produced
+audio yet come first (time to first audio), then the others in turn (fairness), and a job whose
+client is more than ``buffer_size`` chunks behind waits. A closed connection cancels its job at
+the next chunk at the latest; the supervisor's lifeline closing makes the worker exit.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections import deque
+from multiprocessing.connection import Connection, wait
+
+from chatterbox_server.settings import Settings
+from workers.audio import fade_edges, split_speed, time_stretch, to_pcm16
+from workers.board import Board, WorkerState
+from workers.engines import load_engine
+from workers.engines.base import Engine, EngineError, EngineInfo
+from workers.protocol import (Accepted, AudioChunk, Credit, JobDone, JobFailed, JobStats, SpeechJob,
+                              chunk_seed)
+
+log = logging.getLogger("chatterbox.model_worker")
+PROCESS_TITLE = "chatterbox-model-worker"
+EXIT_LOAD_FAILED = 3
+
+
+def socket_path(run_dir: str, slot: int) -> str:
+    return os.path.join(run_dir, f"model-worker-{slot}.sock")
+
+
+@dataclasses.dataclass(eq=False)
+class ActiveJob:
+    conn: Connection
+    job: SpeechJob
+    credits: int
+    next_index: int = 0
+    last_served: float = 0.0
+    stats: JobStats = dataclasses.field(default_factory=JobStats)
+
+    @property
+    def runnable(self) -> bool:
+        return self.credits > 0 and self.next_index < len(self.job.chunks)
+
+
+class ModelWorker:
+    def __init__(self, slot: int, settings: Settings, run_dir: str, device: str, lifeline: Connection):
+        self.slot = slot
+        self.settings = settings
+        self.run_dir = run_dir
+        self.device = device
+        self.lifeline = lifeline
+        self.board = Board.open(os.path.join(run_dir, "board"))
+        self.engine: Engine | None = None
+        self.info: EngineInfo | None = None
+        self.listener: socket.socket | None = None
+        self.jobs: dict[Connection, ActiveJob] = {}
+        self.idle_conns: set[Connection] = set()     # connected, job message not read yet
+        self.order: deque[ActiveJob] = deque()
+        self.done = 0
+        self.failed = 0
+        self.stopping = False
+
+    # -- life cycle ---------------------------------------------------------------------------------
+    def run(self) -> int:
+        try:
+            self.engine, self.info = load_engine(self.settings, self.device)
+            log.info("slot %d: %s model %s loaded on %s; warming up", self.slot, self.info.engine,
+                     self.info.model, self.info.device)
+            self.engine.warmup(self.info)
+        except Exception as exc:  # noqa: BLE001 - report any load failure on the board, then exit
+            log.error("slot %d: engine failed to load: %s", self.slot, exc, exc_info=True)
+            self.board.set_state(self.slot, WorkerState.FAILED, f"engine failed to load: {exc}")
+            return EXIT_LOAD_FAILED
+        self.listener = self._listen()
+        self.board.publish_info(self.slot, dataclasses.asdict(self.info))
+        self.board.set_state(self.slot, WorkerState.READY)
+        log.info("slot %d: ready (pid %d)", self.slot, os.getpid())
+        self.serve()
+        return 0
+
+    def _listen(self) -> socket.socket:
+        path = socket_path(self.run_dir, self.slot)
+        if os.path.exists(path):
+            os.unlink(path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(256)
+        return listener
+
+    def stop(self, *_: object) -> None:
+        self.stopping = True
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def serve(self) -> None:
+        while not (self.stopping and not self.jobs):
+            busy = any(job.runnable for job in self.jobs.values())
+            self._poll(timeout=0 if busy else 1.0)
+            if self.lifeline_closed:
+                break
+            job = self._next_job()
+            if job is not None:
+                self._synthesize_next_chunk(job)
+            self.board.update_load(self.slot, len(self.jobs) + len(self.idle_conns), self.done, self.failed)
+
+    def _poll(self, timeout: float) -> None:
+        waitables: list = [self.lifeline, *self.jobs, *self.idle_conns]
+        if not self.stopping:
+            waitables.append(self.listener)
+        for ready in wait(waitables, timeout):
+            if ready is self.listener:
+                self._accept()
+            elif ready is self.lifeline:
+                self._read_lifeline()
+            else:
+                self._read_message(ready)
+
+    lifeline_closed = False
+
+    def _read_lifeline(self) -> None:
+        try:
+            message = self.lifeline.recv()
+        except (EOFError, OSError):
+            log.warning("slot %d: the supervisor is gone; exiting", self.slot)
+            self.lifeline_closed = True
+            return
+        if message == "stop":
+            self.stopping = True
+
+    def _accept(self) -> None:
+        sock, _ = self.listener.accept()
+        self.idle_conns.add(Connection(sock.detach()))
+
+    def _read_message(self, conn: Connection) -> None:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            self._drop(conn, "the front worker closed the connection")
+            return
+        except Exception as exc:  # noqa: BLE001 - an unreadable message ends that connection only
+            self._drop(conn, f"unreadable message: {exc}")
+            return
+        if isinstance(message, SpeechJob) and conn in self.idle_conns:
+            self._admit(conn, message)
+        elif isinstance(message, Credit) and conn in self.jobs:
+            self.jobs[conn].credits += message.chunks
+        else:
+            self._fail(conn, JobFailed(f"unexpected message {type(message).__name__}", status=500))
+
+    def _admit(self, conn: Connection, job: SpeechJob) -> None:
+        self.idle_conns.discard(conn)
+        active = ActiveJob(conn, job, credits=job.buffer_size)
+        self.jobs[conn] = active
+        self.order.append(active)
+        if not self._send(conn, Accepted(self.slot, jobs_ahead=len(self.jobs) - 1)):
+            return
+        if not job.chunks:
+            self._finish(active)
+
+    def _next_job(self) -> ActiveJob | None:
+        runnable = [job for job in self.order if job.runnable]
+        if not runnable:
+            return None
+        waiting_for_first_audio = [job for job in runnable if job.next_index == 0]
+        if waiting_for_first_audio:
+            return waiting_for_first_audio[0]
+        return min(runnable, key=lambda job: job.last_served)
+
+    # -- synthesis ----------------------------------------------------------------------------------
+    def _synthesize_next_chunk(self, active: ActiveJob) -> None:
+        job, index = active.job, active.next_index
+        started = time.perf_counter()
+        try:
+            pcm, result = self._render(job, index)
+        except EngineError as exc:
+            self._fail(active.conn, JobFailed(str(exc), kind="request", status=400))
+            return
+        except Exception as exc:  # noqa: BLE001 - one broken request must not take the worker down
+            log.error("slot %d: request %s failed on chunk %d:\n%s", self.slot, job.request_id, index,
+                      traceback.format_exc())
+            self._fail(active.conn, JobFailed(f"synthesis failed: {type(exc).__name__}: {exc}",
+                                              kind="engine", status=500))
+            return
+        elapsed = time.perf_counter() - started
+        active.next_index += 1
+        active.credits -= 1
+        active.last_served = time.monotonic()
+        stats = active.stats
+        stats.input_tokens += result.input_tokens
+        stats.output_tokens += result.output_tokens
+        stats.samples += len(pcm) // 2
+        stats.synth_seconds += elapsed
+        chunk = AudioChunk(index, pcm, result.input_tokens, result.output_tokens, elapsed)
+        if self._send(active.conn, chunk) and active.next_index == len(job.chunks):
+            self._finish(active)
+
+    def _render(self, job: SpeechJob, index: int):
+        engine_speed, stretch = split_speed(job.settings.speed, self.info.native_speed)
+        settings = dataclasses.replace(job.settings, speed=engine_speed)
+        result = self.engine.synthesize(job.chunks[index], settings, job.voice, chunk_seed(job.seed, index))
+        audio = time_stretch(result.audio, self.info.sample_rate, stretch)
+        return to_pcm16(fade_edges(audio, self.info.sample_rate)), result
+
+    # -- endings ------------------------------------------------------------------------------------
+    def _finish(self, active: ActiveJob) -> None:
+        stats = active.stats
+        self._send(active.conn, JobDone(stats.input_tokens, stats.output_tokens,
+                                        stats.samples / self.info.sample_rate, stats.synth_seconds))
+        self.done += 1
+        self._close(active.conn)
+
+    def _fail(self, conn: Connection, failure: JobFailed) -> None:
+        self.failed += 1
+        self._send(conn, failure)
+        self._close(conn)
+
+    def _drop(self, conn: Connection, reason: str) -> None:
+        active = self.jobs.get(conn)
+        if active is not None and active.next_index < len(active.job.chunks):
+            log.info("slot %d: request %s cancelled after %d/%d chunks (%s)", self.slot,
+                     active.job.request_id, active.next_index, len(active.job.chunks), reason)
+        self._close(conn)
+
+    def _send(self, conn: Connection, message: object) -> bool:
+        try:
+            conn.send(message)
+            return True
+        except (OSError, EOFError):
+            self._drop(conn, "the front worker went away")
+            return False
+
+    def _close(self, conn: Connection) -> None:
+        active = self.jobs.pop(conn, None)
+        if active is not None:
+            self.order.remove(active)
+        self.idle_conns.discard(conn)
+        conn.close()
+        if not self.jobs:
+            self.engine.release_memory()
+
+
+def run(slot: int, settings: Settings, run_dir: str, device: str, lifeline: Connection) -> None:
+    """Spawn target: the whole life of one model-worker process."""
+    _set_title(f"{PROCESS_TITLE} [slot {slot} {device}]")
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format=f"[%(asctime)s] [{os.getpid()}] [%(levelname)s] %(name)s: %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)        # Ctrl-C reaches the whole group; the master decides
+    worker = ModelWorker(slot, settings, run_dir, device, lifeline)
+    signal.signal(signal.SIGTERM, worker.stop)
+    random.seed()
+    sys.exit(worker.run())
+
+
+def _set_title(title: str) -> None:
+    try:
+        import setproctitle
+        setproctitle.setproctitle(title)
+    except ImportError:  # pragma: no cover - setproctitle is a dependency; ps shows python then
+        pass

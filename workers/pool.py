@@ -1,0 +1,70 @@
+"""Starting and stopping the model pool from the process that owns it (the gunicorn master).
+
+This side never imports an engine runtime: it creates the run directory and the board, spawns
+the supervisor, and keeps one end of the supervisor's lifeline.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+from multiprocessing.connection import wait
+
+from chatterbox_server.settings import Settings
+from workers import supervisor
+from workers.board import Board
+
+log = logging.getLogger("chatterbox.pool")
+RUN_DIR_ENV = "CHATTERBOX_POOL_DIR"   # where front workers find the pool; set by the pool's owner
+
+
+class ModelPool:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.owns_run_dir = not settings.run_dir
+        self.run_dir = settings.run_dir or tempfile.mkdtemp(prefix="chatterbox-pool-")
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self.lifeline = None
+
+    def start(self) -> None:
+        os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
+        os.chmod(self.run_dir, 0o700)        # the sockets accept jobs: only our user may connect
+        slots = len(supervisor.worker_devices(self.settings))
+        Board(os.path.join(self.run_dir, "board"), slots, create=True).close()
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        self.process = context.Process(target=supervisor.run, name="pool-supervisor",
+                                       args=(self.settings, self.run_dir, theirs))
+        self.process.start()
+        theirs.close()
+        self.lifeline = ours
+        os.environ[RUN_DIR_ENV] = self.run_dir
+        log.info("model pool: %d worker(s), engine %s, state in %s", slots, self.settings.engine, self.run_dir)
+
+    def forget_in_child(self) -> None:
+        """In a process forked from the owner: drop the owner's handles so they do not keep it alive."""
+        if self.lifeline is not None:
+            self.lifeline.close()
+            self.lifeline = None
+        multiprocessing.process._children.clear()   # noqa: SLF001 - else exit tries to join them
+
+    def stop(self, timeout: float | None = None) -> None:
+        if self.process is None:
+            return
+        try:
+            self.lifeline.send("stop")
+        except OSError:
+            pass
+        # The sentinel, not join(): the gunicorn master reaps every child itself, after which
+        # Process.is_alive() can no longer tell (ENGINEERING.md, trap 4).
+        limit = timeout if timeout is not None else self.settings.graceful_timeout + 10
+        if not wait([self.process.sentinel], limit):
+            log.warning("pool supervisor did not stop in time; killing it")
+            self.process.kill()
+            wait([self.process.sentinel], 5)
+        self.lifeline.close()
+        self.process = None
+        if self.owns_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)

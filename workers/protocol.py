@@ -1,0 +1,75 @@
+"""The job protocol between front workers and model workers.
+
+Each request gets its own connection to one model worker (a Unix socket, framed and pickled by
+``multiprocessing.connection``). Closing the connection cancels the job; the model worker dying
+shows up as end-of-file on it. The messages are plain dataclasses so both sides share one
+definition; this module imports only the standard library and the engine dataclasses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from workers.engines.base import SynthesisSettings, VoiceRef
+
+
+# -- front worker -> model worker -------------------------------------------------------------
+@dataclass(frozen=True)
+class SpeechJob:
+    request_id: str
+    chunks: tuple[str, ...]            # text chunks, synthesized and answered in this order
+    settings: SynthesisSettings
+    voice: VoiceRef
+    seed: int                          # chunk i uses seed + i: reproducible whatever the interleaving
+    buffer_size: int                   # chunks the worker may send ahead of the client's consumption
+    text_preview: str = ""
+
+
+@dataclass(frozen=True)
+class Credit:
+    """The client consumed `chunks` more chunks: the worker may produce that many more."""
+    chunks: int = 1
+
+
+# -- model worker -> front worker -------------------------------------------------------------
+@dataclass(frozen=True)
+class Accepted:
+    worker_slot: int
+    jobs_ahead: int                    # jobs the worker holds besides this one
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    index: int                         # which text chunk this audio speaks
+    pcm: bytes                         # PCM16 little-endian mono at the engine's sample rate
+    input_tokens: int
+    output_tokens: int
+    synth_seconds: float
+
+
+@dataclass(frozen=True)
+class JobDone:
+    input_tokens: int
+    output_tokens: int
+    audio_seconds: float
+    synth_seconds: float
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    message: str
+    kind: str = "request"              # "request": this job is bad; "engine": the worker is unwell
+    status: int = 500                  # HTTP status to use if nothing has been sent yet
+
+
+@dataclass
+class JobStats:
+    """What the model worker accumulates for one job."""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    samples: int = 0
+    synth_seconds: float = 0.0
+    sent: list[int] = field(default_factory=list)
+
+
+def chunk_seed(job_seed: int, index: int) -> int:
+    return (job_seed + index) % (2**32)

@@ -1,0 +1,157 @@
+"""The pool supervisor: starts the model workers, notices their death and replaces them.
+
+It runs as its own spawned process (title ``chatterbox-pool-supervisor``) because the gunicorn
+master has no place for a watch loop and reaps every child it sees. Model workers are the
+supervisor's children, so their exit is seen here through their sentinels. The supervisor exits,
+stopping its workers, when the process that started it closes the lifeline or says "stop".
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+
+from chatterbox_server.settings import Settings
+from workers import model_worker
+from workers.board import Board, WorkerState
+
+log = logging.getLogger("chatterbox.supervisor")
+PROCESS_TITLE = "chatterbox-pool-supervisor"
+HEALTHY_AFTER_SECONDS = 60.0      # a worker that lived this long resets the crash back-off
+MAX_BACKOFF_SECONDS = 30.0
+
+
+def worker_devices(settings: Settings) -> list[str]:
+    """One entry per model-worker slot. `auto` is resolved inside each worker (torch lives there)."""
+    if settings.engine in ("hibari", "tone"):
+        devices = ["cpu"]
+    else:
+        devices = [d.strip() for d in settings.device.split(",") if d.strip()] or ["auto"]
+    return [device for device in devices for _ in range(settings.model_workers)]
+
+
+@dataclass
+class Slot:
+    index: int
+    device: str
+    process: multiprocessing.process.BaseProcess | None = None
+    lifeline: Connection | None = None
+    started: float = 0.0
+    restarts: int = 0
+    crashes_in_a_row: int = 0
+    restart_at: float | None = None
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, run_dir: str, lifeline: Connection) -> None:
+        self.settings = settings
+        self.run_dir = run_dir
+        self.lifeline = lifeline
+        self.board = Board.open(os.path.join(run_dir, "board"))
+        self.context = multiprocessing.get_context("spawn")
+        self.slots = [Slot(i, device) for i, device in enumerate(worker_devices(settings))]
+        self.stopping = False
+
+    def run(self) -> None:
+        for slot in self.slots:
+            self._start(slot)
+        while not self.stopping:
+            self.board.supervisor_beat(os.getpid())
+            self._watch(timeout=1.0)
+            self._restart_due()
+        self._stop_all()
+
+    def _start(self, slot: Slot) -> None:
+        parent_end, child_end = self.context.Pipe()
+        process = self.context.Process(
+            target=model_worker.run, name=f"model-worker-{slot.index}",
+            args=(slot.index, self.settings, self.run_dir, slot.device, child_end))
+        process.start()
+        child_end.close()
+        slot.process, slot.lifeline, slot.started, slot.restart_at = process, parent_end, time.monotonic(), None
+        self.board.reset(slot.index, process.pid, slot.restarts)
+        log.info("model worker %d started (pid %d, device %s)", slot.index, process.pid, slot.device)
+
+    def _watch(self, timeout: float) -> None:
+        sentinels = {slot.process.sentinel: slot for slot in self.slots if slot.process is not None}
+        for ready in wait([self.lifeline, *sentinels], timeout):
+            if ready is self.lifeline:
+                self._read_lifeline()
+            else:
+                self._reap(sentinels[ready])
+
+    def _read_lifeline(self) -> None:
+        try:
+            message = self.lifeline.recv()
+        except (EOFError, OSError):
+            message = "stop"
+        if message == "stop":
+            self.stopping = True
+
+    def _reap(self, slot: Slot) -> None:
+        process = slot.process
+        process.join(timeout=5)
+        slot.lifeline.close()
+        slot.process = slot.lifeline = None
+        lived = time.monotonic() - slot.started
+        slot.crashes_in_a_row = 0 if lived > HEALTHY_AFTER_SECONDS else slot.crashes_in_a_row + 1
+        delay = 0.0 if slot.crashes_in_a_row <= 1 else min(2.0 ** (slot.crashes_in_a_row - 1), MAX_BACKOFF_SECONDS)
+        reason = _describe_exit(process.exitcode)
+        previous = self.board.view(slot.index).last_error
+        self.board.set_state(slot.index, WorkerState.FAILED, f"{reason}; {previous}" if previous else reason)
+        log.error("model worker %d (pid %d) %s after %.1f s; restarting in %.0f s", slot.index, process.pid,
+                  reason, lived, delay)
+        slot.restarts += 1
+        slot.restart_at = time.monotonic() + delay
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.process is None and slot.restart_at is not None and now >= slot.restart_at:
+                self._start(slot)
+
+    def _stop_all(self) -> None:
+        running = [slot for slot in self.slots if slot.process is not None]
+        for slot in running:
+            try:
+                slot.lifeline.send("stop")
+            except OSError:
+                pass
+        deadline = time.monotonic() + self.settings.graceful_timeout
+        for slot in running:
+            slot.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if slot.process.is_alive():
+                log.warning("model worker %d did not stop in time; killing it", slot.index)
+                slot.process.kill()
+                slot.process.join(timeout=5)
+            self.board.set_state(slot.index, WorkerState.STOPPED)
+        log.info("model pool stopped")
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "vanished"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    if code == model_worker.EXIT_LOAD_FAILED:
+        return "could not load its engine"
+    return f"exited with code {code}"
+
+
+def run(settings: Settings, run_dir: str, lifeline: Connection) -> None:
+    """Spawn target of the supervisor process."""
+    model_worker._set_title(PROCESS_TITLE)
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format=f"[%(asctime)s] [{os.getpid()}] [%(levelname)s] %(name)s: %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    supervisor = Supervisor(settings, run_dir, lifeline)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(supervisor, "stopping", True))
+    supervisor.run()
