@@ -22,7 +22,8 @@ class Progress:
         self.active: dict[str, dict[str, Any]] = {}
 
     def begin(self, request_id: str, total_chunks: int, text_preview: str) -> None:
-        self.active[request_id] = {"request_id": request_id, "started_at": time.time(),
+        self.active[request_id] = {"request_id": request_id, "front_worker_pid": os.getpid(),
+                                   "started_at": time.time(),
                                    "current_chunk": 0, "total_chunks": total_chunks,
                                    "text_preview": text_preview}
         self._save()
@@ -61,7 +62,8 @@ def describe(entry: dict[str, Any], now: float | None = None) -> dict[str, Any]:
     done, total = entry["current_chunk"], max(entry["total_chunks"], 1)
     elapsed = now - entry["started_at"]
     estimate = entry["started_at"] + elapsed * total / done if done else None
-    return {"request_id": entry["request_id"], "is_processing": True, "status": "generating_audio",
+    return {"request_id": entry["request_id"], "front_worker_pid": entry["front_worker_pid"],
+            "is_processing": True, "status": "generating_audio",
             "current_step": f"Streaming audio for chunk {min(done + 1, total)}/{total}",
             "current_chunk": done, "total_chunks": entry["total_chunks"],
             "progress_percentage": round(100.0 * done / total, 1), "duration_seconds": round(elapsed, 3),

@@ -52,23 +52,14 @@ def _tokenizer_spec(vocab_size: int, extra_specials: list[str]) -> dict:
     """A real `tokenizers` BPE file shaped like the released one: [STOP]=0, [UNK]=1, [SPACE]=2,
     [START]=255 (T3Config's start/stop text tokens), the other specials, printable characters,
     a few merges, and filler entries up to exactly `vocab_size`."""
-    vocab: dict[str, int] = {"[STOP]": 0, "[UNK]": 1, "[SPACE]": 2}
     specials = ["[STOP]", "[UNK]", "[SPACE]", "[START]", "[PAD]", "[SEP]", "[CLS]", "[MASK]", *extra_specials]
     merges = [("t", "h"), ("h", "e"), ("i", "n"), ("e", "r"), ("a", "n"), ("th", "e")]
     ordinary = [c for c in string.printable if not c.isspace()] + list("àáâäçèéêëíîïñóôöúûüß")
-    ordinary += ["".join(m) for m in merges]
-
-    def add(token: str) -> None:
-        while len(vocab) in (255,):
-            vocab[f"[unused{len(vocab)}]"] = len(vocab)
-        vocab.setdefault(token, len(vocab))
-
-    for token in [t for t in specials if t not in vocab and t != "[START]"] + ordinary:
-        add(token)
-    vocab["[START]"] = 255
-    while len(vocab) < vocab_size:
-        add(f"[unused{len(vocab)}]")
-    assert len(vocab) == vocab_size and sorted(vocab.values()) == list(range(vocab_size))
+    tokens = [t for t in specials if t != "[START]"] + ordinary + ["".join(m) for m in merges]
+    tokens += [f"[unused{i}]" for i in range(len(tokens), vocab_size - 1)]
+    tokens.insert(255, "[START]")
+    vocab = {token: i for i, token in enumerate(tokens)}
+    assert len(vocab) == vocab_size and vocab["[STOP]"] == 0 and vocab["[START]"] == 255
     return {
         "version": "1.0",
         "truncation": None,
