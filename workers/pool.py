@@ -31,6 +31,7 @@ class ModelPool:
     def start(self) -> None:
         os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
         os.chmod(self.run_dir, 0o700)        # the sockets accept jobs: only our user may connect
+        shutil.rmtree(os.path.join(self.run_dir, "progress"), ignore_errors=True)   # a previous run's
         slots = len(supervisor.worker_devices(self.settings))
         Board(os.path.join(self.run_dir, "board"), slots, create=True).close()
         context = multiprocessing.get_context("spawn")

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import psutil
 import pytest
 import requests
-from conftest import start_server
+from serverkit import start_server
 
 pytestmark = pytest.mark.server
 FIRST = "Alpha beta gamma delta epsilon zeta eta theta."     # one chunk of its own at size 50
