@@ -5,6 +5,9 @@ The master starts the model pool once (when_ready) and stops it last (on_exit); 
 gevent workers that never import a model runtime. Keep preload_app off: the app must be created
 after the fork, in each worker, once gevent has patched the process.
 """
+import os
+import shutil
+
 from chatterbox_server.settings import Settings
 
 _settings = Settings.from_env()
@@ -31,11 +34,22 @@ def when_ready(server):
     from workers.pool import ModelPool
     _pool = ModelPool(_settings)
     _pool.start()
+    # request metrics of every front worker, summed at /metrics (prometheus_client multiprocess mode)
+    metrics_dir = os.path.join(_pool.run_dir, "metrics")
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    os.makedirs(metrics_dir)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    server.log.info("model pool started: state in %s", _pool.run_dir)
 
 
 def post_fork(server, worker):
     if _pool is not None:
         _pool.forget_in_child()
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def on_exit(server):

@@ -10,11 +10,12 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from chatterbox_server import api_openai, api_ops
+from chatterbox_server import api_docs, api_openai, api_ops, metrics
 from chatterbox_server.errors import ApiError
 from chatterbox_server.pool_client import PoolError
 from chatterbox_server.services import Services
 from chatterbox_server.settings import Settings
+from chatterbox_server.telemetry import SPEECH_REQUESTS
 from workers.pool import RUN_DIR_ENV, ModelPool
 
 log = logging.getLogger("chatterbox.app")
@@ -37,11 +38,21 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api_openai.bp, url_prefix="/v1")
     app.register_blueprint(api_openai.bp, url_prefix="", name="openai_root")
     app.register_blueprint(api_ops.bp)
+    app.register_blueprint(api_docs.bp)
+    app.register_blueprint(metrics.bp)
     _register_error_handlers(app)
+    app.after_request(_count_speech_request)
     if settings.trust_proxy:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trust_proxy, x_proto=settings.trust_proxy,
                                 x_host=settings.trust_proxy, x_prefix=settings.trust_proxy)
     return app
+
+
+def _count_speech_request(response: Response) -> Response:
+    rule = request.url_rule.rule if request.url_rule else ""
+    if request.method == "POST" and ("/audio/speech" in rule or rule.startswith("/api/v1/")):
+        SPEECH_REQUESTS.labels(rule.removeprefix("/v1"), str(response.status_code)).inc()
+    return response
 
 
 def _start_own_pool(settings: Settings) -> str:

@@ -24,6 +24,7 @@ from chatterbox_server.encoders import StreamEncoder, encode_whole
 from chatterbox_server.pool_client import JobHandle, PoolClient, PoolError
 from chatterbox_server.progress import Progress
 from chatterbox_server.schemas import SpeechRequest
+from chatterbox_server.telemetry import AUDIO_SECONDS, FIRST_AUDIO
 from workers.engines.base import EngineInfo, SynthesisSettings, VoiceRef
 from workers.protocol import AudioChunk, SpeechJob
 
@@ -74,6 +75,7 @@ class SpeechRun:
         except BaseException:
             run.close()
             raise
+        FIRST_AUDIO.observe(time.monotonic() - run.started)
         return run
 
     def _next(self) -> AudioChunk | None:
@@ -95,6 +97,9 @@ class SpeechRun:
         return (result.input_tokens, result.output_tokens) if result else (0, 0)
 
     def close(self) -> None:
+        result = self.handle.result
+        if result is not None and not self.handle.closed:
+            AUDIO_SECONDS.inc(result.audio_seconds)
         if self.watcher is not None:
             self.watcher.kill(block=False)
         self.handle.close()

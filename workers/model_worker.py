@@ -25,8 +25,7 @@ from workers.audio import fade_edges, split_speed, time_stretch, to_pcm16
 from workers.board import Board, WorkerState
 from workers.engines import load_engine
 from workers.engines.base import Engine, EngineError, EngineInfo
-from workers.protocol import (Accepted, AudioChunk, Credit, JobDone, JobFailed, JobStats, SpeechJob,
-                              chunk_seed)
+from workers.protocol import Accepted, AudioChunk, Credit, JobDone, JobFailed, JobStats, SpeechJob, chunk_seed
 
 log = logging.getLogger("chatterbox.model_worker")
 PROCESS_TITLE = "chatterbox-model-worker"

@@ -210,3 +210,23 @@ def test_idle_progress_and_status(hibari_server):
 
 def test_second_port_serves_the_same_app(hibari_server):
     assert requests.get(hibari_server.extended_base + "/health").status_code == 200
+
+
+def test_openapi_document_and_doc_pages(hibari_server):
+    spec = requests.get(hibari_server.url("/openapi.json")).json()
+    properties = spec["components"]["schemas"]["SpeechRequest"]["properties"]
+    assert properties["speed"]["minimum"] == 0.25 and properties["speed"]["maximum"] == 4.0
+    assert "/v1/audio/speech/stream" in spec["paths"]
+    for page in ("/docs", "/redoc"):
+        response = requests.get(hibari_server.url(page))
+        assert response.status_code == 200 and "/openapi.json" in response.text
+
+
+def test_metrics_count_requests_across_front_workers(hibari_server):
+    for _ in range(4):
+        requests.post(hibari_server.url("/v1/audio/speech"), json={"input": "Count me."})
+    text = requests.get(hibari_server.url("/metrics")).text
+    assert 'chatterbox_model_workers{state="ready"} 1.0' in text
+    counted = [line for line in text.splitlines()
+               if line.startswith('chatterbox_speech_requests_total{endpoint="/audio/speech",outcome="200"}')]
+    assert counted and float(counted[0].split()[-1]) >= 4

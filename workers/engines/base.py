@@ -73,5 +73,5 @@ class Engine(ABC):
         """One real generation before the worker reports ready (compiles kernels, fills caches)."""
         self.synthesize("Warming up.", SynthesisSettings(), VoiceRef(info.default_voice), seed=0)
 
-    def release_memory(self) -> None:
+    def release_memory(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Give cached accelerator memory back between jobs."""

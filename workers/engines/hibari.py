@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from workers.engines.base import Engine, EngineError, EngineInfo, Synthesized, SynthesisSettings, VoiceRef
+from workers.engines.base import Engine, EngineError, EngineInfo, SynthesisSettings, Synthesized, VoiceRef
 
 NATIVE_SPEED = (0.5, 2.0)     # hibari's duration model; the model worker time-stretches beyond it
 VOICE = "heart"               # the voice inside the package; the others would need a download

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from workers.engines.base import Engine, EngineError, EngineInfo, Synthesized, SynthesisSettings, VoiceRef
+from workers.engines.base import Engine, EngineError, EngineInfo, SynthesisSettings, Synthesized, VoiceRef
 
 SAMPLE_RATE = 24000
 WORD_SECONDS = 0.15
