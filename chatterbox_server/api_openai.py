@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import gevent
 from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import ValidationError
 
@@ -16,6 +18,7 @@ from chatterbox_server.services import Services, services
 from chatterbox_server.voices import check_name, write_temporary_voice
 from workers.engines.base import EngineInfo, VoiceRef
 
+T = TypeVar("T")
 bp = Blueprint("openai", __name__)
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -110,7 +113,7 @@ def respond(req: SpeechRequest, progressive: bool, voice_file: bytes | None) -> 
         if not info.supports_cloning:
             raise ApiError(400, f"voice_file needs the chatterbox engine; this server runs {info.engine}",
                            param="voice_file", code="voice_not_supported")
-        temporary_voice = write_temporary_voice(svc.upload_dir, voice_file, svc.settings.max_upload_bytes)
+        temporary_voice = off_hub(write_temporary_voice, svc.upload_dir, voice_file, svc.settings.max_upload_bytes)
         voice = VoiceRef("voice_file", temporary_voice)
     else:
         voice = svc.voices.resolve(req.voice, info)
@@ -135,6 +138,11 @@ def respond(req: SpeechRequest, progressive: bool, voice_file: bytes | None) -> 
                         content_type=CONTENT_TYPES[req.response_format], headers={**headers, **STREAM_HEADERS})
     body = speech.whole_file(run, req.response_format)
     return Response(body, content_type=CONTENT_TYPES[req.response_format], headers=headers)
+
+
+def off_hub(function: Callable[..., T], *args: Any) -> T:
+    """Run CPU-bound work (decoding uploads) in the hub's threadpool so other greenlets keep going."""
+    return gevent.get_hub().threadpool.apply(function, args)
 
 
 def _remove(path: str | None) -> None:
@@ -175,7 +183,7 @@ def upload_voice() -> tuple[Response, int]:
     check_name(name)
     if upload is None or not upload.filename:
         raise ApiError(400, "voice_file: a file is required", param="voice_file", code="missing_file")
-    stored = services().voices.add(name, upload.read())
+    stored = off_hub(services().voices.add, name, upload.read())
     return jsonify(stored.describe()), 201
 
 

@@ -10,7 +10,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from chatterbox_server import api_docs, api_openai, api_ops, metrics
+from chatterbox_server import api_docs, api_extended, api_openai, api_ops, metrics
 from chatterbox_server.errors import ApiError
 from chatterbox_server.pool_client import PoolError
 from chatterbox_server.services import Services
@@ -38,6 +38,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api_openai.bp, url_prefix="/v1")
     app.register_blueprint(api_openai.bp, url_prefix="", name="openai_root")
     app.register_blueprint(api_ops.bp)
+    app.register_blueprint(api_extended.bp, url_prefix="/api/v1")
+    app.register_blueprint(api_extended.outputs_bp)
     app.register_blueprint(api_docs.bp)
     app.register_blueprint(metrics.bp)
     _register_error_handlers(app)

@@ -60,6 +60,11 @@ class Settings:
     data_dir: str = setting("data", "Directory for voices and generated files.")
     max_upload_bytes: int = setting(
         20 * 1024 * 1024, "Largest uploaded audio file (voice_file, library voices, input_audio); above: 413.")
+    output_retention_seconds: int = setting(
+        86400, "Generated files in DATA_DIR/outputs older than this many seconds are deleted; 0: no age limit.")
+    output_max_bytes: int = setting(
+        1024 ** 3, "Largest total size of DATA_DIR/outputs; above it the oldest files are deleted first; "
+        "0: no size limit.")
     default_voice: str = setting(
         "", "Library voice used when a request names none (or `default`); empty: the engine's built-in voice.")
     voice_aliases: str = setting(

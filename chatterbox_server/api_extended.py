@@ -1,0 +1,247 @@
+"""API family 2: the "Extended Plus" API (seed 002) under /api/v1, and the generated files under /outputs.
+
+A request synthesizes the whole clip, encodes every requested format, stores them in
+DATA_DIR/outputs and answers with the first one as a download (`response_mode=stream`) or with
+their URLs (`response_mode=url`). Errors use the Extended envelope (see app.error_response).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import gevent
+from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory, url_for
+from flask.blueprints import BlueprintSetupState
+from marshmallow import Schema, ValidationError
+
+from chatterbox_server import speech
+from chatterbox_server.api_openai import check_engine_fields
+from chatterbox_server.api_ops import health_report
+from chatterbox_server.encoders import CONTENT_TYPES, FILE_EXTENSIONS, encode_whole
+from chatterbox_server.errors import ApiError
+from chatterbox_server.extended_schemas import (
+    TtsQuerySchema,
+    TtsRequest,
+    TtsRequestSchema,
+    VoiceUploadSchema,
+    voice_name_from_filename,
+)
+from chatterbox_server.outputs import OutputStore
+from chatterbox_server.schemas import SEED_MAX, SpeechRequest, first_error
+from chatterbox_server.services import Services, services
+from chatterbox_server.voices import StoredVoice, check_name
+from workers.engines.base import EngineInfo, VoiceRef
+from workers.protocol import SpeechJob
+
+log = logging.getLogger("chatterbox.extended")
+bp = Blueprint("extended", __name__)
+outputs_bp = Blueprint("outputs", __name__)
+STORE_KEY = "chatterbox.outputs"
+# The Extended API always speaks whole files: these only shape how the text is cut into chunks.
+CHUNK_STRATEGY, CHUNK_SIZE, CHUNK_BUFFER = "sentence", 200, 10
+T = TypeVar("T")
+
+
+def _install_store(state: BlueprintSetupState) -> None:
+    settings = state.app.config["SETTINGS"]
+    state.app.extensions.setdefault(STORE_KEY, OutputStore(
+        os.path.join(settings.data_dir, "outputs"), settings.output_retention_seconds, settings.output_max_bytes))
+
+
+bp.record_once(_install_store)
+outputs_bp.record_once(_install_store)
+
+
+def output_store() -> OutputStore:
+    return current_app.extensions[STORE_KEY]
+
+
+def in_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run CPU or disk work on the hub's native threadpool so this worker keeps serving meanwhile."""
+    return gevent.get_hub().threadpool.apply(function, args)
+
+
+@dataclass(frozen=True)
+class Generated:
+    formats: tuple[str, ...]
+    files: dict[str, str]             # format -> file name in the outputs directory
+    data: dict[str, bytes]            # format -> encoded bytes
+
+
+# -- POST /api/v1/tts -----------------------------------------------------------------------------
+@bp.post("/tts")
+def tts() -> Response:
+    started = time.monotonic()
+    mode = load(TtsQuerySchema(), request.args.to_dict())["response_mode"]
+    settings = current_app.config["SETTINGS"]
+    req: TtsRequest = load(TtsRequestSchema(max_input_chars=settings.max_input_chars), json_object())
+    svc = services()
+    info = svc.require_engine()
+    speech_request = as_speech_request(req)
+    ignored = check_engine_fields(speech_request, info)
+    voice = reference_voice(svc, req.reference_voice, info)
+    job = speech.build_job(speech_request, voice, speech.new_request_id())
+    pcm = synthesize(svc, job, info)
+    generated = in_thread(encode_and_store, output_store(), req.export_formats, pcm, info.sample_rate)
+    headers = {"X-Request-Id": job.request_id, "X-Generation-Seed": str(job.seed)}
+    if ignored:
+        headers["X-Chatterbox-Ignored-Fields"] = ",".join(ignored)
+    if mode == "url":
+        return url_response(generated, job, len(pcm) / 2 / info.sample_rate, time.monotonic() - started,
+                            headers)
+    return download_response(generated, headers)
+
+
+def load(schema: Schema, data: dict[str, Any]) -> Any:
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        field, message = first_error(exc)
+        raise ApiError(400, message, param=field, code="invalid_value") from None
+
+
+def json_object() -> dict[str, Any]:
+    if not request.get_data(cache=True):
+        raise ApiError(400, "the request body is empty; send a JSON object", code="empty_body")
+    if not request.is_json:
+        raise ApiError(400, f"Content-Type must be application/json (got {request.mimetype or 'none'})",
+                       code="unsupported_content_type")
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ApiError(400, "the request body must be a JSON object", code="malformed_json")
+    return data
+
+
+def as_speech_request(req: TtsRequest) -> SpeechRequest:
+    """The OpenAI-side request that speech.build_job takes. The seed is drawn here when the client
+    sent none, from 1 up, so every reported seed (0 means random) reproduces its audio."""
+    seed = req.seed if req.seed is not None else random.SystemRandom().randrange(1, SEED_MAX + 1)
+    renamed = {"text": "input", "speed_factor": "speed"}
+    return SpeechRequest(
+        input=req.text, model=None, voice=None, response_format="pcm", speed=req.speed_factor,
+        stream_format="audio", exaggeration=req.exaggeration, cfg_weight=req.cfg_weight,
+        temperature=req.temperature, seed=seed, streaming_chunk_size=CHUNK_SIZE,
+        streaming_strategy=CHUNK_STRATEGY, streaming_buffer_size=CHUNK_BUFFER, streaming_quality="balanced",
+        language=req.language, instructions=None,
+        explicit=frozenset(renamed.get(name, name) for name in req.explicit))
+
+
+def reference_voice(svc: Services, name: str | None, info: EngineInfo) -> VoiceRef:
+    """A library voice for reference_audio_filename: 404 when there is none by that name."""
+    param = "reference_audio_filename"
+    if name is not None and name not in svc.voices.available(info) and svc.voices.get(name) is None:
+        raise ApiError(404, f"{param}: no reference audio {name!r} in the voice library; see GET /api/v1/voices "
+                            "or upload one with POST /api/v1/voice", param=param, code="reference_not_found")
+    try:
+        return svc.voices.resolve(name, info, param=param)
+    except ApiError as exc:
+        raise ApiError(exc.status, f"{param}: {exc.message}", param=param, code=exc.code) from None
+
+
+def synthesize(svc: Services, job: SpeechJob, info: EngineInfo) -> bytes:
+    run = speech.SpeechRun.start(svc.pool, job, info, request.environ.get("gunicorn.socket"), svc.progress)
+    try:
+        return b"".join(chunk.pcm for chunk in run.audio())
+    finally:
+        run.close()
+
+
+def encode_and_store(store: OutputStore, formats: tuple[str, ...], pcm: bytes, sample_rate: int) -> Generated:
+    """Encode every format, write them under one base name, then apply the retention limits."""
+    data = {fmt: encode_whole(fmt, pcm, sample_rate) for fmt in formats}
+    names = store.store({FILE_EXTENSIONS[fmt]: data[fmt] for fmt in formats})
+    files = {fmt: names[FILE_EXTENSIONS[fmt]] for fmt in formats}
+    try:
+        removed = store.prune(keep=files.values())
+        if removed:
+            log.info("retention removed %d output file(s)", len(removed))
+    except OSError:
+        log.exception("pruning %s failed", store.directory)
+    return Generated(formats, files, data)
+
+
+def output_url(filename: str) -> str:
+    """Relative (/outputs/x.mp3, behind a proxy prefix included): X-Alternative-Formats cannot carry ':'."""
+    return url_for("outputs.output_file", filename=filename)
+
+
+def download_response(generated: Generated, headers: dict[str, str]) -> Response:
+    first, *others = generated.formats
+    headers = {**headers, "Content-Disposition": f'attachment; filename="{generated.files[first]}"'}
+    if others:
+        headers["X-Alternative-Formats"] = "|".join(f"{fmt}:{output_url(generated.files[fmt])}" for fmt in others)
+    return Response(generated.data[first], content_type=CONTENT_TYPES[first], headers=headers)
+
+
+def url_response(generated: Generated, job: SpeechJob, seconds: float, elapsed: float,
+                 headers: dict[str, str]) -> Response:
+    files = [{"format": fmt, "filename": generated.files[fmt], "url": output_url(generated.files[fmt]),
+              "size_bytes": len(generated.data[fmt])} for fmt in generated.formats]
+    response = jsonify({
+        "success": True,
+        "message": f"Generated {seconds:.2f} s of speech in {len(files)} format(s)",
+        "output_files": files,
+        "generation_seed_used": job.seed,
+        "processing_time_seconds": round(elapsed, 3),
+        "duration_seconds": round(seconds, 3),
+    })
+    response.headers.update(headers)
+    return response
+
+
+# -- voices and health ----------------------------------------------------------------------------
+def describe(voice: StoredVoice) -> dict[str, Any]:
+    return {**voice.describe(), "reference_audio_filename": f"{voice.name}.wav"}
+
+
+@bp.get("/voices")
+def list_voices() -> Response:
+    svc = services()
+    info = svc.engine_info()
+    return jsonify({"success": True, "voices": [describe(voice) for voice in svc.voices.list()],
+                    "default": svc.settings.default_voice or (info.default_voice if info else "default"),
+                    "built_in": list(info.voices) if info else [],
+                    "cloning_supported": bool(info and info.supports_cloning)})
+
+
+@bp.post("/voice")
+def upload_voice() -> tuple[Response, int]:
+    if request.mimetype != "multipart/form-data":
+        raise ApiError(400, f"Content-Type must be multipart/form-data (got {request.mimetype or 'none'})",
+                       code="unsupported_content_type")
+    unexpected = sorted(set(request.files) - {"voice_file"})
+    if unexpected:
+        raise ApiError(400, f"{unexpected[0]}: unknown file field; the file field is voice_file",
+                       param=unexpected[0])
+    upload = request.files.get("voice_file")
+    if upload is None or not upload.filename:
+        raise ApiError(400, "voice_file: a file is required", param="voice_file", code="missing_file")
+    name = load(VoiceUploadSchema(), request.form.to_dict())["name"] or voice_name_from_filename(upload.filename)
+    check_name(name)
+    stored = in_thread(services().voices.add, name, upload.read())
+    return jsonify({"success": True, "message": f"voice {stored.name!r} added", "voice": describe(stored)}), 201
+
+
+@bp.get("/health")
+def health() -> tuple[Response, int]:
+    report = health_report(services())
+    return jsonify({"success": report["ready"], **report}), 200 if report["ready"] else 503
+
+
+# -- GET /outputs/<file> --------------------------------------------------------------------------
+@outputs_bp.get("/outputs/<path:filename>", merge_slashes=False)
+def output_file(filename: str) -> Response:
+    store = output_store()
+    if store.path_for(filename) is None:
+        raise ApiError(404, "no such output file", code="not_found")
+    extension = filename.rsplit(".", 1)[-1].lower()
+    content_type = next((CONTENT_TYPES[fmt] for fmt, ext in FILE_EXTENSIONS.items() if ext == extension),
+                        "application/octet-stream")
+    response = send_from_directory(store.directory, filename, mimetype=content_type)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -1,0 +1,127 @@
+"""Request schemas of API family 2, the "Extended Plus" API under /api/v1 (seed 002).
+
+No Flask here: the views hand these schemas a dict and get back a typed request or a
+ValidationError (turned into a 400 that names the field by `schemas.first_error`).
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, pre_load, validate, validates
+
+from chatterbox_server.schemas import SEED_MAX
+
+EXPORT_FORMATS = ("wav", "mp3", "flac", "opus", "aac")
+RESPONSE_MODES = ("stream", "url")
+# Extensions stripped from reference_audio_filename: "speaker1.wav" names the library voice "speaker1".
+REFERENCE_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".webm", ".mp4")
+
+
+def _range(low: float, high: float) -> validate.Range:
+    return validate.Range(min=low, max=high)
+
+
+@dataclass(frozen=True)
+class TtsRequest:
+    text: str
+    export_formats: tuple[str, ...]
+    reference_voice: str | None          # the library voice name, extension stripped
+    exaggeration: float
+    temperature: float
+    cfg_weight: float
+    seed: int | None                     # None: a random seed (absent, null or 0 in the request)
+    speed_factor: float
+    language: str | None
+    explicit: frozenset[str]             # fields the client actually sent
+
+
+class TtsRequestSchema(Schema):
+    """POST /api/v1/tts (JSON)."""
+
+    class Meta:
+        unknown = RAISE
+
+    text = fields.String(required=True)
+    export_formats = fields.List(
+        fields.String(validate=validate.OneOf(EXPORT_FORMATS, error="Must be one of: {choices}.")),
+        load_default=lambda: ["wav"], validate=validate.Length(min=1, error="Name at least one format."))
+    reference_audio_filename = fields.String(load_default=None, allow_none=True)
+    exaggeration = fields.Float(load_default=0.5, validate=_range(0.25, 2.0))
+    temperature = fields.Float(load_default=0.8, validate=_range(0.05, 5.0))
+    cfg_weight = fields.Float(load_default=0.5, validate=_range(0.0, 1.0))
+    seed = fields.Integer(load_default=None, allow_none=True, strict=True, validate=_range(0, SEED_MAX))
+    speed_factor = fields.Float(load_default=1.0, validate=_range(0.25, 4.0))
+    language = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=2, max=16))
+
+    def __init__(self, *, max_input_chars: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_input_chars = max_input_chars
+        self._sent: frozenset[str] = frozenset()
+
+    @pre_load
+    def _normalize(self, data: Any, **_: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        self._sent = frozenset(data)
+        formats = data.get("export_formats")
+        if isinstance(formats, list):
+            data = {**data, "export_formats": [f.lower() if isinstance(f, str) else f for f in formats]}
+        return data
+
+    @validates("text")
+    def _check_text(self, value: str, data_key: str) -> None:
+        if not value.strip():
+            raise ValidationError("Must contain text to speak.")
+        if len(value) > self.max_input_chars:
+            raise ValidationError(f"Longer than the limit of {self.max_input_chars} characters ({len(value)}).")
+
+    @validates("reference_audio_filename")
+    def _check_reference(self, value: str | None, data_key: str) -> None:
+        if value is not None:
+            reference_voice_name(value)
+
+    @post_load
+    def _build(self, data: dict[str, Any], **_: Any) -> TtsRequest:
+        reference = data.pop("reference_audio_filename")
+        return TtsRequest(**{**data, "export_formats": tuple(dict.fromkeys(data["export_formats"])),
+                             "seed": data["seed"] or None},
+                          reference_voice=reference_voice_name(reference) if reference is not None else None,
+                          explicit=self._sent & frozenset(self.fields))
+
+
+def reference_voice_name(filename: str) -> str:
+    """The library voice a reference_audio_filename names; ValidationError for anything path-like."""
+    if not filename.strip():
+        raise ValidationError("Must name a voice from the library (see GET /api/v1/voices).")
+    if "/" in filename or "\\" in filename or ".." in filename or "\x00" in filename:
+        raise ValidationError("Must be a voice name or a file name, not a path.")
+    stem, extension = os.path.splitext(filename)
+    return stem if extension.lower() in REFERENCE_EXTENSIONS and stem else filename
+
+
+class TtsQuerySchema(Schema):
+    """The query string of POST /api/v1/tts; other parameters are ignored."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    response_mode = fields.String(load_default="stream",
+                                  validate=validate.OneOf(RESPONSE_MODES, error="Must be one of: {choices}."))
+
+
+class VoiceUploadSchema(Schema):
+    """The form fields of POST /api/v1/voice (the file itself is `voice_file`)."""
+
+    class Meta:
+        unknown = RAISE
+
+    name = fields.String(load_default=None)
+
+
+def voice_name_from_filename(filename: str) -> str:
+    """A library name from an uploaded file's name: "My Voice (1).wav" -> "My_Voice_1"; may be ""."""
+    stem = os.path.splitext(os.path.basename(filename.replace("\\", "/")))[0]
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_-")[:64]

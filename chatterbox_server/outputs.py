@@ -1,0 +1,184 @@
+"""Generated files under DATA_DIR/outputs: atomic writes, safe look-ups, retention.
+
+No Flask or gevent here. Files are published with a hard link from a temporary file in the same
+directory, so a reader sees a whole file or none, and an existing name is never overwritten (two
+requests that pick the same base name in the same millisecond cannot clobber each other).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import secrets
+import stat
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+
+FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+TEMP_PREFIX = ".tmp-"
+TEMP_MAX_AGE = 3600.0           # a temporary file this old belongs to a writer that died
+NAME_ATTEMPTS = 8
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK}
+
+
+class OutputStore:
+    """One directory of generated files with an age limit and a size limit (0 disables either)."""
+
+    def __init__(self, directory: str, retention_seconds: float, max_bytes: int) -> None:
+        self.directory = os.path.abspath(directory)
+        self.retention_seconds = retention_seconds
+        self.max_bytes = max_bytes
+        os.makedirs(directory, exist_ok=True)
+
+    # -- writing ----------------------------------------------------------------------------------
+    def new_base_name(self, now: float | None = None, prefix: str = "tts") -> str:
+        """`tts_YYYY-MM-DD_HHMMSS_mmm` (UTC), with a random suffix when that base is already taken."""
+        moment = datetime.fromtimestamp(time.time() if now is None else now, tz=timezone.utc)
+        base = f"{prefix}_{moment:%Y-%m-%d_%H%M%S}_{moment.microsecond // 1000:03d}"
+        if self._base_taken(base):
+            base = f"{base}_{secrets.token_hex(3)}"
+        return base
+
+    def write_atomic(self, name: str, data: bytes, replace: bool = False) -> str:
+        """Write `name` whole or not at all; FileExistsError if it exists and `replace` is False."""
+        if not _plain_name(name):
+            raise ValueError(f"not a plain file name: {name!r}")
+        final = os.path.join(self.directory, name)
+        fd, temporary = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            _publish(temporary, final, replace)
+        finally:
+            _unlink_quietly(temporary)
+        return name
+
+    def store(self, files: Mapping[str, bytes], now: float | None = None, prefix: str = "tts") -> dict[str, str]:
+        """Write {extension: data} under one fresh base name; returns {extension: file name}."""
+        for _ in range(NAME_ATTEMPTS):
+            base = self.new_base_name(now, prefix)
+            written: dict[str, str] = {}
+            try:
+                for extension, data in files.items():
+                    written[extension] = self.write_atomic(f"{base}.{extension}", data)
+                return written
+            except FileExistsError:     # lost a race for this base name: undo and pick another
+                self._remove_all(written.values())
+            except BaseException:
+                self._remove_all(written.values())
+                raise
+            now = None
+        raise FileExistsError(f"no free output name after {NAME_ATTEMPTS} attempts")
+
+    # -- reading ----------------------------------------------------------------------------------
+    def path_for(self, filename: str) -> str | None:
+        """The path of a regular file directly in the directory, or None for anything else."""
+        if not _plain_name(filename):
+            return None
+        path = os.path.join(self.directory, filename)
+        if os.path.dirname(os.path.realpath(path)) != os.path.realpath(self.directory):
+            return None
+        try:
+            info = os.lstat(path)
+        except (OSError, ValueError):
+            return None
+        return path if stat.S_ISREG(info.st_mode) else None
+
+    # -- retention --------------------------------------------------------------------------------
+    def prune(self, now: float | None = None, keep: Iterable[str] = ()) -> list[str]:
+        """Delete stale temporary files, files past the age limit, then the oldest files until the
+        total fits the size limit. Files named in `keep` (just written) are never deleted."""
+        now = time.time() if now is None else now
+        protected = set(keep)
+        removed: list[str] = []
+        live: list[tuple[float, str, int]] = []
+        for name, info in self._entries():
+            age = now - info.st_mtime
+            if name.startswith(TEMP_PREFIX):
+                if age > TEMP_MAX_AGE and self._remove(name):
+                    removed.append(name)
+            elif name.startswith("."):
+                continue
+            elif self.retention_seconds > 0 and age > self.retention_seconds and name not in protected:
+                if self._remove(name):
+                    removed.append(name)
+            else:
+                live.append((info.st_mtime, name, info.st_size))
+        removed.extend(self._prune_to_size(live, protected))
+        return removed
+
+    def total_bytes(self) -> int:
+        return sum(info.st_size for name, info in self._entries() if not name.startswith("."))
+
+    def _prune_to_size(self, live: list[tuple[float, str, int]], protected: set[str]) -> list[str]:
+        if self.max_bytes <= 0:
+            return []
+        total = sum(size for _, _, size in live)
+        removed = []
+        for _, name, size in sorted(live):
+            if total <= self.max_bytes:
+                break
+            if name in protected:
+                continue
+            if self._remove(name):
+                removed.append(name)
+            total -= size
+        return removed
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _entries(self) -> Iterable[tuple[str, os.stat_result]]:
+        """(name, lstat) of the regular files; symlinks and directories are never touched."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return
+        for name in names:
+            try:
+                info = os.lstat(os.path.join(self.directory, name))
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                yield name, info
+
+    def _base_taken(self, base: str) -> bool:
+        return any(name.startswith(base + ".") for name in os.listdir(self.directory))
+
+    def _remove(self, name: str) -> bool:
+        try:
+            os.unlink(os.path.join(self.directory, name))
+        except FileNotFoundError:       # another front worker pruned it first
+            return False
+        return True
+
+    def _remove_all(self, names: Iterable[str]) -> None:
+        for name in names:
+            self._remove(name)
+
+
+def _plain_name(name: str) -> bool:
+    return bool(FILE_NAME.fullmatch(name)) and not name.startswith(".")
+
+
+def _publish(temporary: str, final: str, replace: bool) -> None:
+    if replace:
+        os.replace(temporary, final)
+        return
+    try:
+        os.link(temporary, final)       # atomic and fails if `final` exists, unlike os.replace
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        if os.path.lexists(final):      # a file system without hard links: best effort
+            raise FileExistsError(errno.EEXIST, "file exists", final) from None
+        os.replace(temporary, final)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
