@@ -165,9 +165,10 @@ def encode_and_store(store: OutputStore, formats: tuple[str, ...], pcm: bytes, s
     return Generated(formats, files, data)
 
 
-def output_url(filename: str) -> str:
-    """Relative (/outputs/x.mp3, behind a proxy prefix included): X-Alternative-Formats cannot carry ':'."""
-    return url_for("outputs.output_file", filename=filename)
+def output_url(filename: str, absolute: bool = False) -> str:
+    """X-Alternative-Formats needs relative URLs (its clients split on ':'); JSON gets absolute ones so a
+    client can download them as they are (the seed's "before" example does)."""
+    return url_for("outputs.output_file", filename=filename, _external=absolute)
 
 
 def download_response(generated: Generated, headers: dict[str, str]) -> Response:
@@ -180,7 +181,7 @@ def download_response(generated: Generated, headers: dict[str, str]) -> Response
 
 def url_response(generated: Generated, job: SpeechJob, seconds: float, elapsed: float,
                  headers: dict[str, str]) -> Response:
-    files = [{"format": fmt, "filename": generated.files[fmt], "url": output_url(generated.files[fmt]),
+    files = [{"format": fmt, "filename": generated.files[fmt], "url": output_url(generated.files[fmt], absolute=True),
               "size_bytes": len(generated.data[fmt])} for fmt in generated.formats]
     response = jsonify({
         "success": True,
@@ -222,6 +223,9 @@ def upload_voice() -> tuple[Response, int]:
     if upload is None or not upload.filename:
         raise ApiError(400, "voice_file: a file is required", param="voice_file", code="missing_file")
     name = load(VoiceUploadSchema(), request.form.to_dict())["name"] or voice_name_from_filename(upload.filename)
+    if not name:
+        raise ApiError(400, "name: the file name gives no usable voice name; send a name field", param="name",
+                       code="invalid_voice_name")
     check_name(name)
     stored = in_thread(services().voices.add, name, upload.read())
     return jsonify({"success": True, "message": f"voice {stored.name!r} added", "voice": describe(stored)}), 201

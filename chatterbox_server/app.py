@@ -52,7 +52,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 def _count_speech_request(response: Response) -> Response:
     rule = request.url_rule.rule if request.url_rule else ""
-    if request.method == "POST" and ("/audio/speech" in rule or rule.startswith("/api/v1/")):
+    if request.method == "POST" and ("/audio/speech" in rule or rule in ("/api/v1/tts", "/api/v1/vc")):
         SPEECH_REQUESTS.labels(rule.removeprefix("/v1"), str(response.status_code)).inc()
     return response
 

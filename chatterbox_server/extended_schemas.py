@@ -12,7 +12,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, pre_load, validate, validates
 
-from chatterbox_server.schemas import SEED_MAX
+from chatterbox_server.schemas import SEED_MAX, WholeNumber
 
 EXPORT_FORMATS = ("wav", "mp3", "flac", "opus", "aac")
 RESPONSE_MODES = ("stream", "url")
@@ -52,7 +52,7 @@ class TtsRequestSchema(Schema):
     exaggeration = fields.Float(load_default=0.5, validate=_range(0.25, 2.0))
     temperature = fields.Float(load_default=0.8, validate=_range(0.05, 5.0))
     cfg_weight = fields.Float(load_default=0.5, validate=_range(0.0, 1.0))
-    seed = fields.Integer(load_default=None, allow_none=True, strict=True, validate=_range(0, SEED_MAX))
+    seed = WholeNumber(load_default=None, allow_none=True, validate=_range(0, SEED_MAX))
     speed_factor = fields.Float(load_default=1.0, validate=_range(0.25, 4.0))
     language = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=2, max=16))
 

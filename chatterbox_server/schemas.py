@@ -28,6 +28,15 @@ QUALITY_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+class WholeNumber(fields.Integer):
+    """An integer that also arrives as a form string ("200"), but never silently truncates 5.5 to 5."""
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
 def _range(low: float, high: float) -> validate.Range:
     return validate.Range(min=low, max=high)
 
@@ -72,10 +81,10 @@ class SpeechRequestSchema(Schema):
     exaggeration = fields.Float(load_default=0.5, validate=_range(0.25, 2.0))
     cfg_weight = fields.Float(load_default=0.5, validate=_range(0.0, 1.0))
     temperature = fields.Float(load_default=0.8, validate=_range(0.05, 5.0))
-    seed = fields.Integer(load_default=None, allow_none=True, validate=_range(0, SEED_MAX))
-    streaming_chunk_size = fields.Integer(validate=_range(50, 500))
+    seed = WholeNumber(load_default=None, allow_none=True, validate=_range(0, SEED_MAX))
+    streaming_chunk_size = WholeNumber(validate=_range(50, 500))
     streaming_strategy = fields.String(validate=_one_of(STRATEGIES))
-    streaming_buffer_size = fields.Integer(load_default=3, validate=_range(1, 10))
+    streaming_buffer_size = WholeNumber(load_default=3, validate=_range(1, 10))
     streaming_quality = fields.String(load_default="balanced", validate=_one_of(QUALITIES))
     language = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=2, max=16))
     instructions = fields.String(load_default=None, allow_none=True)   # OpenAI field; see docs/api.md

@@ -101,6 +101,10 @@ class Settings:
                      "max_stream_input_chars", "max_queued_jobs", "max_new_tokens", "max_upload_bytes"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
+        for name in ("output_retention_seconds", "output_max_bytes", "queue_timeout", "chunk_timeout",
+                     "trust_proxy", "graceful_timeout"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{env_name(name)} cannot be negative")
         if not self.bind_addresses:
             raise SettingsError(f"{env_name('bind')} names no address")
 

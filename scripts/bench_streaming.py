@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,11 +167,12 @@ def bench_engine(name: str, text: str, repeats: int) -> dict[str, Any]:
     warm_first = [synth_seconds(engine, chunks[0], voice)[0] for _ in range(max(repeats, 5))]
     runs = []
     for _ in range(repeats):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         samples = sum(synth_seconds(engine, chunk, voice)[1] for chunk in chunks)
-        wall = time.perf_counter() - started
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         audio = samples / info.sample_rate
-        runs.append({"wall_s": wall, "audio_s": audio, "rtf": audio / wall})
+        runs.append({"wall_s": wall, "cpu_s": cpu, "audio_s": audio, "rtf": audio / wall,
+                     "audio_per_cpu_s": audio / cpu})
     return {
         "engine": info.engine, "model": info.model, "device": info.device, "sample_rate": info.sample_rate,
         "load_s": load_s, "first_chunk_chars": len(chunks[0]), "chunks": len(chunks), "text_chars": len(text),
@@ -179,6 +181,7 @@ def bench_engine(name: str, text: str, repeats: int) -> dict[str, Any]:
         "audio_s": median([run["audio_s"] for run in runs]),
         "wall_s": median([run["wall_s"] for run in runs]),
         "rtf": median([run["rtf"] for run in runs]),
+        "audio_per_cpu_s": median([run["audio_per_cpu_s"] for run in runs]),
     }
 
 
@@ -256,7 +259,7 @@ def health_summary(latencies: list[float], failures: int) -> dict[str, Any]:
         return {"polls": failures, "failures": failures}
     return {"polls": len(latencies) + failures, "failures": failures,
             "p50_ms": percentile(latencies, 0.50) * 1000, "p95_ms": percentile(latencies, 0.95) * 1000,
-            "max_ms": max(latencies) * 1000}
+            "max_ms": max(latencies) * 1000, "over_50ms": sum(latency > 0.05 for latency in latencies)}
 
 
 def run_concurrently(count: int, task: Callable[[], StreamResult]) -> tuple[list[StreamResult], float]:
@@ -295,6 +298,38 @@ def batch_metrics(results: list[StreamResult], wall_s: float, sample_rate: int) 
     }
 
 
+CPU_ROLES = ("model_worker", "front_workers", "server_other", "bench_client", "other_processes")
+
+
+def server_role(title: str) -> str:
+    if "chatterbox-model-worker" in title:
+        return "model_worker"
+    return "front_workers" if "gunicorn: worker" in title else "server_other"
+
+
+def cpu_seconds(server: Server) -> dict[str, float]:
+    """CPU seconds used so far by each part of the server, by this process, and by the whole machine."""
+    totals = dict.fromkeys(CPU_ROLES, 0.0)
+    master = psutil.Process(server.process.pid)
+    for proc in [master, *master.children(recursive=True)]:
+        try:
+            title, times = " ".join(proc.cmdline()), proc.cpu_times()
+        except psutil.Error:
+            continue
+        totals[server_role(title)] += times.user + times.system
+    own = psutil.Process().cpu_times()
+    totals["bench_client"] = own.user + own.system
+    machine = psutil.cpu_times()
+    busy = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
+    totals["other_processes"] = busy - sum(totals[role] for role in CPU_ROLES[:-1])
+    return totals
+
+
+def cores_used(before: dict[str, float], after: dict[str, float], wall_s: float) -> dict[str, float]:
+    """Average cores each role kept busy between two cpu_seconds() snapshots."""
+    return {role: (after[role] - before[role]) / wall_s for role in CPU_ROLES}
+
+
 def wait_idle(server: Server, timeout: float = 120.0) -> None:
     """Wait until no job is in flight (cancelled streams finish their current chunk first)."""
     server.wait_until(lambda report: report.get("jobs_in_flight", 0) == 0, timeout=timeout)
@@ -306,15 +341,20 @@ def bench_concurrency(server: Server, clients: int, text: str, repeats: int,
     for _ in range(repeats):
         wait_idle(server)
         with HealthPoller(server) as poller:
+            before = cpu_seconds(server)
             results, wall = run_concurrently(clients, lambda: stream_once(server, text))
+            cores = cores_used(before, cpu_seconds(server), wall)
         latencies += poller.latencies
         failures += poller.failures
-        runs.append({**batch_metrics(results, wall, sample_rate), "load_average_after": load_average()})
+        metrics = batch_metrics(results, wall, sample_rate)
+        metrics["audio_per_model_worker_cpu_s"] = metrics["aggregate_throughput"] / cores["model_worker"]
+        runs.append({**metrics, "cores": cores, "load_average_after": load_average()})
         print(f"  {clients} client(s): first audio median {runs[-1]['first_audio_median_s']:.3f} s, "
               f"batch {wall:.1f} s, aggregate {runs[-1]['aggregate_throughput']:.1f}x", flush=True)
     keys = [key for key, value in runs[0].items() if isinstance(value, float)]
     summary = {key: median([run[key] for run in runs]) for key in keys}
-    return {"clients": clients, "repeats": repeats, **summary,
+    cores = {role: median([run["cores"][role] for run in runs]) for role in CPU_ROLES}
+    return {"clients": clients, "repeats": repeats, **summary, "cores": cores,
             "errors": sum(len(run["errors"]) for run in runs),
             "health": health_summary(latencies, failures), "runs": runs}
 
@@ -440,11 +480,12 @@ def markdown(results: dict[str, Any]) -> str:
         f"{fmt(engine['first_audio_cold_s'], 3)} s |",
         f"| first chunk, warm (median) | {fmt(engine['first_audio_warm_s'], 3)} s |",
         f"| whole text: audio / wall | {fmt(engine['audio_s'], 1)} s / {fmt(engine['wall_s'], 2)} s |",
-        f"| throughput (audio s per wall s) | {fmt(engine['rtf'], 1)}x |", "",
+        f"| throughput (audio s per wall s) | {fmt(engine['rtf'], 1)}x |",
+        f"| audio s per CPU s | {fmt(engine['audio_per_cpu_s'], 1)} |", "",
         "Through the server (POST /v1/audio/speech/stream, medians over repeats):", "",
         "| clients | first audio byte median | first audio byte max | stream time median | "
         "audio per stream | per-stream RTF median (min) | aggregate throughput | "
-        "/health p50 / p95 / max (polls) |",
+        "/health p50 / p95 / max (polls, slow) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in server["concurrency"]:
@@ -456,7 +497,13 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {fmt(row['stream_rtf_median'], 1)}x ({fmt(row['stream_rtf_min'], 1)}x) "
             f"| {fmt(row['aggregate_throughput'], 1)}x "
             f"| {ms(health, 'p50_ms')} / {ms(health, 'p95_ms')} / {ms(health, 'max_ms')} ms "
-            f"({health['polls']}) |")
+            f"({health['polls']}, {health.get('over_50ms', 0)} > 50 ms) |")
+    lines += ["", f"CPU kept busy during the batches (cores, of {results['machine']['nproc']}; medians):", "",
+              "| clients | " + " | ".join(CPU_ROLES) + " | audio s per model-worker CPU s |",
+              "| --- |" + " --- |" * (len(CPU_ROLES) + 1)]
+    for row in server["concurrency"]:
+        cores = " | ".join(fmt(row["cores"][role]) for role in CPU_ROLES)
+        lines.append(f"| {row['clients']} | {cores} | {fmt(row['audio_per_model_worker_cpu_s'], 1)} |")
     idle = server["idle_health"]
     lines += ["", f"/health while idle: p50 {ms(idle, 'p50_ms')} ms, p95 {ms(idle, 'p95_ms')} ms, "
                   f"max {ms(idle, 'max_ms')} ms ({idle['polls']} polls).", "",

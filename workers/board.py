@@ -133,7 +133,7 @@ class Board:
 
     # -- text fields ------------------------------------------------------------------------------
     def _put_text(self, slot: int, offset: int, size: int, text: str) -> None:
-        data = text.encode("utf-8")[: size - 1]
+        data = text.encode("utf-8")[: size - 1].decode("utf-8", "ignore").encode("utf-8")
         start = self._offset(slot) + offset
         self._map[start:start + size] = data + b"\0" * (size - len(data))
 

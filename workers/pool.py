@@ -24,11 +24,13 @@ class ModelPool:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.owns_run_dir = not settings.run_dir
-        self.run_dir = settings.run_dir or tempfile.mkdtemp(prefix="chatterbox-pool-")
+        self.run_dir = settings.run_dir
         self.process: multiprocessing.process.BaseProcess | None = None
         self.lifeline = None
 
     def start(self) -> None:
+        if self.owns_run_dir:
+            self.run_dir = tempfile.mkdtemp(prefix="chatterbox-pool-")
         os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
         os.chmod(self.run_dir, 0o700)        # the sockets accept jobs: only our user may connect
         shutil.rmtree(os.path.join(self.run_dir, "progress"), ignore_errors=True)   # a previous run's

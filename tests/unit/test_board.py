@@ -152,9 +152,6 @@ def test_multibyte_text_truncation_never_raises(board_path):
     board.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "workers/board.py Board._put_text truncates the UTF-8 bytes at size-1 without respecting character "
-    "boundaries, so a long non-ASCII error (e.g. 'é' * 1000) reads back with a trailing U+FFFD"))
 def test_multibyte_text_truncated_on_a_character_boundary(board_path):
     board = Board.open(board_path)
     board.set_state(0, WorkerState.FAILED, "é" * 1000)

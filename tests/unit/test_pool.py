@@ -6,11 +6,14 @@ patching, as long as the test waits with gevent.sleep (never time.sleep) while r
 """
 from __future__ import annotations
 
+import glob
 import io
 import os
 import pickle
+import signal
 import socket
 import struct
+import tempfile
 import threading
 import time
 import uuid
@@ -18,8 +21,7 @@ import uuid
 import gevent
 import pytest
 
-from chatterbox_server.pool_client import (CooperativeConnection, JobHandle, JobTimeout, PoolBusy, PoolClient,
-                                           PoolError)
+from chatterbox_server.pool_client import CooperativeConnection, JobHandle, JobTimeout, PoolBusy, PoolClient, PoolError
 from chatterbox_server.settings import Settings
 from workers.board import Board, WorkerState, pid_alive
 from workers.engines.base import SynthesisSettings, VoiceRef
@@ -34,7 +36,8 @@ READY_TIMEOUT = 20.0
 # -- helpers ---------------------------------------------------------------------------------------
 def make_job(*chunks: str, seed: int = 1, buffer_size: int = 3, speed: float = 1.0) -> SpeechJob:
     return SpeechJob(request_id=uuid.uuid4().hex, chunks=tuple(chunks), settings=SynthesisSettings(speed=speed),
-                     voice=VoiceRef(), seed=seed, buffer_size=buffer_size, text_preview=chunks[0][:20] if chunks else "")
+                     voice=VoiceRef(), seed=seed, buffer_size=buffer_size,
+                     text_preview=chunks[0][:20] if chunks else "")
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.02, what: str = "condition"):
@@ -131,7 +134,7 @@ def test_chunks_in_order_with_the_right_length_and_usage(client):
     assert handle.slot == 0
     chunks = collect(handle)
     assert [c.index for c in chunks] == [0, 1, 2, 3]
-    for chunk, text in zip(chunks, texts):
+    for chunk, text in zip(chunks, texts, strict=True):
         assert len(chunk.pcm) == words(text) * BYTES_PER_WORD
         assert chunk.input_tokens == chunk.output_tokens == words(text)
         assert chunk.synth_seconds >= 0
@@ -218,6 +221,24 @@ def test_cancel_drops_the_job_in_the_worker(client):
     follow_up = client.submit(make_job("still here"))
     assert [c.index for c in collect(follow_up)] == [0]
     assert follow_up.result is not None
+
+
+def test_cancel_while_the_job_waits_for_credits(client):
+    handle = client.submit(make_job(*[f"chunk {i}" for i in range(6)], buffer_size=2))
+    wait_for(lambda: handle.messages.qsize() >= 3, 2.0, what="Accepted and two chunks")
+    assert client.slots()[0].active == 1
+    handle.close()
+    wait_for(lambda: client.slots()[0].active == 0, 1.5, what="the worker to drop the stalled job")
+
+
+def test_close_right_after_submit(client):
+    before = client.slots()[0]
+    handle = client.submit(make_job(*[f"w{i} [[sleep:0.2]]" for i in range(5)]))
+    handle.close()
+    assert client.connecting[0] == 0
+    wait_for(lambda: client.slots()[0].active == 0, 1.5, what="the worker to drop the job")
+    assert client.slots()[0].pid == before.pid
+    assert len(collect(client.submit(make_job("next")))) == 1
 
 
 def test_cancel_from_another_greenlet_raises_cancelled(client):
@@ -480,9 +501,10 @@ def test_stop_ends_supervisor_and_workers_and_removes_its_run_dir(restore_enviro
     pool.stop()
     assert time.monotonic() - started < 5.0
     assert pool.process is None
-    for pid in worker_pids:
+    for pid in worker_pids:         # the supervisor reaped them before it exited
         assert not pid_alive(pid), pid
-    assert process_gone(supervisor_pid)
+    # the sentinel fires when the exiting supervisor closes its files, a moment before it is a zombie
+    wait_for(lambda: process_gone(supervisor_pid), 2.0, what="the supervisor to exit")
     assert not os.path.exists(run_dir)
     pool.stop()     # a second stop is harmless
 
@@ -498,18 +520,67 @@ def test_stop_keeps_a_run_dir_it_did_not_create(tmp_path, restore_environ):
     board.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "workers/pool.py ModelPool.__init__ creates the temporary run dir with mkdtemp, but stop() returns "
-    "early when start() was never called (self.process is None), so the directory is never removed"))
-def test_a_pool_that_never_started_leaves_no_run_dir():
-    pool = ModelPool(Settings.from_env({}, engine="tone"))
-    run_dir = pool.run_dir
+def test_workers_exit_when_the_supervisor_is_killed(tmp_path, restore_environ):
+    pool = start_pool(str(tmp_path / "run"), workers=1)
     try:
-        pool.stop()
-        assert not os.path.exists(run_dir)
+        client = new_client(pool)
+        worker_pid = client.slots()[0].pid
+        client.board.close()
+        os.kill(pool.process.pid, signal.SIGKILL)
+        # the worker's lifeline to the supervisor closes: it must not linger as an orphan
+        wait_for(lambda: process_gone(worker_pid), 5.0, what="the orphaned worker to exit")
     finally:
-        if os.path.isdir(run_dir):
-            os.rmdir(run_dir)
+        pool.stop(timeout=5)
+
+
+def test_the_supervisor_stops_when_its_owner_goes_away(tmp_path, restore_environ):
+    pool = start_pool(str(tmp_path / "run"), workers=1)
+    try:
+        client = new_client(pool)
+        worker_pid = client.slots()[0].pid
+        supervisor_pid = pool.process.pid
+        pool.lifeline.close()           # what the owner's death looks like from the supervisor
+        wait_for(lambda: process_gone(supervisor_pid), 10.0, what="the supervisor to stop")
+        assert not pid_alive(worker_pid)
+        assert client.slots()[0].state == WorkerState.STOPPED
+        client.board.close()
+    finally:
+        pool.stop(timeout=5)
+
+
+def test_a_worker_that_cannot_load_is_failed_and_retried_with_back_off(tmp_path, restore_environ, monkeypatch):
+    monkeypatch.setenv("CHATTERBOX_TONE_WARMUP_SECONDS", "not-a-number")    # ToneEngine.warmup raises
+    settings = Settings.from_env({}, engine="tone", run_dir=str(tmp_path / "run"), graceful_timeout=5,
+                                 log_level="critical")
+    pool = ModelPool(settings)
+    pool.start()
+    try:
+        client = new_client(pool)
+
+        def reaped_again():     # the worker writes its error, then the supervisor adds the exit reason
+            view = client.slots()[0]
+            return (view.state == WorkerState.FAILED and view.restarts >= 1
+                    and "could not load its engine" in view.last_error and view)
+        view = wait_for(reaped_again, 10.0, what="the second load failure")
+        assert "engine failed to load" in view.last_error and "not-a-number" in view.last_error
+        assert client.ready_slots() == []
+        with pytest.raises(PoolError) as info:
+            client.submit(make_job("x"))
+        assert info.value.status == 503 and info.value.code == "model_unavailable"
+        # the second failure in a row waits (2 s) before the next attempt
+        gevent.sleep(1.0)
+        assert client.slots()[0].state == WorkerState.FAILED
+        assert client.supervisor_alive()
+        client.board.close()
+    finally:
+        pool.stop(timeout=5)
+
+
+def test_a_pool_that_never_started_leaves_no_run_dir():
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "chatterbox-pool-*")))
+    pool = ModelPool(Settings.from_env({}, engine="tone"))
+    pool.stop()
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "chatterbox-pool-*"))) == before
 
 
 # -- CooperativeConnection -------------------------------------------------------------------------

@@ -5,8 +5,16 @@ import pytest
 from marshmallow import ValidationError
 
 from chatterbox_server.chunking import STRATEGIES
-from chatterbox_server.schemas import (OPENAI_VOICES, QUALITY_PRESETS, RESPONSE_FORMATS, SEED_MAX,
-                                       STREAM_FORMATS, SpeechRequest, SpeechRequestSchema, first_error)
+from chatterbox_server.schemas import (
+    OPENAI_VOICES,
+    QUALITY_PRESETS,
+    RESPONSE_FORMATS,
+    SEED_MAX,
+    STREAM_FORMATS,
+    SpeechRequest,
+    SpeechRequestSchema,
+    first_error,
+)
 
 MAX_CHARS = 100
 
