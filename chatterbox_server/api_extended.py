@@ -28,15 +28,23 @@ from chatterbox_server.extended_schemas import (
     TtsQuerySchema,
     TtsRequest,
     TtsRequestSchema,
+    VcFormSchema,
     VoiceUploadSchema,
     voice_name_from_filename,
 )
 from chatterbox_server.outputs import OutputStore
 from chatterbox_server.schemas import SEED_MAX, SpeechRequest, first_error
 from chatterbox_server.services import Services, services
-from chatterbox_server.voices import StoredVoice, check_name
-from workers.engines.base import EngineInfo, VoiceRef
-from workers.protocol import SpeechJob
+from chatterbox_server.voices import (
+    StoredVoice,
+    check_name,
+    decode_upload,
+    write_temporary_voice,
+    write_temporary_wav,
+)
+from workers.audio import plan_windows
+from workers.engines.base import VC_INPUT_RATE, EngineInfo, VoiceRef
+from workers.protocol import ConvertJob, SpeechJob
 
 log = logging.getLogger("chatterbox.extended")
 bp = Blueprint("extended", __name__)
@@ -143,7 +151,7 @@ def reference_voice(svc: Services, name: str | None, info: EngineInfo) -> VoiceR
         raise ApiError(exc.status, f"{param}: {exc.message}", param=param, code=exc.code) from None
 
 
-def synthesize(svc: Services, job: SpeechJob, info: EngineInfo) -> bytes:
+def synthesize(svc: Services, job: SpeechJob | ConvertJob, info: EngineInfo) -> bytes:
     run = speech.SpeechRun.start(svc.pool, job, info, request.environ.get("gunicorn.socket"), svc.progress)
     try:
         return b"".join(chunk.pcm for chunk in run.audio())
@@ -179,7 +187,7 @@ def download_response(generated: Generated, headers: dict[str, str]) -> Response
     return Response(generated.data[first], content_type=CONTENT_TYPES[first], headers=headers)
 
 
-def url_response(generated: Generated, job: SpeechJob, seconds: float, elapsed: float,
+def url_response(generated: Generated, job: SpeechJob | ConvertJob, seconds: float, elapsed: float,
                  headers: dict[str, str]) -> Response:
     files = [{"format": fmt, "filename": generated.files[fmt], "url": output_url(generated.files[fmt], absolute=True),
               "size_bytes": len(generated.data[fmt])} for fmt in generated.formats]
@@ -193,6 +201,92 @@ def url_response(generated: Generated, job: SpeechJob, seconds: float, elapsed: 
     })
     response.headers.update(headers)
     return response
+
+
+# -- POST /api/v1/vc ------------------------------------------------------------------------------
+VC_MAX_SECONDS = 600.0
+VC_WINDOW_SECONDS, VC_OVERLAP_SECONDS = 20.0, 0.5     # long inputs: windows crossfaded over the overlap
+VC_FILE_FIELDS = ("input_audio", "target_voice_source")
+
+
+@bp.post("/vc")
+def voice_conversion() -> Response:
+    started = time.monotonic()
+    mode = load(TtsQuerySchema(), request.args.to_dict())["response_mode"]
+    svc = services()
+    info = svc.require_engine()
+    if not info.supports_voice_conversion:
+        raise ApiError(503, f"voice conversion needs the chatterbox engine; this server runs {info.engine}",
+                       code="voice_conversion_unavailable")
+    form = load(VcFormSchema(), multipart_fields(VC_FILE_FIELDS))
+    upload = request.files.get("input_audio")
+    if upload is None or not upload.filename:
+        raise ApiError(400, "input_audio: a file is required", param="input_audio", code="missing_file")
+    temporary: list[str] = []
+    try:
+        source = in_thread(store_vc_input, svc, upload.read(), temporary)
+        voice = vc_target(svc, info, form["target_voice_source"], temporary)
+        job = convert_job(source, voice, form["seed"])
+        pcm = synthesize(svc, job, info)
+    finally:
+        for path in temporary:
+            remove_quietly(path)
+    generated = in_thread(encode_and_store, output_store(), form["export_formats"], pcm, info.sample_rate)
+    headers = {"X-Request-Id": job.request_id, "X-Generation-Seed": str(job.seed)}
+    if mode == "url":
+        return url_response(generated, job, len(pcm) / 2 / info.sample_rate, time.monotonic() - started, headers)
+    return download_response(generated, headers)
+
+
+def multipart_fields(file_fields: tuple[str, ...]) -> dict[str, Any]:
+    if request.mimetype != "multipart/form-data":
+        raise ApiError(400, f"Content-Type must be multipart/form-data (got {request.mimetype or 'none'})",
+                       code="unsupported_content_type")
+    unexpected = sorted(set(request.files) - set(file_fields))
+    if unexpected:
+        raise ApiError(400, f"{unexpected[0]}: unknown file field", param=unexpected[0])
+    fields = {key: values if len(values) > 1 else values[0] for key, values in request.form.lists()}
+    if "target_voice_source" in request.files:
+        fields.setdefault("target_voice_source", None)
+    return fields
+
+
+def store_vc_input(svc: Services, data: bytes, temporary: list[str]) -> tuple[str, int]:
+    samples, _, _ = decode_upload(data, max_bytes=svc.settings.max_upload_bytes, rate=VC_INPUT_RATE,
+                                  seconds=(0.5, VC_MAX_SECONDS), param="input_audio")
+    path = write_temporary_wav(svc.upload_dir, samples, VC_INPUT_RATE)
+    temporary.append(path)
+    return path, samples.size
+
+
+def vc_target(svc: Services, info: EngineInfo, name: str | None, temporary: list[str]) -> VoiceRef:
+    """target_voice_source: an uploaded file, or a library voice name (404 when unknown)."""
+    upload = request.files.get("target_voice_source")
+    if upload is not None and upload.filename:
+        path = in_thread(write_temporary_voice, svc.upload_dir, upload.read(), svc.settings.max_upload_bytes)
+        temporary.append(path)
+        return VoiceRef("target_voice_source", path)
+    if not name:
+        raise ApiError(400, "target_voice_source: name a library voice or upload a file",
+                       param="target_voice_source", code="missing_field")
+    return reference_voice(svc, name, info)
+
+
+def convert_job(source: tuple[str, int], voice: VoiceRef, seed: int | None) -> ConvertJob:
+    path, samples = source
+    overlap = int(VC_OVERLAP_SECONDS * VC_INPUT_RATE)
+    windows = plan_windows(samples, int(VC_WINDOW_SECONDS * VC_INPUT_RATE), overlap)
+    seed = seed if seed else random.SystemRandom().randrange(1, SEED_MAX + 1)
+    return ConvertJob(request_id=speech.new_request_id(), audio_path=path, windows=windows, overlap=overlap,
+                      voice=voice, seed=seed, buffer_size=CHUNK_BUFFER,
+                      text_preview=f"voice conversion of {samples / VC_INPUT_RATE:.1f} s")
+
+
+def remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 # -- voices and health ----------------------------------------------------------------------------

@@ -125,3 +125,32 @@ def voice_name_from_filename(filename: str) -> str:
     """A library name from an uploaded file's name: "My Voice (1).wav" -> "My_Voice_1"; may be ""."""
     stem = os.path.splitext(os.path.basename(filename.replace("\\", "/")))[0]
     return re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_-")[:64]
+
+
+class VcFormSchema(Schema):
+    """The form fields of POST /api/v1/vc (the files are `input_audio` and optionally `target_voice_source`)."""
+
+    class Meta:
+        unknown = RAISE
+
+    target_voice_source = fields.String(load_default=None, allow_none=True)
+    export_formats = fields.Raw(load_default="wav")
+    seed = WholeNumber(load_default=None, allow_none=True, validate=_range(0, SEED_MAX))
+
+    @validates("target_voice_source")
+    def _check_target(self, value: str | None, data_key: str) -> None:
+        if value:
+            reference_voice_name(value)
+
+    @post_load
+    def _formats(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        """export_formats as a repeated field, or one field "wav,mp3" (curl -F friendly)."""
+        raw = data["export_formats"]
+        items = raw if isinstance(raw, list) else [raw]
+        formats = [part.strip().lower() for item in items for part in str(item).split(",") if part.strip()]
+        bad = [fmt for fmt in formats if fmt not in EXPORT_FORMATS]
+        if bad or not formats:
+            raise ValidationError({"export_formats": [f"Must be one of: {', '.join(EXPORT_FORMATS)}."]})
+        target = data["target_voice_source"]
+        return {**data, "export_formats": tuple(dict.fromkeys(formats)),
+                "target_voice_source": reference_voice_name(target) if target else None}

@@ -24,7 +24,7 @@ from gevent import socket as gsocket
 from workers.board import Board, SlotView, WorkerState, pid_alive
 from workers.engines.base import EngineInfo
 from workers.model_worker import socket_path
-from workers.protocol import Accepted, AudioChunk, Credit, JobDone, JobFailed, SpeechJob
+from workers.protocol import Accepted, AudioChunk, ConvertJob, Credit, JobDone, JobFailed, SpeechJob
 
 log = logging.getLogger("chatterbox.pool")
 CONNECT_TIMEOUT = 5.0
@@ -210,7 +210,7 @@ class PoolClient:
         pid, _ = self.board.supervisor()
         return pid_alive(pid)
 
-    def submit(self, job: SpeechJob) -> JobHandle:
+    def submit(self, job: SpeechJob | ConvertJob) -> JobHandle:
         """Send the job to the least-busy ready worker. Raises PoolError (503) when none can take it."""
         candidates = sorted(self.ready_slots(), key=lambda v: (v.active + self.connecting[v.slot], v.slot))
         if not candidates:

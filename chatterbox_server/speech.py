@@ -26,7 +26,7 @@ from chatterbox_server.progress import Progress
 from chatterbox_server.schemas import SpeechRequest
 from chatterbox_server.telemetry import AUDIO_SECONDS, FIRST_AUDIO
 from workers.engines.base import EngineInfo, SynthesisSettings, VoiceRef
-from workers.protocol import AudioChunk, SpeechJob
+from workers.protocol import AudioChunk, ConvertJob, SpeechJob
 
 log = logging.getLogger("chatterbox.speech")
 
@@ -54,7 +54,7 @@ def build_job(request: SpeechRequest, voice: VoiceRef, request_id: str) -> Speec
 class SpeechRun:
     """A job admitted to the pool, with a watch on the client's connection."""
     handle: JobHandle
-    job: SpeechJob
+    job: SpeechJob | ConvertJob
     info: EngineInfo
     progress: Progress
     chunks: Iterator[AudioChunk]
@@ -64,11 +64,11 @@ class SpeechRun:
     cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
-    def start(cls, pool: PoolClient, job: SpeechJob, info: EngineInfo, client_socket: object | None,
+    def start(cls, pool: PoolClient, job: SpeechJob | ConvertJob, info: EngineInfo, client_socket: object | None,
               progress: Progress) -> SpeechRun:
         handle = pool.submit(job)
         run = cls(handle, job, info, progress, handle.chunks())
-        progress.begin(job.request_id, len(job.chunks), job.text_preview)
+        progress.begin(job.request_id, job.units, job.text_preview)
         run.watcher = watch_client(client_socket, handle) if client_socket is not None else None
         try:
             run.first = run._next()

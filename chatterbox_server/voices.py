@@ -143,35 +143,42 @@ def sniff_format(data: bytes) -> str | None:
 
 
 def decode_reference(data: bytes, max_bytes: int) -> tuple[np.ndarray, str, float]:
-    """Untrusted upload -> (PCM16 mono at 24 kHz, sniffed format, seconds). Raises ApiError 4xx."""
+    """Untrusted voice upload -> (PCM16 mono at 24 kHz, sniffed format, seconds). Raises ApiError 4xx."""
+    return decode_upload(data, max_bytes=max_bytes, rate=STORED_RATE, seconds=(MIN_SECONDS, MAX_SECONDS),
+                         param="voice_file")
+
+
+def decode_upload(data: bytes, *, max_bytes: int, rate: int, seconds: tuple[float, float],
+                  param: str) -> tuple[np.ndarray, str, float]:
+    """Untrusted audio -> (PCM16 mono at `rate`, sniffed format, duration), bounded in size and length."""
     if len(data) > max_bytes:
-        raise ApiError(413, f"voice file is {len(data)} bytes; the limit is {max_bytes}", param="voice_file",
+        raise ApiError(413, f"{param} is {len(data)} bytes; the limit is {max_bytes}", param=param,
                        code="file_too_large")
     fmt = sniff_format(data)
     if fmt is None:
-        raise ApiError(400, "voice_file is not audio this server reads (wav, mp3, flac, ogg, webm, m4a, aac)",
-                       param="voice_file", code="unsupported_audio")
-    samples, source_rate = _decode(data)
-    seconds = samples.size / STORED_RATE
+        raise ApiError(400, f"{param} is not audio this server reads (wav, mp3, flac, ogg, webm, m4a, aac)",
+                       param=param, code="unsupported_audio")
+    samples, source_rate = _decode(data, rate, seconds[1], param)
+    duration = samples.size / rate
     if source_rate < MIN_SOURCE_RATE:
-        raise ApiError(400, f"voice_file sample rate {source_rate} Hz is below {MIN_SOURCE_RATE} Hz",
-                       param="voice_file", code="unsupported_audio")
-    if not MIN_SECONDS <= seconds <= MAX_SECONDS:
-        raise ApiError(400, f"voice_file lasts {seconds:.1f} s; use {MIN_SECONDS:.0f} to {MAX_SECONDS:.0f} s "
-                            "of clear speech", param="voice_file", code="unsupported_audio")
-    return samples, fmt, seconds
+        raise ApiError(400, f"{param} sample rate {source_rate} Hz is below {MIN_SOURCE_RATE} Hz", param=param,
+                       code="unsupported_audio")
+    if not seconds[0] <= duration <= seconds[1]:
+        raise ApiError(400, f"{param} lasts {duration:.1f} s; send {seconds[0]:.0f} to {seconds[1]:.0f} s of "
+                            "clear speech", param=param, code="unsupported_audio")
+    return samples, fmt, duration
 
 
-def _decode(data: bytes) -> tuple[np.ndarray, int]:
+def _decode(data: bytes, rate: int, max_seconds: float, param: str) -> tuple[np.ndarray, int]:
     import av
-    max_samples = int((MAX_SECONDS + 1) * STORED_RATE)
+    max_samples = int((max_seconds + 1) * rate)
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             stream = next((s for s in container.streams if s.type == "audio"), None)
             if stream is None:
                 raise ValueError("no audio stream")
             source_rate = stream.codec_context.sample_rate or 0
-            resampler = av.AudioResampler(format="s16", layout="mono", rate=STORED_RATE)
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
             parts, total = [], 0
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
@@ -183,8 +190,8 @@ def _decode(data: bytes) -> tuple[np.ndarray, int]:
             for out in resampler.resample(None):
                 parts.append(out.to_ndarray().reshape(-1))
     except (av.FFmpegError, ValueError, EOFError, OSError) as exc:
-        raise ApiError(400, f"voice_file could not be decoded as audio ({type(exc).__name__})",
-                       param="voice_file", code="unsupported_audio") from None
+        raise ApiError(400, f"{param} could not be decoded as audio ({type(exc).__name__})", param=param,
+                       code="unsupported_audio") from None
     samples = np.concatenate(parts).astype(np.int16) if parts else np.zeros(0, np.int16)
     return samples, source_rate
 
@@ -202,10 +209,14 @@ def pcm_to_wav(samples: np.ndarray, sample_rate: int) -> bytes:
 def write_temporary_voice(directory: str, data: bytes, max_bytes: int) -> str:
     """A one-off voice_file, decoded and checked like a library voice; the caller deletes it."""
     samples, _, _ = decode_reference(data, max_bytes)
+    return write_temporary_wav(directory, samples, STORED_RATE)
+
+
+def write_temporary_wav(directory: str, samples: np.ndarray, rate: int) -> str:
     os.makedirs(directory, exist_ok=True)
     fd, path = tempfile.mkstemp(prefix="upload-", suffix=".wav", dir=directory)
     with os.fdopen(fd, "wb") as f:
-        f.write(pcm_to_wav(samples, STORED_RATE))
+        f.write(pcm_to_wav(samples, rate))
     return path
 
 

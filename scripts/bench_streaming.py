@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import json
 import math
 import os
@@ -48,6 +49,7 @@ CHUNK_SIZE = 200
 STRATEGY = "sentence"
 HEALTH_INTERVAL_S = 0.05
 SEED = 1234
+PACKAGES = ("hibari-tts", "onnxruntime", "gunicorn", "gevent", "flask")
 LONG_TEXT_CHARS = 20_000
 
 # A fixed, varied English text of about 3,000 characters: the "long text" every stream speaks.
@@ -131,7 +133,17 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     return {"nproc": os.cpu_count(), "cpu_model": model, "platform": platform.platform(),
-            "python": platform.python_version()}
+            "python": platform.python_version(), "packages": package_versions()}
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def load_average() -> list[float]:

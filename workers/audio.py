@@ -1,6 +1,8 @@
 """Audio post-processing in the model worker: speed, seams, PCM16 conversion."""
 from __future__ import annotations
 
+import wave
+
 import numpy as np
 
 SEAM_FADE_SECONDS = 0.004   # long enough to remove a click, short enough to be inaudible
@@ -23,15 +25,18 @@ def time_stretch(audio: np.ndarray, sample_rate: int, factor: float) -> np.ndarr
     return stretched.reshape(-1)
 
 
-def fade_edges(audio: np.ndarray, sample_rate: int, seconds: float = SEAM_FADE_SECONDS) -> np.ndarray:
+def fade_edges(audio: np.ndarray, sample_rate: int, seconds: float = SEAM_FADE_SECONDS, *,
+               start: bool = True, end: bool = True) -> np.ndarray:
     """Short raised-cosine fade in and out so consecutive chunks join without a click."""
     n = min(int(sample_rate * seconds), audio.size // 2)
     if n < 2:
         return audio
     out = audio.astype(np.float32, copy=True)
     ramp = (0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, n, dtype=np.float32)))
-    out[:n] *= ramp
-    out[-n:] *= ramp[::-1]
+    if start:
+        out[:n] *= ramp
+    if end:
+        out[-n:] *= ramp[::-1]
     return out
 
 
@@ -39,3 +44,32 @@ def to_pcm16(audio: np.ndarray) -> bytes:
     """float32 in [-1, 1] -> PCM16 little-endian bytes (clipped, never wrapped around)."""
     clipped = np.clip(np.nan_to_num(audio, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
     return (clipped * 32767.0).round().astype("<i2").tobytes()
+
+
+def plan_windows(samples: int, window: int, overlap: int) -> tuple[tuple[int, int], ...]:
+    """Cover [0, samples) with windows of at most `window` samples, each overlapping the previous one."""
+    if samples <= window:
+        return ((0, samples),) if samples else ()
+    step = window - overlap
+    starts = range(0, samples - overlap, step)
+    return tuple((start, min(start + window, samples)) for start in starts)
+
+
+def crossfade(tail: np.ndarray, head: np.ndarray) -> np.ndarray:
+    """Blend the end of one window into the start of the next. The weights sum to one (equal gain):
+    both windows speak the same content in the same voice, so they are correlated and an
+    equal-power fade would swell the overlap by up to 3 dB."""
+    n = min(tail.size, head.size)
+    if n == 0:
+        return head[:0]
+    rising = (0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, n, dtype=np.float32)))
+    return (tail[:n] * (1.0 - rising) + head[:n] * rising).astype(np.float32)
+
+
+def read_wav_mono(path: str) -> np.ndarray:
+    """A PCM16 mono WAV (as the front worker writes them) as float32 in [-1, 1]."""
+    with wave.open(path, "rb") as source:
+        if source.getnchannels() != 1 or source.getsampwidth() != 2:
+            raise ValueError(f"{path}: expected 16-bit mono WAV")
+        frames = source.readframes(source.getnframes())
+    return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0

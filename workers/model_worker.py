@@ -20,12 +20,24 @@ import traceback
 from collections import deque
 from multiprocessing.connection import Connection, wait
 
+import numpy as np
+
 from chatterbox_server.settings import Settings
-from workers.audio import fade_edges, split_speed, time_stretch, to_pcm16
+from workers.audio import crossfade, fade_edges, read_wav_mono, split_speed, time_stretch, to_pcm16
 from workers.board import Board, WorkerState
 from workers.engines import load_engine
-from workers.engines.base import Engine, EngineError, EngineInfo
-from workers.protocol import Accepted, AudioChunk, Credit, JobDone, JobFailed, JobStats, SpeechJob, chunk_seed
+from workers.engines.base import VC_INPUT_RATE, Engine, EngineError, EngineInfo, Synthesized
+from workers.protocol import (
+    Accepted,
+    AudioChunk,
+    ConvertJob,
+    Credit,
+    JobDone,
+    JobFailed,
+    JobStats,
+    SpeechJob,
+    chunk_seed,
+)
 
 log = logging.getLogger("chatterbox.model_worker")
 PROCESS_TITLE = "chatterbox-model-worker"
@@ -39,15 +51,17 @@ def socket_path(run_dir: str, slot: int) -> str:
 @dataclasses.dataclass(eq=False)
 class ActiveJob:
     conn: Connection
-    job: SpeechJob
+    job: SpeechJob | ConvertJob
     credits: int
     next_index: int = 0
     last_served: float = 0.0
     stats: JobStats = dataclasses.field(default_factory=JobStats)
+    source: np.ndarray | None = None       # voice conversion: the whole input, read once
+    tail: np.ndarray | None = None         # voice conversion: output held back to crossfade
 
     @property
     def runnable(self) -> bool:
-        return self.credits > 0 and self.next_index < len(self.job.chunks)
+        return self.credits > 0 and self.next_index < self.job.units
 
 
 class ModelWorker:
@@ -147,21 +161,21 @@ class ModelWorker:
         except Exception as exc:  # noqa: BLE001 - an unreadable message ends that connection only
             self._drop(conn, f"unreadable message: {exc}")
             return
-        if isinstance(message, SpeechJob) and conn in self.idle_conns:
+        if isinstance(message, (SpeechJob, ConvertJob)) and conn in self.idle_conns:
             self._admit(conn, message)
         elif isinstance(message, Credit) and conn in self.jobs:
             self.jobs[conn].credits += message.chunks
         else:
             self._fail(conn, JobFailed(f"unexpected message {type(message).__name__}", status=500))
 
-    def _admit(self, conn: Connection, job: SpeechJob) -> None:
+    def _admit(self, conn: Connection, job: SpeechJob | ConvertJob) -> None:
         self.idle_conns.discard(conn)
         active = ActiveJob(conn, job, credits=job.buffer_size)
         self.jobs[conn] = active
         self.order.append(active)
         if not self._send(conn, Accepted(self.slot, jobs_ahead=len(self.jobs) - 1)):
             return
-        if not job.chunks:
+        if not job.units:
             self._finish(active)
 
     def _next_job(self) -> ActiveJob | None:
@@ -178,7 +192,7 @@ class ModelWorker:
         job, index = active.job, active.next_index
         started = time.perf_counter()
         try:
-            pcm, result = self._render(job, index)
+            pcm, result = self._render(active)
         except EngineError as exc:
             self._fail(active.conn, JobFailed(str(exc), kind="request", status=400))
             return
@@ -198,15 +212,33 @@ class ModelWorker:
         stats.samples += len(pcm) // 2
         stats.synth_seconds += elapsed
         chunk = AudioChunk(index, pcm, result.input_tokens, result.output_tokens, elapsed)
-        if self._send(active.conn, chunk) and active.next_index == len(job.chunks):
+        if self._send(active.conn, chunk) and active.next_index == job.units:
             self._finish(active)
 
-    def _render(self, job: SpeechJob, index: int):
+    def _render(self, active: ActiveJob) -> tuple[bytes, Synthesized]:
+        if isinstance(active.job, ConvertJob):
+            return self._convert_window(active)
+        job, index = active.job, active.next_index
         engine_speed, stretch = split_speed(job.settings.speed, self.info.native_speed)
         settings = dataclasses.replace(job.settings, speed=engine_speed)
         result = self.engine.synthesize(job.chunks[index], settings, job.voice, chunk_seed(job.seed, index))
         audio = time_stretch(result.audio, self.info.sample_rate, stretch)
         return to_pcm16(fade_edges(audio, self.info.sample_rate)), result
+
+    def _convert_window(self, active: ActiveJob) -> tuple[bytes, Synthesized]:
+        """Convert one window; the overlap with the next one is held back and crossfaded into it."""
+        job, index = active.job, active.next_index
+        if active.source is None:
+            active.source = read_wav_mono(job.audio_path)
+        start, end = job.windows[index]
+        audio = self.engine.convert_voice(active.source[start:end], job.voice, chunk_seed(job.seed, index))
+        overlap = round(job.overlap * self.info.sample_rate / VC_INPUT_RATE)
+        if active.tail is not None:
+            audio = np.concatenate([crossfade(active.tail, audio[:overlap]), audio[overlap:]])
+        last = index == job.units - 1
+        active.tail, audio = (None, audio) if last else (audio[-overlap:], audio[:-overlap])
+        audio = fade_edges(audio, self.info.sample_rate, start=index == 0, end=last)   # outer edges only
+        return to_pcm16(audio), Synthesized(audio, input_tokens=0, output_tokens=0)
 
     # -- endings ------------------------------------------------------------------------------------
     def _finish(self, active: ActiveJob) -> None:
@@ -223,9 +255,9 @@ class ModelWorker:
 
     def _drop(self, conn: Connection, reason: str) -> None:
         active = self.jobs.get(conn)
-        if active is not None and active.next_index < len(active.job.chunks):
+        if active is not None and active.next_index < active.job.units:
             log.info("slot %d: request %s cancelled after %d/%d chunks (%s)", self.slot,
-                     active.job.request_id, active.next_index, len(active.job.chunks), reason)
+                     active.job.request_id, active.next_index, active.job.units, reason)
         self._close(conn)
 
     def _send(self, conn: Connection, message: object) -> bool:

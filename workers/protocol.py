@@ -23,6 +23,27 @@ class SpeechJob:
     buffer_size: int                   # chunks the worker may send ahead of the client's consumption
     text_preview: str = ""
 
+    @property
+    def units(self) -> int:
+        return len(self.chunks)
+
+
+@dataclass(frozen=True)
+class ConvertJob:
+    """Voice conversion of a recording, window by window (consecutive windows overlap)."""
+    request_id: str
+    audio_path: str                    # mono WAV at VC_INPUT_RATE, written by the front worker
+    windows: tuple[tuple[int, int], ...]  # [start, end) sample ranges of the input
+    overlap: int                       # input samples shared by consecutive windows
+    voice: VoiceRef
+    seed: int
+    buffer_size: int
+    text_preview: str = ""
+
+    @property
+    def units(self) -> int:
+        return len(self.windows)
+
 
 @dataclass(frozen=True)
 class Credit:

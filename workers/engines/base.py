@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+VC_INPUT_RATE = 16000      # ChatterboxVC (S3Gen) takes 16 kHz input
+
 
 @dataclass(frozen=True)
 class EngineInfo:
@@ -72,6 +74,10 @@ class Engine(ABC):
     def warmup(self, info: EngineInfo) -> None:
         """One real generation before the worker reports ready (compiles kernels, fills caches)."""
         self.synthesize("Warming up.", SynthesisSettings(), VoiceRef(info.default_voice), seed=0)
+
+    def convert_voice(self, audio: np.ndarray, voice: VoiceRef, seed: int) -> np.ndarray:
+        """Re-speak `audio` (float32 mono at VC_INPUT_RATE) in `voice`; returns audio at the engine's rate."""
+        raise EngineError("voice conversion needs the chatterbox engine")
 
     def release_memory(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Give cached accelerator memory back between jobs."""
