@@ -359,7 +359,7 @@ def bench_concurrency(server: Server, clients: int, text: str, repeats: int,
         latencies += poller.latencies
         failures += poller.failures
         metrics = batch_metrics(results, wall, sample_rate)
-        metrics["audio_per_model_worker_cpu_s"] = metrics["aggregate_throughput"] / cores["model_worker"]
+        metrics["audio_per_model_worker_cpu_s"] = metrics["aggregate_throughput"] / max(cores["model_worker"], 1e-9)
         runs.append({**metrics, "cores": cores, "load_average_after": load_average()})
         print(f"  {clients} client(s): first audio median {runs[-1]['first_audio_median_s']:.3f} s, "
               f"batch {wall:.1f} s, aggregate {runs[-1]['aggregate_throughput']:.1f}x", flush=True)
