@@ -11,7 +11,6 @@ import shutil
 from chatterbox_server.settings import Settings
 
 _settings = Settings.from_env()
-_pool = None
 
 wsgi_app = "chatterbox_server:create_app()"
 bind = _settings.bind_addresses
@@ -29,22 +28,24 @@ proc_name = "chatterbox-server"
 control_socket_disable = True    # no control socket in $HOME under a hardened systemd unit
 
 
+# The pool hangs on the arbiter, not on this module: a HUP re-executes this file, and the pool
+# (with its loaded model) must outlive that.
 def when_ready(server):
-    global _pool
     from workers.pool import ModelPool
-    _pool = ModelPool(_settings)
-    _pool.start()
+    pool = server.chatterbox_pool = ModelPool(_settings)
+    pool.start()
     # request metrics of every front worker, summed at /metrics (prometheus_client multiprocess mode)
-    metrics_dir = os.path.join(_pool.run_dir, "metrics")
+    metrics_dir = os.path.join(pool.run_dir, "metrics")
     shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    server.log.info("model pool started: state in %s", _pool.run_dir)
+    server.log.info("model pool started: state in %s", pool.run_dir)
 
 
 def post_fork(server, worker):
-    if _pool is not None:
-        _pool.forget_in_child()
+    pool = getattr(server, "chatterbox_pool", None)
+    if pool is not None:
+        pool.forget_in_child()
 
 
 def child_exit(server, worker):
@@ -53,5 +54,6 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    if _pool is not None:
-        _pool.stop()
+    pool = getattr(server, "chatterbox_pool", None)
+    if pool is not None:
+        pool.stop()

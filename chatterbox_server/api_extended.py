@@ -10,11 +10,9 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-import gevent
 from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory, url_for
 from flask.blueprints import BlueprintSetupState
 from marshmallow import Schema, ValidationError
@@ -32,6 +30,7 @@ from chatterbox_server.extended_schemas import (
     VoiceUploadSchema,
     voice_name_from_filename,
 )
+from chatterbox_server.hub import off_hub
 from chatterbox_server.outputs import OutputStore
 from chatterbox_server.schemas import SEED_MAX, SpeechRequest, first_error
 from chatterbox_server.services import Services, services
@@ -52,7 +51,6 @@ outputs_bp = Blueprint("outputs", __name__)
 STORE_KEY = "chatterbox.outputs"
 # The Extended API always speaks whole files: these only shape how the text is cut into chunks.
 CHUNK_STRATEGY, CHUNK_SIZE, CHUNK_BUFFER = "sentence", 200, 10
-T = TypeVar("T")
 
 
 def _install_store(state: BlueprintSetupState) -> None:
@@ -67,11 +65,6 @@ outputs_bp.record_once(_install_store)
 
 def output_store() -> OutputStore:
     return current_app.extensions[STORE_KEY]
-
-
-def in_thread(function: Callable[..., T], *args: Any) -> T:
-    """Run CPU or disk work on the hub's native threadpool so this worker keeps serving meanwhile."""
-    return gevent.get_hub().threadpool.apply(function, args)
 
 
 @dataclass(frozen=True)
@@ -95,7 +88,7 @@ def tts() -> Response:
     voice = reference_voice(svc, req.reference_voice, info)
     job = speech.build_job(speech_request, voice, speech.new_request_id())
     pcm = synthesize(svc, job, info)
-    generated = in_thread(encode_and_store, output_store(), req.export_formats, pcm, info.sample_rate)
+    generated = off_hub(encode_and_store, output_store(), req.export_formats, pcm, info.sample_rate)
     headers = {"X-Request-Id": job.request_id, "X-Generation-Seed": str(job.seed)}
     if ignored:
         headers["X-Chatterbox-Ignored-Fields"] = ",".join(ignored)
@@ -224,14 +217,14 @@ def voice_conversion() -> Response:
         raise ApiError(400, "input_audio: a file is required", param="input_audio", code="missing_file")
     temporary: list[str] = []
     try:
-        source = in_thread(store_vc_input, svc, upload.read(), temporary)
+        source = off_hub(store_vc_input, svc, upload.read(), temporary)
         voice = vc_target(svc, info, form["target_voice_source"], temporary)
         job = convert_job(source, voice, form["seed"])
         pcm = synthesize(svc, job, info)
     finally:
         for path in temporary:
             remove_quietly(path)
-    generated = in_thread(encode_and_store, output_store(), form["export_formats"], pcm, info.sample_rate)
+    generated = off_hub(encode_and_store, output_store(), form["export_formats"], pcm, info.sample_rate)
     headers = {"X-Request-Id": job.request_id, "X-Generation-Seed": str(job.seed)}
     if mode == "url":
         return url_response(generated, job, len(pcm) / 2 / info.sample_rate, time.monotonic() - started, headers)
@@ -263,7 +256,7 @@ def vc_target(svc: Services, info: EngineInfo, name: str | None, temporary: list
     """target_voice_source: an uploaded file, or a library voice name (404 when unknown)."""
     upload = request.files.get("target_voice_source")
     if upload is not None and upload.filename:
-        path = in_thread(write_temporary_voice, svc.upload_dir, upload.read(), svc.settings.max_upload_bytes)
+        path = off_hub(write_temporary_voice, svc.upload_dir, upload.read(), svc.settings.max_upload_bytes)
         temporary.append(path)
         return VoiceRef("target_voice_source", path)
     if not name:
@@ -321,7 +314,7 @@ def upload_voice() -> tuple[Response, int]:
         raise ApiError(400, "name: the file name gives no usable voice name; send a name field", param="name",
                        code="invalid_voice_name")
     check_name(name)
-    stored = in_thread(services().voices.add, name, upload.read())
+    stored = off_hub(services().voices.add, name, upload.read())
     return jsonify({"success": True, "message": f"voice {stored.name!r} added", "voice": describe(stored)}), 201
 
 

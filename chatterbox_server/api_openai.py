@@ -2,23 +2,21 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-import gevent
 from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import ValidationError
 
 from chatterbox_server import speech
 from chatterbox_server.encoders import CONTENT_TYPES
 from chatterbox_server.errors import ApiError
+from chatterbox_server.hub import off_hub
 from chatterbox_server.progress import IDLE
 from chatterbox_server.schemas import OPENAI_MODELS, SpeechRequest, SpeechRequestSchema, first_error
 from chatterbox_server.services import Services, services
 from chatterbox_server.voices import check_name, write_temporary_voice
 from workers.engines.base import EngineInfo, VoiceRef
 
-T = TypeVar("T")
 bp = Blueprint("openai", __name__)
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -138,11 +136,6 @@ def respond(req: SpeechRequest, progressive: bool, voice_file: bytes | None) -> 
                         content_type=CONTENT_TYPES[req.response_format], headers={**headers, **STREAM_HEADERS})
     body = speech.whole_file(run, req.response_format)
     return Response(body, content_type=CONTENT_TYPES[req.response_format], headers=headers)
-
-
-def off_hub(function: Callable[..., T], *args: Any) -> T:
-    """Run CPU-bound work (decoding uploads) in the hub's threadpool so other greenlets keep going."""
-    return gevent.get_hub().threadpool.apply(function, args)
 
 
 def _remove(path: str | None) -> None:

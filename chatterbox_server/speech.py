@@ -21,6 +21,7 @@ from gevent import socket as gsocket
 from chatterbox_server import sse
 from chatterbox_server.chunking import split_text
 from chatterbox_server.encoders import StreamEncoder, encode_whole
+from chatterbox_server.hub import off_hub
 from chatterbox_server.pool_client import JobHandle, PoolClient, PoolError
 from chatterbox_server.progress import Progress
 from chatterbox_server.schemas import SpeechRequest
@@ -126,7 +127,12 @@ def whole_file(run: SpeechRun, fmt: str) -> bytes:
         pcm = b"".join(chunk.pcm for chunk in run.audio())
     finally:
         run.close()
-    return encode_whole(fmt, pcm, run.info.sample_rate)
+    return off_hub(encode_whole, fmt, pcm, run.info.sample_rate)
+
+
+def encode_chunk(encoder: StreamEncoder, pcm: bytes) -> bytes:
+    """Raw formats are a copy; codecs take ~10 ms per second of audio, too long to hold the hub."""
+    return encoder.feed(pcm) if encoder.fmt in ("wav", "pcm") else off_hub(encoder.feed, pcm)
 
 
 def progressive(run: SpeechRun, fmt: str) -> Iterator[bytes]:
@@ -134,7 +140,7 @@ def progressive(run: SpeechRun, fmt: str) -> Iterator[bytes]:
     try:
         head = encoder.header()
         for chunk in run.audio():
-            data = head + encoder.feed(chunk.pcm)
+            data = head + encode_chunk(encoder, chunk.pcm)
             head = b""
             if data:
                 yield data
@@ -156,7 +162,7 @@ def server_sent_events(run: SpeechRun, fmt: str) -> Iterator[bytes]:
         yield sse.audio_info(run.info.sample_rate)
         head = encoder.header()
         for chunk in run.audio():
-            data = head + encoder.feed(chunk.pcm)
+            data = head + encode_chunk(encoder, chunk.pcm)
             head = b""
             if data:
                 yield sse.audio_delta(data)

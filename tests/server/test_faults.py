@@ -152,3 +152,37 @@ def test_graceful_stop_finishes_running_streams_and_leaves_no_process(tmp_path):
     assert server.process.wait(timeout=30) == 0
     time.sleep(0.5)
     assert [pid for pid in tree if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"] == []
+
+
+def front_worker_pids(master: psutil.Process) -> set[int]:
+    pids = set()
+    for child in master.children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "gunicorn: worker" in " ".join(child.cmdline()):
+                pids.add(child.pid)
+        except psutil.Error:
+            pass     # exiting
+    return pids
+
+
+def test_reload_replaces_front_workers_and_keeps_the_model_pool(tmp_path):
+    server = start_server(tmp_path, engine="tone", front_workers="2", graceful_timeout="5")
+    try:
+        master = psutil.Process(server.process.pid)
+        fronts = front_worker_pids(master)
+        model_pid = server.health()["workers"]["slots"][0]["pid"]
+        server.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            now = front_worker_pids(master)
+            if len(now) == 2 and not now & fronts:
+                break
+            time.sleep(0.2)
+        assert len(now) == 2 and not now & fronts, (fronts, now)
+        assert server.health()["workers"]["slots"][0]["pid"] == model_pid
+        assert requests.post(server.url("/v1/audio/speech"), json={"input": "after reload"}).status_code == 200
+        tree = [server.process.pid] + [p.pid for p in master.children(recursive=True)]
+    finally:
+        assert server.stop() == 0
+    time.sleep(0.5)
+    assert [pid for pid in tree if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"] == []
