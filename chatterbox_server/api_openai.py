@@ -116,7 +116,7 @@ def respond(req: SpeechRequest, progressive: bool, voice_file: bytes | None) -> 
     else:
         voice = svc.voices.resolve(req.voice, info)
     request_id = speech.new_request_id()
-    job = speech.build_job(req, voice, request_id)
+    job = speech.build_job(req, voice, request_id, streaming=progressive or req.stream_format == "sse")
     try:
         run = speech.SpeechRun.start(svc.pool, job, info, request.environ.get("gunicorn.socket"), svc.progress)
     except BaseException:

@@ -62,6 +62,19 @@ def split_text(text: str, strategy: str = "sentence", max_chars: int = 200) -> l
     return [Chunk(text[start:end], start, end) for start, end in spans]
 
 
+def shorten_first_chunk(text: str, chunks: list[Chunk], max_chars: int) -> list[Chunk]:
+    """Cut the first chunk again, at sentence, clause or word boundaries, down to ``max_chars``.
+
+    A stream's first audio waits for the whole first chunk, while later chunks are synthesized
+    as earlier ones play; so a short first chunk starts the audio sooner at no other cost.
+    """
+    if not chunks or len(chunks[0].text) <= max_chars:
+        return chunks
+    first = chunks[0]
+    pieces = split_text(text[first.start:first.end], "sentence", max_chars)
+    return [Chunk(p.text, first.start + p.start, first.start + p.end) for p in pieces] + chunks[1:]
+
+
 def chunk_texts(text: str, strategy: str = "sentence", max_chars: int = 200) -> list[str]:
     """Return only the texts of :func:`split_text`."""
     return [chunk.text for chunk in split_text(text, strategy, max_chars)]

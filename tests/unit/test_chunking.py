@@ -359,3 +359,19 @@ def test_random_texts_never_cut_inside_a_fitting_word(strategy: str) -> None:
             # Dashes and CJK punctuation are clause boundaries even without spaces around them.
             if len(word.group()) <= 50 and not _JOINING_PUNCTUATION.intersection(word.group()):
                 assert not any(word.start() < cut < word.end() for cut in cuts), (text, word)
+
+
+def test_shorten_first_chunk_keeps_coverage_and_only_touches_the_first():
+    from chatterbox_server.chunking import shorten_first_chunk
+    text = ("This opening sentence is rather long, it has clauses, and it keeps going for a while. "
+            "Second sentence. " + "Later text follows here. " * 6)
+    chunks = split_text(text, "sentence", 100)
+    assert len(chunks) >= 2 and len(chunks[0].text) > 40
+    short = shorten_first_chunk(text, chunks, 40)
+    first_pieces = short[: len(short) - len(chunks) + 1]
+    assert len(first_pieces) >= 2 and all(len(c.text) <= 40 for c in first_pieces)
+    assert short[len(first_pieces):] == chunks[1:]
+    assert first_pieces[0].start == chunks[0].start and first_pieces[-1].end == chunks[0].end
+    assert all(text[c.start:c.end] == c.text for c in short)
+    assert shorten_first_chunk(text, chunks, 500) == chunks
+    assert shorten_first_chunk("", [], 10) == []
