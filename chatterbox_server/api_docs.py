@@ -1,6 +1,7 @@
 """OpenAPI document generated from the marshmallow schemas, with Swagger UI and ReDoc pages."""
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 from typing import Any
 
@@ -10,6 +11,7 @@ from flask import Blueprint, Response, jsonify
 
 import chatterbox_server
 from chatterbox_server.encoders import CONTENT_TYPES
+from chatterbox_server.extended_schemas import TtsRequestSchema, VcFormSchema
 from chatterbox_server.schemas import SpeechRequestSchema
 
 bp = Blueprint("docs", __name__)
@@ -19,9 +21,18 @@ AUDIO = {"content": {mime: {"schema": {"type": "string", "format": "binary"}}
 ERROR = {"description": "Invalid request (the `param` field names the problem)",
          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 SPEECH_BODY = {"required": True, "content": {"application/json": {"schema": "SpeechRequest"}}}
-UPLOAD_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {
-    "allOf": [{"$ref": "#/components/schemas/SpeechRequest"},
-              {"type": "object", "properties": {"voice_file": {"type": "string", "format": "binary"}}}]}}}}
+BINARY = {"type": "string", "format": "binary"}
+
+
+def _with_files(spec: APISpec, component: str, files: dict[str, dict]) -> dict[str, Any]:
+    """A multipart body: the component's fields plus file fields (one object: the component forbids extras)."""
+    schema = copy.deepcopy(spec.to_dict()["components"]["schemas"][component])
+    schema["properties"].update(files)
+    return schema
+
+
+def _multipart(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
 
 
 def _speech_operation(summary: str, body: dict, streaming: bool) -> dict[str, Any]:
@@ -33,8 +44,24 @@ def _speech_operation(summary: str, body: dict, streaming: bool) -> dict[str, An
                                    "503": {"description": "No model worker is ready, or all are full"}}}}
 
 
-def _get(summary: str, tag: str) -> dict[str, Any]:
-    return {"get": {"summary": summary, "tags": [tag], "responses": {"200": {"description": "OK"}}}}
+def _extended_operation(summary: str, mime: str, schema: dict) -> dict[str, Any]:
+    mode = {"name": "response_mode", "in": "query", "schema": {"type": "string", "enum": ["stream", "url"],
+                                                                 "default": "stream"}}
+    return {"post": {"summary": summary, "tags": ["extended"], "parameters": [mode],
+                     "requestBody": {"required": True, "content": {mime: {"schema": schema}}},
+                     "responses": {"200": {"description": "The first format as a download (stream) or JSON (url)",
+                                           **AUDIO},
+                                   "400": {"description": "Invalid parameter"},
+                                   "404": {"description": "Reference audio not found"},
+                                   "413": {"description": "Upload too large"},
+                                   "503": {"description": "Model not available"}}}}
+
+
+def _get(summary: str, tag: str, path: str) -> dict[str, Any]:
+    names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+    parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in names]
+    return {"get": {"summary": summary, "tags": [tag], "parameters": parameters,
+                    "responses": {"200": {"description": "OK"}}}}
 
 
 @lru_cache(maxsize=1)
@@ -43,6 +70,8 @@ def build_spec() -> dict[str, Any]:
                    plugins=[MarshmallowPlugin()],
                    info={"description": "OpenAI-compatible and Extended text-to-speech API for Chatterbox."})
     spec.components.schema("SpeechRequest", schema=SpeechRequestSchema(max_input_chars=4096))
+    spec.components.schema("TtsRequest", schema=TtsRequestSchema(max_input_chars=4096))
+    spec.components.schema("VcForm", schema=VcFormSchema())
     spec.components.schema("Error", {"type": "object", "properties": {"error": {"type": "object", "properties": {
         "message": {"type": "string"}, "type": {"type": "string"}, "param": {"type": "string", "nullable": True},
         "code": {"type": "string"}}}}})
@@ -50,17 +79,30 @@ def build_spec() -> dict[str, Any]:
         "Whole audio file, or Server-Sent Events with stream_format=sse", SPEECH_BODY, streaming=False))
     spec.path("/v1/audio/speech/stream", operations=_speech_operation(
         "Progressive audio as it is synthesized", SPEECH_BODY, streaming=True))
+    upload_body = _multipart(_with_files(spec, "SpeechRequest", {"voice_file": BINARY}))
     spec.path("/v1/audio/speech/upload", operations=_speech_operation(
-        "As /v1/audio/speech, multipart, with an optional voice_file to clone", UPLOAD_BODY, streaming=False))
+        "As /v1/audio/speech, multipart, with an optional voice_file to clone", upload_body, streaming=False))
     spec.path("/v1/audio/speech/stream/upload", operations=_speech_operation(
-        "As /v1/audio/speech/stream, multipart, with an optional voice_file", UPLOAD_BODY, streaming=True))
+        "As /v1/audio/speech/stream, multipart, with an optional voice_file", upload_body, streaming=True))
+    spec.path("/api/v1/tts", operations=_extended_operation(
+        "Synthesize and export: the first format as a download, or every file's URL", "application/json",
+        {"$ref": "#/components/schemas/TtsRequest"}))
+    vc_form = _with_files(spec, "VcForm", {"input_audio": BINARY})
+    vc_form["required"] = ["input_audio"]
+    spec.path("/api/v1/vc", operations=_extended_operation(
+        "Voice conversion of input_audio into target_voice_source (a library voice name, or a file in that field)",
+        "multipart/form-data", vc_form))
+    for path, summary, tag in (("/api/v1/voices", "Voice library (Extended)", "extended"),
+                               ("/api/v1/health", "Health (Extended)", "extended"),
+                               ("/outputs/{file}", "A generated file", "extended")):
+        spec.path(path, operations=_get(summary, tag, path))
     for path, summary, tag in (("/v1/models", "Models", "models"), ("/v1/voices", "Voice library", "voices"),
                                ("/v1/voices/{name}", "One voice", "voices"),
                                ("/v1/status", "Requests in progress", "status"),
                                ("/v1/status/progress", "Progress of one request", "status"),
                                ("/health", "Engine and worker pool", "status"),
                                ("/memory", "Memory of the processes", "status")):
-        spec.path(path, operations=_get(summary, tag))
+        spec.path(path, operations=_get(summary, tag, path))
     return spec.to_dict()
 
 

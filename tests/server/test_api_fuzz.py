@@ -1,0 +1,42 @@
+"""Schemathesis sends generated requests built from our own OpenAPI document: no 5xx, ever."""
+from __future__ import annotations
+
+import pytest
+
+schemathesis = pytest.importorskip("schemathesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from openapi_spec_validator import validate  # noqa: E402
+from schemathesis.checks import not_a_server_error  # noqa: E402
+
+from chatterbox_server.api_docs import build_spec  # noqa: E402
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+SCHEMA = schemathesis.openapi.from_dict(build_spec())
+OPERATIONS = {f"{op.method.upper()} {op.path}": op for op in (r.ok() for r in SCHEMA.get_all_operations())}
+
+
+def test_openapi_document_is_valid():
+    validate(build_spec())
+
+
+@pytest.mark.parametrize("engine", ["hibari", "tone"])
+@pytest.mark.parametrize("name", sorted(OPERATIONS))
+def test_generated_requests_never_get_a_server_error(request, engine, name):
+    server = request.getfixturevalue(f"{engine}_server")
+    operation = OPERATIONS[name]
+
+    @given(case=operation.as_strategy())
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def check(case):
+        response = case.call(base_url=server.base, timeout=120)
+        if name == "POST /api/v1/vc" and engine == "hibari" and response.status_code == 503:
+            # issue 4: on hibari, voice conversion is a 503 that names the engine it needs
+            assert "chatterbox engine" in response.json()["detail"]
+            return
+        case.validate_response(response, checks=[not_a_server_error])
+
+    check()
+
+
+def test_every_route_is_documented():
+    assert len(OPERATIONS) >= 15
