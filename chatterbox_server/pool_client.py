@@ -9,6 +9,7 @@ how far it may run ahead is bounded by credits instead.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -233,5 +234,6 @@ class PoolClient:
 
 
 def engine_info_from_dict(info: dict) -> EngineInfo:
-    values = {key: tuple(value) if isinstance(value, list) else value for key, value in info.items()}
+    names = {field.name for field in dataclasses.fields(EngineInfo)}
+    values = {key: tuple(value) if isinstance(value, list) else value for key, value in info.items() if key in names}
     return EngineInfo(**values)

@@ -94,11 +94,14 @@ class ModelWorker:
             self.board.set_state(self.slot, WorkerState.FAILED, f"engine failed to load: {exc}")
             return EXIT_LOAD_FAILED
         self.listener = self._listen()
-        self.board.publish_info(self.slot, dataclasses.asdict(self.info))
+        self._publish_info()
         self.board.set_state(self.slot, WorkerState.READY)
         log.info("slot %d: ready (pid %d)", self.slot, os.getpid())
         self.serve()
         return 0
+
+    def _publish_info(self) -> None:
+        self.board.publish_info(self.slot, {**dataclasses.asdict(self.info), "memory": self.engine.memory_stats()})
 
     def _listen(self) -> socket.socket:
         path = socket_path(self.run_dir, self.slot)
@@ -276,6 +279,7 @@ class ModelWorker:
         conn.close()
         if not self.jobs:
             self.engine.release_memory()
+            self._publish_info()
 
 
 def run(slot: int, settings: Settings, run_dir: str, device: str, lifeline: Connection) -> None:

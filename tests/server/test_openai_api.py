@@ -230,3 +230,11 @@ def test_metrics_count_requests_across_front_workers(hibari_server):
     counted = [line for line in text.splitlines()
                if line.startswith('chatterbox_speech_requests_total{endpoint="/audio/speech",outcome="200"}')]
     assert counted and float(counted[0].split()[-1]) >= 4
+
+
+def test_memory_reports_front_and_model_workers(hibari_server):
+    info = requests.get(hibari_server.url("/memory")).json()["memory_info"]
+    assert info["front_worker"]["rss_bytes"] > 10_000_000
+    (worker,) = info["model_workers"]
+    assert worker["rss_bytes"] > info["front_worker"]["rss_bytes"] / 4 and worker["state"] == "ready"
+    assert worker["accelerator"] is None           # hibari runs on the CPU

@@ -79,5 +79,9 @@ class Engine(ABC):
         """Re-speak `audio` (float32 mono at VC_INPUT_RATE) in `voice`; returns audio at the engine's rate."""
         raise EngineError("voice conversion needs the chatterbox engine")
 
+    def memory_stats(self) -> dict | None:
+        """Accelerator memory in bytes (allocated, reserved, peak), for /memory; None on CPU engines."""
+        return None
+
     def release_memory(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Give cached accelerator memory back between jobs."""
