@@ -1,8 +1,9 @@
-"""A Chatterbox checkpoint with random weights, laid out the way the upstream loaders read it.
+"""Chatterbox checkpoints with random weights, laid out the way the upstream loaders read them.
 
 `build_random_checkpoint` writes the English release files (`ChatterboxTTS.from_local` and
 `ChatterboxVC.from_local` load them unchanged); with `multilingual=True` it also writes the files
 `ChatterboxMultilingualTTS.from_local` reads, sharing the voice encoder and S3Gen weights.
+`build_random_turbo_checkpoint` writes what `ChatterboxTurboTTS.from_local` reads, in its own directory.
 Random weights never learn to stop, so every generation runs to its token cap: keep caps tiny.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import pathlib
 import string
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -81,19 +83,20 @@ def _tokenizer_spec(vocab_size: int, extra_specials: list[str]) -> dict:
     }
 
 
-def _write_tokenizer(path: pathlib.Path, vocab_size: int, extra_specials: list[str] = ()) -> None:
+def _write_tokenizer(path: pathlib.Path, vocab_size: int, extra_specials: Sequence[str] = ()) -> None:
     from tokenizers import Tokenizer
 
     path.write_text(json.dumps(_tokenizer_spec(vocab_size, list(extra_specials)), ensure_ascii=False))
     assert Tokenizer.from_file(str(path)).get_vocab_size() == vocab_size
 
 
-def _build_conditionals(t3, s3gen, ve, tokenizer_path: pathlib.Path, directory: pathlib.Path, seed: int):
-    """Run upstream `prepare_conditionals` on a synthetic 6 s voice: the same code made conds.pt."""
+def _build_conditionals(t3, s3gen, ve, tokenizer_path: pathlib.Path, directory: pathlib.Path, seed: int,
+                        seconds: float):
+    """Run upstream `prepare_conditionals` on a synthetic voice: the same code made conds.pt."""
     from chatterbox.models.tokenizers import EnTokenizer
     from chatterbox.tts import ChatterboxTTS
 
-    reference = write_wav(directory / "_reference.wav", synthetic_voice(6.0, seed=seed))
+    reference = write_wav(directory / "_reference.wav", synthetic_voice(seconds, seed=seed))
     try:
         tts = ChatterboxTTS(t3, s3gen, ve, EnTokenizer(str(tokenizer_path)), "cpu")
         tts.prepare_conditionals(str(reference), exaggeration=0.5)
@@ -104,9 +107,9 @@ def _build_conditionals(t3, s3gen, ve, tokenizer_path: pathlib.Path, directory: 
 
 def _write_multilingual(directory: pathlib.Path, s3gen, ve) -> None:
     import torch
-    from chatterbox.mtl_tts import SUPPORTED_LANGUAGES
     from chatterbox.models.t3 import T3
     from chatterbox.models.t3.modules.t3_config import T3Config
+    from chatterbox.mtl_tts import SUPPORTED_LANGUAGES
     from safetensors.torch import save_file
 
     torch.save(ve.state_dict(), directory / "ve.pt")
@@ -116,9 +119,11 @@ def _write_multilingual(directory: pathlib.Path, s3gen, ve) -> None:
                      [f"[{code}]" for code in SUPPORTED_LANGUAGES])
 
 
-def build_random_checkpoint(directory: pathlib.Path, *, seed: int = 0, multilingual: bool = False) -> pathlib.Path:
+def build_random_checkpoint(directory: pathlib.Path, *, seed: int = 0, multilingual: bool = False,
+                            reference_seconds: float = 6.0) -> pathlib.Path:
     """Write a random-weight checkpoint into `directory` and return it (about 3.2 GB; with
-    `multilingual`, 2.1 GB more). Deterministic for a given seed."""
+    `multilingual`, 2.1 GB more). Deterministic for a given seed. The built-in voice comes from
+    `reference_seconds` of synthetic voice (the S3Gen prompt, and its cost per call, scale with it)."""
     import torch
     from chatterbox.models.s3gen import S3Gen
     from chatterbox.models.t3 import T3
@@ -133,8 +138,74 @@ def build_random_checkpoint(directory: pathlib.Path, *, seed: int = 0, multiling
     save_file(t3.state_dict(), directory / "t3_cfg.safetensors")
     save_file(s3gen.state_dict(), directory / "s3gen.safetensors")
     _write_tokenizer(directory / "tokenizer.json", EN_VOCAB_SIZE)
-    _build_conditionals(t3, s3gen, ve, directory / "tokenizer.json", directory, seed).save(directory / "conds.pt")
-    del t3
+    conds = _build_conditionals(t3, s3gen, ve, directory / "tokenizer.json", directory, seed, reference_seconds)
+    conds.save(directory / "conds.pt")
+    del t3                      # 2 GB, before the multilingual T3 is built
     if multilingual:
         _write_multilingual(directory, s3gen, ve)
+    return directory
+
+
+TURBO_VOCAB_SIZE = 50276            # ChatterboxTurboTTS.from_local expects this many text tokens
+TURBO_FILES = ("ve.safetensors", "t3_turbo_v1.safetensors", "s3gen_meanflow.safetensors", "tokenizer.json",
+               "tokenizer_config.json", "conds.pt")
+
+
+def _write_turbo_tokenizer(directory: pathlib.Path) -> None:
+    """A byte-level BPE (GPT-2 style, no merges) padded to the turbo vocabulary size, saved the way
+    `AutoTokenizer.from_pretrained(ckpt_dir)` reads it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tokens = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tokens += [f"<|filler{i}|>" for i in range(len(tokens), TURBO_VOCAB_SIZE - 1)] + ["<|endoftext|>"]
+    tokenizer = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>",
+                                   bos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    fast.save_pretrained(str(directory))
+    assert len(fast) == TURBO_VOCAB_SIZE
+
+
+def _turbo_t3():
+    from chatterbox.models.t3 import T3
+    from chatterbox.models.t3.modules.t3_config import T3Config
+
+    hp = T3Config(text_tokens_dict_size=TURBO_VOCAB_SIZE)   # the settings ChatterboxTurboTTS.from_local uses
+    hp.llama_config_name = "GPT2_medium"
+    hp.speech_tokens_dict_size = 6563
+    hp.input_pos_emb = None
+    hp.speech_cond_prompt_len = 375
+    hp.use_perceiver_resampler = False
+    hp.emotion_adv = False
+    return T3(hp).eval()
+
+
+def build_random_turbo_checkpoint(directory: pathlib.Path, *, seed: int = 0,
+                                  reference_seconds: float = 6.0) -> pathlib.Path:
+    """Write what `ChatterboxTurboTTS.from_local` reads (about 2.5 GB; its own directory: its
+    tokenizer.json is a different file). Turbo wants a built-in voice over 5 s long."""
+    import torch
+    from chatterbox.models.s3gen import S3Gen
+    from chatterbox.models.voice_encoder import VoiceEncoder
+    from chatterbox.tts_turbo import ChatterboxTurboTTS
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer
+
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    t3, s3gen, ve = _turbo_t3(), S3Gen(meanflow=True).eval(), VoiceEncoder().eval()
+    save_file(ve.state_dict(), directory / "ve.safetensors")
+    save_file(t3.state_dict(), directory / "t3_turbo_v1.safetensors")
+    save_file(s3gen.state_dict(), directory / "s3gen_meanflow.safetensors")
+    _write_turbo_tokenizer(directory)
+    reference = write_wav(directory / "_reference.wav", synthetic_voice(reference_seconds, seed=seed))
+    try:
+        tts = ChatterboxTurboTTS(t3, s3gen, ve, AutoTokenizer.from_pretrained(str(directory)), "cpu")
+        tts.prepare_conditionals(str(reference))
+    finally:
+        reference.unlink()
+    tts.conds.save(directory / "conds.pt")
     return directory

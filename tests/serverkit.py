@@ -61,7 +61,7 @@ class Server:
         return self.process.returncode
 
 
-def start_server(tmp_path: Path, **settings: str) -> Server:
+def start_server(tmp_path: Path, ready_timeout: float = 120, **settings: str) -> Server:
     port, extended_port = free_port(), free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("CHATTERBOX_")}
     env.update({"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
@@ -74,7 +74,7 @@ def start_server(tmp_path: Path, **settings: str) -> Server:
                                start_new_session=True)
     server = Server(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{extended_port}", process, log_path,
                     tmp_path / "data")
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")

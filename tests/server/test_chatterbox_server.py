@@ -1,0 +1,117 @@
+"""A real server on the chatterbox engine, loading a self-built random checkpoint through from_local.
+
+Random weights never emit the stop token, so every chunk runs to the token cap; the cap is tiny
+(CHATTERBOX_MAX_NEW_TOKENS) so that each generation takes a couple of seconds on CPU.
+"""
+from __future__ import annotations
+
+import io
+import os
+import wave
+
+import numpy as np
+import pytest
+import requests
+from serverkit import start_server
+
+pytest.importorskip("chatterbox")
+pytestmark = [pytest.mark.chatterbox, pytest.mark.server, pytest.mark.slow]
+TOKEN_CAP = 6
+SAMPLES_PER_TOKEN = 24000 // 25 * 2        # S3Gen makes 40 ms (two mel frames) per speech token
+
+
+def wav_bytes(seconds: float, rate: int = 16000, f0: float = 140.0) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    voiced = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes((0.25 * voiced / np.abs(voiced).max() * 32767).astype("<i2").tobytes())
+    return buffer.getvalue()
+
+
+def pcm_seconds(data: bytes) -> float:
+    with wave.open(io.BytesIO(data)) as source:
+        return source.getnframes() / source.getframerate()
+
+
+@pytest.fixture(scope="module")
+def chatterbox_server(tmp_path_factory, chatterbox_checkpoint):
+    server = start_server(tmp_path_factory.mktemp("chatterbox"), engine="chatterbox",
+                          checkpoint_dir=str(chatterbox_checkpoint), device="cpu", max_new_tokens=str(TOKEN_CAP),
+                          front_workers="1", queue_timeout="600", ready_timeout=600)
+    yield server
+    server.stop()
+
+
+def speak(server, **fields) -> requests.Response:
+    response = requests.post(server.url("/v1/audio/speech"), json={"input": "Hello there.", "seed": 11, **fields},
+                             timeout=300)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def test_health_names_engine_model_and_device(chatterbox_server):
+    report = chatterbox_server.health()
+    assert (report["engine"], report["model"], report["device"]) == ("chatterbox", "chatterbox-standard", "cpu")
+    assert "chatterbox" in [m["id"] for m in requests.get(chatterbox_server.url("/v1/models")).json()["data"]]
+
+
+@pytest.fixture(scope="module")
+def built_in(chatterbox_server) -> bytes:
+    return speak(chatterbox_server, seed=5).content
+
+
+def test_built_in_voice_gives_valid_audio_within_the_token_cap(chatterbox_server, built_in):
+    seconds = pcm_seconds(built_in)
+    assert 0 < seconds <= TOKEN_CAP * SAMPLES_PER_TOKEN / 2 / 24000 + 0.1
+    response = speak(chatterbox_server, seed=6)
+    assert "X-Chatterbox-Ignored-Fields" not in response.headers       # exaggeration & co. are used here
+    assert response.content != built_in                                 # another seed, other audio
+
+
+def test_same_seed_same_audio(chatterbox_server, built_in):
+    assert speak(chatterbox_server, seed=5).content == built_in
+
+
+def test_library_voice_by_name(chatterbox_server, built_in):
+    upload = requests.post(chatterbox_server.url("/v1/voices"), data={"name": "narrator"},
+                           files={"voice_file": ("narrator.wav", wav_bytes(3.0))})
+    assert upload.status_code == 201, upload.text
+    try:
+        cloned = speak(chatterbox_server, voice="narrator", seed=5)
+        assert cloned.content != built_in and pcm_seconds(cloned.content) > 0
+    finally:
+        requests.delete(chatterbox_server.url("/v1/voices/narrator"))
+
+
+def test_stream_with_a_one_off_voice_file(chatterbox_server):
+    response = requests.post(chatterbox_server.url("/v1/audio/speech/stream/upload"),
+                             data={"input": "Hello there.", "seed": "3"},
+                             files={"voice_file": ("me.wav", wav_bytes(3.0, f0=200.0))}, timeout=300)
+    assert response.status_code == 200, response.text
+    assert response.content[:4] == b"RIFF" and len(response.content) > 44 + 2 * 24000 // 10
+    assert os.listdir(chatterbox_server.data_dir / "tmp") == []
+
+
+@pytest.mark.parametrize(("name", "payload", "status"), [
+    ("../escape", wav_bytes(3.0), 400),
+    ("notaudio", b"GIF89a" + b"\0" * 5000, 400),
+    ("huge", b"RIFF" + b"\0" * (21 * 1024 * 1024), 413),
+])
+def test_bad_uploads_are_refused_and_leave_nothing(chatterbox_server, name, payload, status):
+    response = requests.post(chatterbox_server.url("/v1/voices"), data={"name": name},
+                             files={"voice_file": ("x.wav", payload)})
+    assert response.status_code == status
+    voices = chatterbox_server.data_dir / "voices"
+    assert not voices.exists() or os.listdir(voices) == []
+    assert not (chatterbox_server.data_dir / "escape.json").exists()
+
+
+def test_voice_conversion_with_chatterbox_vc(chatterbox_server):
+    response = requests.post(chatterbox_server.url("/api/v1/vc"), files={"input_audio": ("in.wav", wav_bytes(2.0))},
+                             data={"target_voice_source": "default"}, timeout=300)
+    assert response.status_code == 200, response.text
+    assert pcm_seconds(response.content) == pytest.approx(2.0, abs=0.2)
