@@ -115,3 +115,22 @@ def test_voice_conversion_with_chatterbox_vc(chatterbox_server):
                              data={"target_voice_source": "default"}, timeout=300)
     assert response.status_code == 200, response.text
     assert pcm_seconds(response.content) == pytest.approx(2.0, abs=0.2)
+
+
+def test_auto_falls_back_to_hibari_with_one_log_line_when_no_weights_load(tmp_path):
+    server = start_server(tmp_path, engine="auto", device="cpu")       # no checkpoint dir, hub offline
+    try:
+        assert server.health()["engine"] == "hibari"
+        assert server.log().count("Chatterbox unavailable") == 1
+    finally:
+        server.stop()
+
+
+def test_auto_picks_chatterbox_when_its_weights_load(tmp_path, chatterbox_checkpoint):
+    server = start_server(tmp_path, engine="auto", checkpoint_dir=str(chatterbox_checkpoint), device="cpu",
+                          max_new_tokens=str(TOKEN_CAP), ready_timeout=600)
+    try:
+        assert (server.health()["engine"], server.health()["model"]) == ("chatterbox", "chatterbox-standard")
+        assert "Chatterbox unavailable" not in server.log()
+    finally:
+        server.stop()
