@@ -17,7 +17,6 @@ import socket
 import sys
 import time
 import traceback
-from collections import deque
 from multiprocessing.connection import Connection, wait
 
 import numpy as np
@@ -75,12 +74,12 @@ class ModelWorker:
         self.engine: Engine | None = None
         self.info: EngineInfo | None = None
         self.listener: socket.socket | None = None
-        self.jobs: dict[Connection, ActiveJob] = {}
+        self.jobs: dict[Connection, ActiveJob] = {}   # in arrival order
         self.idle_conns: set[Connection] = set()     # connected, job message not read yet
-        self.order: deque[ActiveJob] = deque()
         self.done = 0
         self.failed = 0
         self.stopping = False
+        self.lifeline_closed = False
 
     # -- life cycle ---------------------------------------------------------------------------------
     def run(self) -> int:
@@ -139,8 +138,6 @@ class ModelWorker:
             else:
                 self._read_message(ready)
 
-    lifeline_closed = False
-
     def _read_lifeline(self) -> None:
         try:
             message = self.lifeline.recv()
@@ -175,14 +172,13 @@ class ModelWorker:
         self.idle_conns.discard(conn)
         active = ActiveJob(conn, job, credits=job.buffer_size)
         self.jobs[conn] = active
-        self.order.append(active)
         if not self._send(conn, Accepted(self.slot, jobs_ahead=len(self.jobs) - 1)):
             return
         if not job.units:
             self._finish(active)
 
     def _next_job(self) -> ActiveJob | None:
-        runnable = [job for job in self.order if job.runnable]
+        runnable = [job for job in self.jobs.values() if job.runnable]
         if not runnable:
             return None
         waiting_for_first_audio = [job for job in runnable if job.next_index == 0]
@@ -272,9 +268,7 @@ class ModelWorker:
             return False
 
     def _close(self, conn: Connection) -> None:
-        active = self.jobs.pop(conn, None)
-        if active is not None:
-            self.order.remove(active)
+        self.jobs.pop(conn, None)
         self.idle_conns.discard(conn)
         conn.close()
         if not self.jobs:
