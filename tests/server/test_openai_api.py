@@ -238,3 +238,27 @@ def test_memory_reports_front_and_model_workers(hibari_server):
     (worker,) = info["model_workers"]
     assert worker["rss_bytes"] > info["front_worker"]["rss_bytes"] / 4 and worker["state"] == "ready"
     assert worker["accelerator"] is None           # hibari runs on the CPU
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "opus", "aac", "flac", "wav"])
+@pytest.mark.parametrize("path", ["/v1/audio/speech", "/v1/audio/speech/stream"])
+def test_every_format_decodes_and_is_intelligible(hibari_server, fmt, path):
+    import av
+    response = requests.post(hibari_server.url(path), json={"input": TEXT, "response_format": fmt, "seed": 2})
+    assert response.status_code == 200
+    expected_type = {"mp3": "audio/mpeg", "opus": "audio/opus", "aac": "audio/aac", "flac": "audio/flac",
+                     "wav": "audio/wav"}[fmt]
+    assert response.headers["Content-Type"] == expected_type
+    with av.open(io.BytesIO(response.content)) as container:
+        decoded = sum(frame.samples for frame in container.decode(audio=0))
+    assert decoded > 24000 * 3
+    assert_intelligible(response.content)
+
+
+def test_sse_deltas_in_mp3_form_one_decodable_stream(hibari_server):
+    response = requests.post(hibari_server.url("/v1/audio/speech"),
+                             json={"input": TEXT, "stream_format": "sse", "response_format": "mp3"}, stream=True)
+    events = [json.loads(line[6:]) for line in response.iter_lines(decode_unicode=True) if line.startswith("data: ")]
+    audio = b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta")
+    assert events[-1]["type"] == "speech.audio.done"
+    assert_intelligible(audio)
