@@ -15,11 +15,11 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory, url_for
 from flask.blueprints import BlueprintSetupState
-from marshmallow import Schema, ValidationError
 
 from chatterbox_server import speech
 from chatterbox_server.api_openai import check_engine_fields
 from chatterbox_server.api_ops import health_report
+from chatterbox_server.bodies import form_fields, json_object, load
 from chatterbox_server.encoders import CONTENT_TYPES, FILE_EXTENSIONS, encode_whole
 from chatterbox_server.errors import ApiError
 from chatterbox_server.extended_schemas import (
@@ -32,7 +32,7 @@ from chatterbox_server.extended_schemas import (
 )
 from chatterbox_server.hub import off_hub
 from chatterbox_server.outputs import OutputStore
-from chatterbox_server.schemas import SEED_MAX, SpeechRequest, first_error
+from chatterbox_server.schemas import SEED_MAX, SpeechRequest
 from chatterbox_server.services import Services, services
 from chatterbox_server.voices import (
     StoredVoice,
@@ -96,26 +96,6 @@ def tts() -> Response:
         return url_response(generated, job, len(pcm) / 2 / info.sample_rate, time.monotonic() - started,
                             headers)
     return download_response(generated, headers)
-
-
-def load(schema: Schema, data: dict[str, Any]) -> Any:
-    try:
-        return schema.load(data)
-    except ValidationError as exc:
-        field, message = first_error(exc)
-        raise ApiError(400, message, param=field, code="invalid_value") from None
-
-
-def json_object() -> dict[str, Any]:
-    if not request.get_data(cache=True):
-        raise ApiError(400, "the request body is empty; send a JSON object", code="empty_body")
-    if not request.is_json:
-        raise ApiError(400, f"Content-Type must be application/json (got {request.mimetype or 'none'})",
-                       code="unsupported_content_type")
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise ApiError(400, "the request body must be a JSON object", code="malformed_json")
-    return data
 
 
 def as_speech_request(req: TtsRequest) -> SpeechRequest:
@@ -211,7 +191,7 @@ def voice_conversion() -> Response:
     if not info.supports_voice_conversion:
         raise ApiError(503, f"voice conversion needs the chatterbox engine; this server runs {info.engine}",
                        code="voice_conversion_unavailable")
-    form = load(VcFormSchema(), multipart_fields(VC_FILE_FIELDS))
+    form = load(VcFormSchema(), form_fields(VC_FILE_FIELDS))
     upload = request.files.get("input_audio")
     if upload is None or not upload.filename:
         raise ApiError(400, "input_audio: a file is required", param="input_audio", code="missing_file")
@@ -229,19 +209,6 @@ def voice_conversion() -> Response:
     if mode == "url":
         return url_response(generated, job, len(pcm) / 2 / info.sample_rate, time.monotonic() - started, headers)
     return download_response(generated, headers)
-
-
-def multipart_fields(file_fields: tuple[str, ...]) -> dict[str, Any]:
-    if request.mimetype != "multipart/form-data":
-        raise ApiError(400, f"Content-Type must be multipart/form-data (got {request.mimetype or 'none'})",
-                       code="unsupported_content_type")
-    unexpected = sorted(set(request.files) - set(file_fields))
-    if unexpected:
-        raise ApiError(400, f"{unexpected[0]}: unknown file field", param=unexpected[0])
-    fields = {key: values if len(values) > 1 else values[0] for key, values in request.form.lists()}
-    if "target_voice_source" in request.files:
-        fields.setdefault("target_voice_source", None)
-    return fields
 
 
 def store_vc_input(svc: Services, data: bytes, temporary: list[str]) -> tuple[str, int]:
@@ -299,17 +266,11 @@ def list_voices() -> Response:
 
 @bp.post("/voice")
 def upload_voice() -> tuple[Response, int]:
-    if request.mimetype != "multipart/form-data":
-        raise ApiError(400, f"Content-Type must be multipart/form-data (got {request.mimetype or 'none'})",
-                       code="unsupported_content_type")
-    unexpected = sorted(set(request.files) - {"voice_file"})
-    if unexpected:
-        raise ApiError(400, f"{unexpected[0]}: unknown file field; the file field is voice_file",
-                       param=unexpected[0])
+    fields = load(VoiceUploadSchema(), form_fields(("voice_file",)))
     upload = request.files.get("voice_file")
     if upload is None or not upload.filename:
         raise ApiError(400, "voice_file: a file is required", param="voice_file", code="missing_file")
-    name = load(VoiceUploadSchema(), request.form.to_dict())["name"] or voice_name_from_filename(upload.filename)
+    name = fields["name"] or voice_name_from_filename(upload.filename)
     if not name:
         raise ApiError(400, "name: the file name gives no usable voice name; send a name field", param="name",
                        code="invalid_voice_name")

@@ -5,14 +5,14 @@ import os
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from marshmallow import ValidationError
 
 from chatterbox_server import speech
+from chatterbox_server.bodies import form_fields, json_object, load, uploaded
 from chatterbox_server.encoders import CONTENT_TYPES
 from chatterbox_server.errors import ApiError
 from chatterbox_server.hub import off_hub
 from chatterbox_server.progress import IDLE
-from chatterbox_server.schemas import OPENAI_MODELS, SpeechRequest, SpeechRequestSchema, first_error
+from chatterbox_server.schemas import OPENAI_MODELS, SpeechRequest, SpeechRequestSchema
 from chatterbox_server.services import Services, services
 from chatterbox_server.voices import check_name, write_temporary_voice
 from workers.engines.base import EngineInfo, VoiceRef
@@ -23,42 +23,17 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 # -- request parsing ------------------------------------------------------------------------------
 def json_body() -> dict[str, Any]:
-    """The JSON object of the request, or a 400 that says what is wrong with the body."""
-    if not request.content_length and not request.get_data(cache=True):
-        raise ApiError(400, "the request body is empty; send a JSON object", code="empty_body")
-    if not request.is_json:
-        raise ApiError(400, f"Content-Type must be application/json (got {request.mimetype or 'none'}); "
-                            "use the /upload endpoints for multipart forms", code="unsupported_content_type")
-    data = request.get_json(silent=True)
-    if data is None:
-        raise ApiError(400, "the request body is not valid JSON", code="malformed_json")
-    if not isinstance(data, dict):
-        raise ApiError(400, "the JSON body must be an object", code="malformed_json")
-    return data
+    return json_object(hint="; use the /upload endpoints for multipart forms")
 
 
 def form_body() -> tuple[dict[str, Any], bytes | None]:
-    if request.mimetype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        raise ApiError(400, f"Content-Type must be multipart/form-data (got {request.mimetype or 'none'})",
-                       code="unsupported_content_type")
-    data = {key: value for key, value in request.form.items()}
-    upload = request.files.get("voice_file")
-    unexpected = sorted(set(request.files) - {"voice_file"})
-    if unexpected:
-        raise ApiError(400, f"{unexpected[0]}: Unknown file field; the only file field is voice_file",
-                       param=unexpected[0], code="invalid_value")
-    voice_bytes = upload.read() if upload is not None and upload.filename else None
-    return data, voice_bytes or None
+    return form_fields(("voice_file",), accept_urlencoded=True), uploaded("voice_file")
 
 
 def parse_speech(data: dict[str, Any], streaming: bool) -> SpeechRequest:
     settings = current_app.config["SETTINGS"]
     limit = settings.max_stream_input_chars if streaming else settings.max_input_chars
-    try:
-        return SpeechRequestSchema(max_input_chars=limit).load(data)
-    except ValidationError as exc:
-        field, message = first_error(exc)
-        raise ApiError(400, message, param=field, code="invalid_value") from None
+    return load(SpeechRequestSchema(max_input_chars=limit), data)
 
 
 def check_engine_fields(req: SpeechRequest, info: EngineInfo) -> list[str]:
