@@ -1,7 +1,9 @@
 """Starting and stopping the model pool from the process that owns it (the gunicorn master).
 
 This side never imports an engine runtime: it creates the run directory and the board, spawns
-the supervisor, and keeps one end of the supervisor's lifeline.
+the supervisor, and keeps one end of the supervisor's lifeline. A watchdog thread starts a new
+supervisor if the old one dies; it only ever waits on a sentinel or spawns (fork + exec), so
+gunicorn forking front workers meanwhile copies no lock it could hold.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+import threading
 from multiprocessing.connection import wait
 
 from chatterbox_server.settings import Settings
@@ -18,6 +21,7 @@ from workers.board import Board
 
 log = logging.getLogger("chatterbox.pool")
 RUN_DIR_ENV = "CHATTERBOX_POOL_DIR"   # where front workers find the pool; set by the pool's owner
+RESPAWN_PAUSE_SECONDS = 1.0
 
 
 class ModelPool:
@@ -27,6 +31,8 @@ class ModelPool:
         self.run_dir = settings.run_dir
         self.process: multiprocessing.process.BaseProcess | None = None
         self.lifeline = None
+        self.stopping = threading.Event()
+        self.watchdog: threading.Thread | None = None
 
     def start(self) -> None:
         if self.owns_run_dir:
@@ -36,15 +42,30 @@ class ModelPool:
         shutil.rmtree(os.path.join(self.run_dir, "progress"), ignore_errors=True)   # a previous run's
         slots = len(supervisor.worker_devices(self.settings))
         Board(os.path.join(self.run_dir, "board"), slots, create=True).close()
+        self._spawn_supervisor()
+        os.environ[RUN_DIR_ENV] = self.run_dir
+        self.watchdog = threading.Thread(target=self._watch_supervisor, name="pool-watchdog", daemon=True)
+        self.watchdog.start()
+        log.info("model pool: %d worker(s), engine %s, state in %s", slots, self.settings.engine, self.run_dir)
+
+    def _spawn_supervisor(self) -> None:
         context = multiprocessing.get_context("spawn")
         ours, theirs = context.Pipe()
-        self.process = context.Process(target=supervisor.run, name="pool-supervisor",
-                                       args=(self.settings, self.run_dir, theirs))
-        self.process.start()
+        process = context.Process(target=supervisor.run, name="pool-supervisor",
+                                  args=(self.settings, self.run_dir, theirs))
+        process.start()
         theirs.close()
-        self.lifeline = ours
-        os.environ[RUN_DIR_ENV] = self.run_dir
-        log.info("model pool: %d worker(s), engine %s, state in %s", slots, self.settings.engine, self.run_dir)
+        self.process, self.lifeline = process, ours
+
+    def _watch_supervisor(self) -> None:
+        while not self.stopping.is_set():
+            process, lifeline = self.process, self.lifeline
+            if not wait([process.sentinel], 1.0) or self.stopping.is_set():
+                continue
+            log.error("the pool supervisor (pid %d) died; starting a new one with new model workers", process.pid)
+            lifeline.close()
+            self._spawn_supervisor()
+            self.stopping.wait(RESPAWN_PAUSE_SECONDS)      # a supervisor that dies at once is not restarted in a loop
 
     def forget_in_child(self) -> None:
         """In a process forked from the owner: drop the owner's handles so they do not keep it alive."""
@@ -54,6 +75,9 @@ class ModelPool:
         multiprocessing.process._children.clear()   # noqa: SLF001 - else exit tries to join them
 
     def stop(self, timeout: float | None = None) -> None:
+        self.stopping.set()
+        if self.watchdog is not None:
+            self.watchdog.join(5)
         if self.process is None:
             return
         try:

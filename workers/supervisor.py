@@ -1,8 +1,9 @@
 """The pool supervisor: starts the model workers, notices their death and replaces them.
 
 It runs as its own spawned process (title ``chatterbox-pool-supervisor``) because the gunicorn
-master has no place for a watch loop and reaps every child it sees. Model workers are the
-supervisor's children, so their exit is seen here through their sentinels. The supervisor exits,
+master's loop has no hook for this work and reaps every child it sees. Model workers are the
+supervisor's children, so their exit is seen here through their sentinels; the master only keeps
+a thread that replaces the supervisor itself if it dies (workers/pool.py). The supervisor exits,
 stopping its workers, when the process that started it closes the lifeline or says "stop".
 """
 from __future__ import annotations

@@ -186,3 +186,15 @@ def test_reload_replaces_front_workers_and_keeps_the_model_pool(tmp_path):
         assert server.stop() == 0
     time.sleep(0.5)
     assert [pid for pid in tree if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"] == []
+
+
+def test_a_killed_supervisor_is_replaced_with_new_model_workers(tone_server):
+    before = tone_server.health()["workers"]["slots"][0]["pid"]
+    supervisor = next(p for p in psutil.Process(tone_server.process.pid).children()
+                      if p.cmdline() and p.cmdline()[0].startswith("chatterbox-pool-supervisor"))
+    supervisor.kill()
+    report = tone_server.wait_until(
+        lambda h: h["ready"] and h["workers"]["slots"][0]["pid"] not in (before, 0), timeout=30)
+    assert report["workers"]["supervisor_alive"] is True
+    assert not psutil.pid_exists(before) or psutil.Process(before).status() == psutil.STATUS_ZOMBIE
+    assert requests.post(tone_server.url("/v1/audio/speech"), json={"input": "new pool"}).status_code == 200
