@@ -29,12 +29,12 @@ class ApiError(Exception):
 
 
 def default_code(status: int) -> str:
-    return {400: "invalid_value", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
-            415: "unsupported_media_type", 429: "rate_limited", 499: "cancelled", 503: "model_unavailable",
-            504: "timeout"}.get(status, "internal_error")
+    return {400: "invalid_value", 401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed",
+            413: "payload_too_large", 415: "unsupported_media_type", 429: "rate_limited", 499: "cancelled",
+            503: "model_unavailable", 504: "timeout"}.get(status, "internal_error")
 
 
 def short_reason(status: int) -> str:
-    return {400: "Bad request", 404: "Not found", 405: "Method not allowed", 413: "Payload too large",
-            415: "Unsupported media type", 503: "Service unavailable", 504: "Timed out"}.get(
+    return {400: "Bad request", 401: "Unauthorized", 404: "Not found", 405: "Method not allowed",
+            413: "Payload too large", 415: "Unsupported media type", 503: "Service unavailable", 504: "Timed out"}.get(
         status, "Internal server error")

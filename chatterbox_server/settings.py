@@ -75,6 +75,11 @@ class Settings:
     log_level: str = setting("info", "Log level of every process.", LOG_LEVELS)
     trust_proxy: int = setting(
         0, "Number of reverse proxies in front (nginx: 1); their X-Forwarded-* headers are trusted.")
+    api_key: str = setting(
+        "", "When set, every request but /health must send `Authorization: Bearer <key>` (the OpenAI SDK's "
+        "api_key) or `X-API-Key: <key>`; others get 401. Empty: no authentication.")
+    cors_origins: str = setting(
+        "", "Browser origins allowed to call the API, separated by commas (`*` for any); empty: no CORS headers.")
     graceful_timeout: int = setting(
         120, "Seconds gunicorn gives running streams to finish on stop or reload.")
 

@@ -262,3 +262,18 @@ def test_sse_deltas_in_mp3_form_one_decodable_stream(hibari_server):
     audio = b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta")
     assert events[-1]["type"] == "speech.audio.done"
     assert_intelligible(audio)
+
+
+def test_openai_sdk_authenticates_with_the_configured_api_key(tmp_path):
+    openai = pytest.importorskip("openai")
+    from serverkit import start_server
+    server = start_server(tmp_path, engine="tone", api_key="k-123")
+    try:
+        good = openai.OpenAI(base_url=server.url("/v1"), api_key="k-123", max_retries=0)
+        assert len(good.audio.speech.create(model="tts-1", voice="alloy", input="hello").content) > 44
+        bad = openai.OpenAI(base_url=server.url("/v1"), api_key="nope", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            bad.audio.speech.create(model="tts-1", voice="alloy", input="hello")
+        assert requests.get(server.url("/health")).status_code == 200
+    finally:
+        server.stop()
