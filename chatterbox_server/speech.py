@@ -30,7 +30,7 @@ from workers.engines.base import EngineInfo, SynthesisSettings, VoiceRef
 from workers.protocol import AudioChunk, ConvertJob, SpeechJob
 
 log = logging.getLogger("chatterbox.speech")
-FIRST_CHUNK_CHARS = 100      # about 6 s of speech: Chatterbox makes it in well under a second on a GPU
+FIRST_CHUNK_CHARS = 100      # about 6 s of speech, some 150 Chatterbox speech tokens
 
 
 class StreamAborted(Exception):
