@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +31,7 @@ from chatterbox_server.extended_schemas import (
 )
 from chatterbox_server.hub import off_hub
 from chatterbox_server.outputs import OutputStore
-from chatterbox_server.schemas import SEED_MAX, SpeechRequest
+from chatterbox_server.schemas import SpeechRequest
 from chatterbox_server.services import Services, services
 from chatterbox_server.voices import (
     StoredVoice,
@@ -101,7 +100,7 @@ def tts() -> Response:
 def as_speech_request(req: TtsRequest) -> SpeechRequest:
     """The OpenAI-side request that speech.build_job takes. The seed is drawn here when the client
     sent none, from 1 up, so every reported seed (0 means random) reproduces its audio."""
-    seed = req.seed if req.seed is not None else random.SystemRandom().randrange(1, SEED_MAX + 1)
+    seed = req.seed if req.seed is not None else speech.random_seed()
     renamed = {"text": "input", "speed_factor": "speed"}
     return SpeechRequest(
         input=req.text, model=None, voice=None, response_format="pcm", speed=req.speed_factor,
@@ -236,7 +235,7 @@ def convert_job(source: tuple[str, int], voice: VoiceRef, seed: int | None) -> C
     path, samples = source
     overlap = int(VC_OVERLAP_SECONDS * VC_INPUT_RATE)
     windows = plan_windows(samples, int(VC_WINDOW_SECONDS * VC_INPUT_RATE), overlap)
-    seed = seed if seed else random.SystemRandom().randrange(1, SEED_MAX + 1)
+    seed = seed or speech.random_seed()
     return ConvertJob(request_id=speech.new_request_id(), audio_path=path, windows=windows, overlap=overlap,
                       voice=voice, seed=seed, buffer_size=CHUNK_BUFFER,
                       text_preview=f"voice conversion of {samples / VC_INPUT_RATE:.1f} s")

@@ -12,16 +12,12 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, pre_load, validate, validates
 
-from chatterbox_server.schemas import SEED_MAX, WholeNumber
+from chatterbox_server.schemas import SPEED_RANGE, SynthesisFields, in_range, one_of, seed_field
 
 EXPORT_FORMATS = ("wav", "mp3", "flac", "opus", "aac")
 RESPONSE_MODES = ("stream", "url")
 # Extensions stripped from reference_audio_filename: "speaker1.wav" names the library voice "speaker1".
 REFERENCE_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".webm", ".mp4")
-
-
-def _range(low: float, high: float) -> validate.Range:
-    return validate.Range(min=low, max=high)
 
 
 @dataclass(frozen=True)
@@ -38,7 +34,7 @@ class TtsRequest:
     explicit: frozenset[str]             # fields the client actually sent
 
 
-class TtsRequestSchema(Schema):
+class TtsRequestSchema(SynthesisFields):
     """POST /api/v1/tts (JSON)."""
 
     class Meta:
@@ -46,15 +42,10 @@ class TtsRequestSchema(Schema):
 
     text = fields.String(required=True)
     export_formats = fields.List(
-        fields.String(validate=validate.OneOf(EXPORT_FORMATS, error="Must be one of: {choices}.")),
+        fields.String(validate=one_of(EXPORT_FORMATS)),
         load_default=lambda: ["wav"], validate=validate.Length(min=1, error="Name at least one format."))
     reference_audio_filename = fields.String(load_default=None, allow_none=True)
-    exaggeration = fields.Float(load_default=0.5, validate=_range(0.25, 2.0))
-    temperature = fields.Float(load_default=0.8, validate=_range(0.05, 5.0))
-    cfg_weight = fields.Float(load_default=0.5, validate=_range(0.0, 1.0))
-    seed = WholeNumber(load_default=None, allow_none=True, validate=_range(0, SEED_MAX))
-    speed_factor = fields.Float(load_default=1.0, validate=_range(0.25, 4.0))
-    language = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=2, max=16))
+    speed_factor = fields.Float(load_default=1.0, validate=in_range(*SPEED_RANGE))
 
     def __init__(self, *, max_input_chars: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -109,7 +100,7 @@ class TtsQuerySchema(Schema):
         unknown = EXCLUDE
 
     response_mode = fields.String(load_default="stream",
-                                  validate=validate.OneOf(RESPONSE_MODES, error="Must be one of: {choices}."))
+                                  validate=one_of(RESPONSE_MODES))
 
 
 class VoiceUploadSchema(Schema):
@@ -135,7 +126,7 @@ class VcFormSchema(Schema):
 
     target_voice_source = fields.String(load_default=None, allow_none=True)
     export_formats = fields.Raw(load_default="wav")
-    seed = WholeNumber(load_default=None, allow_none=True, validate=_range(0, SEED_MAX))
+    seed = seed_field()
 
     @validates("target_voice_source")
     def _check_target(self, value: str | None, data_key: str) -> None:

@@ -37,12 +37,29 @@ class WholeNumber(fields.Integer):
         return super()._validated(value)
 
 
-def _range(low: float, high: float) -> validate.Range:
+def in_range(low: float, high: float) -> validate.Range:
     return validate.Range(min=low, max=high)
 
 
-def _one_of(choices: tuple[str, ...]) -> validate.OneOf:
+def one_of(choices: tuple[str, ...]) -> validate.OneOf:
     return validate.OneOf(choices, error="Must be one of: {choices}.")
+
+
+SPEED_RANGE = (0.25, 4.0)
+
+
+def seed_field() -> WholeNumber:
+    return WholeNumber(load_default=None, allow_none=True, validate=in_range(0, SEED_MAX))
+
+
+class SynthesisFields(Schema):
+    """The synthesis parameters both API families take, with SPEC.md's ranges, declared once."""
+
+    exaggeration = fields.Float(load_default=0.5, validate=in_range(0.25, 2.0))
+    cfg_weight = fields.Float(load_default=0.5, validate=in_range(0.0, 1.0))
+    temperature = fields.Float(load_default=0.8, validate=in_range(0.05, 5.0))
+    seed = seed_field()
+    language = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=2, max=16))
 
 
 @dataclass(frozen=True)
@@ -66,7 +83,7 @@ class SpeechRequest:
     explicit: frozenset[str]            # fields the client actually sent
 
 
-class SpeechRequestSchema(Schema):
+class SpeechRequestSchema(SynthesisFields):
     """POST /v1/audio/speech and its /stream and /upload variants."""
 
     class Meta:
@@ -75,18 +92,13 @@ class SpeechRequestSchema(Schema):
     input = fields.String(required=True)
     model = fields.String(load_default=None)
     voice = fields.String(load_default=None)
-    response_format = fields.String(load_default="wav", validate=_one_of(RESPONSE_FORMATS))
-    speed = fields.Float(load_default=1.0, validate=_range(0.25, 4.0))
-    stream_format = fields.String(load_default="audio", validate=_one_of(STREAM_FORMATS))
-    exaggeration = fields.Float(load_default=0.5, validate=_range(0.25, 2.0))
-    cfg_weight = fields.Float(load_default=0.5, validate=_range(0.0, 1.0))
-    temperature = fields.Float(load_default=0.8, validate=_range(0.05, 5.0))
-    seed = WholeNumber(load_default=None, allow_none=True, validate=_range(0, SEED_MAX))
-    streaming_chunk_size = WholeNumber(validate=_range(50, 500))
-    streaming_strategy = fields.String(validate=_one_of(STRATEGIES))
-    streaming_buffer_size = WholeNumber(load_default=3, validate=_range(1, 10))
-    streaming_quality = fields.String(load_default="balanced", validate=_one_of(QUALITIES))
-    language = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=2, max=16))
+    response_format = fields.String(load_default="wav", validate=one_of(RESPONSE_FORMATS))
+    speed = fields.Float(load_default=1.0, validate=in_range(*SPEED_RANGE))
+    stream_format = fields.String(load_default="audio", validate=one_of(STREAM_FORMATS))
+    streaming_chunk_size = WholeNumber(validate=in_range(50, 500))
+    streaming_strategy = fields.String(validate=one_of(STRATEGIES))
+    streaming_buffer_size = WholeNumber(load_default=3, validate=in_range(1, 10))
+    streaming_quality = fields.String(load_default="balanced", validate=one_of(QUALITIES))
     instructions = fields.String(load_default=None, allow_none=True)   # OpenAI field; see docs/api.md
 
     def __init__(self, *, max_input_chars: int, **kwargs: Any) -> None:

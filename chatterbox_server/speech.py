@@ -24,7 +24,7 @@ from chatterbox_server.encoders import StreamEncoder, encode_whole
 from chatterbox_server.hub import off_hub
 from chatterbox_server.pool_client import JobHandle, PoolClient, PoolError
 from chatterbox_server.progress import Progress
-from chatterbox_server.schemas import SpeechRequest
+from chatterbox_server.schemas import SEED_MAX, SpeechRequest
 from chatterbox_server.telemetry import AUDIO_SECONDS, FIRST_AUDIO
 from workers.engines.base import EngineInfo, SynthesisSettings, VoiceRef
 from workers.protocol import AudioChunk, ConvertJob, SpeechJob
@@ -41,12 +41,17 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+def random_seed() -> int:
+    """A seed for a request that sent none; never 0, which the Extended API reads as "random"."""
+    return random.SystemRandom().randrange(1, SEED_MAX + 1)
+
+
 def build_job(request: SpeechRequest, voice: VoiceRef, request_id: str, streaming: bool = False) -> SpeechJob:
     """The job for a request; a streamed one gets a short first chunk so its audio starts sooner."""
     chunks = split_text(request.input, request.streaming_strategy, request.streaming_chunk_size)
     if streaming:
         chunks = shorten_first_chunk(request.input, chunks, FIRST_CHUNK_CHARS)
-    seed = request.seed if request.seed is not None else random.SystemRandom().randrange(2**32)
+    seed = request.seed if request.seed is not None else random_seed()
     settings = SynthesisSettings(speed=request.speed, exaggeration=request.exaggeration,
                                  cfg_weight=request.cfg_weight, temperature=request.temperature,
                                  language=request.language)

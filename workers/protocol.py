@@ -7,7 +7,7 @@ definition; this module imports only the standard library and the engine datacla
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from workers.engines.base import SynthesisSettings, VoiceRef
 
@@ -89,7 +89,6 @@ class JobStats:
     output_tokens: int = 0
     samples: int = 0
     synth_seconds: float = 0.0
-    sent: list[int] = field(default_factory=list)
 
 
 def chunk_seed(job_seed: int, index: int) -> int:

@@ -14,6 +14,8 @@ import pytest
 import requests
 from serverkit import start_server
 
+from chatterbox_server.voices import pcm_to_wav
+
 pytest.importorskip("chatterbox")
 pytestmark = [pytest.mark.chatterbox, pytest.mark.server, pytest.mark.slow]
 TOKEN_CAP = 6
@@ -23,13 +25,7 @@ SAMPLES_PER_TOKEN = 24000 // 25 * 2        # S3Gen makes 40 ms (two mel frames) 
 def wav_bytes(seconds: float, rate: int = 16000, f0: float = 140.0) -> bytes:
     t = np.arange(int(seconds * rate)) / rate
     voiced = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes((0.25 * voiced / np.abs(voiced).max() * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
+    return pcm_to_wav((0.25 * voiced / np.abs(voiced).max() * 32767).astype(np.int16), rate)
 
 
 def pcm_seconds(data: bytes) -> float:

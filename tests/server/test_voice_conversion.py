@@ -14,17 +14,13 @@ import numpy as np
 import pytest
 import requests
 
+from chatterbox_server.voices import pcm_to_wav
+
 pytestmark = pytest.mark.server
 
 
 def wav_bytes(signal: np.ndarray, rate: int) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes((np.clip(signal, -1, 1) * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
+    return pcm_to_wav((np.clip(signal, -1, 1) * 32767).astype(np.int16), rate)
 
 
 def recording(seconds: float, rate: int = 16000) -> np.ndarray:

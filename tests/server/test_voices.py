@@ -5,13 +5,13 @@ so the library's plumbing is tested here quickly; tests/engines covers the real 
 """
 from __future__ import annotations
 
-import io
 import os
-import wave
 
 import numpy as np
 import pytest
 import requests
+
+from chatterbox_server.voices import pcm_to_wav
 
 pytestmark = pytest.mark.server
 
@@ -19,13 +19,7 @@ pytestmark = pytest.mark.server
 def reference_wav(seconds: float = 3.0, rate: int = 22050, frequency: float = 180.0) -> bytes:
     t = np.arange(int(seconds * rate)) / rate
     signal = (0.3 * np.sin(2 * np.pi * frequency * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes((signal * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
+    return pcm_to_wav((signal * 32767).astype(np.int16), rate)
 
 
 def upload(server, name: str, data: bytes, filename: str = "ref.wav") -> requests.Response:
