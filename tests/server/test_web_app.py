@@ -194,10 +194,13 @@ def test_bad_values_show_the_servers_message_next_to_their_field(hibari_page):
 
 def test_stop_cancels_the_request_on_the_server(tone_page, keyed_tone_server):
     page = tone_page.open(key=API_KEY)
-    slow = " ".join(f"Sentence number {i} takes a while [[sleep:0.6]]." for i in range(12))
+    slow = " ".join(f"Sentence number {i} takes a while [[sleep:0.4]]." for i in range(10))
     page.fill("#panel-speak textarea", slow)
-    page.click("#play")
+    with page.expect_response(lambda r: "/v1/status/progress?request_id=" in r.url) as polled:
+        page.press("#panel-speak textarea", "Control+Enter")
+    assert polled.value.json()["total_chunks"] > 2
     page.wait_for_selector("#panel-speak[data-first-audio-ms]", timeout=20000)
+    expect(page.locator("#speaking")).to_have_text(re.compile(r"^chunk 1 of \d+$"))
     assert active_requests(keyed_tone_server) == 1
     page.click("#stop")
     deadline = time.monotonic() + 5
@@ -205,6 +208,10 @@ def test_stop_cancels_the_request_on_the_server(tone_page, keyed_tone_server):
         time.sleep(0.1)
     assert active_requests(keyed_tone_server) == 0, "the server went on synthesizing after Stop"
     expect(page.locator("#speaking")).to_have_text("stopped")
+    page.select_option('.field[data-param="response_format"] select', "mp3")   # then download it whole
+    with page.expect_download() as download:
+        page.click("#download")
+    assert Path(download.value.path()).read_bytes()[:3] in (b"ID3", b"\xff\xfb", b"\xff\xf3")
 
 
 # -- Voices and voice conversion ------------------------------------------------------------------

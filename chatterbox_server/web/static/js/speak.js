@@ -23,7 +23,7 @@ async function init(root, env) {
   const language = select([["", "(model's language)"]]);
   const format = select([]);
   const form = el("form", { class: "speak", novalidate: true },
-    field("input", `Text`, text, ""),
+    field("input", "Text", text, "Ctrl+Enter plays"),
     el("div", { class: "row" }, field("voice", "Voice", voice), field("model", "Model", model),
       field("language", "Language", language)),
     el("details", { class: "settings" }, el("summary", { text: "Synthesis settings" }),
@@ -47,6 +47,12 @@ async function init(root, env) {
 
   const showCount = () => { count.textContent = `${text.value.length.toLocaleString()} / ${limit.toLocaleString()} characters`; };
   text.addEventListener("input", showCount);
+  text.addEventListener("keydown", (event) => { // Ctrl+Enter (⌘+Enter) plays without leaving the text
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
   showCount();
 
   const spec = await schemaOf("SpeechRequest");
@@ -146,11 +152,13 @@ async function init(root, env) {
     const fmt = format.value;
     try {
       let url;
-      if (fmt === "wav" && root.dataset.state === "done") {
-        url = URL.createObjectURL(player.wav()); // the audio already heard, no second synthesis
+      if (fmt === "wav" || fmt === "pcm") {
+        // The audio received (all of it, or up to Stop): no second synthesis.
+        url = URL.createObjectURL(fmt === "wav" ? player.wav() : new Blob(player.pieces, { type: "audio/pcm" }));
       } else {
-        // Same text, settings and seed: the server makes the same audio again in the chosen format.
-        url = await audioUrl("/v1/audio/speech", { method: "POST",
+        // Same text, settings and seed: the server makes the same audio again in the chosen format
+        // (through the streaming endpoint, whose text limit is the one this page applies).
+        url = await audioUrl("/v1/audio/speech/stream", { method: "POST",
           json: { ...lastBody, seed: Number(seedUsed), response_format: fmt } });
       }
       el("a", { href: url, download: `speech.${fmt}` }).click();
