@@ -31,6 +31,8 @@ MISSING = sync_playwright is None or not Path(CHROMIUM).exists()
 pytestmark = [pytest.mark.server,
               pytest.mark.skipif(MISSING and not os.environ.get("CI"),
                                  reason="needs playwright (requirements-dev.txt) and chromium (apt-get chromium)")]
+if not MISSING:
+    expect.set_options(timeout=15_000)      # a busy 2-core CI machine: panels may take seconds to fill
 ARTIFACTS = ROOT / "tests" / "artifacts" / "web"
 API_KEY = "open-sesame"
 SENTENCES = ("The quick brown fox jumps over the lazy dog. Streaming speech starts before the text is done. "

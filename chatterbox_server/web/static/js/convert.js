@@ -1,6 +1,6 @@
 // The Convert panel: voice conversion (POST /api/v1/vc) of a recording into a library voice.
 
-import { audioUrl, call, emit, on } from "./api.js";
+import { audioUrl, call, emit, has, on } from "./api.js";
 import { clearErrors, el, field, fillSelect, select, showError } from "./forms.js";
 
 const FORMATS = ["wav", "mp3", "flac", "opus", "aac"];
@@ -8,7 +8,9 @@ const FORMATS = ["wav", "mp3", "flac", "opus", "aac"];
 export const panel = { id: "convert", label: "Convert", init };
 
 async function init(root) {
+  const storedInputs = await has("/api/v1/vc_inputs"); // the Extended API's store of recordings
   const input = el("input", { type: "file", accept: "audio/*" });
+  const stored = select([["", "(upload a file instead)"]]);
   const target = select([["", "(choose a library voice)"]]);
   const targetFile = el("input", { type: "file", accept: "audio/*" });
   const formats = el("fieldset", { class: "checks" }, el("legend", { text: "Export formats" }),
@@ -16,7 +18,8 @@ async function init(root) {
   const seed = el("input", { type: "number", min: 0, step: 1, inputmode: "numeric", placeholder: "random" });
   const form = el("form", { class: "convert", novalidate: true },
     el("p", { class: "hint", text: "Speak the words of a recording again in another voice." }),
-    field("input_audio", "Recording to convert", input, "0.5 s to 10 minutes"),
+    el("div", { class: "row" }, field("input_audio", "Recording to convert", input, "0.5 s to 10 minutes"),
+      storedInputs ? field("input_audio_source", "…or a stored recording", stored) : null),
     el("div", { class: "row" },
       field("target_voice_source", "Target voice", target),
       field("target_voice_file", "…or a voice file", targetFile, "used for this conversion only")),
@@ -30,18 +33,28 @@ async function init(root) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     clearErrors(form);
-    const body = new FormData();
-    if (input.files[0]) body.append("input_audio", input.files[0]);
-    if (targetFile.files[0]) body.append("target_voice_source", targetFile.files[0]);
-    else if (target.value) body.append("target_voice_source", target.value);
     const chosen = [...form.querySelectorAll("input[name=export_formats]:checked")].map((c) => c.value);
-    if (chosen.length) body.append("export_formats", chosen.join(","));
-    if (seed.value !== "") body.append("seed", seed.value);
+    let request;
+    if (!input.files[0] && stored.value) {
+      // a recording stored on the server: the Extended API's JSON form names it
+      const json = { input_audio_source: stored.value, target_voice_source: target.value || null };
+      if (chosen.length) json.export_formats = chosen;
+      if (seed.value !== "") json.seed = Number(seed.value);
+      request = { method: "POST", json };
+    } else {
+      const body = new FormData();
+      if (input.files[0]) body.append("input_audio", input.files[0]);
+      if (targetFile.files[0]) body.append("target_voice_source", targetFile.files[0]);
+      else if (target.value) body.append("target_voice_source", target.value);
+      if (chosen.length) body.append("export_formats", chosen.join(","));
+      if (seed.value !== "") body.append("seed", seed.value);
+      request = { method: "POST", form: body };
+    }
     const button = form.querySelector("button[type=submit]");
     button.disabled = true;
     result.replaceChildren(el("p", { text: "Converting…" }));
     try {
-      const answer = await call("/api/v1/vc?response_mode=url", { method: "POST", form: body });
+      const answer = await call("/api/v1/vc?response_mode=url", request);
       await show(answer);
       emit("outputs-created", answer.output_files.map((f) => ({ ...f, kind: "voice conversion", seed: answer.generation_seed_used })));
     } catch (error) {
@@ -54,11 +67,13 @@ async function init(root) {
   });
 
   async function show(answer) {
+    const path = (file) => new URL(file.url, location.href).pathname; // absolute or relative URLs
     const [first] = answer.output_files;
-    const audio = el("audio", { controls: true, "aria-label": "Converted audio", src: await audioUrl(new URL(first.url).pathname) });
+    const audio = el("audio", { controls: true, "aria-label": "Converted audio", src: await audioUrl(path(first)) });
     const links = await Promise.all(answer.output_files.map(async (f) =>
-      el("a", { href: await audioUrl(new URL(f.url).pathname), download: f.filename, text: `Download ${f.format}` })));
-    result.replaceChildren(el("p", { text: `${answer.duration_seconds.toFixed(1)} s in ${answer.processing_time_seconds.toFixed(2)} s, seed ${answer.generation_seed_used}` }),
+      el("a", { href: await audioUrl(path(f)), download: f.filename, text: `Download ${f.format}` })));
+    const seconds = (value, digits) => (typeof value === "number" ? `${value.toFixed(digits)} s` : "?");
+    result.replaceChildren(el("p", { text: `${seconds(answer.duration_seconds, 1)} of audio in ${seconds(answer.processing_time_seconds, 2)}, seed ${answer.generation_seed_used}` }),
       audio, el("p", { class: "links" }, links));
   }
 
@@ -66,6 +81,11 @@ async function init(root) {
     try {
       const listing = await call("/v1/voices");
       fillSelect(target, [["", "(choose a library voice)"], ...listing.voices.map((v) => [v.name, v.name])]);
+      if (storedInputs) {
+        const files = (await call("/api/v1/vc_inputs?page_size=100")).files || [];
+        const name = (f) => (f.folder_path ? `${f.folder_path}/${f.filename}` : f.filename);
+        fillSelect(stored, [["", "(upload a file instead)"], ...files.map((f) => [name(f), name(f)])]);
+      }
     } catch (error) {
       showError(form, error);
     }
