@@ -1,6 +1,6 @@
 // The Speak panel: text, voice/model/language pickers, settings from /openapi.json, streaming playback.
 
-import { call, has, on, schemaOf, audioUrl } from "./api.js";
+import { call, emit, has, on, schemaOf, audioUrl } from "./api.js";
 import { clearErrors, controlFor, el, field, fillSelect, labelFor, rangeHint, select, showError, values } from "./forms.js";
 import { StreamPlayer } from "./player.js";
 
@@ -32,7 +32,8 @@ async function init(root, env) {
       el("button", { type: "submit", class: "primary", id: "play", text: "Play" }),
       el("button", { type: "button", id: "stop", disabled: true, text: "Stop" }),
       field("response_format", "Download format", format),
-      el("button", { type: "button", id: "download", disabled: true, text: "Download" })),
+      el("button", { type: "button", id: "download", disabled: true, text: "Download" }),
+      el("button", { type: "button", id: "save", disabled: true, text: "Save to outputs" })),
     el("p", { class: "form-error", role: "alert" }));
   const bar = el("progress", { max: 100, value: 0, "aria-label": "Synthesis progress" });
   const status = el("div", { class: "play-status", role: "status", "aria-live": "polite" },
@@ -73,6 +74,7 @@ async function init(root, env) {
   const playButton = form.querySelector("#play");
   const stopButton = form.querySelector("#stop");
   const downloadButton = form.querySelector("#download");
+  const saveButton = form.querySelector("#save");
   let poll = null;
   let lastBody = null;
   let seedUsed = null;
@@ -103,6 +105,7 @@ async function init(root, env) {
       stopPolling();
       bar.value = 100;
       downloadButton.disabled = false;
+      saveButton.disabled = false;
       root.dataset.state = "done";
       setTimeout(() => { if (!player.busy) { stopButton.disabled = true; byId("speaking").textContent = "finished"; } },
         endsIn * 1000);
@@ -132,6 +135,7 @@ async function init(root, env) {
     for (const id of ["first-audio", "speaking", "synthesized", "seed-used"]) byId(id).textContent = "–";
     bar.value = 0;
     downloadButton.disabled = true;
+    saveButton.disabled = true;
     stopButton.disabled = false;
     root.dataset.state = "playing";
     delete root.dataset.firstAudioMs;
@@ -167,6 +171,22 @@ async function init(root, env) {
     }
   });
 
+  // The same text, voice, settings and seed through the Extended API, which keeps the file under /outputs.
+  saveButton.addEventListener("click", async () => {
+    clearErrors(form);
+    const tts = toExtended(lastBody, Number(seedUsed), format.value);
+    try {
+      const answer = await call("/api/v1/tts?response_mode=url", { method: "POST", json: tts });
+      const { text: _text, ...parameters } = tts;
+      emit("outputs-created", answer.output_files.map((f) => ({ ...f, kind: "speech", parameters })));
+      saveButton.textContent = "Saved";
+      setTimeout(() => { saveButton.textContent = "Save to outputs"; }, 2000);
+    } catch (error) {
+      const param = Object.entries(EXTENDED_NAMES).find(([, theirs]) => theirs === error.param)?.[0] || error.param;
+      showError(form, { param, message: error.message.replace(/^[a-z_]+: /, ""), status: error.status });
+    }
+  });
+
   async function loadPickers() {
     try {
       const [voices, models] = await Promise.all([call("/v1/voices"), call("/v1/models")]);
@@ -183,6 +203,20 @@ async function init(root, env) {
   on("voices-changed", loadPickers);
   on("auth-changed", loadPickers);
   await loadPickers();
+}
+
+const EXTENDED_NAMES = { input: "text", voice: "reference_audio_filename", speed: "speed_factor",
+  response_format: "export_formats" };
+const EXTENDED_FIELDS = ["exaggeration", "cfg_weight", "temperature", "language"];
+const EXTENDED_FORMATS = ["wav", "mp3", "flac", "opus", "aac"];
+
+/** A Speak request in the Extended API's words (POST /api/v1/tts). */
+export function toExtended(body, seed, fmt) {
+  const tts = { text: body.input, seed, export_formats: [EXTENDED_FORMATS.includes(fmt) ? fmt : "wav"] };
+  if (body.voice) tts.reference_audio_filename = body.voice;
+  if (body.speed !== undefined) tts.speed_factor = body.speed;
+  for (const name of EXTENDED_FIELDS) if (body[name] !== undefined) tts[name] = body[name];
+  return tts;
 }
 
 /** Library voices, built-in voices and aliases, grouped; the default is the empty choice. */
