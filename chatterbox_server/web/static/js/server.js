@@ -29,13 +29,18 @@ export async function health() {
 
 async function init(root) {
   const serverErrors = (await has("/api/v1/errors/recent")) ? "/api/v1/errors/recent" : null;
+  const withHistory = await has("/v1/status/statistics"); // request history and statistics (seed 000)
+  const stats = el("dl", { class: "summary" });
+  const history = el("div");
   const summary = el("dl", { class: "summary" });
   const workers = el("div");
   const requests = el("div");
   const errors = el("div");
   const updated = el("p", { class: "hint", "aria-live": "off" });
   root.append(el("h2", { text: "Health" }), summary, el("h2", { text: "Model workers" }), workers,
-    el("h2", { text: "Requests in progress" }), requests, el("h2", { text: "Recent errors" }), errors, updated,
+    el("h2", { text: "Requests in progress" }), requests,
+    withHistory ? [el("h2", { text: "Statistics" }), stats, el("h2", { text: "Recent requests" }), history] : [],
+    el("h2", { text: "Recent errors" }), errors, updated,
     el("p", {}, el("a", { href: "/metrics", text: "Prometheus metrics" }), " · ", el("a", { href: "/docs", text: "API docs" })));
 
   refresh = async () => {
@@ -46,6 +51,14 @@ async function init(root) {
       workers.replaceChildren(workerTable(report, memory));
       requests.replaceChildren(requestTable(status));
       errors.replaceChildren(errorList(report, logged));
+      if (withHistory) {
+        const [statistics, recent] = await Promise.all([call("/v1/status/statistics").catch(() => ({})),
+          call("/v1/status/history?limit=10").catch(() => ({}))]);
+        stats.replaceChildren(...Object.entries(statistics).filter(([, v]) => typeof v !== "object")
+          .flatMap(([k, v]) => [el("dt", { text: k.replaceAll("_", " ") }),
+            el("dd", { text: typeof v === "number" && !Number.isInteger(v) ? v.toFixed(2) : String(v) })]));
+        history.replaceChildren(historyTable(recent.request_history || []));
+      }
       updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
     } catch (error) {
       updated.textContent = `The server cannot be reached (${error.message}).`;
@@ -90,6 +103,18 @@ function requestTable(status) {
     el("tbody", {}, status.requests.map((r) => el("tr", {},
       el("th", { scope: "row", text: r.request_id }), el("td", { text: `${r.current_chunk}/${r.total_chunks} (${r.progress_percentage}%)` }),
       el("td", { text: r.duration_seconds.toFixed(1) }), el("td", { text: r.text_preview || "" })))));
+}
+
+function historyTable(items) {
+  if (!items.length) return el("p", { text: "None yet." });
+  const when = (t) => (typeof t === "number" ? new Date(t * 1000).toLocaleTimeString() : String(t ?? "–"));
+  return el("table", {},
+    el("thead", {}, el("tr", {}, ["Started", "Status", "Characters", "Seconds", "Text or error"].map((h) => el("th", { scope: "col", text: h })))),
+    el("tbody", {}, items.map((r) => el("tr", {},
+      el("th", { scope: "row", text: when(r.start_time) }), el("td", { text: String(r.status ?? "–") }),
+      el("td", { text: String(r.text_length ?? "–") }),
+      el("td", { text: typeof r.duration_seconds === "number" ? r.duration_seconds.toFixed(2) : "–" }),
+      el("td", { text: r.error_message || r.error || r.text_preview || "" })))));
 }
 
 function errorList(report, logged) {
