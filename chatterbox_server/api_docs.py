@@ -145,8 +145,8 @@ def swagger_asset(name: str) -> Response:
 def swagger_ui() -> Response:
     head = ('<link rel="stylesheet" href="/docs/assets/swagger-ui.css">'
             '<link rel="icon" href="/docs/assets/favicon-32x32.png">')
-    body = '<div id="ui"></div><script src="/docs/assets/swagger-ui-bundle.js"></script>' \
-           '<script src="/web/js/docs-init.js"></script>'
+    body = ('<div id="ui" data-spec-url="/openapi.json"></div>'
+            '<script src="/docs/assets/swagger-ui-bundle.js"></script><script src="/web/js/docs-init.js"></script>')
     return Response(PAGE.format(head=head, body=body), mimetype="text/html")
 
 

@@ -342,6 +342,7 @@ def test_no_page_names_another_host_and_every_page_forbids_one(hibari_server):
         assert answer.status_code == 200
         assert not re.search(r"""(src|href)=["']?(https?:)?//""", answer.text), path
         assert "default-src 'self'" in answer.headers["Content-Security-Policy"]
+    assert "<title>chatterbox-server</title>" in requests.get(hibari_server.extended_base + "/", timeout=5).text
     for asset in ("/web/js/main.js", "/docs/assets/swagger-ui-bundle.js",
                   "/web/vendor/redoc-2.5.4/redoc.standalone.js"):
         assert requests.get(hibari_server.url(asset), timeout=5).status_code == 200, asset
