@@ -85,8 +85,7 @@ export function controlFor(name, prop, { optional = false, emptyText = "server d
 }
 
 function stepFor(prop) {
-  const span = prop.maximum - prop.minimum;
-  return span <= 2 ? 0.05 : span <= 10 ? 0.05 : 1;
+  return prop.maximum - prop.minimum <= 10 ? 0.05 : 1;
 }
 
 export function rangeHint(prop) {
