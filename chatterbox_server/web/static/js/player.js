@@ -4,6 +4,9 @@
 import { authHeaders, errorFrom, ApiError } from "./api.js";
 
 const START_LEAD_S = 0.05; // scheduling margin for the first buffer
+// Read no further ahead than this: a book-length text then holds minutes, not hours, of decoded
+// audio, and the unread stream holds the server back (it synthesizes only a few chunks ahead).
+const MAX_AHEAD_S = 120;
 
 /** Split an SSE byte stream into the JSON of its `data:` events. */
 export async function* sseEvents(body) {
@@ -82,7 +85,9 @@ export class StreamPlayer {
     this.stop();
     this.context ||= new AudioContext();
     await this.context.resume();
-    this.controller = new AbortController();
+    const controller = new AbortController();
+    const mine = () => this.controller === controller; // a newer play() may have replaced this one
+    this.controller = controller;
     this.pieces = [];
     const clicked = performance.now();
     let next = 0;
@@ -90,7 +95,7 @@ export class StreamPlayer {
     let first = true;
     try {
       const response = await fetch("/v1/audio/speech", {
-        method: "POST", signal: this.controller.signal,
+        method: "POST", signal: controller.signal,
         headers: { ...authHeaders(), "Content-Type": "application/json" },
         body: JSON.stringify({ ...body, stream_format: "sse", response_format: "pcm" }),
       });
@@ -100,6 +105,7 @@ export class StreamPlayer {
         chunks: Number(header("X-Chatterbox-Chunks")) || 0, ignored: header("X-Chatterbox-Ignored-Fields") });
       let usage = null;
       for await (const event of sseEvents(response.body)) {
+        if (!mine()) return; // stopped: events already buffered must not sound
         if (event.type === "speech.audio.info") this.sampleRate = event.sample_rate;
         else if (event.type === "speech.audio.delta") {
           const bytes = base64Bytes(event.audio);
@@ -113,15 +119,19 @@ export class StreamPlayer {
           next = at + bytes.byteLength / 2 / this.sampleRate;
           this.cb.onReceived?.(index);
           index += 1;
+          while (next - this.context.currentTime > MAX_AHEAD_S && mine()) {
+            await new Promise((resolve) => { setTimeout(resolve, 1000); });
+          }
         } else if (event.type === "speech.audio.done") usage = event.usage;
         else if (event.type === "error") throw new ApiError(500, event.error?.message || "synthesis failed");
       }
       if (!usage) throw new ApiError(0, "The stream ended before the audio was complete.");
+      if (!mine()) return;
       this.controller = null;
       this.cb.onEnd?.({ usage, endsIn: Math.max(0, next - this.context.currentTime) });
     } catch (error) {
+      if (error.name === "AbortError" || !mine()) return;
       this.controller = null;
-      if (error.name === "AbortError") return;
       this.silence();
       this.cb.onError?.(error);
     }
@@ -137,6 +147,7 @@ export class StreamPlayer {
     const at = Math.max(next, this.context.currentTime + START_LEAD_S);
     source.start(at);
     this.sources.push(source);
+    source.onended = () => { this.sources = this.sources.filter((s) => s !== source); };
     const delay = (at - this.context.currentTime) * 1000;
     this.timers.push(setTimeout(() => this.cb.onChunk?.(index), delay));
     return at;
