@@ -2,19 +2,24 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
+import os
 from functools import lru_cache
 from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, send_from_directory
 
 import chatterbox_server
 from chatterbox_server.encoders import CONTENT_TYPES
+from chatterbox_server.errors import ApiError
 from chatterbox_server.extended_schemas import TtsRequestSchema, VcFormSchema
 from chatterbox_server.schemas import SpeechRequestSchema
+from chatterbox_server.web import same_origin_only
 
 bp = Blueprint("docs", __name__)
+bp.after_request(same_origin_only)
 
 AUDIO = {"content": {mime: {"schema": {"type": "string", "format": "binary"}}
                      for mime in sorted(set(CONTENT_TYPES.values()))}}
@@ -112,20 +117,40 @@ def openapi() -> Response:
 
 
 PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>chatterbox-server API</title>{head}</head>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>chatterbox-server API</title>{head}</head>
 <body>{body}</body></html>"""
+# Swagger UI comes from the swagger-ui-py wheel (its static files only; its framework glue is not used),
+# ReDoc from the file vendored under web/static/vendor: no page loads anything from another host.
+SWAGGER_FILES = ("swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "LICENSE",
+                 "favicon-32x32.png")
+REDOC_JS = "/web/vendor/redoc-2.5.4/redoc.standalone.js"
+
+
+def swagger_static_dir() -> str:
+    spec = importlib.util.find_spec("swagger_ui")      # locate without importing its framework handlers
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("swagger-ui-py is not installed (requirements.txt)")
+    return os.path.join(spec.submodule_search_locations[0], "static")
+
+
+@bp.get("/docs/assets/<name>")
+def swagger_asset(name: str) -> Response:
+    if name not in SWAGGER_FILES:
+        raise ApiError(404, "no such documentation asset", code="not_found")
+    return send_from_directory(swagger_static_dir(), name, max_age=86400)
 
 
 @bp.get("/docs")
 def swagger_ui() -> Response:
-    head = '<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">'
-    body = ('<div id="ui"></div><script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js">'
-            '</script><script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>')
+    head = ('<link rel="stylesheet" href="/docs/assets/swagger-ui.css">'
+            '<link rel="icon" href="/docs/assets/favicon-32x32.png">')
+    body = ('<div id="ui" data-spec-url="/openapi.json"></div>'
+            '<script src="/docs/assets/swagger-ui-bundle.js"></script><script src="/web/js/docs-init.js"></script>')
     return Response(PAGE.format(head=head, body=body), mimetype="text/html")
 
 
 @bp.get("/redoc")
 def redoc() -> Response:
-    body = ('<redoc spec-url="/openapi.json"></redoc>'
-            '<script src="https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js"></script>')
+    body = f'<redoc spec-url="/openapi.json"></redoc><script src="{REDOC_JS}"></script>'
     return Response(PAGE.format(head="", body=body), mimetype="text/html")

@@ -12,7 +12,7 @@ from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from chatterbox_server import api_docs, api_extended, api_openai, api_ops, metrics
+from chatterbox_server import api_docs, api_extended, api_openai, api_ops, metrics, web
 from chatterbox_server.errors import ApiError
 from chatterbox_server.pool_client import PoolError
 from chatterbox_server.services import Services
@@ -44,6 +44,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api_extended.outputs_bp)
     app.register_blueprint(api_docs.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(web.bp)
     _register_error_handlers(app)
     app.after_request(_count_speech_request)
     if settings.api_key:
@@ -58,12 +59,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 OPEN_PATHS = ("/health", "/api/v1/health")     # load balancers probe these without a key
+OPEN_BLUEPRINTS = ("web", "docs")              # the web app and the API docs: pages that hold no data
 EXPOSED_HEADERS = ["Content-Disposition", "X-Alternative-Formats", "X-Request-Id", "X-Chatterbox-Seed",
                    "X-Generation-Seed", "X-Chatterbox-Chunks", "X-Chatterbox-Ignored-Fields"]
 
 
 def _require_api_key() -> None:
-    if request.method == "OPTIONS" or request.path in OPEN_PATHS:
+    if request.method == "OPTIONS" or request.path in OPEN_PATHS or request.blueprint in OPEN_BLUEPRINTS:
         return
     expected = current_app.config["SETTINGS"].api_key
     bearer = request.headers.get("Authorization", "")

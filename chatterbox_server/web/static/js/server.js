@@ -1,0 +1,132 @@
+// The Server panel: health, model workers and their state, queue, memory per worker, recent errors.
+
+import { call, formatBytes, has, on, recentErrors } from "./api.js";
+import { el } from "./forms.js";
+
+const REFRESH_MS = 2000;
+
+export const panel = { id: "server", label: "Server", init, show: () => start(), hide: () => stop() };
+
+let timer = null;
+let refresh = async () => {};
+
+function start() {
+  stop();
+  refresh();
+  timer = setInterval(refresh, REFRESH_MS);
+}
+
+function stop() {
+  clearInterval(timer);
+  timer = null;
+}
+
+/** /health answers 503 with its report while no worker is ready: that report is still worth showing. */
+export async function health() {
+  const response = await fetch("/health");
+  return response.json();
+}
+
+async function init(root) {
+  const serverErrors = (await has("/api/v1/errors/recent")) ? "/api/v1/errors/recent" : null;
+  const withHistory = await has("/v1/status/statistics"); // request history and statistics (seed 000)
+  const stats = el("dl", { class: "summary" });
+  const history = el("div");
+  const summary = el("dl", { class: "summary" });
+  const workers = el("div");
+  const requests = el("div");
+  const errors = el("div");
+  const updated = el("p", { class: "hint", "aria-live": "off" });
+  root.append(el("h2", { text: "Health" }), summary, el("h2", { text: "Model workers" }), workers,
+    el("h2", { text: "Requests in progress" }), requests,
+    withHistory ? [el("h2", { text: "Statistics" }), stats, el("h2", { text: "Recent requests" }), history] : [],
+    el("h2", { text: "Recent errors" }), errors, updated,
+    el("p", {}, el("a", { href: "/metrics", text: "Prometheus metrics" }), " · ", el("a", { href: "/docs", text: "API docs" })));
+
+  refresh = async () => {
+    try {
+      const [report, memory, status, logged] = await Promise.all([health(), call("/memory").catch(() => null),
+        call("/v1/status").catch(() => null), serverErrors ? call(serverErrors).catch(() => null) : null]);
+      showSummary(summary, report);
+      workers.replaceChildren(workerTable(report, memory));
+      requests.replaceChildren(requestTable(status));
+      errors.replaceChildren(errorList(report, logged));
+      if (withHistory) {
+        const [statistics, recent] = await Promise.all([call("/v1/status/statistics").catch(() => ({})),
+          call("/v1/status/history?limit=10").catch(() => ({}))]);
+        stats.replaceChildren(...Object.entries(statistics).filter(([, v]) => typeof v !== "object")
+          .flatMap(([k, v]) => [el("dt", { text: k.replaceAll("_", " ") }),
+            el("dd", { text: typeof v === "number" && !Number.isInteger(v) ? v.toFixed(2) : String(v) })]));
+        history.replaceChildren(historyTable(recent.request_history || []));
+      }
+      updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
+    } catch (error) {
+      updated.textContent = `The server cannot be reached (${error.message}).`;
+    }
+  };
+  on("error-logged", () => { if (timer) refresh(); });
+}
+
+function showSummary(node, report) {
+  const w = report.workers || {};
+  const items = [["Status", report.status], ["Engine", report.engine], ["Model", report.model], ["Device", report.device],
+    ["Sample rate", report.sample_rate ? `${report.sample_rate} Hz` : "–"],
+    ["Workers", `${w.ready ?? 0} ready, ${w.busy ?? 0} busy, ${w.alive ?? 0} alive of ${w.total ?? 0}`],
+    ["Jobs in flight", report.jobs_in_flight], ["Queue depth", report.queue_depth]];
+  node.replaceChildren(...items.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { "data-key": k, text: String(v ?? "–") })]));
+}
+
+function workerTable(report, memory) {
+  const slots = report.workers?.slots || [];
+  const mem = new Map((memory?.memory_info?.model_workers || []).map((m) => [m.slot, m]));
+  const accelerator = (m) => {
+    const a = m?.accelerator;
+    if (!a) return "–";
+    const used = a.allocated_bytes ?? a.used_bytes ?? a.reserved_bytes;
+    return used !== undefined ? `${formatBytes(used)}${a.total_bytes ? ` of ${formatBytes(a.total_bytes)}` : ""}` : JSON.stringify(a);
+  };
+  return el("table", { class: "workers" },
+    el("thead", {}, el("tr", {}, ["Slot", "PID", "State", "Jobs now", "Done", "Failed", "Restarts", "Memory", "GPU memory", "Last error"]
+      .map((h) => el("th", { scope: "col", text: h })))),
+    el("tbody", {}, slots.map((s) => el("tr", { "data-state": s.state },
+      el("th", { scope: "row", text: String(s.slot) }), el("td", { text: String(s.pid) }),
+      el("td", { class: `state-${s.state}`, text: s.state }), el("td", { text: String(s.active_jobs) }),
+      el("td", { text: String(s.jobs_done) }), el("td", { text: String(s.jobs_failed) }), el("td", { text: String(s.restarts) }),
+      el("td", { text: formatBytes(mem.get(s.slot)?.rss_bytes) }), el("td", { text: accelerator(mem.get(s.slot)) }),
+      el("td", { text: s.last_error || "–" })))));
+}
+
+function requestTable(status) {
+  if (!status || !status.requests.length) return el("p", { id: "no-requests", text: "None." });
+  return el("table", {},
+    el("thead", {}, el("tr", {}, ["Request", "Progress", "Seconds", "Text"].map((h) => el("th", { scope: "col", text: h })))),
+    el("tbody", {}, status.requests.map((r) => el("tr", {},
+      el("th", { scope: "row", text: r.request_id }), el("td", { text: `${r.current_chunk}/${r.total_chunks} (${r.progress_percentage}%)` }),
+      el("td", { text: r.duration_seconds.toFixed(1) }), el("td", { text: r.text_preview || "" })))));
+}
+
+function historyTable(items) {
+  if (!items.length) return el("p", { text: "None yet." });
+  const when = (t) => (typeof t === "number" ? new Date(t * 1000).toLocaleTimeString() : String(t ?? "–"));
+  return el("table", {},
+    el("thead", {}, el("tr", {}, ["Started", "Status", "Characters", "Seconds", "Text or error"].map((h) => el("th", { scope: "col", text: h })))),
+    el("tbody", {}, items.map((r) => el("tr", {},
+      el("th", { scope: "row", text: when(r.start_time) }), el("td", { text: String(r.status ?? "–") }),
+      el("td", { text: String(r.text_length ?? "–") }),
+      el("td", { text: typeof r.duration_seconds === "number" ? r.duration_seconds.toFixed(2) : "–" }),
+      el("td", { text: r.error_message || r.error || r.text_preview || "" })))));
+}
+
+function errorList(report, logged) {
+  const items = [];
+  for (const s of report.workers?.slots || []) {
+    if (s.last_error) items.push(`Model worker ${s.slot}: ${s.last_error}`);
+  }
+  for (const e of (logged && (logged.errors || logged.recent_errors)) || []) {
+    items.push(`${e.timestamp || e.time || ""} ${e.message || e.error || JSON.stringify(e)}`.trim());
+  }
+  for (const e of recentErrors.slice(0, 10)) {
+    items.push(`${e.time.toLocaleTimeString()} ${e.path}: ${e.status ? `${e.status} ` : ""}${e.message}`);
+  }
+  return items.length ? el("ul", {}, items.map((t) => el("li", { text: t }))) : el("p", { text: "None." });
+}

@@ -1,0 +1,172 @@
+// The Voices panel: the library, upload or record a voice, preview, delete; rename, default voice and
+// aliases appear when the server documents their endpoints (the seed-000 voice API).
+
+import { audioUrl, call, emit, has, on } from "./api.js";
+import { clearErrors, el, field, showError } from "./forms.js";
+
+const SAMPLE = "This is how I sound. The quick brown fox jumps over the lazy dog.";
+
+/** The first of several spellings of a templated path that the server documents, or null. */
+async function documented(method, ...paths) {
+  for (const path of paths) if (await has(path, method)) return path;
+  return null;
+}
+
+const fill = (template, name) => template.replace(/\{[a-z_]+\}/, encodeURIComponent(name));
+
+export const panel = { id: "voices", label: "Voices", init };
+
+async function init(root, env) {
+  const features = {
+    download: await documented("get", "/v1/voices/{name}/download", "/v1/voices/{voice_name}/download"),
+    rename: await documented("put", "/v1/voices/{name}", "/v1/voices/{voice_name}"),
+    setDefault: await documented("post", "/v1/voices/default"),
+    aliases: await documented("post", "/v1/voices/{name}/aliases", "/v1/voices/{voice_name}/aliases"),
+  };
+  const name = el("input", { type: "text", pattern: "[A-Za-z0-9][A-Za-z0-9_-]{0,63}", autocomplete: "off",
+    placeholder: "e.g. narrator" });
+  const file = el("input", { type: "file", accept: "audio/*" });
+  const recordButton = el("button", { type: "button", id: "record", text: "Record from microphone" });
+  const recording = el("audio", { controls: true, hidden: true, "aria-label": "Your recording" });
+  const form = el("form", { class: "voice-upload", novalidate: true },
+    el("h2", { text: "Add a voice" }),
+    el("div", { class: "row" },
+      field("name", "Name", name, "letters, digits, _ or -; up to 64"),
+      field("voice_file", "Audio file", file, `1 to 120 s of clear speech; at most ${Math.round(env.limits.max_upload_bytes / 1048576)} MiB`)),
+    el("div", { class: "actions" }, el("button", { type: "submit", class: "primary", text: "Upload" }), recordButton,
+      recording),
+    el("p", { class: "form-error", role: "alert" }),
+    el("p", { class: "hint", id: "voice-cloning" }));
+  const player = el("audio", { controls: true, class: "preview", "aria-label": "Voice preview" });
+  const list = el("div", { class: "voice-list", "aria-live": "polite" });
+  const listErrors = el("div", {}, el("p", { class: "form-error", role: "alert" }));
+  root.append(form, el("h2", { text: "Library" }), list, listErrors, player);
+
+  let recorded = null;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearErrors(form);
+    const body = new FormData();
+    body.append("name", name.value.trim());
+    const upload = file.files[0] || recorded;
+    if (upload) body.append("voice_file", upload, upload.name || "recording.webm");
+    try {
+      await call("/v1/voices", { method: "POST", form: body });
+      form.reset();
+      recorded = null;
+      recording.hidden = true;
+      emit("voices-changed");
+    } catch (error) {
+      showError(form, error);
+    }
+  });
+
+  let recorder = null;
+  recordButton.addEventListener("click", async () => {
+    clearErrors(form);
+    if (recorder) {
+      recorder.stop();
+      return;
+    }
+    try {
+      const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+      const chunks = [];
+      recorder = new MediaRecorder(stream);
+      recorder.ondataavailable = (e) => chunks.push(e.data);
+      recorder.onstop = () => {
+        stream.getTracks().forEach((t) => t.stop());
+        recorded = new File(chunks, "recording.webm", { type: recorder.mimeType || "audio/webm" });
+        recording.src = URL.createObjectURL(recorded);
+        recording.hidden = false;
+        recorder = null;
+        recordButton.textContent = "Record again";
+        recordButton.setAttribute("aria-pressed", "false");
+      };
+      recorder.start();
+      recordButton.textContent = "Stop recording";
+      recordButton.setAttribute("aria-pressed", "true");
+    } catch (error) {
+      showError(form, { param: "voice_file", message: `The microphone cannot be used: ${error.message}` });
+    }
+  });
+
+  async function preview(voice) {
+    clearErrors(listErrors);
+    try {
+      player.src = features.download
+        ? await audioUrl(fill(features.download, voice))
+        : await audioUrl("/v1/audio/speech", { method: "POST", json: { input: SAMPLE, voice, response_format: "wav" } });
+      await player.play();
+    } catch (error) {
+      showError(listErrors, error);
+    }
+  }
+
+  async function act(promise) {
+    clearErrors(listErrors);
+    try {
+      await promise();
+      emit("voices-changed");
+    } catch (error) {
+      showError(listErrors, error);
+    }
+  }
+
+  function row(voice, listing) {
+    const isDefault = listing.default === voice.name;
+    const buttons = [
+      el("button", { type: "button", text: "Preview", "aria-label": `Preview ${voice.name}`, on: { click: () => preview(voice.name) } }),
+      el("button", { type: "button", text: "Delete", "aria-label": `Delete ${voice.name}`, on: { click: () => {
+        if (window.confirm(`Delete the voice ${voice.name}?`)) act(() => call(`/v1/voices/${encodeURIComponent(voice.name)}`, { method: "DELETE" }));
+      } } }),
+    ];
+    if (features.rename) {
+      buttons.push(el("button", { type: "button", text: "Rename", "aria-label": `Rename ${voice.name}`, on: { click: () => {
+        const to = window.prompt(`New name for ${voice.name}`, voice.name);
+        if (to && to !== voice.name) act(() => call(fill(features.rename, voice.name), { method: "PUT", form: formOf({ new_name: to }) }));
+      } } }));
+    }
+    if (features.setDefault && !isDefault) {
+      buttons.push(el("button", { type: "button", text: "Make default", "aria-label": `Make ${voice.name} the default`,
+        on: { click: () => act(() => call(features.setDefault, { method: "POST", form: formOf({ voice_name: voice.name }) })) } }));
+    }
+    if (features.aliases) {
+      buttons.push(el("button", { type: "button", text: "Add alias", "aria-label": `Add an alias for ${voice.name}`, on: { click: () => {
+        const alias = window.prompt(`Another name for ${voice.name}`);
+        if (alias) act(() => call(fill(features.aliases, voice.name), { method: "POST", form: formOf({ alias }) }));
+      } } }));
+    }
+    const aliases = Object.entries(listing.aliases || {}).filter(([, target]) => target === voice.name).map(([a]) => a);
+    return el("tr", { "data-voice": voice.name },
+      el("th", { scope: "row", text: voice.name + (isDefault ? " (default)" : "") }),
+      el("td", { text: `${voice.duration_seconds.toFixed(1)} s` }),
+      el("td", { text: voice.source_format }),
+      el("td", { text: new Date(voice.created * 1000).toLocaleString() }),
+      el("td", { text: aliases.join(", ") || "–" }),
+      el("td", { class: "buttons" }, buttons));
+  }
+
+  async function refresh() {
+    try {
+      const listing = await call("/v1/voices");
+      form.querySelector("#voice-cloning").textContent = listing.cloning_supported
+        ? "" : "This server's engine cannot clone voices: library voices are kept but cannot speak until a cloning engine runs.";
+      list.replaceChildren(listing.voices.length
+        ? el("table", {}, el("caption", { text: `${listing.voices.length} voice(s); default: ${listing.default}` }),
+          el("thead", {}, el("tr", {}, ["Name", "Length", "Source", "Added", "Aliases", "Actions"].map((h) => el("th", { scope: "col", text: h })))),
+          el("tbody", {}, listing.voices.map((v) => row(v, listing))))
+        : el("p", { text: `No library voices yet. Built in: ${listing.built_in.join(", ") || "none"}.` }));
+    } catch (error) {
+      showError(listErrors, error);
+    }
+  }
+  on("voices-changed", refresh);
+  on("auth-changed", refresh);
+  await refresh();
+}
+
+function formOf(fields) {
+  const body = new FormData();
+  for (const [k, v] of Object.entries(fields)) body.append(k, v);
+  return body;
+}

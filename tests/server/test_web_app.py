@@ -1,0 +1,349 @@
+"""The web app at `/` and the offline API docs, driven in Debian's Chromium by Playwright against real servers.
+
+Every request the browser makes outside the server under test is recorded and refused, so the pages
+are shown to work with no network. Screenshots of the main screens go to tests/artifacts/web/.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+import shutil
+import struct
+import time
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from serverkit import ROOT, Server, start_server
+
+try:
+    from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+except ImportError:         # requirements-dev.txt installs it; CI fails below instead of skipping
+    sync_playwright = None
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+MISSING = sync_playwright is None or not Path(CHROMIUM).exists()
+# CI installs chromium (.ci/run), so there a missing browser is a failure, not a skip
+pytestmark = [pytest.mark.server,
+              pytest.mark.skipif(MISSING and not os.environ.get("CI"),
+                                 reason="needs playwright (requirements-dev.txt) and chromium (apt-get chromium)")]
+if not MISSING:
+    expect.set_options(timeout=15_000)      # a busy 2-core CI machine: panels may take seconds to fill
+ARTIFACTS = ROOT / "tests" / "artifacts" / "web"
+API_KEY = "open-sesame"
+SENTENCES = ("The quick brown fox jumps over the lazy dog. Streaming speech starts before the text is done. "
+             "Every chunk is spoken while the next one is synthesized. ")
+
+
+# -- fixtures -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert not MISSING, "playwright or chromium is missing (requirements-dev.txt; apt-get install chromium)"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--autoplay-policy=no-user-gesture-required",
+            "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])   # a beeping microphone
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def keyed_tone_server(tmp_path_factory) -> Iterator[Server]:
+    """The tone engine clones and converts voices; the key checks that the page sends it everywhere."""
+    server = start_server(tmp_path_factory.mktemp("web-tone"), engine="tone", front_workers="1",
+                          api_key=API_KEY, graceful_timeout="5")
+    yield server
+    server.stop()
+
+
+class Session:
+    """A browser context whose requests outside `origin` are recorded and refused."""
+
+    def __init__(self, browser: Browser, origin: str, **options) -> None:
+        self.origin = origin
+        self.outside: list[str] = []
+        self.console: list[str] = []
+        self.context: BrowserContext = browser.new_context(accept_downloads=True, **options)
+        self.context.route(lambda url: not self.local(url), self._refuse)
+        self.context.on("request", self._record)
+        self.page: Page = self.context.new_page()
+        self.page.on("console", lambda message: self.console.append(f"{message.type}: {message.text}"))
+        self.page.on("pageerror", lambda error: self.console.append(f"pageerror: {error}"))
+
+    def _record(self, request) -> None:
+        if not self.local(request.url):
+            self.outside.append(request.url)
+
+    def local(self, url: str) -> bool:
+        return url.startswith((f"{self.origin}/", "blob:", "data:"))
+
+    def _refuse(self, route) -> None:
+        self.outside.append(route.request.url)
+        route.abort("internetdisconnected")
+
+    def open(self, path: str = "/", key: str | None = None) -> Page:
+        self.page.goto(self.origin + path)
+        if key is not None:
+            self.page.fill("#key-input", key)
+            self.page.click("#key-dialog button[value=save]")
+            expect(self.page.locator("#key-dialog")).not_to_be_visible()
+        if path.startswith("/") and path.split("#")[0] == "/":
+            self.page.wait_for_selector("body[data-ready=true]", timeout=20000)
+        return self.page
+
+    def shoot(self, name: str, full_page: bool = True) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def hibari_page(browser, hibari_server) -> Iterator[Session]:
+    session = Session(browser, hibari_server.base, viewport={"width": 1100, "height": 900})
+    yield session
+    session.close()
+    assert session.outside == [], f"requests outside the server: {session.outside}"
+
+
+@pytest.fixture
+def tone_page(browser, keyed_tone_server) -> Iterator[Session]:
+    session = Session(browser, keyed_tone_server.base, viewport={"width": 1100, "height": 900})
+    yield session
+    session.close()
+    assert session.outside == [], f"requests outside the server: {session.outside}"
+
+
+def wav_bytes(seconds: float, frequency: float = 220.0, rate: int = 24000) -> bytes:
+    frames = b"".join(struct.pack("<h", int(12000 * math.sin(2 * math.pi * frequency * i / rate)))
+                      for i in range(int(seconds * rate)))
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(frames)
+    return buffer.getvalue()
+
+
+def active_requests(server: Server) -> int:
+    answer = requests.get(server.url("/v1/status"), headers={"Authorization": f"Bearer {API_KEY}"}, timeout=5)
+    return answer.json()["active_requests"]
+
+
+# Records every buffer the page hands to the Web Audio graph, with the time it did so.
+RECORD_AUDIO_GRAPH = """
+window.__scheduled = [];
+const start = AudioBufferSourceNode.prototype.start;
+AudioBufferSourceNode.prototype.start = function (...args) {
+  window.__scheduled.push({ at: performance.now(), samples: this.buffer ? this.buffer.length : 0 });
+  return start.apply(this, args);
+};
+"""
+
+
+# -- Speak ----------------------------------------------------------------------------------------
+def test_play_streams_audio_into_the_page_before_the_request_ends(hibari_page):
+    hibari_page.context.add_init_script(RECORD_AUDIO_GRAPH)
+    page = hibari_page.open()
+    text = SENTENCES * 6
+    page.fill("#panel-speak textarea", text)
+    expect(page.locator("#panel-speak .count")).to_contain_text(f"{len(text)} / 100,000 characters")
+    page.click("#play")
+    expect(page.locator("#panel-speak")).to_have_attribute("data-state", "done", timeout=30000)
+
+    scheduled = page.evaluate("window.__scheduled")
+    timing = page.evaluate("""performance.getEntriesByType('resource')
+        .filter(e => e.name.endsWith('/v1/audio/speech')).map(e => ({start: e.startTime, end: e.responseEnd}))""")
+    assert len(timing) == 1 and len(scheduled) >= 4, (timing, scheduled)
+    assert scheduled[0]["at"] < timing[0]["end"], "the first audio reached the graph only after the whole response"
+    first_ms = int(page.get_attribute("#panel-speak", "data-first-audio-ms"))
+    assert 0 < first_ms < 5000
+    expect(page.locator("#first-audio")).to_have_text(re.compile(r"^\d+ ms$"))
+    expect(page.locator("#synthesized")).to_have_text(re.compile(r"^(\d+) of \1 chunks$"))
+    assert page.locator("#panel-speak progress").evaluate("p => p.value") == 100
+    hibari_page.shoot("speak")
+
+    with page.expect_download() as download:          # the audio heard, as WAV, without a second synthesis
+        page.click("#download")
+    data = Path(download.value.path()).read_bytes()
+    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE"
+    assert (len(data) - 44) // 2 == sum(item["samples"] for item in scheduled)
+
+    page.click("#save")                                # synthesized again with the seed, kept under /outputs
+    page.click("#tab-outputs")
+    row = page.locator("#panel-outputs tbody tr")
+    expect(row).to_have_count(1)
+    expect(row.locator("td.params")).to_contain_text(f"seed={page.inner_text('#seed-used')}")
+    with page.expect_download() as saved:
+        row.get_by_role("button", name=re.compile("^Download")).click()
+    kept = Path(saved.value.path()).read_bytes()     # whole-file chunking differs a little from streaming's
+    assert kept[:4] == b"RIFF" and abs(len(kept) - len(data)) < 0.05 * len(data)
+
+
+def test_bad_values_show_the_servers_message_next_to_their_field(hibari_page):
+    page = hibari_page.open()
+    page.click("#play")                               # no text at all
+    input_error = page.locator('.field[data-param="input"] .field-error')
+    expect(input_error).to_have_text("Must contain text to speak.")
+    expect(page.locator("#panel-speak textarea")).to_have_attribute("aria-invalid", "true")
+
+    page.fill("#panel-speak textarea", "Hello.")
+    page.click("#panel-speak details.settings summary")
+    page.fill('.field[data-param="speed"] input[type=number]', "9")
+    page.click("#play")
+    speed = page.locator('.field[data-param="speed"]')
+    expect(speed.locator(".field-error")).to_contain_text("less than or equal to 4.0")
+    expect(speed.locator("input[type=number]")).to_be_focused()
+    expect(input_error).to_be_empty()
+    hibari_page.shoot("speak-error", full_page=False)
+
+
+def test_stop_cancels_the_request_on_the_server(tone_page, keyed_tone_server):
+    page = tone_page.open(key=API_KEY)
+    slow = " ".join(f"Sentence number {i} takes a while [[sleep:0.4]]." for i in range(10))
+    page.fill("#panel-speak textarea", slow)
+    with page.expect_response(lambda r: "/v1/status/progress?request_id=" in r.url) as polled:
+        page.press("#panel-speak textarea", "Control+Enter")
+    assert polled.value.json()["total_chunks"] > 2
+    page.wait_for_selector("#panel-speak[data-first-audio-ms]", timeout=20000)
+    expect(page.locator("#speaking")).to_have_text(re.compile(r"^chunk 1 of \d+$"))
+    assert active_requests(keyed_tone_server) == 1
+    page.click("#stop")
+    deadline = time.monotonic() + 5
+    while active_requests(keyed_tone_server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert active_requests(keyed_tone_server) == 0, "the server went on synthesizing after Stop"
+    expect(page.locator("#speaking")).to_have_text("stopped")
+    page.select_option('.field[data-param="response_format"] select', "mp3")   # then download it whole
+    with page.expect_download() as download:
+        page.click("#download")
+    assert Path(download.value.path()).read_bytes()[:3] in (b"ID3", b"\xff\xfb", b"\xff\xf3")
+
+
+# -- Voices and voice conversion ------------------------------------------------------------------
+def test_upload_a_voice_preview_it_and_speak_with_it(tone_page, tmp_path):
+    page = tone_page.open(key=API_KEY)
+    page.click("#tab-voices")
+    clip = tmp_path / "narrator.wav"
+    clip.write_bytes(wav_bytes(2.0))
+    page.fill('#panel-voices .field[data-param="name"] input', "narrator")
+    page.set_input_files('#panel-voices input[type=file]', str(clip))
+    page.click("#panel-voices button[type=submit]")
+    row = page.locator('tr[data-voice="narrator"]')
+    expect(row).to_contain_text("2.0 s")
+
+    page.click('button[aria-label="Preview narrator"]')
+    expect(page.locator("#panel-voices audio.preview")).to_have_attribute("src", re.compile("^blob:"))
+
+    page.fill('#panel-voices .field[data-param="name"] input', "narrator")   # the same name again: 409 by the field
+    page.set_input_files('#panel-voices input[type=file]', str(clip))
+    page.click("#panel-voices button[type=submit]")
+    expect(page.locator('#panel-voices .field[data-param="name"] .field-error')).to_contain_text("exists")
+    tone_page.shoot("voices")
+
+    page.click("#tab-speak")
+    page.select_option('#panel-speak .field[data-param="voice"] select', "narrator")
+    page.fill("#panel-speak textarea", "Speak with the uploaded voice, please.")
+    with page.expect_response(lambda r: r.url.endswith("/v1/audio/speech")) as answer:
+        page.click("#play")
+    assert answer.value.status == 200
+    assert answer.value.request.post_data_json["voice"] == "narrator"
+    expect(page.locator("#panel-speak")).to_have_attribute("data-state", "done", timeout=20000)
+
+
+def test_record_a_voice_from_the_microphone(tone_page):
+    page = tone_page.open(key=API_KEY)
+    page.click("#tab-voices")
+    page.fill('#panel-voices .field[data-param="name"] input', "recorded")
+    page.click("#record")
+    expect(page.locator("#record")).to_have_attribute("aria-pressed", "true")
+    page.wait_for_timeout(1600)
+    page.click("#record")
+    expect(page.locator("#panel-voices audio[aria-label='Your recording']")).to_be_visible()
+    page.click("#panel-voices button[type=submit]")
+    expect(page.locator('tr[data-voice="recorded"]')).to_contain_text("webm")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click('button[aria-label="Delete recorded"]')
+    expect(page.locator('tr[data-voice="recorded"]')).to_have_count(0)
+
+
+def test_voice_conversion_panel(tone_page, keyed_tone_server, tmp_path):
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    requests.post(keyed_tone_server.url("/v1/voices"), headers=headers, data={"name": "target"},
+                  files={"voice_file": ("t.wav", wav_bytes(1.5, 330.0))}, timeout=10)
+    page = tone_page.open(key=API_KEY)
+    page.click("#tab-convert")
+    page.click("#panel-convert button[type=submit]")   # nothing chosen: the server names the field
+    expect(page.locator('#panel-convert .field[data-param="input_audio"] .field-error')).to_contain_text("required")
+
+    source = tmp_path / "speech.wav"
+    source.write_bytes(wav_bytes(2.0, 180.0))
+    page.set_input_files('#panel-convert .field[data-param="input_audio"] input', str(source))
+    page.select_option('#panel-convert .field[data-param="target_voice_source"] select', "target")
+    page.check('#panel-convert input[value="mp3"]')
+    page.click("#panel-convert button[type=submit]")
+    result = page.locator("#panel-convert .result")
+    expect(result.locator("audio")).to_have_attribute("src", re.compile("^blob:"), timeout=20000)
+    expect(result.locator("a")).to_have_text(["Download wav", "Download mp3"])
+    with page.expect_download() as download:
+        result.locator("a", has_text="Download wav").click()
+    assert Path(download.value.path()).read_bytes()[:4] == b"RIFF"
+    tone_page.shoot("convert")
+
+    page.click("#tab-outputs")
+    expect(page.locator("#panel-outputs tbody tr")).to_have_count(2)
+
+
+# -- the pages themselves -------------------------------------------------------------------------
+def test_pages_render_fully_with_every_external_route_blocked(hibari_page):
+    page = hibari_page.open()
+    expect(page.locator("[role=tab]")).to_have_text(["Speak", "Voices", "Convert", "Outputs", "Server"])
+    expect(page.locator('#panel-speak .field[data-param="model"] option')).not_to_have_count(1)
+    settings = page.locator("#speak-settings .field")
+    expect(settings.filter(has_text="Speed")).to_contain_text("0.25 – 4")       # the range from /openapi.json
+    assert page.locator('.field[data-param="speed"] input[type=number]').get_attribute("max") == "4"
+
+    page.focus("#tab-speak")                             # tabs by keyboard
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#tab-voices")).to_have_attribute("aria-selected", "true")
+    page.keyboard.press("End")
+    expect(page.locator("#tab-server")).to_be_focused()
+    expect(page.locator("#panel-server table.workers tbody tr")).to_have_attribute("data-state", "ready")
+    expect(page.locator('#panel-server dd[data-key="Queue depth"]')).to_have_text("0")
+    expect(page.locator('#panel-server tbody td').nth(6)).to_contain_text("MiB")        # memory of the worker
+    hibari_page.shoot("server")
+
+    page.set_viewport_size({"width": 390, "height": 844})   # a phone: nothing wider than the screen
+    page.click("#tab-speak")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    hibari_page.shoot("speak-phone")
+    assert not [line for line in hibari_page.console if "Content Security Policy" in line or "pageerror" in line]
+
+    page.set_viewport_size({"width": 1100, "height": 900})
+    page.goto(hibari_page.origin + "/docs")
+    expect(page.locator(".opblock-summary-path").first).to_be_visible(timeout=20000)
+    assert page.locator(".opblock").count() >= 10
+    hibari_page.shoot("docs", full_page=False)
+    page.goto(hibari_page.origin + "/redoc")
+    expect(page.get_by_role("heading", name="Whole audio file, or Server-Sent Events with stream_format=sse")
+           ).to_be_visible(timeout=20000)
+    hibari_page.shoot("redoc", full_page=False)
+
+
+def test_no_page_names_another_host_and_every_page_forbids_one(hibari_server):
+    for path in ("/", "/docs", "/redoc"):
+        answer = requests.get(hibari_server.url(path), timeout=5)
+        assert answer.status_code == 200
+        assert not re.search(r"""(src|href)=["']?(https?:)?//""", answer.text), path
+        assert "default-src 'self'" in answer.headers["Content-Security-Policy"]
+    assert "<title>chatterbox-server</title>" in requests.get(hibari_server.extended_base + "/", timeout=5).text
+    for asset in ("/web/js/main.js", "/docs/assets/swagger-ui-bundle.js",
+                  "/web/vendor/redoc-2.5.4/redoc.standalone.js"):
+        assert requests.get(hibari_server.url(asset), timeout=5).status_code == 200, asset
+    assert requests.get(hibari_server.url("/docs/assets/..%2Fcore.py"), timeout=5).status_code == 404
