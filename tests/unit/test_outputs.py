@@ -59,7 +59,7 @@ def test_storing_twice_in_the_same_millisecond_never_overwrites(store):
 def test_a_lost_race_for_a_base_name_is_undone_and_retried(store, monkeypatch):
     make(store, "race.mp3", size=5)           # another request published race.mp3 after our check
     bases = iter(["race", "fresh"])
-    monkeypatch.setattr(store, "new_base_name", lambda now=None, prefix="tts": next(bases))
+    monkeypatch.setattr(store, "new_base_name", lambda now=None, prefix="tts", tag="": next(bases))
     names = store.store({"wav": b"ours", "mp3": b"ours"})
     assert names == {"wav": "fresh.wav", "mp3": "fresh.mp3"}
     assert listing(store) == ["fresh.mp3", "fresh.wav", "race.mp3"]      # our race.wav was removed
