@@ -190,7 +190,7 @@ def health() -> tuple[Response, int]:
 @outputs_bp.get("/outputs/<path:filename>", merge_slashes=False)
 def output_file(filename: str) -> Response:
     store = output_store()
-    if store.path_for(filename) is None:
+    if store.locate(filename) is None:          # a regular file in the store or its folders, no links
         raise ApiError(404, "no such output file", code="not_found")
     extension = filename.rsplit(".", 1)[-1].lower()
     content_type = next((CONTENT_TYPES[fmt] for fmt, ext in FILE_EXTENSIONS.items() if ext == extension),
