@@ -111,7 +111,7 @@ def as_speech_request(req: TtsRequest) -> SpeechRequest:
 def reference_voice(svc: Services, name: str | None, info: EngineInfo) -> VoiceRef:
     """A library voice for reference_audio_filename: 404 when there is none by that name."""
     param = "reference_audio_filename"
-    if name is not None and name not in svc.voices.available(info) and svc.voices.get(name) is None:
+    if name is not None and name not in svc.voices.available(info) and svc.voices.find(name) is None:
         raise ApiError(404, f"{param}: no reference audio {name!r} in the voice library; see GET /api/v1/voices "
                             "or upload one with POST /api/v1/voice", param=param, code="reference_not_found")
     try:
