@@ -251,3 +251,17 @@ def test_v1_voice_library_parity(env):
     os.unlink(data / "voices" / "reader.wav")
     assert client.post("/v1/voices/cleanup").get_json()["removed_voices"] == ["reader.json"]
     assert client.get("/v1/voices").get_json()["count"] == 0
+
+
+def test_openapi_covers_every_store_endpoint(env):
+    client, _, _ = env
+    spec = client.get("/openapi.json").get_json()["paths"]
+    app = client.application
+    blueprints = ("extended_voices", "extended_files", "extended_vc", "voice_library")
+    rules = [rule for rule in app.url_map.iter_rules() if rule.endpoint.split(".")[0] in blueprints]
+    assert len(rules) >= 30
+    for rule in rules:
+        path = rule.rule.replace("<path:", "{").replace("<", "{").replace(">", "}")
+        assert path in spec, path
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            assert method.lower() in spec[path], (method, path)
