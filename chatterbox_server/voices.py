@@ -19,7 +19,7 @@ import numpy as np
 from chatterbox_server.errors import ApiError
 from chatterbox_server.schemas import OPENAI_VOICES
 from chatterbox_server.store import files, paths
-from chatterbox_server.store.voices_meta import LibraryState, StateFile, check_alias, sidecar
+from chatterbox_server.store.voices_meta import LibraryState, StateFile, check_alias, now_iso, sidecar
 from workers.engines.base import EngineInfo, VoiceRef
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -299,7 +299,22 @@ class VoiceLibrary:
             raise ApiError(400, f"voice {name!r} is a cloned voice: the {info.engine} engine has only its "
                                 f"built-in voice; cloning needs the chatterbox engine", param=param,
                            code="voice_not_supported")
+        self.record_use(stored)
         return VoiceRef(stored.name, stored.path)
+
+    def record_use(self, stored: StoredVoice) -> None:
+        """usage_count and last_used in the voice's metadata. Best effort: a request never fails
+        because its voice's statistics could not be written."""
+        try:
+            with self.state.lock():
+                current = self.get(stored.name)
+                if current is None:
+                    return
+                meta = {**current.meta, "usage_count": int(current.meta.get("usage_count") or 0) + 1,
+                        "last_used": now_iso()}
+                files.write_json(current.path[:-4] + ".json", meta)
+        except OSError:
+            pass
 
     def stored_for(self, requested: str | None) -> StoredVoice | None:
         """The library voice a request's voice field (or the default) ends up using, if any."""

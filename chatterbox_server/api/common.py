@@ -30,7 +30,7 @@ def require_criteria(query: dict[str, Any], names: tuple[str, ...], what: str) -
 
 def paged(entries: list[dict[str, Any]], query: dict[str, Any], key: str) -> dict[str, Any]:
     page = paging.paginate(entries, query["page"], query["page_size"])
-    return {"success": True, key: page.items, **page.envelope(), f"total_{key}": page.total}
+    return {"success": True, key: page.items, **page.envelope(), f"total_{key}": page.total, "total": page.total}
 
 
 def deletion(deleted: list[str], what: str) -> dict[str, Any]:

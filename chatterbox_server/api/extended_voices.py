@@ -32,7 +32,7 @@ NOT_DEFAULTS = ("text", "reference_audio_filename", "export_formats")
 def voice_entry(voice: StoredVoice, library: VoiceLibrary) -> dict[str, Any]:
     """The peer's VoiceMetadata, plus our `id` and the name to send as reference_audio_filename."""
     meta = voice.meta
-    return {"name": voice.display_name, "id": voice.name, "url": f"{voice.name}.wav",
+    return {"name": voice.display_name, "id": voice.name, "url": f"{voice.name}.wav", "filename": f"{voice.stem}.wav",
             "reference_audio_filename": f"{voice.name}.wav", "description": meta.get("description"),
             "duration_seconds": round(voice.duration_seconds, 3), "sample_rate": meta.get("sample_rate", 24000),
             "file_size_bytes": meta.get("file_size_bytes"), "format": "wav", "source_format": voice.source_format,

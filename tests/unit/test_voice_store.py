@@ -115,3 +115,16 @@ def test_two_processes_changing_the_library_lose_nothing(library):
     assert len(aliases) == 50 and {f"a{i}" for i in range(25)} | {f"b{i}" for i in range(25)} == set(aliases)
     meta = library.get("narrator").meta
     assert meta["a_field"] == 24 and meta["b_field"] == 24
+
+
+def test_resolving_a_voice_counts_its_use(library):
+    from workers.engines.base import EngineInfo
+    info = EngineInfo("tone", "tone", "cpu", RATE, ("tone",), supports_cloning=True)
+    library.add("narrator", wav(), folder="team")
+    assert library.resolve("team/narrator.wav", info).audio_path.endswith("team/narrator.wav")
+    library.resolve("alloy", info)                      # the alias from CHATTERBOX_VOICE_ALIASES: same voice
+    meta = library.get("team/narrator").meta
+    assert meta["usage_count"] == 2 and meta["last_used"]
+    with pytest.raises(ApiError) as caught:
+        library.resolve("../narrator", info)
+    assert caught.value.status == 400
