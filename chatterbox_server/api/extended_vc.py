@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from flask import Blueprint, Response, request
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from chatterbox_server import speech, urlfetch
 from chatterbox_server.api.extended_files import decode_vc_input, vc_inputs
@@ -54,6 +54,13 @@ class VcJsonSchema(Schema):
                                  validate=validate.Length(min=1, error="Name at least one format."))
     seed = seed_field()
 
+    @pre_load
+    def _lower_formats(self, data: Any, **_: Any) -> Any:
+        formats = data.get("export_formats") if isinstance(data, dict) else None
+        if isinstance(formats, list):
+            data = {**data, "export_formats": [f.lower() if isinstance(f, str) else f for f in formats]}
+        return data
+
     @validates_schema
     def _overlap(self, data: dict[str, Any], **_: Any) -> None:
         if data.get("overlap_sec", 0) >= data.get("chunk_sec", 1):
@@ -82,7 +89,7 @@ def voice_conversion() -> Response:
         if request.mimetype == "application/json":
             sent = json_object()
             form = load(VcJsonSchema(), sent)
-            form["export_formats"] = tuple(dict.fromkeys(fmt.lower() for fmt in form["export_formats"]))
+            form["export_formats"] = tuple(dict.fromkeys(form["export_formats"]))
             source, input_name = json_source(svc, form["input_audio_source"], temporary)
             voice = json_target(svc, info, form["target_voice_source"], temporary)
             chunk, overlap = form["chunk_sec"], form["overlap_sec"]
