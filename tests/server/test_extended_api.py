@@ -272,7 +272,7 @@ def test_seed_zero_means_random(tone_server):
     ({"text": "hi", "language": "xx"}, "language"),
     ({"text": "hi", "voice": "alloy"}, "voice"),
     ({"text": "hi", "reference_audio_filename": "../voices/a.wav"}, "reference_audio_filename"),
-    ({"text": "hi", "reference_audio_filename": "sub/a.wav"}, "reference_audio_filename"),
+    ({"text": "hi", "reference_audio_filename": "sub/../a.wav"}, "reference_audio_filename"),   # sub/a.wav: a folder
     ({"text": "hi", "reference_audio_filename": "..\\a.wav"}, "reference_audio_filename"),
     ({"text": "hi", "reference_audio_filename": "/etc/passwd"}, "reference_audio_filename"),
 ])
