@@ -71,3 +71,29 @@ def test_folder_tree_counts_direct_members(tmp_path):
     by_path = {folder["path"]: folder for folder in tree["folders"]}
     assert by_path["a"] == {"path": "a", "voice_count": 1, "subfolders": ["a/b"]}
     assert by_path["a/b"]["voice_count"] == 2 and by_path["c"]["voice_count"] == 0
+
+
+@pytest.mark.parametrize("value", [*BAD, "linked/secret.wav"])
+def test_vc_sources_and_reference_names_stay_inside_their_stores(tmp_path, value):
+    """input_audio_source (VC-inputs store) and reference_audio_filename/target_voice_source (voices)."""
+    from marshmallow import ValidationError
+
+    from chatterbox_server.extended_schemas import reference_voice_name
+    from chatterbox_server.store.vc_inputs import VcInputStore
+    from chatterbox_server.voices import VoiceLibrary
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.wav").write_bytes(b"RIFF")
+    (outside / "secret.json").write_text("{}")
+    store = VcInputStore(str(tmp_path / "vc_inputs"), str(tmp_path / "state"))
+    library = VoiceLibrary(str(tmp_path / "voices"), 1000)
+    os.symlink(outside, tmp_path / "vc_inputs" / "linked")
+    os.symlink(outside, tmp_path / "voices" / "linked")
+    try:
+        assert store.locate(value, "input_audio_source") is None
+    except PathError:
+        pass
+    assert library.find(value) is None
+    if value != "linked/secret.wav":
+        with pytest.raises(ValidationError):
+            reference_voice_name(value)
