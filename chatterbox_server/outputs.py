@@ -68,10 +68,7 @@ class OutputStore:
         if not folder:
             return self
         path = paths.confine(self.directory, paths.clean_relative(folder, "folder"), "folder")
-        child = OutputStore.__new__(OutputStore)
-        child.directory, child.retention_seconds, child.max_bytes = path, self.retention_seconds, self.max_bytes
-        os.makedirs(path, exist_ok=True)
-        return child
+        return OutputStore(path, self.retention_seconds, self.max_bytes)
 
     def store(self, files: Mapping[str, bytes], now: float | None = None, prefix: str = "tts",
               tag: str = "", folder: str = "") -> dict[str, str]:
@@ -121,9 +118,7 @@ class OutputStore:
             return None
         if not os.path.isdir(directory):
             return None
-        child = OutputStore.__new__(OutputStore)
-        child.directory = directory
-        return child.path_for(name)
+        return OutputStore(directory, 0, 0).path_for(name)
 
     # -- retention --------------------------------------------------------------------------------
     def prune(self, now: float | None = None, keep: Iterable[str] = ()) -> list[str]:

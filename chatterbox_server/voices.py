@@ -312,7 +312,7 @@ class VoiceLibrary:
                     return
                 meta = {**current.meta, "usage_count": int(current.meta.get("usage_count") or 0) + 1,
                         "last_used": now_iso()}
-                files.write_json(current.path[:-4] + ".json", meta)
+                files.write_json(current.path[:-4] + ".json", meta, durable=False)   # no fsync per request
         except OSError:
             pass
 

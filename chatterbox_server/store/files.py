@@ -19,13 +19,15 @@ from typing import Any
 TEMP_PREFIX = ".tmp-"
 
 
-def atomic_write(path: str, data: bytes) -> None:
+def atomic_write(path: str, data: bytes, durable: bool = True) -> None:
+    """Replace `path` whole; `durable=False` skips the fsync (still atomic, may be lost in a power cut)."""
     fd, temporary = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=os.path.dirname(path))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -33,8 +35,8 @@ def atomic_write(path: str, data: bytes) -> None:
         raise
 
 
-def write_json(path: str, value: Any) -> None:
-    atomic_write(path, json.dumps(value, indent=1, ensure_ascii=False, sort_keys=True).encode())
+def write_json(path: str, value: Any, durable: bool = True) -> None:
+    atomic_write(path, json.dumps(value, indent=1, ensure_ascii=False, sort_keys=True).encode(), durable)
 
 
 def read_json(path: str) -> dict[str, Any] | None:
