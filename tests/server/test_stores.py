@@ -138,3 +138,34 @@ def test_a_voice_in_a_folder_and_its_default_parameters(server):
     entry = requests.get(server.extended_base + f"/api/v1/outputs?filenames={name}", timeout=10).json()["files"][0]
     assert entry["generation_type"] == "tts" and entry["parameters"]["speed_factor"] == 2.0
     assert entry["parameters"]["reference_voice"] == "team/speaker1"
+
+
+def test_two_instances_sharing_data_dir_keep_each_others_changes(server, tmp_path):
+    """Another server on the same DATA_DIR: aliases and metadata changed through both at once."""
+    from concurrent.futures import ThreadPoolExecutor
+    other = start_server(tmp_path, engine="tone", front_workers="2", data_dir=str(server.data_dir),
+                         graceful_timeout="5")
+    try:
+        def change(base: str, prefix: str) -> None:
+            for index in range(5):
+                added = requests.post(base + "/v1/voices/team/speaker1/aliases", data={"alias": f"{prefix}{index}"},
+                                      timeout=30)
+                assert added.status_code == 201, added.text
+                tagged = requests.put(base + "/api/v1/voice/team/speaker1/metadata",
+                                      json={"description": f"{prefix}{index}"}, timeout=30)
+                assert tagged.status_code == 200, tagged.text
+        with ThreadPoolExecutor(4) as pool:
+            for result in [pool.submit(change, base, prefix) for base, prefix in (
+                    (server.url(""), "a"), (server.extended_base, "b"), (other.url(""), "c"),
+                    (other.extended_base, "d"))]:
+                result.result()
+        for base in (server.url(""), other.url("")):
+            aliases = requests.get(base + "/v1/voices/team/speaker1/aliases", timeout=10).json()["aliases"]
+            assert sorted(aliases) == sorted(f"{p}{i}" for p in "abcd" for i in range(5))
+        voice = requests.get(other.extended_base + "/api/v1/voices?folder=team", timeout=10).json()["voices"][0]
+        assert voice["description"] in {f"{p}4" for p in "abcd"} and voice["default_parameters"]
+    finally:
+        other.stop()
+        for prefix in "abcd":
+            for index in range(5):
+                requests.delete(server.url(f"/v1/voices/team/speaker1/aliases/{prefix}{index}"), timeout=10)
