@@ -15,6 +15,7 @@ from chatterbox_server.hub import off_hub
 from chatterbox_server.schemas import first_error
 from chatterbox_server.services import services
 from chatterbox_server.store import paging, paths
+from chatterbox_server.store.voice_library import StoredVoice, VoiceLibrary
 from chatterbox_server.store.voices_meta import (
     DESCRIPTION_MAX,
     DISPLAY_NAME_MAX,
@@ -22,7 +23,7 @@ from chatterbox_server.store.voices_meta import (
     clean_tags,
     clean_text,
 )
-from chatterbox_server.voices import NAME_PATTERN, StoredVoice, VoiceLibrary
+from chatterbox_server.voices import NAME_PATTERN
 
 bp = Blueprint("extended_voices", __name__)
 # default_parameters may hold any synthesis field of POST /api/v1/tts but these

@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import Schema
 
-from chatterbox_server.voices import VoiceLibrary
+from chatterbox_server.store.voice_library import VoiceLibrary
 
 # default_parameters use the Extended names; the OpenAI family calls speed_factor `speed`
 EXTENDED_NAMES = {"speed": "speed_factor"}

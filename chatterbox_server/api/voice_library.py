@@ -9,7 +9,8 @@ from flask import Blueprint, Response, jsonify, request, send_file
 from chatterbox_server.errors import ApiError
 from chatterbox_server.hub import off_hub
 from chatterbox_server.services import Services, services
-from chatterbox_server.voices import StoredVoice, VoiceLibrary, check_name
+from chatterbox_server.store.voice_library import StoredVoice, VoiceLibrary
+from chatterbox_server.voices import check_name
 
 bp = Blueprint("voice_library", __name__)
 

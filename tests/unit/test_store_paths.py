@@ -80,7 +80,7 @@ def test_vc_sources_and_reference_names_stay_inside_their_stores(tmp_path, value
 
     from chatterbox_server.extended_schemas import reference_voice_name
     from chatterbox_server.store.vc_inputs import VcInputStore
-    from chatterbox_server.voices import VoiceLibrary
+    from chatterbox_server.store.voice_library import VoiceLibrary
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.wav").write_bytes(b"RIFF")
