@@ -36,7 +36,8 @@ def atomic_write(path: str, data: bytes, durable: bool = True) -> None:
 
 
 def write_json(path: str, value: Any, durable: bool = True) -> None:
-    atomic_write(path, json.dumps(value, indent=1, ensure_ascii=False, sort_keys=True).encode(), durable)
+    text = json.dumps(value, indent=1, ensure_ascii=False, sort_keys=True, default=str)   # sets, enums: as text
+    atomic_write(path, text.encode(), durable)
 
 
 def read_json(path: str) -> dict[str, Any] | None:
