@@ -137,9 +137,12 @@ def encode_and_store(store: OutputStore, formats: tuple[str, ...], pcm: bytes, s
     names = store.store({FILE_EXTENSIONS[fmt]: data[fmt] for fmt in formats}, prefix=generation_type, tag=tag,
                         folder=folder)
     files = {fmt: names[FILE_EXTENSIONS[fmt]] for fmt in formats}
-    outputs_index.record_generation(store, files, generation_type, parameters or {},
-                                    duration_seconds=round(len(pcm) / 2 / sample_rate, 3), sample_rate=sample_rate,
-                                    source_files=source_files)
+    try:
+        outputs_index.record_generation(store, files, generation_type, parameters or {},
+                                        duration_seconds=round(len(pcm) / 2 / sample_rate, 3),
+                                        sample_rate=sample_rate, source_files=source_files)
+    except OSError:         # the audio is written: a full disk costs its listing metadata, not the request
+        log.exception("writing the metadata of %s failed", files)
     try:
         removed = store.prune(keep=files.values())
         if removed:
