@@ -12,6 +12,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Response, jsonify, send_from_directory
 
 import chatterbox_server
+from chatterbox_server.api import store_docs
 from chatterbox_server.encoders import CONTENT_TYPES
 from chatterbox_server.errors import ApiError
 from chatterbox_server.extended_schemas import TtsRequestSchema, VcFormSchema
@@ -94,15 +95,16 @@ def build_spec() -> dict[str, Any]:
         {"$ref": "#/components/schemas/TtsRequest"}))
     vc_form = _with_files(spec, "VcForm", {"input_audio": BINARY})
     vc_form["required"] = ["input_audio"]
-    spec.path("/api/v1/vc", operations=_extended_operation(
+    vc = _extended_operation(
         "Voice conversion of input_audio into target_voice_source (a library voice name, or a file in that field)",
-        "multipart/form-data", vc_form))
-    for path, summary, tag in (("/api/v1/voices", "Voice library (Extended)", "extended"),
-                               ("/api/v1/health", "Health (Extended)", "extended"),
+        "multipart/form-data", vc_form)
+    vc["post"]["requestBody"]["content"]["application/json"] = {"schema": store_docs.VC_JSON}
+    spec.path("/api/v1/vc", operations=vc)
+    store_docs.add_store_paths(spec)
+    for path, summary, tag in (("/api/v1/health", "Health (Extended)", "extended"),
                                ("/outputs/{file}", "A generated file", "extended")):
         spec.path(path, operations=_get(summary, tag, path))
-    for path, summary, tag in (("/v1/models", "Models", "models"), ("/v1/voices", "Voice library", "voices"),
-                               ("/v1/voices/{name}", "One voice", "voices"),
+    for path, summary, tag in (("/v1/models", "Models", "models"),
                                ("/v1/status", "Requests in progress", "status"),
                                ("/v1/status/progress", "Progress of one request", "status"),
                                ("/health", "Engine and worker pool", "status"),

@@ -6,6 +6,7 @@ their URLs (`response_mode=url`). Errors use the Extended envelope (see app.erro
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -16,32 +17,20 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_from_
 from flask.blueprints import BlueprintSetupState
 
 from chatterbox_server import speech
+from chatterbox_server.api.voice_defaults import EXTENDED_NAMES as SPEED_NAMES
+from chatterbox_server.api.voice_defaults import with_voice_defaults
 from chatterbox_server.api_openai import check_engine_fields
 from chatterbox_server.api_ops import health_report
-from chatterbox_server.bodies import form_fields, json_object, load
+from chatterbox_server.bodies import json_object, load
 from chatterbox_server.encoders import CONTENT_TYPES, FILE_EXTENSIONS, encode_whole
 from chatterbox_server.errors import ApiError
-from chatterbox_server.extended_schemas import (
-    TtsQuerySchema,
-    TtsRequest,
-    TtsRequestSchema,
-    VcFormSchema,
-    VoiceUploadSchema,
-    voice_name_from_filename,
-)
+from chatterbox_server.extended_schemas import TtsQuerySchema, TtsRequest, TtsRequestSchema
 from chatterbox_server.hub import off_hub
 from chatterbox_server.outputs import OutputStore
 from chatterbox_server.schemas import SpeechRequest
 from chatterbox_server.services import Services, services
-from chatterbox_server.voices import (
-    StoredVoice,
-    check_name,
-    decode_upload,
-    write_temporary_voice,
-    write_temporary_wav,
-)
-from workers.audio import plan_windows
-from workers.engines.base import VC_INPUT_RATE, EngineInfo, VoiceRef
+from chatterbox_server.store import outputs_index
+from workers.engines.base import EngineInfo, VoiceRef
 from workers.protocol import ConvertJob, SpeechJob
 
 log = logging.getLogger("chatterbox.extended")
@@ -79,15 +68,17 @@ def tts() -> Response:
     started = time.monotonic()
     mode = load(TtsQuerySchema(), request.args.to_dict())["response_mode"]
     settings = current_app.config["SETTINGS"]
-    req: TtsRequest = load(TtsRequestSchema(max_input_chars=settings.max_input_chars), json_object())
     svc = services()
+    data = with_voice_defaults(svc.voices, json_object(), "reference_audio_filename", TtsRequestSchema, SPEED_NAMES)
+    req: TtsRequest = load(TtsRequestSchema(max_input_chars=settings.max_input_chars), data)
     info = svc.require_engine()
     speech_request = as_speech_request(req)
     ignored = check_engine_fields(speech_request, info)
     voice = reference_voice(svc, req.reference_voice, info)
     job = speech.build_job(speech_request, voice, speech.new_request_id())
     pcm = synthesize(svc, job, info)
-    generated = off_hub(encode_and_store, output_store(), req.export_formats, pcm, info.sample_rate)
+    generated = off_hub(encode_and_store, output_store(), req.export_formats, pcm, info.sample_rate, "tts",
+                        generation_parameters(req, job.seed))
     headers = {"X-Request-Id": job.request_id, "X-Generation-Seed": str(job.seed)}
     if ignored:
         headers["X-Chatterbox-Ignored-Fields"] = ",".join(ignored)
@@ -95,6 +86,12 @@ def tts() -> Response:
         return url_response(generated, job, len(pcm) / 2 / info.sample_rate, time.monotonic() - started,
                             headers)
     return download_response(generated, headers)
+
+
+def generation_parameters(req: TtsRequest, seed: int) -> dict[str, Any]:
+    """The request's fields as stored with its outputs (GET /api/v1/outputs shows them)."""
+    fields = {f.name: getattr(req, f.name) for f in dataclasses.fields(req) if f.name != "explicit"}
+    return {**fields, "export_formats": list(req.export_formats), "seed": seed}
 
 
 def as_speech_request(req: TtsRequest) -> SpeechRequest:
@@ -114,7 +111,7 @@ def as_speech_request(req: TtsRequest) -> SpeechRequest:
 def reference_voice(svc: Services, name: str | None, info: EngineInfo) -> VoiceRef:
     """A library voice for reference_audio_filename: 404 when there is none by that name."""
     param = "reference_audio_filename"
-    if name is not None and name not in svc.voices.available(info) and svc.voices.get(name) is None:
+    if name is not None and name not in svc.voices.available(info) and svc.voices.find(name) is None:
         raise ApiError(404, f"{param}: no reference audio {name!r} in the voice library; see GET /api/v1/voices "
                             "or upload one with POST /api/v1/voice", param=param, code="reference_not_found")
     try:
@@ -131,11 +128,21 @@ def synthesize(svc: Services, job: SpeechJob | ConvertJob, info: EngineInfo) -> 
         run.close()
 
 
-def encode_and_store(store: OutputStore, formats: tuple[str, ...], pcm: bytes, sample_rate: int) -> Generated:
-    """Encode every format, write them under one base name, then apply the retention limits."""
+def encode_and_store(store: OutputStore, formats: tuple[str, ...], pcm: bytes, sample_rate: int,
+                     generation_type: str = "tts", parameters: dict[str, Any] | None = None, tag: str = "",
+                     source_files: list[str] | None = None, folder: str = "") -> Generated:
+    """Encode every format, write them under one base name with their generation metadata beside
+    them (see store.outputs_index), then apply the retention limits."""
     data = {fmt: encode_whole(fmt, pcm, sample_rate) for fmt in formats}
-    names = store.store({FILE_EXTENSIONS[fmt]: data[fmt] for fmt in formats})
+    names = store.store({FILE_EXTENSIONS[fmt]: data[fmt] for fmt in formats}, prefix=generation_type, tag=tag,
+                        folder=folder)
     files = {fmt: names[FILE_EXTENSIONS[fmt]] for fmt in formats}
+    try:
+        outputs_index.record_generation(store, files, generation_type, parameters or {},
+                                        duration_seconds=round(len(pcm) / 2 / sample_rate, 3),
+                                        sample_rate=sample_rate, source_files=source_files)
+    except OSError:         # the audio is written: a full disk costs its listing metadata, not the request
+        log.exception("writing the metadata of %s failed", files)
     try:
         removed = store.prune(keep=files.values())
         if removed:
@@ -175,109 +182,7 @@ def url_response(generated: Generated, job: SpeechJob | ConvertJob, seconds: flo
     return response
 
 
-# -- POST /api/v1/vc ------------------------------------------------------------------------------
-VC_MAX_SECONDS = 600.0
-VC_WINDOW_SECONDS, VC_OVERLAP_SECONDS = 20.0, 0.5     # long inputs: windows crossfaded over the overlap
-VC_FILE_FIELDS = ("input_audio", "target_voice_source")
-
-
-@bp.post("/vc")
-def voice_conversion() -> Response:
-    started = time.monotonic()
-    mode = load(TtsQuerySchema(), request.args.to_dict())["response_mode"]
-    svc = services()
-    info = svc.require_engine()
-    if not info.supports_voice_conversion:
-        raise ApiError(503, f"voice conversion needs the chatterbox engine; this server runs {info.engine}",
-                       code="voice_conversion_unavailable")
-    form = load(VcFormSchema(), form_fields(VC_FILE_FIELDS))
-    upload = request.files.get("input_audio")
-    if upload is None or not upload.filename:
-        raise ApiError(400, "input_audio: a file is required", param="input_audio", code="missing_file")
-    temporary: list[str] = []
-    try:
-        source = off_hub(store_vc_input, svc, upload.read(), temporary)
-        voice = vc_target(svc, info, form["target_voice_source"], temporary)
-        job = convert_job(source, voice, form["seed"])
-        pcm = synthesize(svc, job, info)
-    finally:
-        for path in temporary:
-            remove_quietly(path)
-    generated = off_hub(encode_and_store, output_store(), form["export_formats"], pcm, info.sample_rate)
-    headers = {"X-Request-Id": job.request_id, "X-Generation-Seed": str(job.seed)}
-    if mode == "url":
-        return url_response(generated, job, len(pcm) / 2 / info.sample_rate, time.monotonic() - started, headers)
-    return download_response(generated, headers)
-
-
-def store_vc_input(svc: Services, data: bytes, temporary: list[str]) -> tuple[str, int]:
-    samples, _, _ = decode_upload(data, max_bytes=svc.settings.max_upload_bytes, rate=VC_INPUT_RATE,
-                                  seconds=(0.5, VC_MAX_SECONDS), param="input_audio")
-    path = write_temporary_wav(svc.upload_dir, samples, VC_INPUT_RATE)
-    temporary.append(path)
-    return path, samples.size
-
-
-def vc_target(svc: Services, info: EngineInfo, name: str | None, temporary: list[str]) -> VoiceRef:
-    """target_voice_source: an uploaded file, or a library voice name (404 when unknown)."""
-    upload = request.files.get("target_voice_source")
-    if upload is not None and upload.filename:
-        path = off_hub(write_temporary_voice, svc.upload_dir, upload.read(), svc.settings.max_upload_bytes)
-        temporary.append(path)
-        return VoiceRef("target_voice_source", path)
-    if not name:
-        raise ApiError(400, "target_voice_source: name a library voice or upload a file",
-                       param="target_voice_source", code="missing_field")
-    return reference_voice(svc, name, info)
-
-
-def convert_job(source: tuple[str, int], voice: VoiceRef, seed: int | None) -> ConvertJob:
-    path, samples = source
-    overlap = int(VC_OVERLAP_SECONDS * VC_INPUT_RATE)
-    windows = plan_windows(samples, int(VC_WINDOW_SECONDS * VC_INPUT_RATE), overlap)
-    seed = seed or speech.random_seed()
-    return ConvertJob(request_id=speech.new_request_id(), audio_path=path, windows=windows, overlap=overlap,
-                      voice=voice, seed=seed, buffer_size=CHUNK_BUFFER,
-                      text_preview=f"voice conversion of {samples / VC_INPUT_RATE:.1f} s")
-
-
-def remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-# -- voices and health ----------------------------------------------------------------------------
-def describe(voice: StoredVoice) -> dict[str, Any]:
-    return {**voice.describe(), "reference_audio_filename": f"{voice.name}.wav"}
-
-
-@bp.get("/voices")
-def list_voices() -> Response:
-    svc = services()
-    info = svc.engine_info()
-    return jsonify({"success": True, "voices": [describe(voice) for voice in svc.voices.list()],
-                    "default": svc.settings.default_voice or (info.default_voice if info else "default"),
-                    "built_in": list(info.voices) if info else [],
-                    "cloning_supported": bool(info and info.supports_cloning)})
-
-
-@bp.post("/voice")
-def upload_voice() -> tuple[Response, int]:
-    fields = load(VoiceUploadSchema(), form_fields(("voice_file",)))
-    upload = request.files.get("voice_file")
-    if upload is None or not upload.filename:
-        raise ApiError(400, "voice_file: a file is required", param="voice_file", code="missing_file")
-    name = fields["name"] or voice_name_from_filename(upload.filename)
-    if not name:
-        raise ApiError(400, "name: the file name gives no usable voice name; send a name field", param="name",
-                       code="invalid_voice_name")
-    check_name(name)
-    stored = off_hub(services().voices.add, name, upload.read())
-    return jsonify({"success": True, "message": f"voice {stored.name!r} added", "voice": describe(stored)}), 201
-
-
+# -- health ---------------------------------------------------------------------------------------
 @bp.get("/health")
 def health() -> tuple[Response, int]:
     report = health_report(services())
@@ -288,7 +193,7 @@ def health() -> tuple[Response, int]:
 @outputs_bp.get("/outputs/<path:filename>", merge_slashes=False)
 def output_file(filename: str) -> Response:
     store = output_store()
-    if store.path_for(filename) is None:
+    if store.locate(filename) is None:          # a regular file in the store or its folders, no links
         raise ApiError(404, "no such output file", code="not_found")
     extension = filename.rsplit(".", 1)[-1].lower()
     content_type = next((CONTENT_TYPES[fmt] for fmt, ext in FILE_EXTENSIONS.items() if ext == extension),

@@ -7,14 +7,15 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from chatterbox_server import speech
+from chatterbox_server.api.voice_defaults import OPENAI_NAMES, with_voice_defaults
 from chatterbox_server.bodies import form_fields, json_object, load, uploaded
 from chatterbox_server.encoders import CONTENT_TYPES
 from chatterbox_server.errors import ApiError
 from chatterbox_server.hub import off_hub
 from chatterbox_server.progress import IDLE
 from chatterbox_server.schemas import OPENAI_MODELS, SpeechRequest, SpeechRequestSchema
-from chatterbox_server.services import Services, services
-from chatterbox_server.voices import check_name, write_temporary_voice
+from chatterbox_server.services import services
+from chatterbox_server.voices import write_temporary_voice
 from workers.engines.base import EngineInfo, VoiceRef
 
 bp = Blueprint("openai", __name__)
@@ -32,6 +33,7 @@ def form_body() -> tuple[dict[str, Any], bytes | None]:
 
 def parse_speech(data: dict[str, Any], streaming: bool) -> SpeechRequest:
     settings = current_app.config["SETTINGS"]
+    data = with_voice_defaults(services().voices, data, "voice", SpeechRequestSchema, OPENAI_NAMES)
     limit = settings.max_stream_input_chars if streaming else settings.max_input_chars
     return load(SpeechRequestSchema(max_input_chars=limit), data)
 
@@ -121,53 +123,13 @@ def _remove(path: str | None) -> None:
             pass
 
 
-# -- models, voices, progress ---------------------------------------------------------------------
+# -- models, progress (the voices are in api/voice_library.py) ------------------------------------
 @bp.get("/models")
 def list_models() -> Response:
     info = services().engine_info()
     names = [*(info.model_names if info else ()), *OPENAI_MODELS]
     return jsonify({"object": "list", "data": [
         {"id": name, "object": "model", "created": 0, "owned_by": "chatterbox-server"} for name in names]})
-
-
-@bp.get("/voices")
-def list_voices() -> Response:
-    return jsonify(voices_listing(services()))
-
-
-def voices_listing(svc: Services) -> dict[str, Any]:
-    info = svc.engine_info()
-    return {"object": "list", "default": svc.settings.default_voice or (info.default_voice if info else "default"),
-            "built_in": list(info.voices) if info else [],
-            "aliases": svc.settings.voice_alias_map,
-            "voices": [voice.describe() for voice in svc.voices.list()],
-            "cloning_supported": bool(info and info.supports_cloning)}
-
-
-@bp.post("/voices")
-def upload_voice() -> tuple[Response, int]:
-    name = request.form.get("name", "")
-    upload = request.files.get("voice_file")
-    check_name(name)
-    if upload is None or not upload.filename:
-        raise ApiError(400, "voice_file: a file is required", param="voice_file", code="missing_file")
-    stored = off_hub(services().voices.add, name, upload.read())
-    return jsonify(stored.describe()), 201
-
-
-@bp.get("/voices/<name>")
-def get_voice(name: str) -> Response:
-    stored = services().voices.get(name)
-    if stored is None:
-        raise ApiError(404, f"voice {name!r} not found", param="name", code="voice_not_found")
-    return jsonify(stored.describe())
-
-
-@bp.delete("/voices/<name>")
-def delete_voice(name: str) -> Response:
-    if not services().voices.delete(name):
-        raise ApiError(404, f"voice {name!r} not found", param="name", code="voice_not_found")
-    return jsonify({"deleted": name})
 
 
 @bp.get("/status/progress")

@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from chatterbox_server import api_docs, api_extended, api_openai, api_ops, metrics, web
+from chatterbox_server.api import extended_files, extended_vc, extended_voices, voice_library
 from chatterbox_server.errors import ApiError
 from chatterbox_server.pool_client import PoolError
 from chatterbox_server.services import Services
@@ -39,9 +40,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["chatterbox"] = Services.create(settings, run_dir)
     app.register_blueprint(api_openai.bp, url_prefix="/v1")
     app.register_blueprint(api_openai.bp, url_prefix="", name="openai_root")
+    app.register_blueprint(voice_library.bp, url_prefix="/v1")
+    app.register_blueprint(voice_library.bp, url_prefix="", name="voice_library_root")
     app.register_blueprint(api_ops.bp)
     app.register_blueprint(api_extended.bp, url_prefix="/api/v1")
     app.register_blueprint(api_extended.outputs_bp)
+    app.register_blueprint(extended_voices.bp, url_prefix="/api/v1")
+    app.register_blueprint(extended_files.bp, url_prefix="/api/v1")
+    app.register_blueprint(extended_vc.bp, url_prefix="/api/v1")
     app.register_blueprint(api_docs.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(web.bp)

@@ -13,6 +13,7 @@ from typing import Any
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, pre_load, validate, validates
 
 from chatterbox_server.schemas import SPEED_RANGE, SynthesisFields, in_range, one_of, seed_field
+from chatterbox_server.store import paths
 
 EXPORT_FORMATS = ("wav", "mp3", "flac", "opus", "aac")
 RESPONSE_MODES = ("stream", "url")
@@ -84,13 +85,17 @@ class TtsRequestSchema(SynthesisFields):
 
 
 def reference_voice_name(filename: str) -> str:
-    """The library voice a reference_audio_filename names; ValidationError for anything path-like."""
+    """The library voice a reference_audio_filename names ("speaker1.wav", "team/speaker1.wav" or
+    "speaker1"); ValidationError for anything that is not a clean path inside the voice library."""
     if not filename.strip():
         raise ValidationError("Must name a voice from the library (see GET /api/v1/voices).")
-    if "/" in filename or "\\" in filename or ".." in filename or "\x00" in filename:
-        raise ValidationError("Must be a voice name or a file name, not a path.")
-    stem, extension = os.path.splitext(filename)
-    return stem if extension.lower() in REFERENCE_EXTENSIONS and stem else filename
+    try:
+        relative = paths.clean_relative(filename, "reference_audio_filename", allow_empty=False)
+    except paths.PathError as exc:
+        raise ValidationError(f"Must be a voice name or a path inside the voice library: {exc.message}") from None
+    folder, name = paths.split(relative)
+    stem, extension = os.path.splitext(name)
+    return paths.join(folder, stem if extension.lower() in REFERENCE_EXTENSIONS and stem else name)
 
 
 class TtsQuerySchema(Schema):

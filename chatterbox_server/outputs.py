@@ -16,10 +16,13 @@ import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 
+from chatterbox_server.store import paths
+
 FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 TEMP_PREFIX = ".tmp-"
 TEMP_MAX_AGE = 3600.0           # a temporary file this old belongs to a writer that died
 NAME_ATTEMPTS = 8
+SIDECAR_SUFFIX = ".json"          # a base name's generation metadata (see store.outputs_index)
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK}
 
 
@@ -33,10 +36,12 @@ class OutputStore:
         os.makedirs(directory, exist_ok=True)
 
     # -- writing ----------------------------------------------------------------------------------
-    def new_base_name(self, now: float | None = None, prefix: str = "tts") -> str:
-        """`tts_YYYY-MM-DD_HHMMSS_mmm` (UTC), with a random suffix when that base is already taken."""
+    def new_base_name(self, now: float | None = None, prefix: str = "tts", tag: str = "") -> str:
+        """`tts_YYYY-MM-DD_HHMMSS_mmm[_tag]` (UTC), with a random suffix when that base is already taken."""
         moment = datetime.fromtimestamp(time.time() if now is None else now, tz=timezone.utc)
         base = f"{prefix}_{moment:%Y-%m-%d_%H%M%S}_{moment.microsecond // 1000:03d}"
+        if tag:
+            base = f"{base}_{tag}"
         if self._base_taken(base):
             base = f"{base}_{secrets.token_hex(3)}"
         return base
@@ -57,10 +62,25 @@ class OutputStore:
             _unlink_quietly(temporary)
         return name
 
-    def store(self, files: Mapping[str, bytes], now: float | None = None, prefix: str = "tts") -> dict[str, str]:
-        """Write {extension: data} under one fresh base name; returns {extension: file name}."""
+    def subfolder(self, folder: str) -> OutputStore:
+        """The store of a sub-folder (a clean relative path, see store.paths), created on demand;
+        it shares this store's limits, and pruning this store covers it."""
+        if not folder:
+            return self
+        path = paths.confine(self.directory, paths.clean_relative(folder, "folder"), "folder")
+        return OutputStore(path, self.retention_seconds, self.max_bytes)
+
+    def store(self, files: Mapping[str, bytes], now: float | None = None, prefix: str = "tts",
+              tag: str = "", folder: str = "") -> dict[str, str]:
+        """Write {extension: data} under one fresh base name; returns {extension: file name}, the
+        name relative to this store ("project/tts_....wav" when `folder` is given)."""
+        if folder:
+            target = self.subfolder(folder)
+            written = target.store(files, now, prefix, tag)
+            return {extension: paths.join(paths.clean_relative(folder, "folder"), name)
+                    for extension, name in written.items()}
         for _ in range(NAME_ATTEMPTS):
-            base = self.new_base_name(now, prefix)
+            base = self.new_base_name(now, prefix, tag)
             written: dict[str, str] = {}
             try:
                 for extension, data in files.items():
@@ -88,6 +108,18 @@ class OutputStore:
             return None
         return path if stat.S_ISREG(info.st_mode) else None
 
+    def locate(self, relative: str) -> str | None:
+        """Like path_for, for a file in a sub-folder too ("project/tts_1.wav"); None for anything
+        that is not a regular file inside the store (symlinked folders included)."""
+        try:
+            folder, name = paths.split(paths.clean_relative(relative, "filename", allow_empty=False))
+            directory = paths.confine(self.directory, folder, "filename")
+        except paths.PathError:
+            return None
+        if not os.path.isdir(directory):
+            return None
+        return OutputStore(directory, 0, 0).path_for(name)
+
     # -- retention --------------------------------------------------------------------------------
     def prune(self, now: float | None = None, keep: Iterable[str] = ()) -> list[str]:
         """Delete stale temporary files, files past the age limit, then the oldest files until the
@@ -98,10 +130,10 @@ class OutputStore:
         live: list[tuple[float, str, int]] = []
         for name, info in self._entries():
             age = now - info.st_mtime
-            if name.startswith(TEMP_PREFIX):
+            if os.path.basename(name).startswith(TEMP_PREFIX):
                 if age > TEMP_MAX_AGE and self._remove(name):
                     removed.append(name)
-            elif name.startswith("."):
+            elif os.path.basename(name).startswith("."):
                 continue
             elif self.retention_seconds > 0 and age > self.retention_seconds and name not in protected:
                 if self._remove(name):
@@ -109,10 +141,25 @@ class OutputStore:
             else:
                 live.append((info.st_mtime, name, info.st_size))
         removed.extend(self._prune_to_size(live, protected))
+        if removed:
+            self.remove_orphan_sidecars()
+        return removed
+
+    def remove_orphan_sidecars(self) -> list[str]:
+        """Delete the metadata of base names that have no file left."""
+        removed = []
+        for directory, folders, names in os.walk(self.directory, followlinks=False):
+            folders[:] = [name for name in folders if not name.startswith(".")]
+            bases = {name.split(".", 1)[0] for name in names if not name.endswith(SIDECAR_SUFFIX)}
+            for name in names:
+                if name.endswith(SIDECAR_SUFFIX) and not name.startswith(".") and \
+                        name[:-len(SIDECAR_SUFFIX)] not in bases:
+                    _unlink_quietly(os.path.join(directory, name))
+                    removed.append(name)
         return removed
 
     def total_bytes(self) -> int:
-        return sum(info.st_size for name, info in self._entries() if not name.startswith("."))
+        return sum(info.st_size for name, info in self._entries() if not os.path.basename(name).startswith("."))
 
     def _prune_to_size(self, live: list[tuple[float, str, int]], protected: set[str]) -> list[str]:
         if self.max_bytes <= 0:
@@ -131,18 +178,20 @@ class OutputStore:
 
     # -- helpers ----------------------------------------------------------------------------------
     def _entries(self) -> Iterable[tuple[str, os.stat_result]]:
-        """(name, lstat) of the regular files; symlinks and directories are never touched."""
-        try:
-            names = os.listdir(self.directory)
-        except FileNotFoundError:
-            return
-        for name in names:
-            try:
-                info = os.lstat(os.path.join(self.directory, name))
-            except FileNotFoundError:
-                continue
-            if stat.S_ISREG(info.st_mode):
-                yield name, info
+        """(relative name, lstat) of the regular files here and in sub-folders; symlinks are never
+        followed or touched. Metadata sidecars (`.json`) are left to store.outputs_index."""
+        for directory, folders, names in os.walk(self.directory, followlinks=False):
+            folders[:] = [name for name in folders if not name.startswith(".")]
+            prefix = os.path.relpath(directory, self.directory)
+            for name in names:
+                if name.endswith(SIDECAR_SUFFIX) and not name.startswith("."):
+                    continue
+                try:
+                    info = os.lstat(os.path.join(directory, name))
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(info.st_mode):
+                    yield (name if prefix == "." else f"{prefix}/{name}"), info
 
     def _base_taken(self, base: str) -> bool:
         return any(name.startswith(base + ".") for name in os.listdir(self.directory))

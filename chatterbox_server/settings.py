@@ -70,6 +70,13 @@ class Settings:
     voice_aliases: str = setting(
         "", "Extra voice names, `alias=voice` pairs separated by commas (e.g. `alloy=narrator`). OpenAI "
         "voice names not listed here map to the default voice.")
+    url_fetch_allow_private: bool = setting(
+        False, "Let `/api/v1/vc` fetch URLs on private, loopback and link-local addresses (a server on "
+        "your own network); off: such URLs get 400.")
+    url_fetch_max_bytes: int = setting(
+        20 * 1024 * 1024, "Largest file `/api/v1/vc` downloads from a URL; above: 413.")
+    url_fetch_timeout: float = setting(
+        30.0, "Seconds a URL download for `/api/v1/vc` may take, redirects included.")
     run_dir: str = setting(
         "", "Directory for the model workers' sockets and state; empty: a private temporary directory.")
     log_level: str = setting("info", "Log level of every process.", LOG_LEVELS)
@@ -103,11 +110,12 @@ class Settings:
             if choices and value not in choices:
                 raise SettingsError(f"{env_name(f.name)}={value!r}: choose one of {', '.join(choices)}")
         for name in ("model_workers", "front_workers", "worker_connections", "max_input_chars",
-                     "max_stream_input_chars", "max_queued_jobs", "max_new_tokens", "max_upload_bytes"):
+                     "max_stream_input_chars", "max_queued_jobs", "max_new_tokens", "max_upload_bytes",
+                     "url_fetch_max_bytes"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
         for name in ("output_retention_seconds", "output_max_bytes", "queue_timeout", "chunk_timeout",
-                     "trust_proxy", "graceful_timeout"):
+                     "trust_proxy", "graceful_timeout", "url_fetch_timeout"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{env_name(name)} cannot be negative")
         if not self.bind_addresses:

@@ -1,4 +1,4 @@
-"""The voice library under DATA_DIR/voices, and the rules that turn a request's `voice` into a VoiceRef.
+"""Reference audio: name rules, and decoding of untrusted uploads (the library is store/voice_library.py).
 
 Uploaded audio is untrusted: its size is bounded, its format is sniffed from the content (never
 from the client's file name), it is decoded by FFmpeg (PyAV) into 24 kHz mono PCM16 and stored as
@@ -8,119 +8,21 @@ No Flask or gevent here.
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import tempfile
-import time
 import wave
-from dataclasses import dataclass
 
 import numpy as np
 
 from chatterbox_server.errors import ApiError
 from chatterbox_server.schemas import OPENAI_VOICES
-from workers.engines.base import EngineInfo, VoiceRef
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 STORED_RATE = 24000
 MIN_SECONDS, MAX_SECONDS = 1.0, 120.0
 MIN_SOURCE_RATE = 8000
 MAGIC = ((b"RIFF", "wav"), (b"ID3", "mp3"), (b"fLaC", "flac"), (b"OggS", "ogg"), (b"\x1a\x45\xdf\xa3", "webm"))
-
-
-@dataclass(frozen=True)
-class StoredVoice:
-    name: str
-    path: str
-    duration_seconds: float
-    source_format: str
-    created: float
-
-    def describe(self) -> dict:
-        return {"name": self.name, "duration_seconds": round(self.duration_seconds, 3),
-                "source_format": self.source_format, "created": self.created}
-
-
-class VoiceLibrary:
-    def __init__(self, directory: str, max_upload_bytes: int, aliases: dict[str, str] | None = None,
-                 default_voice: str = "") -> None:
-        self.directory = directory
-        self.max_upload_bytes = max_upload_bytes
-        self.aliases = aliases or {}
-        self.default_voice = default_voice
-        os.makedirs(directory, exist_ok=True)
-
-    # -- reading --------------------------------------------------------------------------------------
-    def names(self) -> list[str]:
-        return sorted(name[:-5] for name in os.listdir(self.directory)
-                      if name.endswith(".json") and NAME_PATTERN.match(name[:-5]))
-
-    def get(self, name: str) -> StoredVoice | None:
-        if not NAME_PATTERN.match(name):
-            return None
-        meta_path = os.path.join(self.directory, f"{name}.json")
-        audio_path = os.path.join(self.directory, f"{name}.wav")
-        try:
-            with open(meta_path, encoding="utf-8") as f:
-                meta = json.load(f)
-        except (OSError, ValueError):
-            return None
-        if not os.path.isfile(audio_path):
-            return None
-        return StoredVoice(name, audio_path, meta["duration_seconds"], meta["source_format"], meta["created"])
-
-    def list(self) -> list[StoredVoice]:
-        return [voice for voice in map(self.get, self.names()) if voice is not None]
-
-    # -- writing --------------------------------------------------------------------------------------
-    def add(self, name: str, data: bytes, replace: bool = False) -> StoredVoice:
-        check_name(name)
-        if self.get(name) is not None and not replace:
-            raise ApiError(409, f"voice {name!r} exists; delete it first", param="name", code="voice_exists")
-        pcm, source_format, seconds = decode_reference(data, self.max_upload_bytes)
-        audio_path = os.path.join(self.directory, f"{name}.wav")
-        _atomic_write(audio_path, pcm_to_wav(pcm, STORED_RATE))
-        meta = {"duration_seconds": seconds, "source_format": source_format, "created": time.time()}
-        _atomic_write(os.path.join(self.directory, f"{name}.json"), json.dumps(meta).encode())
-        return self.get(name)
-
-    def delete(self, name: str) -> bool:
-        if self.get(name) is None:
-            return False
-        for suffix in (".json", ".wav"):
-            try:
-                os.unlink(os.path.join(self.directory, name + suffix))
-            except FileNotFoundError:
-                pass
-        return True
-
-    # -- resolving a request's voice ------------------------------------------------------------------
-    def available(self, info: EngineInfo) -> list[str]:
-        names = {"default", *info.voices, *OPENAI_VOICES, *self.aliases}
-        if info.supports_cloning:
-            names.update(self.names())
-        return sorted(names)
-
-    def resolve(self, requested: str | None, info: EngineInfo, param: str = "voice") -> VoiceRef:
-        name = self.aliases.get(requested or "", requested) or self.default_voice or "default"
-        if name in ("default", *OPENAI_VOICES, *info.voices):
-            return self._built_in_or_default(info)
-        stored = self.get(name)
-        if stored is None:
-            raise ApiError(400, f"unknown voice {requested!r}; available voices: "
-                                f"{', '.join(self.available(info))}", param=param, code="voice_not_found")
-        if not info.supports_cloning:
-            raise ApiError(400, f"voice {name!r} is a cloned voice: the {info.engine} engine has only its "
-                                f"built-in voice; cloning needs the chatterbox engine", param=param,
-                           code="voice_not_supported")
-        return VoiceRef(stored.name, stored.path)
-
-    def _built_in_or_default(self, info: EngineInfo) -> VoiceRef:
-        stored = self.get(self.default_voice) if self.default_voice and info.supports_cloning else None
-        if stored is not None:
-            return VoiceRef(stored.name, stored.path)
-        return VoiceRef(info.default_voice)
 
 
 def check_name(name: str) -> None:
@@ -220,15 +122,9 @@ def write_temporary_wav(directory: str, samples: np.ndarray, rate: int) -> str:
     return path
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    fd, temporary = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+def __getattr__(name: str) -> object:
+    """VoiceLibrary and StoredVoice live in store.voice_library now; old imports keep working."""
+    if name in ("VoiceLibrary", "StoredVoice"):
+        from chatterbox_server.store import voice_library
+        return getattr(voice_library, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -272,7 +272,7 @@ def test_seed_zero_means_random(tone_server):
     ({"text": "hi", "language": "xx"}, "language"),
     ({"text": "hi", "voice": "alloy"}, "voice"),
     ({"text": "hi", "reference_audio_filename": "../voices/a.wav"}, "reference_audio_filename"),
-    ({"text": "hi", "reference_audio_filename": "sub/a.wav"}, "reference_audio_filename"),
+    ({"text": "hi", "reference_audio_filename": "sub/../a.wav"}, "reference_audio_filename"),   # sub/a.wav: a folder
     ({"text": "hi", "reference_audio_filename": "..\\a.wav"}, "reference_audio_filename"),
     ({"text": "hi", "reference_audio_filename": "/etc/passwd"}, "reference_audio_filename"),
 ])
@@ -350,7 +350,7 @@ def test_voice_upload_then_reference_by_file_name(tone_server):
 @pytest.mark.parametrize("filename, form, status, name", [
     ("My Voice (1).wav", {}, 201, "My_Voice_1"),
     ("x.wav", {"name": "chosen-name"}, 201, "chosen-name"),
-    ("x.wav", {"name": "bad name!"}, 400, None),
+    ("x.wav", {"name": "bad name!"}, 201, "bad_name"),      # free text: the display name beside a safe id
     ("x.wav", {"name": "alloy"}, 400, None),
     ("(!).wav", {}, 400, None),
     ("x.wav", {"name": "x", "extra": "1"}, 400, None),
@@ -391,14 +391,16 @@ def test_health(hibari_server):
 # -- /outputs safety --------------------------------------------------------------------------------
 def test_outputs_never_serve_anything_outside_the_directory(hibari_server, tmp_path):
     outputs = hibari_server.data_dir / "outputs"
+    # outputs live in project folders too, so a folder is served; a symlinked one never is
     planted = [hibari_server.data_dir / "secret.txt", outputs / "passwd.wav", outputs / "outside.wav",
-               outputs / "a_directory" / "inner.wav"]
+               outputs / "a_directory"]
     planted[0].write_text("TOP-SECRET-MARKER")
     (tmp_path / "outside.wav").write_text("OUTSIDE-MARKER")
     os.symlink("/etc/passwd", planted[1])
     os.symlink(tmp_path / "outside.wav", planted[2])
-    (outputs / "a_directory").mkdir()
-    planted[3].write_text("INNER-MARKER")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "inner.wav").write_text("INNER-MARKER")
+    os.symlink(tmp_path / "elsewhere", planted[3])
     real = urlparse(tts(hibari_server, {"text": "A real file."}, mode="url").json()["output_files"][0]["url"]).path
     try:
         assert raw_get(hibari_server, real)[0] == 200       # the same client does fetch a real file
@@ -406,7 +408,6 @@ def test_outputs_never_serve_anything_outside_the_directory(hibari_server, tmp_p
     finally:
         for path in planted:
             path.unlink()
-        (outputs / "a_directory").rmdir()
 
 
 def assert_nothing_leaks(server: Server) -> None:
@@ -444,7 +445,8 @@ def test_the_outputs_directory_stays_within_its_size_limit(tone_server):
         response = tts(tone_server, {"text": text, "export_formats": ["wav", "flac"]}, mode="url")
         names.append([f["filename"] for f in response.json()["output_files"]])
     outputs = tone_server.data_dir / "outputs"
-    total = sum(p.stat().st_size for p in outputs.iterdir() if p.is_file() and not p.name.startswith("."))
+    total = sum(p.stat().st_size for p in outputs.iterdir()          # the metadata sidecars are not counted
+                if p.is_file() and not p.name.startswith(".") and p.suffix != ".json")
     newest_size = sum((outputs / name).stat().st_size for name in names[-1])
     assert total <= max(TONE_MAX_BYTES, newest_size)    # the newest set is kept even above the limit
     for name in names[-1]:

@@ -85,7 +85,7 @@ def test_uploaded_target_and_url_mode(tone_server):
 
 
 @pytest.mark.parametrize(("data", "files", "status", "param"), [
-    ({"target_voice_source": "nobody"}, {"input_audio": ("a.wav", None)}, 404, "reference_audio_filename"),
+    ({"target_voice_source": "nobody"}, {"input_audio": ("a.wav", None)}, 404, "target_voice_source"),
     ({"target_voice_source": "../etc/passwd"}, {"input_audio": ("a.wav", None)}, 400, "target_voice_source"),
     ({"target_voice_source": "speaker1"}, {}, 400, "input_audio"),
     ({"target_voice_source": "speaker1"}, {"input_audio": ("a.txt", b"not audio at all" * 100)}, 400, "input_audio"),

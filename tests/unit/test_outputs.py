@@ -59,7 +59,7 @@ def test_storing_twice_in_the_same_millisecond_never_overwrites(store):
 def test_a_lost_race_for_a_base_name_is_undone_and_retried(store, monkeypatch):
     make(store, "race.mp3", size=5)           # another request published race.mp3 after our check
     bases = iter(["race", "fresh"])
-    monkeypatch.setattr(store, "new_base_name", lambda now=None, prefix="tts": next(bases))
+    monkeypatch.setattr(store, "new_base_name", lambda now=None, prefix="tts", tag="": next(bases))
     names = store.store({"wav": b"ours", "mp3": b"ours"})
     assert names == {"wav": "fresh.wav", "mp3": "fresh.mp3"}
     assert listing(store) == ["fresh.mp3", "fresh.wav", "race.mp3"]      # our race.wav was removed
@@ -165,3 +165,15 @@ def test_prune_removes_only_stale_temporary_files_and_ignores_the_rest(store, tm
     assert store.prune(now=NOW) == [".tmp-dead"]
     assert listing(store) == [".keepme", ".tmp-writing", "folder", "link.wav"]
     assert target.exists()
+
+
+def test_prune_covers_folders_and_takes_the_metadata_with_the_last_file(store):
+    from chatterbox_server.store import outputs_index
+    written = store.store({"wav": b"x" * 100, "mp3": b"y" * 100}, now=NOW - 7200, folder="proj/ch1")
+    outputs_index.record_generation(store, written, "tts", {"seed": 1})
+    folder = os.path.join(store.directory, "proj", "ch1")
+    base = written["wav"].rsplit("/", 1)[1].split(".")[0]
+    for name in os.listdir(folder):
+        os.utime(os.path.join(folder, name), (NOW - 7200, NOW - 7200))
+    assert sorted(store.prune(now=NOW)) == sorted(written.values())
+    assert os.listdir(folder) == [] and not os.path.exists(os.path.join(folder, base + ".json"))

@@ -1,0 +1,1 @@
+"""Blueprints by resource, one module each (the flat api_*.py modules predate this package)."""

@@ -1,0 +1,1 @@
+"""Everything kept on plain files under DATA_DIR: voices, VC inputs, outputs and their metadata."""

@@ -1,0 +1,70 @@
+"""Atomic files and cross-process locks for the stores under DATA_DIR.
+
+Two server instances may share one DATA_DIR. A file is written to a temporary name in the same
+directory, flushed and renamed over its final name, so a reader sees the old file or the new one,
+never half of one. A read-modify-write of shared metadata holds an exclusive `flock` on a lock file
+of its store; the critical sections do no network I/O and never yield to gevent, so a lock is held
+for milliseconds.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+TEMP_PREFIX = ".tmp-"
+
+
+def atomic_write(path: str, data: bytes, durable: bool = True) -> None:
+    """Replace `path` whole; `durable=False` skips the fsync (still atomic, may be lost in a power cut)."""
+    fd, temporary = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def write_json(path: str, value: Any, durable: bool = True) -> None:
+    text = json.dumps(value, indent=1, ensure_ascii=False, sort_keys=True, default=str)   # sets, enums: as text
+    atomic_write(path, text.encode(), durable)
+
+
+def read_json(path: str) -> dict[str, Any] | None:
+    """The JSON object in `path`, None when it is missing or not a JSON object."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+@contextlib.contextmanager
+def locked(directory: str, name: str = ".lock") -> Iterator[None]:
+    """An exclusive lock shared by every process that opens `directory/name`."""
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(os.path.join(directory, name), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)        # closing releases the lock
+
+
+def remove(path: str) -> bool:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True

@@ -1,0 +1,315 @@
+"""The voice library: voices under DATA_DIR/voices (in folders), their metadata beside them, the
+library's aliases and default voice, and the rules that turn a request's `voice` into a VoiceRef.
+
+No client string becomes a path without store.paths; every write is atomic. No Flask or gevent here.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from chatterbox_server.errors import ApiError
+from chatterbox_server.schemas import OPENAI_VOICES
+from chatterbox_server.store import files, paths
+from chatterbox_server.store.voices_meta import LibraryState, StateFile, check_alias, now_iso, sidecar
+from chatterbox_server.voices import NAME_PATTERN, STORED_RATE, check_name, decode_reference, pcm_to_wav
+from workers.engines.base import EngineInfo, VoiceRef
+
+AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".webm", ".mp4")
+
+
+@dataclass(frozen=True)
+class StoredVoice:
+    name: str                   # the voice id: "folder/sub/stem", or "stem" at the top of the library
+    path: str
+    duration_seconds: float
+    source_format: str
+    created: float
+    meta: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def folder(self) -> str:
+        return paths.split(self.name)[0]
+
+    @property
+    def stem(self) -> str:
+        return paths.split(self.name)[1]
+
+    @property
+    def display_name(self) -> str:
+        return self.meta.get("display_name") or self.stem
+
+    @property
+    def default_parameters(self) -> dict:
+        value = self.meta.get("default_parameters")
+        return value if isinstance(value, dict) else {}
+
+    def describe(self) -> dict:
+        return {"name": self.name, "duration_seconds": round(self.duration_seconds, 3),
+                "source_format": self.source_format, "created": self.created}
+
+
+class VoiceLibrary:
+    """Voices under `directory` (optionally in folders), their metadata beside them, and the
+    library's aliases and default voice in `state_dir`. Every write is atomic; read-modify-writes
+    hold the library lock, so server instances sharing DATA_DIR keep each other's changes."""
+
+    def __init__(self, directory: str, max_upload_bytes: int, aliases: dict[str, str] | None = None,
+                 default_voice: str = "", state_dir: str | None = None) -> None:
+        self.directory = directory
+        self.max_upload_bytes = max_upload_bytes
+        self.env_aliases = dict(aliases or {})
+        self.env_default = default_voice
+        self.state = StateFile(state_dir or os.path.join(os.path.dirname(os.path.abspath(directory)), "state"))
+        os.makedirs(directory, exist_ok=True)
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        """CHATTERBOX_VOICE_ALIASES, then the aliases set through the API (which win on a clash)."""
+        return {**self.env_aliases, **self.state.read().aliases}
+
+    @property
+    def default_voice(self) -> str:
+        return self.state.read().default_voice or self.env_default
+
+    # -- reading --------------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        found = set(paths.walk_files(self.directory))
+        return sorted(paths.join(folder, name[:-5]) for folder, name in found
+                      if name.endswith(".json") and NAME_PATTERN.match(name[:-5])
+                      and (folder, name[:-5] + ".wav") in found)
+
+    def locate(self, reference: str, param: str = "voice") -> tuple[str, str]:
+        """(voice id, absolute path without extension) of a reference like "folder/x.wav"; PathError
+        for anything that is not a clean relative path inside the library."""
+        relative = paths.clean_relative(reference, param, allow_empty=False)
+        folder, name = paths.split(relative)
+        stem, extension = os.path.splitext(name)
+        if extension.lower() in AUDIO_EXTENSIONS and stem:
+            name = stem
+        if not NAME_PATTERN.match(name):
+            raise paths.PathError(param, f"{name!r} is not a voice name (letters, digits, '_', '-')")
+        voice_id = paths.join(folder, name)
+        return voice_id, paths.confine(self.directory, voice_id, param)
+
+    def get(self, reference: str) -> StoredVoice | None:
+        try:
+            voice_id, base = self.locate(reference)
+        except paths.PathError:
+            return None
+        meta = files.read_json(base + ".json")
+        audio_path = base + ".wav"
+        if meta is None or not os.path.isfile(audio_path) or os.path.islink(audio_path):
+            return None
+        return StoredVoice(voice_id, audio_path, float(meta.get("duration_seconds", 0.0)),
+                           str(meta.get("source_format", "wav")), float(meta.get("created", 0.0)), meta)
+
+    def find(self, reference: str) -> StoredVoice | None:
+        """A voice by id, or by its bare name when exactly one folder holds a voice of that name."""
+        stored = self.get(reference)
+        if stored is not None or "/" in reference:
+            return stored
+        try:
+            wanted = paths.split(self.locate(reference)[0])[1]
+        except paths.PathError:
+            return None
+        matches = [name for name in self.names() if paths.split(name)[1] == wanted]
+        return self.get(matches[0]) if len(matches) == 1 else None
+
+    def list(self) -> list[StoredVoice]:
+        return [voice for voice in map(self.get, self.names()) if voice is not None]
+
+    def aliases_of(self, voice_id: str) -> list[str]:
+        return sorted(alias for alias, target in self.aliases.items() if target == voice_id)
+
+    # -- writing --------------------------------------------------------------------------------------
+    def add(self, name: str, data: bytes, replace: bool = False, folder: str = "",
+            fields: dict | None = None) -> StoredVoice:
+        check_name(name)
+        folder = paths.clean_relative(folder, "folder_path")
+        voice_id, base = self.locate(paths.join(folder, name), "name")
+        pcm, source_format, seconds = decode_reference(data, self.max_upload_bytes)
+        wav = pcm_to_wav(pcm, STORED_RATE)
+        with self.state.lock():
+            if self.get(voice_id) is not None and not replace:
+                raise ApiError(409, f"voice {voice_id!r} exists; delete it first or send overwrite=true",
+                               param="name", code="voice_exists")
+            if voice_id in self.aliases:
+                raise ApiError(409, f"{voice_id!r} is already an alias", param="name", code="voice_exists")
+            os.makedirs(os.path.dirname(base), exist_ok=True)
+            files.atomic_write(base + ".wav", wav)
+            files.write_json(base + ".json", sidecar(seconds, source_format, STORED_RATE, len(wav), **(fields or {})))
+        return self.get(voice_id)
+
+    def delete(self, reference: str) -> list[str]:
+        """Delete a voice, its aliases and its default-voice setting; the deleted files, [] if none."""
+        with self.state.lock():
+            stored = self.find(reference)
+            if stored is None:
+                return []
+            base = stored.path[:-4]
+            deleted = [stored.name + suffix for suffix in (".wav", ".json") if files.remove(base + suffix)]
+            self._forget(stored.name, None)
+        return deleted
+
+    def update(self, reference: str, changes: dict) -> StoredVoice | None:
+        """Change metadata fields (display_name, description, tags, default_parameters, language) and,
+        with `folder_path`, move the voice to another folder. None when there is no such voice."""
+        with self.state.lock():
+            stored = self.find(reference)
+            if stored is None:
+                return None
+            meta = {**stored.meta, **{k: v for k, v in changes.items() if k != "folder_path"}}
+            target = stored.name
+            if "folder_path" in changes:
+                folder = paths.clean_relative(changes["folder_path"], "folder_path")
+                target = self._move(stored, paths.join(folder, stored.stem), "folder_path")
+            _, base = self.locate(target)
+            files.write_json(base + ".json", meta)
+        return self.get(target)
+
+    def rename(self, reference: str, new_name: str) -> StoredVoice | None:
+        """A new id in the same folder; aliases and the default follow. None when there is no such voice."""
+        check_name(new_name)
+        with self.state.lock():
+            stored = self.find(reference)
+            if stored is None:
+                return None
+            target = self._move(stored, paths.join(stored.folder, new_name), "new_name")
+        return self.get(target)
+
+    def _move(self, stored: StoredVoice, target: str, param: str) -> str:
+        """Move a voice's files to `target` (under the lock); aliases and the default follow."""
+        if target == stored.name:
+            return target
+        target, base = self.locate(target, param)
+        if self.get(target) is not None or target in self.aliases:
+            raise ApiError(409, f"voice {target!r} exists", param=param, code="voice_exists")
+        os.makedirs(os.path.dirname(base), exist_ok=True)
+        os.replace(stored.path[:-4] + ".json", base + ".json")
+        os.replace(stored.path, base + ".wav")
+        self._forget(stored.name, target)
+        return target
+
+    def _forget(self, voice_id: str, renamed_to: str | None) -> None:
+        """Point the library state's aliases and default at `renamed_to`, or drop them (under the lock)."""
+        state = self.state.read()
+        aliases = {alias: (renamed_to or "") if target == voice_id else target
+                   for alias, target in state.aliases.items()}
+        aliases = {alias: target for alias, target in aliases.items() if target}
+        default = state.default_voice
+        if default == voice_id:
+            default = renamed_to
+        if aliases != state.aliases or default != state.default_voice:
+            self.state.write(LibraryState(aliases, default))
+
+    def add_alias(self, reference: str, alias: str) -> list[str] | None:
+        alias = check_alias(alias)
+        with self.state.lock():
+            stored = self.find(reference)
+            if stored is None:
+                return None
+            if alias in self.env_aliases:
+                raise ApiError(409, f"{alias!r} is set by CHATTERBOX_VOICE_ALIASES", param="alias", code="alias_exists")
+            state = self.state.read()
+            if alias in state.aliases or self.get(alias) is not None or alias == "default":
+                raise ApiError(409, f"{alias!r} is already a voice or an alias", param="alias", code="alias_exists")
+            state.aliases[alias] = stored.name
+            self.state.write(state)
+        return self.aliases_of(stored.name)
+
+    def remove_alias(self, reference: str, alias: str) -> list[str] | None:
+        """The voice's remaining aliases; None when the voice or its alias does not exist."""
+        with self.state.lock():
+            stored = self.find(reference)
+            state = self.state.read()
+            if stored is None or state.aliases.get(alias) != stored.name:
+                return None
+            del state.aliases[alias]
+            self.state.write(state)
+        return self.aliases_of(stored.name)
+
+    def set_default(self, reference: str) -> StoredVoice | None:
+        with self.state.lock():
+            stored = self.find(self.aliases.get(reference, reference))
+            if stored is not None:
+                state = self.state.read()
+                self.state.write(LibraryState(state.aliases, stored.name))
+        return stored
+
+    def clear_default(self) -> None:
+        with self.state.lock():
+            state = self.state.read()
+            if state.default_voice is not None:
+                self.state.write(LibraryState(state.aliases, None))
+
+    def cleanup(self) -> list[str]:
+        """Remove what no longer has its other half: metadata without audio, audio without metadata,
+        aliases and a default naming a missing voice. Returns what was removed."""
+        removed: list[str] = []
+        with self.state.lock():
+            found = set(paths.walk_files(self.directory))
+            for folder, name in sorted(found):
+                stem, extension = os.path.splitext(name)
+                other = ".wav" if extension == ".json" else ".json" if extension == ".wav" else None
+                if other and (folder, stem + other) not in found and NAME_PATTERN.match(stem):
+                    if files.remove(os.path.join(paths.confine(self.directory, folder, "folder"), name)):
+                        removed.append(paths.join(folder, name))
+            names = set(self.names())
+            state = self.state.read()
+            aliases = {alias: target for alias, target in state.aliases.items() if target in names}
+            removed += [f"alias {alias}" for alias in sorted(set(state.aliases) - set(aliases))]
+            default = state.default_voice if state.default_voice in names else None
+            if default != state.default_voice:
+                removed.append(f"default {state.default_voice}")
+            if aliases != state.aliases or default != state.default_voice:
+                self.state.write(LibraryState(aliases, default))
+        return removed
+
+    # -- resolving a request's voice ------------------------------------------------------------------
+    def available(self, info: EngineInfo) -> list[str]:
+        names = {"default", *info.voices, *OPENAI_VOICES, *self.aliases}
+        if info.supports_cloning:
+            names.update(self.names())
+        return sorted(names)
+
+    def resolve(self, requested: str | None, info: EngineInfo, param: str = "voice") -> VoiceRef:
+        name = self.aliases.get(requested or "", requested) or self.default_voice or "default"
+        if name in ("default", *OPENAI_VOICES, *info.voices):
+            return self._built_in_or_default(info)
+        stored = self.find(name)
+        if stored is None:
+            raise ApiError(400, f"unknown voice {requested!r}; available voices: "
+                                f"{', '.join(self.available(info))}", param=param, code="voice_not_found")
+        if not info.supports_cloning:
+            raise ApiError(400, f"voice {name!r} is a cloned voice: the {info.engine} engine has only its "
+                                f"built-in voice; cloning needs the chatterbox engine", param=param,
+                           code="voice_not_supported")
+        self.record_use(stored)
+        return VoiceRef(stored.name, stored.path)
+
+    def record_use(self, stored: StoredVoice) -> None:
+        """usage_count and last_used in the voice's metadata. Best effort: a request never fails
+        because its voice's statistics could not be written."""
+        try:
+            with self.state.lock():
+                current = self.get(stored.name)
+                if current is None:
+                    return
+                meta = {**current.meta, "usage_count": int(current.meta.get("usage_count") or 0) + 1,
+                        "last_used": now_iso()}
+                files.write_json(current.path[:-4] + ".json", meta, durable=False)   # no fsync per request
+        except OSError:
+            pass
+
+    def stored_for(self, requested: str | None) -> StoredVoice | None:
+        """The library voice a request's voice field (or the default) ends up using, if any."""
+        name = self.aliases.get(requested or "", requested) or self.default_voice
+        return self.find(name) if name and name not in ("default", *OPENAI_VOICES) else None
+
+    def _built_in_or_default(self, info: EngineInfo) -> VoiceRef:
+        default = self.default_voice
+        stored = self.find(default) if default and info.supports_cloning else None
+        if stored is not None:
+            return VoiceRef(stored.name, stored.path)
+        return VoiceRef(info.default_voice)
