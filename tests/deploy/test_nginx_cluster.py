@@ -11,8 +11,10 @@ import json
 import os
 import re
 import signal
+import threading
 import time
 import wave
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +163,61 @@ def test_outputs_written_by_either_instance_load_through_nginx(cluster):
             fetched = requests.get(nginx.base + uri, timeout=10)
             assert fetched.status_code == 200 and fetched.content == direct and direct[:4] == b"RIFF"
         assert set(served(nginx, "GET", uri)) == {address(a), address(b)}, (maker, served(nginx, "GET", uri))
+
+
+# -- failover policy ---------------------------------------------------------------------------------
+class LoadingBox(BaseHTTPRequestHandler):
+    """A box whose model is still loading: the server's 503 with Retry-After to everything."""
+    protocol_version = "HTTP/1.1"
+
+    def answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b'{"error": {"message": "the model is still loading", "code": "model_unavailable"}}'
+        self.send_response(503)
+        self.send_header("Retry-After", "5")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def loading_and_live(cluster, tmp_path):
+    """A second nginx from the same site over a loading box and a live one."""
+    _, a, _ = cluster
+    loading = ThreadingHTTPServer(("127.0.0.1", 0), LoadingBox)
+    threading.Thread(target=loading.serve_forever, daemon=True).start()
+    port = free_port()
+    boxes = iter([f"127.0.0.1:{loading.server_port}", address(a)])
+    site = SITE.read_text().replace("listen 80;", f"listen 127.0.0.1:{port};")
+    site = re.sub(r"server 10\.0\.0\.\d+:4123", lambda _: f"server {next(boxes)}", site)
+    try:
+        with run_nginx(tmp_path, site, port) as nginx:
+            yield nginx, f"127.0.0.1:{loading.server_port}", a
+    finally:
+        loading.shutdown()
+        loading.server_close()
+
+
+def test_a_post_is_never_sent_twice_but_a_get_moves_past_a_503(loading_and_live):
+    nginx, loading, live = loading_and_live
+    # both boxes idle: nginx alternates, so one of two POSTs reaches the loading box and its 503 comes back
+    statuses = sorted(speech(nginx.base, "default").status_code for _ in range(2))
+    assert statuses == [200, 503]
+    refused = [line for line in nginx.access_lines() if line.startswith("POST") and " 503 " in line]
+    assert refused == [f"POST /v1/audio/speech 503 upstreams={loading} statuses=503"]
+    # a GET that meets the 503 goes on to the live box, and the loading box is skipped after max_fails=2
+    for _ in range(6):
+        assert requests.get(nginx.base + "/v1/voices", timeout=10).status_code == 200
+    tried = served(nginx, "GET", "/v1/voices")
+    assert [attempts.split(", ")[-1] for attempts in tried] == [address(live)] * 6
+    assert sum(loading in attempts for attempts in tried) == 2
+    assert "upstream server temporarily disabled" in nginx.error_log()
 
 
 # -- one instance dies -------------------------------------------------------------------------------
