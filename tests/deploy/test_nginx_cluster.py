@@ -126,6 +126,10 @@ def test_cluster_site_keeps_every_proxy_setting_of_the_single_site():
     assert cluster["proxy_next_upstream"] == "error timeout http_502 http_503"   # never non_idempotent
     upstream = SITE.read_text()
     assert "least_conn;" in upstream and upstream.count("max_fails=") == 2
+    # nginx must drop an idle upstream connection before gunicorn closes it, or a POST can meet the close
+    nginx_idle = int(re.search(r"keepalive_timeout (\d+)s;", upstream).group(1))
+    gunicorn_idle = int(re.search(r"^keepalive = (\d+)", (ROOT / "gunicorn.conf.py").read_text(), re.M).group(1))
+    assert nginx_idle < gunicorn_idle
 
 
 # -- shared DATA_DIR ---------------------------------------------------------------------------------
