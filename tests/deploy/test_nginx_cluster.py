@@ -68,10 +68,19 @@ def reference_wav(seconds: float = 3.0, rate: int = 22050) -> bytes:
     return out.getvalue()
 
 
-def served(nginx: Nginx, method: str, uri: str) -> list[str]:
-    """The `$upstream_addr` of each finished request for `uri` (comma-separated when nginx moved on)."""
+def served(nginx: Nginx, method: str, uri: str, count: int = 0) -> list[str]:
+    """The `$upstream_addr` of each finished request for `uri` (comma-separated when nginx moved on).
+
+    nginx writes a request's line just after its last byte went out, so a client can be faster than
+    the log: wait for at least `count` lines.
+    """
     pattern = re.compile(rf"^{method} {re.escape(uri)} \d+ upstreams=(\S.*) statuses=")
-    return [match.group(1) for line in nginx.access_lines() if (match := pattern.match(line))]
+    deadline = time.monotonic() + 5
+    while True:
+        found = [match.group(1) for line in nginx.access_lines() if (match := pattern.match(line))]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.02)
 
 
 def speech(base: str, voice: str, **extra) -> requests.Response:
@@ -145,7 +154,7 @@ def test_a_voice_uploaded_through_one_instance_works_on_the_other(cluster):
     # through nginx, whichever box answers: least_conn with both idle alternates between them
     replies = [speech(nginx.base, "shared_narrator") for _ in range(4)]
     assert all(reply.content == on_a.content for reply in replies)
-    assert set(served(nginx, "POST", "/v1/audio/speech")) == {address(a), address(b)}
+    assert set(served(nginx, "POST", "/v1/audio/speech", count=4)) == {address(a), address(b)}
     # deleted through one box: gone on the other
     assert requests.delete(b.url("/v1/voices/shared_narrator"), timeout=10).status_code == 200
     gone = speech(a.base, "shared_narrator")
@@ -166,7 +175,7 @@ def test_outputs_written_by_either_instance_load_through_nginx(cluster):
         for _ in range(4):          # until each box has served the file at least once (alternation: twice)
             fetched = requests.get(nginx.base + uri, timeout=10)
             assert fetched.status_code == 200 and fetched.content == direct and direct[:4] == b"RIFF"
-        assert set(served(nginx, "GET", uri)) == {address(a), address(b)}, (maker, served(nginx, "GET", uri))
+        assert set(served(nginx, "GET", uri, count=4)) == {address(a), address(b)}, (maker, served(nginx, "GET", uri))
 
 
 # -- failover policy ---------------------------------------------------------------------------------
@@ -213,12 +222,13 @@ def test_a_post_is_never_sent_twice_but_a_get_moves_past_a_503(loading_and_live)
     # both boxes idle: nginx alternates, so one of two POSTs reaches the loading box and its 503 comes back
     statuses = sorted(speech(nginx.base, "default").status_code for _ in range(2))
     assert statuses == [200, 503]
+    served(nginx, "POST", "/v1/audio/speech", count=2)
     refused = [line for line in nginx.access_lines() if line.startswith("POST") and " 503 " in line]
     assert refused == [f"POST /v1/audio/speech 503 upstreams={loading} statuses=503"]
     # a GET that meets the 503 goes on to the live box, and the loading box is skipped after max_fails=2
     for _ in range(6):
         assert requests.get(nginx.base + "/v1/voices", timeout=10).status_code == 200
-    tried = served(nginx, "GET", "/v1/voices")
+    tried = served(nginx, "GET", "/v1/voices", count=6)
     assert [attempts.split(", ")[-1] for attempts in tried] == [address(live)] * 6
     assert sum(loading in attempts for attempts in tried) == 2
     assert "upstream server temporarily disabled" in nginx.error_log()
@@ -228,6 +238,7 @@ def test_a_post_is_never_sent_twice_but_a_get_moves_past_a_503(loading_and_live)
 def test_least_conn_spreads_streams_and_a_killed_instance_cuts_only_its_own(cluster):
     nginx, a, b = cluster
     assert in_flight(a) == in_flight(b) == 0
+    logged = len(served(nginx, "POST", "/v1/audio/speech"))
     first = requests.post(nginx.base + "/v1/audio/speech/stream", json={"input": SLOW_TEXT, "streaming_chunk_size": 50},
                           stream=True, timeout=30)
     assert first.status_code == 200 and first.headers["Transfer-Encoding"] == "chunked"
@@ -250,13 +261,12 @@ def test_least_conn_spreads_streams_and_a_killed_instance_cuts_only_its_own(clus
     # the stream on the live box is untouched and ends with its done event
     events = [json.loads(line[6:]) for line in second_lines if line.startswith("data: ")]
     assert events[-1]["type"] == "speech.audio.done"
-    assert served(nginx, "POST", "/v1/audio/speech")[-1] == address(idle)
+    assert served(nginx, "POST", "/v1/audio/speech", count=logged + 1)[logged:] == [address(idle)]
 
     # new requests all reach the live box; passive health stops nginx from trying the dead one each time
-    before = len(served(nginx, "POST", "/v1/audio/speech"))
     for _ in range(6):
         assert speech(nginx.base, "default").status_code == 200
-    tried = served(nginx, "POST", "/v1/audio/speech")[before:]
+    tried = served(nginx, "POST", "/v1/audio/speech", count=logged + 7)[logged + 1:]
     assert [attempts.split(", ")[-1] for attempts in tried] == [address(idle)] * 6
     assert 1 <= sum(address(busy) in attempts for attempts in tried) <= 2          # max_fails=2, then skipped
     assert "connect() failed (111: Connection refused)" in nginx.error_log()
