@@ -13,7 +13,8 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from chatterbox_server import api_docs, api_extended, api_openai, api_ops, metrics
-from chatterbox_server.errors import ApiError
+from chatterbox_server.api import extended_tts, housekeeping
+from chatterbox_server.errors import ApiError, default_code
 from chatterbox_server.pool_client import PoolError
 from chatterbox_server.services import Services
 from chatterbox_server.settings import Settings
@@ -41,6 +42,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api_openai.bp, url_prefix="", name="openai_root")
     app.register_blueprint(api_ops.bp)
     app.register_blueprint(api_extended.bp, url_prefix="/api/v1")
+    app.register_blueprint(extended_tts.bp, url_prefix="/api/v1")
+    app.register_blueprint(housekeeping.bp, url_prefix="/api/v1")
     app.register_blueprint(api_extended.outputs_bp)
     app.register_blueprint(api_docs.bp)
     app.register_blueprint(metrics.bp)
@@ -91,6 +94,7 @@ def _extended_family() -> bool:
 
 
 def error_response(error: ApiError) -> Response:
+    housekeeping.record_error(error.status, error.code or default_code(error.status), error.message)
     body = error.extended_body() if _extended_family() else error.openai_body()
     response = jsonify(body)
     response.status_code = error.status
