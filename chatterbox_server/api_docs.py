@@ -10,8 +10,9 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Response, jsonify
 
 import chatterbox_server
+from chatterbox_server.api.tts_schema import ExtendedTtsSchema
 from chatterbox_server.encoders import CONTENT_TYPES
-from chatterbox_server.extended_schemas import TtsRequestSchema, VcFormSchema
+from chatterbox_server.extended_schemas import EXPORT_FORMATS, VcFormSchema
 from chatterbox_server.schemas import SpeechRequestSchema
 
 bp = Blueprint("docs", __name__)
@@ -47,7 +48,10 @@ def _speech_operation(summary: str, body: dict, streaming: bool) -> dict[str, An
 def _extended_operation(summary: str, mime: str, schema: dict) -> dict[str, Any]:
     mode = {"name": "response_mode", "in": "query", "schema": {"type": "string", "enum": ["stream", "url"],
                                                                  "default": "stream"}}
-    return {"post": {"summary": summary, "tags": ["extended"], "parameters": [mode],
+    fmt = {"name": "return_format", "in": "query", "required": False,
+           "schema": {"type": "string", "enum": list(EXPORT_FORMATS)},
+           "description": "The export format sent in stream mode (default: the first of export_formats)"}
+    return {"post": {"summary": summary, "tags": ["extended"], "parameters": [mode, fmt],
                      "requestBody": {"required": True, "content": {mime: {"schema": schema}}},
                      "responses": {"200": {"description": "The first format as a download (stream) or JSON (url)",
                                            **AUDIO},
@@ -70,7 +74,7 @@ def build_spec() -> dict[str, Any]:
                    plugins=[MarshmallowPlugin()],
                    info={"description": "OpenAI-compatible and Extended text-to-speech API for Chatterbox."})
     spec.components.schema("SpeechRequest", schema=SpeechRequestSchema(max_input_chars=4096))
-    spec.components.schema("TtsRequest", schema=TtsRequestSchema(max_input_chars=4096))
+    spec.components.schema("TtsRequest", schema=ExtendedTtsSchema(max_input_chars=4096))
     spec.components.schema("VcForm", schema=VcFormSchema())
     spec.components.schema("Error", {"type": "object", "properties": {"error": {"type": "object", "properties": {
         "message": {"type": "string"}, "type": {"type": "string"}, "param": {"type": "string", "nullable": True},
@@ -93,9 +97,18 @@ def build_spec() -> dict[str, Any]:
         "Voice conversion of input_audio into target_voice_source (a library voice name, or a file in that field)",
         "multipart/form-data", vc_form))
     for path, summary, tag in (("/api/v1/voices", "Voice library (Extended)", "extended"),
-                               ("/api/v1/health", "Health (Extended)", "extended"),
+                               ("/api/v1/health", "Health in the peer's shape (status healthy)", "extended"),
+                               ("/api/v1/config", "Defaults, formats and limits", "extended"),
+                               ("/api/v1/metrics", "System, request and process metrics", "extended"),
+                               ("/api/v1/resources", "Disk use of the data directories", "extended"),
+                               ("/api/v1/cleanup/status", "Retention and the last cleanups", "extended"),
+                               ("/api/v1/errors/summary", "Errors of the last 24 hours", "extended"),
+                               ("/api/v1/errors/recent", "The latest errors", "extended"),
                                ("/outputs/{file}", "A generated file", "extended")):
         spec.path(path, operations=_get(summary, tag, path))
+    spec.path("/api/v1/cleanup", operations={"post": {
+        "summary": "Apply the retention limits now", "tags": ["extended"],
+        "responses": {"200": {"description": "What was removed"}}}})
     for path, summary, tag in (("/v1/models", "Models", "models"), ("/v1/voices", "Voice library", "voices"),
                                ("/v1/voices/{name}", "One voice", "voices"),
                                ("/v1/status", "Requests in progress", "status"),

@@ -82,6 +82,13 @@ def to_whisper_audio(pcm: bytes, sample_rate: int) -> np.ndarray:
     return resample_poly(audio, WHISPER_RATE // factor, sample_rate // factor).astype(np.float32)
 
 
+def token_budget(samples: int) -> int:
+    """Tokens Whisper may write per 30 s window: speech runs at about 3 tokens a second, so a take
+    that makes it loop on nonsense stops soon instead of writing its full 448 tokens."""
+    seconds = min(samples / WHISPER_RATE, 30.0)
+    return int(min(440, 8 * seconds + 16))
+
+
 class Recognizer:
     def __init__(self, model_dir: str, device: str) -> None:
         self.model_dir = model_dir
@@ -101,9 +108,10 @@ class Recognizer:
         with self.lock:
             model = self._model(path)
             language = request.language if model.model.is_multilingual else "en"
-            segments, _ = model.transcribe(to_whisper_audio(request.pcm, request.sample_rate), language=language,
-                                           beam_size=2, temperature=0.0, condition_on_previous_text=False,
-                                           without_timestamps=True, vad_filter=False)
+            audio = to_whisper_audio(request.pcm, request.sample_rate)
+            segments, _ = model.transcribe(audio, language=language, beam_size=2, temperature=0.0,
+                                           condition_on_previous_text=False, without_timestamps=True,
+                                           vad_filter=False, max_new_tokens=token_budget(audio.size))
             text = " ".join(segment.text.strip() for segment in segments).strip()
         return Transcript(text, path)
 

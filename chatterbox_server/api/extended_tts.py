@@ -188,7 +188,8 @@ def after_synthesis(audio: np.ndarray, rate: int, req: ExtendedTtsRequest) -> np
     if after.trim:
         audio = post.trim_silence(audio, rate, after.trim_threshold_ms).audio
     if after.auto_editor:
-        audio = post.remove_silences(audio, rate, after.ae_threshold, after.ae_margin)
+        edited = post.remove_silences(audio, rate, after.ae_threshold, after.ae_margin)
+        audio = edited if edited.size else audio        # nothing above ae_threshold: keep it all
     if after.normalize and audio.size:
         audio = post.normalize_loudness(audio, rate, after.normalize_method, after.normalize_level,
                                         after.normalize_tp, after.normalize_lra)

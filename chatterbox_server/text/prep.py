@@ -5,6 +5,7 @@ spoken text on both servers; the order of the steps is the peer's too (see `prep
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -35,7 +36,9 @@ def fix_dot_letters(text: str) -> str:
 
 
 def remove_reference_numbers(text: str) -> str:
-    """Footnote numbers glued to the end of a sentence go, the punctuation stays: "end.12 Next" -> "end. Next"."""
+    """Footnote marks go: "[12]" and "(12)" (the peer's API engine) and numbers glued to the end of a
+    sentence, punctuation kept (its UI): "end.12 Next" -> "end. Next"."""
+    text = re.sub(r"\s?[\[(]\d+[\])]", "", text)
     return re.sub(r"([.!?\"'\u201d\u2019)\]])(\d+)(?=\s|$)", r"\1", text)
 
 
@@ -122,9 +125,10 @@ def join_short_sentences(items: list[str], min_chars: int = SHORT_SENTENCE_CHARS
 
 
 def plan_chunks(text: str, options: TextOptions, enable_batching: bool, smart_batch_short_sentences: bool) -> list[str]:
-    """The chunks (one candidate set each): the text is cut into sentences while it still has its
-    capitals (which tell a sentence end from an abbreviation), then each sentence is prepared."""
-    items = [prepared for sentence in sentences(text) if _speakable(prepared := prepare(sentence, options))]
+    """The chunks (one candidate set each). The text is cut into sentences before it is lowercased:
+    capitals are what tell a sentence end from an abbreviation."""
+    cased = prepare(text, dataclasses.replace(options, to_lowercase=False))
+    items = [s.lower() if options.to_lowercase else s for s in sentences(cased) if _speakable(s)]
     if enable_batching:
         grouped = group_sentences(items)
     elif smart_batch_short_sentences:

@@ -31,7 +31,8 @@ def test_fix_dot_letters(text, expected):
 
 
 @pytest.mark.parametrize("text, expected", [("It ended.12 Then", "It ended. Then"), ('he said."3', 'he said."'),
-                                            ("in 2024. Then", "in 2024. Then"), ("page 12 of", "page 12 of")])
+                                            ("in 2024. Then", "in 2024. Then"), ("page 12 of", "page 12 of"),
+                                            ("a claim [12] here (3).", "a claim here."), ("see [a]", "see [a]")])
 def test_remove_reference_numbers(text, expected):
     assert remove_reference_numbers(text) == expected
 
