@@ -109,8 +109,8 @@ def test_candidates_are_heard_by_whisper_and_reproducible(whisper_server):
     for chunk in (0, 1):
         chosen = [t for t in takes if t["chunk"] == chunk and t["selected"]]
         assert len(chosen) == 1 and chosen[0]["passed"] and chosen[0]["reason"] == "passed"
-    for take, text in zip(takes, [first["chunks"][0]] * 2 + [first["chunks"][1]] * 2, strict=True):
-        assert word_error_rate(text, take["transcript"]) <= 0.2, take
+    for take, chunk_text in zip(takes, [first["chunks"][0]] * 2 + [first["chunks"][1]] * 2, strict=True):
+        assert word_error_rate(chunk_text, take["transcript"]) <= 0.2, take
     data = [download(whisper_server, r["output_files"][0]["url"]) for r in (first, second)]
     assert data[0] == data[1]
     assert word_error_rate(text, transcribe(data[0])) <= 0.2
