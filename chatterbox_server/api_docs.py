@@ -10,6 +10,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Response, jsonify
 
 import chatterbox_server
+from chatterbox_server.api.concat_schema import ConcatSchema, MixedConcatSchema
 from chatterbox_server.api.tts_schema import ExtendedTtsSchema
 from chatterbox_server.encoders import CONTENT_TYPES
 from chatterbox_server.extended_schemas import EXPORT_FORMATS, VcFormSchema
@@ -106,6 +107,18 @@ def build_spec() -> dict[str, Any]:
                                ("/api/v1/errors/recent", "The latest errors", "extended"),
                                ("/outputs/{file}", "A generated file", "extended")):
         spec.path(path, operations=_get(summary, tag, path))
+    spec.components.schema("ConcatRequest", schema=ConcatSchema())
+    spec.components.schema("MixedConcatRequest", schema=MixedConcatSchema())
+    spec.path("/api/v1/concat", operations=_extended_operation(
+        "Join generated files and '(500ms)' silences into one file", "application/json",
+        {"$ref": "#/components/schemas/ConcatRequest"}))
+    mixed = _extended_operation("Join generated files, uploads, silences and new speech (type tts)",
+                                "application/json", {"$ref": "#/components/schemas/MixedConcatRequest"})
+    mixed["post"]["requestBody"]["content"]["multipart/form-data"] = {"schema": {
+        "type": "object", "required": ["request_json"],
+        "properties": {"request_json": {"type": "string", "description": "A MixedConcatRequest as JSON"},
+                       "uploaded_files": {"type": "array", "items": BINARY}}}}
+    spec.path("/api/v1/concat/mixed", operations=mixed)
     spec.path("/api/v1/cleanup", operations={"post": {
         "summary": "Apply the retention limits now", "tags": ["extended"],
         "responses": {"200": {"description": "What was removed"}}}})

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from chatterbox_server import api_docs, api_extended, api_openai, api_ops, metrics
-from chatterbox_server.api import extended_tts, housekeeping
+from chatterbox_server.api import concat, extended_tts, housekeeping
 from chatterbox_server.errors import ApiError, default_code
 from chatterbox_server.pool_client import PoolError
 from chatterbox_server.services import Services
@@ -44,6 +44,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api_extended.bp, url_prefix="/api/v1")
     app.register_blueprint(extended_tts.bp, url_prefix="/api/v1")
     app.register_blueprint(housekeeping.bp, url_prefix="/api/v1")
+    app.register_blueprint(concat.bp, url_prefix="/api/v1")
     app.register_blueprint(api_extended.outputs_bp)
     app.register_blueprint(api_docs.bp)
     app.register_blueprint(metrics.bp)
