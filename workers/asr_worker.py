@@ -72,14 +72,16 @@ def resolve_model(name: str, model_dir: str) -> str:
 
 
 def to_whisper_audio(pcm: bytes, sample_rate: int) -> np.ndarray:
-    audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
-    if sample_rate == WHISPER_RATE or audio.size == 0:
-        return audio
-    from math import gcd
-
-    from scipy.signal import resample_poly
-    factor = gcd(WHISPER_RATE, sample_rate)
-    return resample_poly(audio, WHISPER_RATE // factor, sample_rate // factor).astype(np.float32)
+    """PCM16 mono at any rate -> float32 at 16 kHz, resampled by FFmpeg (PyAV)."""
+    samples = np.frombuffer(pcm, dtype="<i2")
+    if sample_rate == WHISPER_RATE or samples.size == 0:
+        return samples.astype(np.float32) / 32768.0
+    import av
+    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1).copy(), format="s16", layout="mono")
+    frame.sample_rate = sample_rate
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=WHISPER_RATE)
+    frames = resampler.resample(frame) + resampler.resample(None)
+    return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.float32)
 
 
 def token_budget(samples: int) -> int:
