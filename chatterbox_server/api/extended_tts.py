@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import gevent
 import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 
@@ -25,7 +26,6 @@ from chatterbox_server.api_extended import (
     output_store,
     output_url,
     reference_voice,
-    synthesize,
 )
 from chatterbox_server.asr.client import AsrClient
 from chatterbox_server.asr.select import Take, choose, make_takes
@@ -169,15 +169,32 @@ def whisper_ready(asr: AsrClient, model: str, explicit: bool, outcome: Outcome) 
 def chunk_takes(svc: Services, info: EngineInfo, asr: AsrClient | None, req: ExtendedTtsRequest,
                 settings: SynthesisSettings, voice: VoiceRef, seed: int, index: int, text: str,
                 per_chunk: int) -> tuple[list[Take], dict[tuple[int, int], bytes]]:
+    client = request.environ.get("gunicorn.socket")      # read here: greenlets have no request context
+
     def synthesize_take(take_seed: int) -> bytes:
         job = SpeechJob(request_id=speech.new_request_id(), chunks=(text,), settings=settings, voice=voice,
                         seed=take_seed, buffer_size=CHUNK_BUFFER, text_preview=text[:80])
-        return synthesize(svc, job, info)
+        run = speech.SpeechRun.start(svc.pool, job, info, client, svc.progress)
+        try:
+            return b"".join(chunk.pcm for chunk in run.audio())
+        finally:
+            run.close()
+
+    def synthesize_round(seeds: list[int]) -> list[bytes]:
+        """The round's takes as concurrent jobs: the pool spreads them over its model workers."""
+        if len(seeds) == 1:
+            return [synthesize_take(seeds[0])]
+        greenlets = [gevent.spawn(synthesize_take, take_seed) for take_seed in seeds]
+        try:
+            gevent.joinall(greenlets, raise_error=True)
+        finally:
+            gevent.killall([g for g in greenlets if not g.dead])
+        return [g.value for g in greenlets]
 
     def hear(pcm: bytes) -> str:
         return asr.transcribe(req.candidates.whisper_model, pcm, info.sample_rate, req.language).text
 
-    return make_takes(index, text, seed, per_chunk, req.candidates.max_attempts, synthesize_take,
+    return make_takes(index, text, seed, per_chunk, req.candidates.max_attempts, synthesize_round,
                       lambda pcm: len(pcm) / 2 / info.sample_rate, hear if asr is not None else None)
 
 

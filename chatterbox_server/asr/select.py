@@ -73,17 +73,17 @@ def choose(takes: list[Take], use_longest_transcript_on_fail: bool) -> tuple[Tak
 
 
 def make_takes(index: int, text: str, seed: int, per_chunk: int, max_attempts: int,
-               synthesize: Callable[[int], bytes], seconds_of: Callable[[bytes], float],
+               synthesize: Callable[[list[int]], list[bytes]], seconds_of: Callable[[bytes], float],
                hear: Callable[[bytes], str] | None) -> tuple[list[Take], dict[tuple[int, int], bytes]]:
-    """Every take of one chunk: rounds of `per_chunk` candidates (each with its derived seed),
-    stopping after the first round in which one passes; one round when nothing hears them (`hear`
-    None). Returns the takes and their audio by (candidate, attempt)."""
+    """Every take of one chunk: rounds of `per_chunk` candidates (each with its derived seed; a
+    round's takes are synthesized together, so several model workers can share it), stopping
+    after the first round in which one passes; one round when nothing hears them (`hear` None).
+    Returns the takes and their audio by (candidate, attempt)."""
     takes: list[Take] = []
     audio: dict[tuple[int, int], bytes] = {}
     for attempt in range(max_attempts if hear is not None else 1):
-        for candidate in range(per_chunk):
-            take_seed = candidate_seed(seed, index, candidate, attempt)
-            data = synthesize(take_seed)
+        seeds = [candidate_seed(seed, index, candidate, attempt) for candidate in range(per_chunk)]
+        for candidate, (take_seed, data) in enumerate(zip(seeds, synthesize(seeds), strict=True)):
             audio[(candidate, attempt)] = data
             heard = hear(data) if hear is not None else None
             score = similarity(text, heard) if heard is not None else None

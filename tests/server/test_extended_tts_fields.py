@@ -75,10 +75,13 @@ def test_whisper_picks_the_right_take_over_a_wrong_one():
     right, wrong = "the quick brown fox jumps over the lazy dog", "a slow green turtle walks under a busy cat"
     first_seed = 1234
 
-    def synthesize(seed: int) -> bytes:
-        said = wrong if seed == first_seed else right
-        audio = engine.synthesize(said, SynthesisSettings(), VoiceRef(info.default_voice), seed).audio
-        return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    def synthesize(seeds: list[int]) -> list[bytes]:
+        out = []
+        for seed in seeds:
+            said = wrong if seed == first_seed else right
+            audio = engine.synthesize(said, SynthesisSettings(), VoiceRef(info.default_voice), seed).audio
+            out.append((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+        return out
 
     def hear(pcm: bytes) -> str:
         buffer = io.BytesIO()

@@ -53,9 +53,10 @@ def test_choose_needs_takes():
 def test_make_takes_retries_rounds_until_one_passes():
     said = {}
 
-    def synthesize(seed):
-        said[seed] = "right" if len(said) >= 4 else "wrong"      # the first two rounds of two are wrong
-        return seed.to_bytes(4, "big")
+    def synthesize(seeds):
+        for seed in seeds:
+            said[seed] = "right" if len(said) >= 4 else "wrong"      # the first two rounds of two are wrong
+        return [seed.to_bytes(4, "big") for seed in seeds]
 
     def hear(data):
         return "the right words" if said[int.from_bytes(data, "big")] == "right" else "something else"
@@ -66,7 +67,7 @@ def test_make_takes_retries_rounds_until_one_passes():
 
 
 def test_make_takes_stops_at_max_attempts_and_once_without_whisper():
-    takes, _ = make_takes(0, "x", 7, 3, 2, lambda s: b"\0\0", lambda d: 1.0, lambda d: "nope")
+    takes, _ = make_takes(0, "x", 7, 3, 2, lambda seeds: [b"\0\0"] * len(seeds), lambda d: 1.0, lambda d: "nope")
     assert len(takes) == 6 and not any(t.passed for t in takes)
-    takes, _ = make_takes(0, "x", 7, 3, 5, lambda s: b"\0\0", lambda d: 1.0, None)
+    takes, _ = make_takes(0, "x", 7, 3, 5, lambda seeds: [b"\0\0"] * len(seeds), lambda d: 1.0, None)
     assert len(takes) == 3 and all(t.transcript is None for t in takes)
