@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psutil
@@ -70,6 +70,7 @@ def health() -> tuple[Response, int]:
     status = {"ok": "healthy", "loading": "loading"}.get(report["status"], "unhealthy")
     resources = resource_status(svc)
     errors = error_log(svc).summary()
+    uptime = time.time() - server_started()
     body = {
         "status": status,
         "success": report["ready"],
@@ -78,7 +79,8 @@ def health() -> tuple[Response, int]:
         "models_loaded": {"tts": report["ready"],
                           "vc": bool(report["ready"] and info and info.supports_voice_conversion)},
         "version": chatterbox_server.__version__,
-        "uptime_seconds": round(time.time() - server_started(), 3),
+        "uptime_seconds": round(uptime, 3),
+        "uptime": str(timedelta(seconds=int(uptime))),
         "engine": report["engine"], "model": report["model"], "device": report["device"],
         "workers": report["workers"],
         "metrics": request_metrics(),
