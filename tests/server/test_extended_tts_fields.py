@@ -310,3 +310,34 @@ def test_errors_are_logged_and_summarized(whisper_server):
     assert [e["status"] for e in recent["recent_errors"]] == [404, 400] and recent["total_stored"] >= 2
     assert "cfg_weight" in recent["recent_errors"][1]["message"]
     assert requests.get(base + "/api/v1/errors/recent?count=x", timeout=10).status_code == 400
+
+
+def test_a_killed_whisper_process_is_replaced(whisper_server):
+    import psutil
+
+    def asr_pids() -> set[int]:
+        pids = set()
+        for child in psutil.Process(whisper_server.process.pid).children(recursive=True):
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE and "chatterbox-asr-worker" in " ".join(child.cmdline()):
+                    pids.add(child.pid)
+            except psutil.Error:
+                continue
+        return pids
+
+    before = asr_pids()
+    assert len(before) == 1
+    os.kill(before.pop(), 9)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not asr_pids():
+        time.sleep(0.2)
+    assert len(asr_pids()) == 1
+    body = {"text": "Still listening.", "num_candidates_per_chunk": 1, "whisper_model_name": "tiny",
+            "export_formats": ["wav"]}
+    for _ in range(50):            # the new process binds its socket a moment after it starts
+        result = tts(whisper_server, body, "?response_mode=url")
+        if result.status_code != 503:
+            break
+        time.sleep(0.2)
+    assert result.status_code == 200, result.text
+    assert result.json()["candidates"][0]["transcript"].lower().startswith("still listening")
