@@ -22,6 +22,7 @@ WHISPER_MODELS = ("tiny", "base", "small", "medium", "large")
 SPEED_LIBRARIES = ("auto", "audiostretchy", "librosa", "torchaudio")
 PEER_SPEED_RANGE = (0.5, 2.0)
 DEFAULT_EXPORT_FORMATS = ("wav", "mp3")
+STREAM_SYNONYMS = ("file", "download")
 FOLDER_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 FOLDER_MAX_DEPTH = 4
 
@@ -208,5 +209,11 @@ class ExtendedQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    response_mode = fields.String(load_default="stream", validate=one_of(RESPONSE_MODES))
+    response_mode = fields.String(load_default="stream", validate=one_of((*RESPONSE_MODES, *STREAM_SYNONYMS)))
     return_format = fields.String(load_default=None, allow_none=True, validate=one_of(EXPORT_FORMATS))
+
+    @post_load
+    def _synonyms(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        """The peer streams for "file" and "download" too."""
+        mode = data["response_mode"]
+        return {**data, "response_mode": "stream" if mode in STREAM_SYNONYMS else mode}

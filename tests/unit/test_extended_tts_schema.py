@@ -94,3 +94,7 @@ def test_query_parameters():
     with pytest.raises(ValidationError):
         schema.load({"return_format": "ogg"})
     assert schema.load({"unrelated": "1"}) == {"response_mode": "stream", "return_format": None}
+    assert schema.load({"response_mode": "download"})["response_mode"] == "stream"
+    assert schema.load({"response_mode": "file"})["response_mode"] == "stream"
+    with pytest.raises(ValidationError):
+        schema.load({"response_mode": "json"})
