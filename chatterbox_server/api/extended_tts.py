@@ -238,6 +238,27 @@ def keep_original(store: OutputStore, generated: Generated, pcm: bytes, rate: in
     generated.files["original_wav"] = name
 
 
+def generation_parameters(req: ExtendedTtsRequest, seed: int) -> dict[str, Any]:
+    """What made this file, in the peer's field names: for the JSON answer and the outputs' metadata."""
+    cand, after, text = req.candidates, req.after, req.text_options
+    return {"type": "tts", "text": req.text, "reference_audio_filename": req.reference_voice,
+            "exaggeration": req.exaggeration, "temperature": req.temperature, "cfg_weight": req.cfg_weight,
+            "seed": seed, "language": req.language, "speed_factor": req.speed_factor,
+            "speed_factor_library": req.speed_factor_library, "num_candidates_per_chunk": cand.per_chunk,
+            "max_attempts_per_candidate": cand.max_attempts, "bypass_whisper_checking": cand.bypass_whisper,
+            "whisper_model_name": cand.whisper_model, "use_faster_whisper": cand.use_faster_whisper,
+            "use_longest_transcript_on_fail": cand.longest_on_fail, "enable_batching": req.enable_batching,
+            "smart_batch_short_sentences": req.smart_batch_short_sentences, "to_lowercase": text.to_lowercase,
+            "normalize_spacing": text.normalize_spacing, "fix_dot_letters": text.fix_dot_letters,
+            "remove_reference_numbers": text.remove_reference_numbers, "sound_words_field": text.sound_words_field,
+            "use_auto_editor": after.auto_editor, "ae_threshold": after.ae_threshold, "ae_margin": after.ae_margin,
+            "keep_original_wav_ae": after.keep_original_wav_ae, "normalize_audio": after.normalize,
+            "normalize_method": after.normalize_method, "normalize_level": after.normalize_level,
+            "normalize_tp": after.normalize_tp, "normalize_lra": after.normalize_lra, "trim": after.trim,
+            "trim_threshold_ms": after.trim_threshold_ms, "project": req.folder or None,
+            "export_formats": list(req.export_formats), "disable_watermark": req.disable_watermark}
+
+
 # -- responses ------------------------------------------------------------------------------------
 def download_response(generated: Generated, return_format: str | None, headers: dict[str, str]) -> Response:
     fmt = return_format if return_format in generated.formats else generated.formats[0]
@@ -268,6 +289,7 @@ def url_response(generated: Generated, req: ExtendedTtsRequest, outcome: Outcome
         "project": req.folder or None,
         "chunks": chunks,
         "candidates": outcome.takes,
+        "parameters": generation_parameters(req, outcome.seed),
     })
     response.headers.update(headers)
     return response

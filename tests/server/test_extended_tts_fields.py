@@ -109,6 +109,7 @@ def test_candidates_are_heard_by_whisper_and_reproducible(whisper_server):
     assert len(takes) == 4 and {t["chunk"] for t in takes} == {0, 1}
     assert [t["seed"] for t in takes] == [t["seed"] for t in second["candidates"]]
     assert takes[0]["seed"] == 99 and takes[2]["seed"] == 100
+    assert first["parameters"]["seed"] == 99 and first["parameters"]["num_candidates_per_chunk"] == 2
     for chunk in (0, 1):
         chosen = [t for t in takes if t["chunk"] == chunk and t["selected"]]
         assert len(chosen) == 1 and chosen[0]["passed"] and chosen[0]["reason"] == "passed"
