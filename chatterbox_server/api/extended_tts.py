@@ -137,33 +137,39 @@ def make_speech(svc: Services, info: EngineInfo, req: ExtendedTtsRequest, chunks
     cand = req.candidates
     settings = synthesis_settings(req, svc.settings.allow_disable_watermark)
     outcome = Outcome(b"", seed)
-    with AsrClient(svc.pool.run_dir) as asr:
-        check = not cand.bypass_whisper and whisper_ready(asr, cand.whisper_model, cand.explicit, outcome)
-        per_chunk = cand.per_chunk if check or cand.bypass_whisper else 1
-        pieces = []
+    asr = None if cand.bypass_whisper else whisper_client(svc, cand.whisper_model, cand.explicit, outcome)
+    per_chunk = cand.per_chunk if asr is not None or cand.bypass_whisper else 1
+    pieces = []
+    try:
         for index, text in enumerate(chunks):
-            takes, audio = chunk_takes(svc, info, asr if check else None, req, settings, voice, seed, index, text,
-                                       per_chunk)
+            takes, audio = chunk_takes(svc, info, asr, req, settings, voice, seed, index, text, per_chunk)
             best, why = choose(takes, cand.longest_on_fail)
             pieces.append(audio[(best.candidate, best.attempt)])
             outcome.takes.extend({**take.describe(), "selected": take is best,
                                   **({"reason": why} if take is best else {})} for take in takes)
+    finally:
+        if asr is not None:
+            asr.close()
     outcome.pcm = b"".join(pieces)
     return outcome
 
 
-def whisper_ready(asr: AsrClient, model: str, explicit: bool, outcome: Outcome) -> bool:
-    """Load the Whisper model. When it cannot run: a 503 if the client asked for candidate checking
-    itself; otherwise (the peer's defaults) one unchecked take per chunk, said in a header."""
+def whisper_client(svc: Services, model: str, explicit: bool, outcome: Outcome) -> AsrClient | None:
+    """A connection to the Whisper process with `model` loaded. When it cannot run: a 503 if the
+    client asked for candidate checking itself; otherwise (the peer's defaults) None, which means
+    one unchecked take per chunk, said in a header."""
+    asr = AsrClient(svc.pool.run_dir)
     try:
+        asr.open()
         used = asr.probe(model)
     except ApiError as exc:
+        asr.close()
         if explicit:
             raise
         outcome.headers["X-Chatterbox-Whisper"] = f"unavailable, one unchecked take per chunk: {exc.message}"[:300]
-        return False
+        return None
     outcome.headers["X-Chatterbox-Whisper"] = f"{model} ({os.path.basename(used.model.rstrip('/')) or used.model})"
-    return True
+    return asr
 
 
 def chunk_takes(svc: Services, info: EngineInfo, asr: AsrClient | None, req: ExtendedTtsRequest,

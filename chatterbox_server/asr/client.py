@@ -20,17 +20,24 @@ class AsrClient:
         self.conn: CooperativeConnection | None = None
 
     def __enter__(self) -> AsrClient:
+        self.open()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def open(self) -> None:
         try:
             self.conn = connect(self.path)
         except OSError as exc:
             raise ApiError(503, f"the speech-recognition process is not running ({exc}); "
                                 "send bypass_whisper_checking=true or retry shortly",
                            code="whisper_unavailable", retry_after=5) from None
-        return self
 
-    def __exit__(self, *_: object) -> None:
+    def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
+            self.conn = None
 
     def probe(self, model: str) -> Transcript:
         """Load the model (once per process) or raise ApiError 503 saying why it cannot run."""
