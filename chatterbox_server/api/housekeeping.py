@@ -199,6 +199,12 @@ def resource_status(svc: Services) -> dict[str, Any]:
     settings = svc.settings
     status: dict[str, Any] = {"timestamp": now_iso(), "directories": {}, "warnings": []}
     limits = {"outputs": settings.output_max_bytes, "voices": 0, "tmp": 0}
+    try:        # every store under DATA_DIR (vc_inputs and the like too), not only the ones named here
+        limits.update({entry.name: 0 for entry in os.scandir(settings.data_dir)
+                       if entry.is_dir(follow_symlinks=False) and entry.name not in limits
+                       and not entry.name.startswith(".")})
+    except FileNotFoundError:
+        pass
     for name, limit in limits.items():
         size, count = directory_usage(os.path.join(settings.data_dir, name))
         entry = {"size_bytes": size, "size_mb": round(size / 2**20, 3), "file_count": count}
