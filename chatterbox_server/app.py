@@ -63,7 +63,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 OPEN_PATHS = ("/health", "/api/v1/health")     # load balancers probe these without a key
 EXPOSED_HEADERS = ["Content-Disposition", "X-Alternative-Formats", "X-Request-Id", "X-Chatterbox-Seed",
-                   "X-Generation-Seed", "X-Chatterbox-Chunks", "X-Chatterbox-Ignored-Fields"]
+                   "X-Generation-Seed", "X-Chatterbox-Chunks", "X-Chatterbox-Ignored-Fields",
+                   "X-Chatterbox-Whisper", "X-Chatterbox-Watermark", "X-Chatterbox-Speed-Library",
+                   "X-Chatterbox-Return-Format", "X-Output-Files"]
 
 
 def _require_api_key() -> None:
