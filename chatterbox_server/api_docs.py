@@ -13,9 +13,11 @@ from flask import Blueprint, Response, jsonify, send_from_directory
 
 import chatterbox_server
 from chatterbox_server.api import store_docs
+from chatterbox_server.api.concat_schema import ConcatSchema, MixedConcatSchema
+from chatterbox_server.api.tts_schema import ExtendedTtsSchema
 from chatterbox_server.encoders import CONTENT_TYPES
 from chatterbox_server.errors import ApiError
-from chatterbox_server.extended_schemas import TtsRequestSchema, VcFormSchema
+from chatterbox_server.extended_schemas import EXPORT_FORMATS, VcFormSchema
 from chatterbox_server.schemas import SpeechRequestSchema
 from chatterbox_server.web import same_origin_only
 
@@ -53,7 +55,10 @@ def _speech_operation(summary: str, body: dict, streaming: bool) -> dict[str, An
 def _extended_operation(summary: str, mime: str, schema: dict) -> dict[str, Any]:
     mode = {"name": "response_mode", "in": "query", "schema": {"type": "string", "enum": ["stream", "url"],
                                                                  "default": "stream"}}
-    return {"post": {"summary": summary, "tags": ["extended"], "parameters": [mode],
+    fmt = {"name": "return_format", "in": "query", "required": False,
+           "schema": {"type": "string", "enum": list(EXPORT_FORMATS)},
+           "description": "The export format sent in stream mode (default: the first of export_formats)"}
+    return {"post": {"summary": summary, "tags": ["extended"], "parameters": [mode, fmt],
                      "requestBody": {"required": True, "content": {mime: {"schema": schema}}},
                      "responses": {"200": {"description": "The first format as a download (stream) or JSON (url)",
                                            **AUDIO},
@@ -76,7 +81,7 @@ def build_spec() -> dict[str, Any]:
                    plugins=[MarshmallowPlugin()],
                    info={"description": "OpenAI-compatible and Extended text-to-speech API for Chatterbox."})
     spec.components.schema("SpeechRequest", schema=SpeechRequestSchema(max_input_chars=4096))
-    spec.components.schema("TtsRequest", schema=TtsRequestSchema(max_input_chars=4096))
+    spec.components.schema("TtsRequest", schema=ExtendedTtsSchema(max_input_chars=4096))
     spec.components.schema("VcForm", schema=VcFormSchema())
     spec.components.schema("Error", {"type": "object", "properties": {"error": {"type": "object", "properties": {
         "message": {"type": "string"}, "type": {"type": "string"}, "param": {"type": "string", "nullable": True},
@@ -101,9 +106,30 @@ def build_spec() -> dict[str, Any]:
     vc["post"]["requestBody"]["content"]["application/json"] = {"schema": store_docs.VC_JSON}
     spec.path("/api/v1/vc", operations=vc)
     store_docs.add_store_paths(spec)
-    for path, summary, tag in (("/api/v1/health", "Health (Extended)", "extended"),
+    for path, summary, tag in (("/api/v1/health", "Health in the peer's shape (status healthy)", "extended"),
+                               ("/api/v1/config", "Defaults, formats and limits", "extended"),
+                               ("/api/v1/metrics", "System, request and process metrics", "extended"),
+                               ("/api/v1/resources", "Disk use of the data directories", "extended"),
+                               ("/api/v1/cleanup/status", "Retention and the last cleanups", "extended"),
+                               ("/api/v1/errors/summary", "Errors of the last 24 hours", "extended"),
+                               ("/api/v1/errors/recent", "The latest errors", "extended"),
                                ("/outputs/{file}", "A generated file", "extended")):
         spec.path(path, operations=_get(summary, tag, path))
+    spec.components.schema("ConcatRequest", schema=ConcatSchema())
+    spec.components.schema("MixedConcatRequest", schema=MixedConcatSchema())
+    spec.path("/api/v1/concat", operations=_extended_operation(
+        "Join generated files and '(500ms)' silences into one file", "application/json",
+        {"$ref": "#/components/schemas/ConcatRequest"}))
+    mixed = _extended_operation("Join generated files, uploads, silences and new speech (type tts)",
+                                "application/json", {"$ref": "#/components/schemas/MixedConcatRequest"})
+    mixed["post"]["requestBody"]["content"]["multipart/form-data"] = {"schema": {
+        "type": "object", "required": ["request_json"],
+        "properties": {"request_json": {"type": "string", "description": "A MixedConcatRequest as JSON"},
+                       "uploaded_files": {"type": "array", "items": BINARY}}}}
+    spec.path("/api/v1/concat/mixed", operations=mixed)
+    spec.path("/api/v1/cleanup", operations={"post": {
+        "summary": "Apply the retention limits now", "tags": ["extended"],
+        "responses": {"200": {"description": "What was removed"}}}})
     for path, summary, tag in (("/v1/models", "Models", "models"),
                                ("/v1/status", "Requests in progress", "status"),
                                ("/v1/status/progress", "Progress of one request", "status"),

@@ -6,29 +6,21 @@ their URLs (`response_mode=url`). Errors use the Extended envelope (see app.erro
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory, url_for
 from flask.blueprints import BlueprintSetupState
+from marshmallow import ValidationError
 
 from chatterbox_server import speech
-from chatterbox_server.api.voice_defaults import EXTENDED_NAMES as SPEED_NAMES
-from chatterbox_server.api.voice_defaults import with_voice_defaults
-from chatterbox_server.api_openai import check_engine_fields
-from chatterbox_server.api_ops import health_report
-from chatterbox_server.bodies import json_object, load
+from chatterbox_server.api.tts_schema import clean_folder
 from chatterbox_server.encoders import CONTENT_TYPES, FILE_EXTENSIONS, encode_whole
 from chatterbox_server.errors import ApiError
-from chatterbox_server.extended_schemas import TtsQuerySchema, TtsRequest, TtsRequestSchema
-from chatterbox_server.hub import off_hub
 from chatterbox_server.outputs import OutputStore
-from chatterbox_server.schemas import SpeechRequest
-from chatterbox_server.services import Services, services
+from chatterbox_server.services import Services
 from chatterbox_server.store import outputs_index
 from workers.engines.base import EngineInfo, VoiceRef
 from workers.protocol import ConvertJob, SpeechJob
@@ -55,6 +47,19 @@ def output_store() -> OutputStore:
     return current_app.extensions[STORE_KEY]
 
 
+def output_folder(folder: str) -> OutputStore | None:
+    """A project sub-folder of the outputs directory (see api/tts_schema.clean_folder), or None."""
+    try:
+        clean = clean_folder(folder)
+    except ValidationError:
+        return None
+    root = output_store()
+    path = os.path.realpath(os.path.join(root.directory, clean))
+    if not clean or os.path.dirname(path) == path or not path.startswith(os.path.realpath(root.directory) + os.sep):
+        return None
+    return OutputStore(path, root.retention_seconds, root.max_bytes) if os.path.isdir(path) else None
+
+
 @dataclass(frozen=True)
 class Generated:
     formats: tuple[str, ...]
@@ -62,52 +67,7 @@ class Generated:
     data: dict[str, bytes]            # format -> encoded bytes
 
 
-# -- POST /api/v1/tts -----------------------------------------------------------------------------
-@bp.post("/tts")
-def tts() -> Response:
-    started = time.monotonic()
-    mode = load(TtsQuerySchema(), request.args.to_dict())["response_mode"]
-    settings = current_app.config["SETTINGS"]
-    svc = services()
-    data = with_voice_defaults(svc.voices, json_object(), "reference_audio_filename", TtsRequestSchema, SPEED_NAMES)
-    req: TtsRequest = load(TtsRequestSchema(max_input_chars=settings.max_input_chars), data)
-    info = svc.require_engine()
-    speech_request = as_speech_request(req)
-    ignored = check_engine_fields(speech_request, info)
-    voice = reference_voice(svc, req.reference_voice, info)
-    job = speech.build_job(speech_request, voice, speech.new_request_id())
-    pcm = synthesize(svc, job, info)
-    generated = off_hub(encode_and_store, output_store(), req.export_formats, pcm, info.sample_rate, "tts",
-                        generation_parameters(req, job.seed))
-    headers = {"X-Request-Id": job.request_id, "X-Generation-Seed": str(job.seed)}
-    if ignored:
-        headers["X-Chatterbox-Ignored-Fields"] = ",".join(ignored)
-    if mode == "url":
-        return url_response(generated, job, len(pcm) / 2 / info.sample_rate, time.monotonic() - started,
-                            headers)
-    return download_response(generated, headers)
-
-
-def generation_parameters(req: TtsRequest, seed: int) -> dict[str, Any]:
-    """The request's fields as stored with its outputs (GET /api/v1/outputs shows them)."""
-    fields = {f.name: getattr(req, f.name) for f in dataclasses.fields(req) if f.name != "explicit"}
-    return {**fields, "export_formats": list(req.export_formats), "seed": seed}
-
-
-def as_speech_request(req: TtsRequest) -> SpeechRequest:
-    """The OpenAI-side request that speech.build_job takes. The seed is drawn here when the client
-    sent none, from 1 up, so every reported seed (0 means random) reproduces its audio."""
-    seed = req.seed if req.seed is not None else speech.random_seed()
-    renamed = {"text": "input", "speed_factor": "speed"}
-    return SpeechRequest(
-        input=req.text, model=None, voice=None, response_format="pcm", speed=req.speed_factor,
-        stream_format="audio", exaggeration=req.exaggeration, cfg_weight=req.cfg_weight,
-        temperature=req.temperature, seed=seed, streaming_chunk_size=CHUNK_SIZE,
-        streaming_strategy=CHUNK_STRATEGY, streaming_buffer_size=CHUNK_BUFFER, streaming_quality="balanced",
-        language=req.language, instructions=None,
-        explicit=frozenset(renamed.get(name, name) for name in req.explicit))
-
-
+# -- POST /api/v1/tts: chatterbox_server/api/extended_tts.py ---------------------------------------
 def reference_voice(svc: Services, name: str | None, info: EngineInfo) -> VoiceRef:
     """A library voice for reference_audio_filename: 404 when there is none by that name."""
     param = "reference_audio_filename"
@@ -180,13 +140,6 @@ def url_response(generated: Generated, job: SpeechJob | ConvertJob, seconds: flo
     })
     response.headers.update(headers)
     return response
-
-
-# -- health ---------------------------------------------------------------------------------------
-@bp.get("/health")
-def health() -> tuple[Response, int]:
-    report = health_report(services())
-    return jsonify({"success": report["ready"], **report}), 200 if report["ready"] else 503
 
 
 # -- GET /outputs/<file> --------------------------------------------------------------------------

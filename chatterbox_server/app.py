@@ -13,8 +13,16 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from chatterbox_server import api_docs, api_extended, api_openai, api_ops, metrics, web
-from chatterbox_server.api import extended_files, extended_vc, extended_voices, voice_library
-from chatterbox_server.errors import ApiError
+from chatterbox_server.api import (
+    concat,
+    extended_files,
+    extended_tts,
+    extended_vc,
+    extended_voices,
+    housekeeping,
+    voice_library,
+)
+from chatterbox_server.errors import ApiError, default_code
 from chatterbox_server.pool_client import PoolError
 from chatterbox_server.services import Services
 from chatterbox_server.settings import Settings
@@ -44,6 +52,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(voice_library.bp, url_prefix="", name="voice_library_root")
     app.register_blueprint(api_ops.bp)
     app.register_blueprint(api_extended.bp, url_prefix="/api/v1")
+    app.register_blueprint(extended_tts.bp, url_prefix="/api/v1")
+    app.register_blueprint(housekeeping.bp, url_prefix="/api/v1")
+    app.register_blueprint(concat.bp, url_prefix="/api/v1")
     app.register_blueprint(api_extended.outputs_bp)
     app.register_blueprint(extended_voices.bp, url_prefix="/api/v1")
     app.register_blueprint(extended_files.bp, url_prefix="/api/v1")
@@ -67,7 +78,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 OPEN_PATHS = ("/health", "/api/v1/health")     # load balancers probe these without a key
 OPEN_BLUEPRINTS = ("web", "docs")              # the web app and the API docs: pages that hold no data
 EXPOSED_HEADERS = ["Content-Disposition", "X-Alternative-Formats", "X-Request-Id", "X-Chatterbox-Seed",
-                   "X-Generation-Seed", "X-Chatterbox-Chunks", "X-Chatterbox-Ignored-Fields"]
+                   "X-Generation-Seed", "X-Chatterbox-Chunks", "X-Chatterbox-Ignored-Fields",
+                   "X-Chatterbox-Whisper", "X-Chatterbox-Watermark", "X-Chatterbox-Speed-Library",
+                   "X-Chatterbox-Return-Format", "X-Output-Files"]
 
 
 def _require_api_key() -> None:
@@ -99,6 +112,7 @@ def _extended_family() -> bool:
 
 
 def error_response(error: ApiError) -> Response:
+    housekeeping.record_error(error.status, error.code or default_code(error.status), error.message)
     body = error.extended_body() if _extended_family() else error.openai_body()
     response = jsonify(body)
     response.status_code = error.status

@@ -253,3 +253,11 @@ def _preferred_stop(
         if end in preferred:
             return candidate
     return stop
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences of ``text`` (split as the "sentence" strategy does), whitespace-trimmed."""
+    whole = _trim(text, 0, len(text))
+    if whole is None:
+        return []
+    return [text[start:end].strip() for start, end in _sentences(text, *whole) if text[start:end].strip()]

@@ -17,6 +17,7 @@ PREFIX = "CHATTERBOX_"
 ENGINES = ("auto", "hibari", "chatterbox", "tone")
 CHATTERBOX_MODELS = ("standard", "turbo", "multilingual")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+WHISPER_DEVICES = ("auto", "cpu", "cuda")
 
 
 def setting(default: Any, doc: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -89,6 +90,16 @@ class Settings:
         "", "Browser origins allowed to call the API, separated by commas (`*` for any); empty: no CORS headers.")
     graceful_timeout: int = setting(
         120, "Seconds gunicorn gives running streams to finish on stop or reload.")
+    whisper_model_dir: str = setting(
+        "", "Directory of local faster-whisper (CTranslate2) models for the `/api/v1/tts` candidate check: "
+        "`<dir>/<whisper_model_name>`, or one model (`<dir>/model.bin`) for every name; empty: the Hugging "
+        "Face hub by name (`medium` downloads on first use).")
+    whisper_device: str = setting(
+        "auto", "Where the speech-recognition process runs Whisper: `auto` (CUDA when present), `cpu`, `cuda`.",
+        WHISPER_DEVICES)
+    allow_disable_watermark: bool = setting(
+        False, "Honour `disable_watermark` on `/api/v1` (Chatterbox's Perth watermark); off: every file keeps "
+        "its watermark and a request that asks otherwise is told so in `X-Chatterbox-Watermark`.")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -17,6 +17,7 @@ from multiprocessing.connection import wait
 
 from chatterbox_server.settings import Settings
 from workers import supervisor
+from workers.asr_worker import AsrProcess
 from workers.board import Board
 
 log = logging.getLogger("chatterbox.pool")
@@ -33,6 +34,7 @@ class ModelPool:
         self.lifeline = None
         self.stopping = threading.Event()
         self.watchdog: threading.Thread | None = None
+        self.asr: AsrProcess | None = None
 
     def start(self) -> None:
         if self.owns_run_dir:
@@ -43,6 +45,8 @@ class ModelPool:
         slots = len(supervisor.worker_devices(self.settings))
         Board(os.path.join(self.run_dir, "board"), slots, create=True).close()
         self._spawn_supervisor()
+        self.asr = AsrProcess(self.settings, self.run_dir)      # Whisper for /api/v1/tts candidates
+        self.asr.start()
         os.environ[RUN_DIR_ENV] = self.run_dir
         self.watchdog = threading.Thread(target=self._watch_supervisor, name="pool-watchdog", daemon=True)
         self.watchdog.start()
@@ -72,12 +76,16 @@ class ModelPool:
         if self.lifeline is not None:
             self.lifeline.close()
             self.lifeline = None
+        if self.asr is not None:
+            self.asr.forget_in_child()
         multiprocessing.process._children.clear()   # noqa: SLF001 - else exit tries to join them
 
     def stop(self, timeout: float | None = None) -> None:
         self.stopping.set()
         if self.watchdog is not None:
             self.watchdog.join(5)
+        if self.asr is not None:
+            self.asr.stop()
         if self.process is None:
             return
         try:

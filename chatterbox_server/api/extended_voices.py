@@ -8,9 +8,10 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import RAISE, Schema, ValidationError, fields
 
 from chatterbox_server.api.common import deletion, list_query, paged, require_confirm, require_criteria, upload_flag
+from chatterbox_server.api.tts_schema import ExtendedTtsSchema
 from chatterbox_server.bodies import form_fields, json_object, load
 from chatterbox_server.errors import ApiError
-from chatterbox_server.extended_schemas import TtsRequestSchema, voice_name_from_filename
+from chatterbox_server.extended_schemas import voice_name_from_filename
 from chatterbox_server.hub import off_hub
 from chatterbox_server.schemas import first_error
 from chatterbox_server.services import services
@@ -54,7 +55,7 @@ def check_default_parameters(value: Any) -> dict[str, Any]:
             raise MetadataError("default_parameters", "is not valid JSON") from None
     if not isinstance(value, dict):
         raise MetadataError("default_parameters", "must be a JSON object of synthesis fields")
-    schema = TtsRequestSchema(max_input_chars=current_app.config["SETTINGS"].max_input_chars)
+    schema = ExtendedTtsSchema(max_input_chars=current_app.config["SETTINGS"].max_input_chars)
     allowed = sorted(set(schema.fields) - set(NOT_DEFAULTS))
     unknown = sorted(set(value) - set(allowed) - {"speed"})
     if unknown:

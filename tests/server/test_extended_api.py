@@ -265,7 +265,7 @@ def test_seed_zero_means_random(tone_server):
     ({"text": "x" * 4097}, "text"),
     ({"text": "hi", "exaggeration": 2.5}, "exaggeration"),
     ({"text": "hi", "temperature": 0}, "temperature"),
-    ({"text": "hi", "cfg_weight": 1.5}, "cfg_weight"),
+    ({"text": "hi", "cfg_weight": 2.5}, "cfg_weight"),
     ({"text": "hi", "seed": -1}, "seed"),
     ({"text": "hi", "seed": "abc"}, "seed"),
     ({"text": "hi", "speed_factor": 4.5}, "speed_factor"),
@@ -384,7 +384,7 @@ def test_health(hibari_server):
     response = requests.get(hibari_server.extended_base + "/api/v1/health", timeout=10)
     body = response.json()
     assert response.status_code == 200
-    assert body["success"] is True and body["status"] == "ok" and body["engine"] == "hibari"
+    assert body["success"] is True and body["status"] == "healthy" and body["engine"] == "hibari"
     assert body["workers"]["ready"] >= 1
 
 
@@ -404,6 +404,7 @@ def test_outputs_never_serve_anything_outside_the_directory(hibari_server, tmp_p
     real = urlparse(tts(hibari_server, {"text": "A real file."}, mode="url").json()["output_files"][0]["url"]).path
     try:
         assert raw_get(hibari_server, real)[0] == 200       # the same client does fetch a real file
+        assert raw_get(hibari_server, "/outputs/a_directory/inner.wav") == (200, b"INNER-MARKER")
         assert_nothing_leaks(hibari_server)
     finally:
         for path in planted:
@@ -417,7 +418,8 @@ def assert_nothing_leaks(server: Server) -> None:
         "/outputs/..%2fsecret.txt", "/outputs/..%2f..%2fetc%2fpasswd", "/outputs/..%5csecret.txt",
         "/outputs//etc/passwd", "/outputs/%2fetc%2fpasswd", "/outputs/%2Fetc/passwd",
         "/outputs/passwd.wav", "/outputs/outside.wav", "/outputs/a_directory", "/outputs/a_directory/",
-        "/outputs/a_directory/inner.wav", "/outputs/a_directory%2finner.wav",
+        "/outputs/a_directory/link.wav", "/outputs/linked_dir/outside.wav", "/outputs/a_directory/../secret.txt",
+        "/outputs/a_directory/%2e%2e/%2e%2e/secret.txt", "/outputs/.a_directory/inner.wav",
         "/outputs/secret.txt%00.wav", "/outputs/%00", "/outputs/x.wav%00",
         "/outputs/.", "/outputs/..", "/outputs/%2e", "/outputs/missing.wav",
     ]

@@ -1,0 +1,305 @@
+"""POST /api/v1/tts with every field of seed 002's TTSRequest.
+
+The path of a request: prepare the text (text/prep.py), cut it into chunks, make candidate takes
+of each chunk through the model pool (each take its own job and derived seed), let Whisper (the
+speech-recognition process, workers/asr_worker.py) hear them and keep the best (asr/select.py),
+join the kept takes, post-process (audio/post.py), encode every export format into the outputs
+directory (or its project sub-folder) and answer with one file or with JSON.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+import numpy as np
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from chatterbox_server import speech
+from chatterbox_server.api.tts_schema import ExtendedQuerySchema, ExtendedTtsRequest, ExtendedTtsSchema
+from chatterbox_server.api.voice_defaults import EXTENDED_NAMES as SPEED_NAMES
+from chatterbox_server.api.voice_defaults import with_voice_defaults
+from chatterbox_server.api_extended import (
+    Generated,
+    encode_and_store,
+    output_store,
+    output_url,
+    reference_voice,
+)
+from chatterbox_server.asr.client import AsrClient
+from chatterbox_server.asr.select import Take, choose, make_takes
+from chatterbox_server.audio import post
+from chatterbox_server.bodies import json_object, load
+from chatterbox_server.encoders import CONTENT_TYPES, encode_whole
+from chatterbox_server.errors import ApiError
+from chatterbox_server.hub import off_hub
+from chatterbox_server.outputs import OutputStore
+from chatterbox_server.services import Services, services
+from chatterbox_server.text.prep import plan_chunks
+from workers.engines.base import EngineInfo, SynthesisSettings, VoiceRef
+from workers.protocol import SpeechJob
+
+log = logging.getLogger("chatterbox.extended.tts")
+bp = Blueprint("extended_tts", __name__)
+CHUNK_BUFFER = 10
+RUBBERBAND = "rubberband"        # every speed_factor_library name is served by Rubber Band (pedalboard)
+
+
+@dataclass
+class Outcome:
+    pcm: bytes
+    seed: int
+    takes: list[dict[str, Any]] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@bp.post("/tts")
+def tts() -> Response:
+    started = time.monotonic()
+    request_id = speech.new_request_id()
+    query = load(ExtendedQuerySchema(), request.args.to_dict())
+    settings = current_app.config["SETTINGS"]
+    svc = services()
+    body = with_voice_defaults(svc.voices, json_object(), "reference_audio_filename", ExtendedTtsSchema, SPEED_NAMES)
+    req: ExtendedTtsRequest = load(ExtendedTtsSchema(max_input_chars=settings.max_input_chars), body)
+    info = svc.require_engine()
+    headers = engine_notes(req, info)
+    chunks = plan_chunks(req.text, req.text_options, req.enable_batching, req.smart_batch_short_sentences)
+    if not chunks:
+        raise ApiError(400, "text: nothing is left to speak after text preparation (sound_words_field, ...)",
+                       param="text")
+    voice = reference_voice(svc, req.reference_voice, info)
+    outcome = make_speech(svc, info, req, chunks, voice)
+    headers.update(outcome.headers)
+    store = folder_store(req.folder)
+    original = outcome.pcm
+    audio = off_hub(after_synthesis, post.pcm16_to_float(outcome.pcm), info.sample_rate, req)
+    generated = off_hub(encode_and_store, store, req.export_formats, post.float_to_pcm16(audio), info.sample_rate,
+                        "tts", generation_parameters(req, outcome.seed))
+    if req.after.auto_editor and req.after.keep_original_wav_ae:
+        keep_original(store, generated, original, info.sample_rate)
+    generated.files.update({key: relative_name(store, name) for key, name in generated.files.items()})
+    headers.update({"X-Request-Id": request_id, "X-Generation-Seed": str(outcome.seed)})
+    headers.update(watermark_header(req, info, settings.allow_disable_watermark))
+    seconds = audio.size / info.sample_rate
+    if query["response_mode"] == "url":
+        return url_response(generated, req, outcome, chunks, seconds, time.monotonic() - started, headers)
+    return download_response(generated, query["return_format"], headers)
+
+
+# -- engine fields --------------------------------------------------------------------------------
+def engine_notes(req: ExtendedTtsRequest, info: EngineInfo) -> dict[str, str]:
+    if req.language is not None and req.language not in info.languages and req.language != "en":
+        supported = ", ".join(info.languages) or "en (this model speaks English only)"
+        raise ApiError(400, f"language {req.language!r} is not supported; use {supported}", param="language")
+    ignored = [] if info.supports_exaggeration else ["exaggeration", "cfg_weight", "temperature"]
+    if not req.candidates.use_faster_whisper:
+        ignored.append("use_faster_whisper")      # openai-whisper is not installed: faster-whisper serves both
+    headers = {}
+    sent = [name for name in ignored if name in req.explicit]
+    if sent:
+        headers["X-Chatterbox-Ignored-Fields"] = ",".join(sent)
+    if req.speed_factor != 1.0:
+        headers["X-Chatterbox-Speed-Library"] = f"{req.speed_factor_library}->{RUBBERBAND}"
+    return headers
+
+
+def watermark_header(req: ExtendedTtsRequest, info: EngineInfo, allowed: bool) -> dict[str, str]:
+    """What happened to disable_watermark (the peer's default asks for no watermark)."""
+    if info.engine != "chatterbox":
+        return {"X-Chatterbox-Watermark": f"none (the {info.engine} engine does not watermark)"}
+    if not req.disable_watermark:
+        return {"X-Chatterbox-Watermark": "applied"}
+    if not allowed:
+        return {"X-Chatterbox-Watermark": "applied; disable_watermark refused (CHATTERBOX_ALLOW_DISABLE_WATERMARK "
+                                          "is off)"}
+    if not watermark_switch_available():
+        return {"X-Chatterbox-Watermark": "applied; this engine build cannot skip the watermark"}
+    return {"X-Chatterbox-Watermark": "disabled"}
+
+
+def watermark_switch_available() -> bool:
+    """Whether the engine settings carry a `watermark` switch the model worker honours."""
+    return "watermark" in getattr(SynthesisSettings, "__dataclass_fields__", {})
+
+
+def synthesis_settings(req: ExtendedTtsRequest, allow_disable: bool) -> SynthesisSettings:
+    values: dict[str, Any] = {"speed": req.speed_factor, "exaggeration": req.exaggeration,
+                              "cfg_weight": req.cfg_weight, "temperature": req.temperature, "language": req.language}
+    if watermark_switch_available():
+        values["watermark"] = not (req.disable_watermark and allow_disable)
+    return SynthesisSettings(**values)
+
+
+# -- candidates -----------------------------------------------------------------------------------
+def make_speech(svc: Services, info: EngineInfo, req: ExtendedTtsRequest, chunks: list[str],
+                voice: VoiceRef) -> Outcome:
+    seed = req.seed or speech.random_seed()
+    cand = req.candidates
+    settings = synthesis_settings(req, svc.settings.allow_disable_watermark)
+    outcome = Outcome(b"", seed)
+    asr = None if cand.bypass_whisper else whisper_client(svc, cand.whisper_model, cand.explicit, outcome)
+    per_chunk = cand.per_chunk if asr is not None or cand.bypass_whisper else 1
+    pieces = []
+    try:
+        for index, text in enumerate(chunks):
+            takes, audio = chunk_takes(svc, info, asr, req, settings, voice, seed, index, text, per_chunk)
+            best, why = choose(takes, cand.longest_on_fail)
+            pieces.append(audio[(best.candidate, best.attempt)])
+            outcome.takes.extend({**take.describe(), "selected": take is best,
+                                  **({"reason": why} if take is best else {})} for take in takes)
+    finally:
+        if asr is not None:
+            asr.close()
+    outcome.pcm = b"".join(pieces)
+    return outcome
+
+
+def whisper_client(svc: Services, model: str, explicit: bool, outcome: Outcome) -> AsrClient | None:
+    """A connection to the Whisper process with `model` loaded. When it cannot run: a 503 if the
+    client asked for candidate checking itself; otherwise (the peer's defaults) None, which means
+    one unchecked take per chunk, said in a header."""
+    asr = AsrClient(svc.pool.run_dir)
+    try:
+        asr.open()
+        used = asr.probe(model)
+    except ApiError as exc:
+        asr.close()
+        if explicit:
+            raise
+        outcome.headers["X-Chatterbox-Whisper"] = f"unavailable, one unchecked take per chunk: {exc.message}"[:300]
+        return None
+    outcome.headers["X-Chatterbox-Whisper"] = f"{model} ({os.path.basename(used.model.rstrip('/')) or used.model})"
+    return asr
+
+
+def chunk_takes(svc: Services, info: EngineInfo, asr: AsrClient | None, req: ExtendedTtsRequest,
+                settings: SynthesisSettings, voice: VoiceRef, seed: int, index: int, text: str,
+                per_chunk: int) -> tuple[list[Take], dict[tuple[int, int], bytes]]:
+    client = request.environ.get("gunicorn.socket")      # read here: greenlets have no request context
+
+    def synthesize_take(take_seed: int) -> bytes:
+        job = SpeechJob(request_id=speech.new_request_id(), chunks=(text,), settings=settings, voice=voice,
+                        seed=take_seed, buffer_size=CHUNK_BUFFER, text_preview=text[:80])
+        run = speech.SpeechRun.start(svc.pool, job, info, client, svc.progress)
+        try:
+            return b"".join(chunk.pcm for chunk in run.audio())
+        finally:
+            run.close()
+
+    def synthesize_round(seeds: list[int]) -> list[bytes]:
+        """The round's takes as concurrent jobs: the pool spreads them over its model workers."""
+        if len(seeds) == 1:
+            return [synthesize_take(seeds[0])]
+        greenlets = [gevent.spawn(synthesize_take, take_seed) for take_seed in seeds]
+        try:
+            gevent.joinall(greenlets, raise_error=True)
+        finally:
+            gevent.killall([g for g in greenlets if not g.dead])
+        return [g.value for g in greenlets]
+
+    def hear(pcm: bytes) -> str:
+        return asr.transcribe(req.candidates.whisper_model, pcm, info.sample_rate, req.language).text
+
+    return make_takes(index, text, seed, per_chunk, req.candidates.max_attempts, synthesize_round,
+                      lambda pcm: len(pcm) / 2 / info.sample_rate, hear if asr is not None else None)
+
+
+# -- after synthesis ------------------------------------------------------------------------------
+def after_synthesis(audio: np.ndarray, rate: int, req: ExtendedTtsRequest) -> np.ndarray:
+    """trim, then auto-editor's silence removal, then loudness: the peer's order."""
+    after = req.after
+    if after.trim:
+        audio = post.trim_silence(audio, rate, after.trim_threshold_ms).audio
+    if after.auto_editor:
+        edited = post.remove_silences(audio, rate, after.ae_threshold, after.ae_margin)
+        audio = edited if edited.size else audio        # nothing above ae_threshold: keep it all
+    if after.normalize and audio.size:
+        audio = post.normalize_loudness(audio, rate, after.normalize_method, after.normalize_level,
+                                        after.normalize_tp, after.normalize_lra)
+    return audio
+
+
+# -- where the files go ---------------------------------------------------------------------------
+def folder_store(folder: str) -> OutputStore:
+    """The outputs directory or a sub-folder of it (project/folder), which must stay inside it."""
+    root = output_store()
+    if not folder:
+        return root
+    path = os.path.join(root.directory, folder)
+    real_root = os.path.realpath(root.directory)
+    if os.path.commonpath([os.path.realpath(path), real_root]) != real_root:
+        raise ApiError(400, "project: the folder leaves the outputs directory", param="project")
+    return OutputStore(path, root.retention_seconds, root.max_bytes)
+
+
+def relative_name(store: OutputStore, name: str) -> str:
+    prefix = os.path.relpath(store.directory, output_store().directory)
+    return name if prefix == "." else f"{prefix}/{name}"
+
+
+def keep_original(store: OutputStore, generated: Generated, pcm: bytes, rate: int) -> None:
+    """keep_original_wav_ae: the take before silence removal, beside the edited files."""
+    base = generated.files[generated.formats[0]].rsplit(".", 1)[0]
+    name = off_hub(store.write_atomic, f"{base}_original.wav", encode_whole("wav", pcm, rate))
+    generated.files["original_wav"] = name
+
+
+def generation_parameters(req: ExtendedTtsRequest, seed: int) -> dict[str, Any]:
+    """What made this file, in the peer's field names: for the JSON answer and the outputs' metadata."""
+    cand, after, text = req.candidates, req.after, req.text_options
+    return {"type": "tts", "text": req.text, "reference_audio_filename": req.reference_voice,
+            "exaggeration": req.exaggeration, "temperature": req.temperature, "cfg_weight": req.cfg_weight,
+            "seed": seed, "language": req.language, "speed_factor": req.speed_factor,
+            "speed_factor_library": req.speed_factor_library, "num_candidates_per_chunk": cand.per_chunk,
+            "max_attempts_per_candidate": cand.max_attempts, "bypass_whisper_checking": cand.bypass_whisper,
+            "whisper_model_name": cand.whisper_model, "use_faster_whisper": cand.use_faster_whisper,
+            "use_longest_transcript_on_fail": cand.longest_on_fail, "enable_batching": req.enable_batching,
+            "smart_batch_short_sentences": req.smart_batch_short_sentences, "to_lowercase": text.to_lowercase,
+            "normalize_spacing": text.normalize_spacing, "fix_dot_letters": text.fix_dot_letters,
+            "remove_reference_numbers": text.remove_reference_numbers, "sound_words_field": text.sound_words_field,
+            "use_auto_editor": after.auto_editor, "ae_threshold": after.ae_threshold, "ae_margin": after.ae_margin,
+            "keep_original_wav_ae": after.keep_original_wav_ae, "normalize_audio": after.normalize,
+            "normalize_method": after.normalize_method, "normalize_level": after.normalize_level,
+            "normalize_tp": after.normalize_tp, "normalize_lra": after.normalize_lra, "trim": after.trim,
+            "trim_threshold_ms": after.trim_threshold_ms, "project": req.folder or None,
+            "export_formats": list(req.export_formats), "disable_watermark": req.disable_watermark}
+
+
+# -- responses ------------------------------------------------------------------------------------
+def download_response(generated: Generated, return_format: str | None, headers: dict[str, str]) -> Response:
+    fmt = return_format if return_format in generated.formats else generated.formats[0]
+    store_name = generated.files[fmt]
+    headers = {**headers, "Content-Disposition": f'attachment; filename="{os.path.basename(store_name)}"'}
+    others = [f for f in generated.formats if f != fmt]
+    if others:
+        headers["X-Alternative-Formats"] = "|".join(f"{f}:{output_url(generated.files[f])}" for f in others)
+    if return_format and return_format != fmt:
+        headers["X-Chatterbox-Return-Format"] = f"{return_format} not among export_formats; sent {fmt}"
+    return Response(generated.data[fmt], content_type=CONTENT_TYPES[fmt], headers=headers)
+
+
+def url_response(generated: Generated, req: ExtendedTtsRequest, outcome: Outcome, chunks: list[str], seconds: float,
+                 elapsed: float, headers: dict[str, str]) -> Response:
+    files = [{"format": fmt, "filename": generated.files[fmt], "url": output_url(generated.files[fmt], absolute=True),
+              "size_bytes": len(generated.data[fmt])} for fmt in generated.formats]
+    if "original_wav" in generated.files:
+        files.append({"format": "wav", "filename": generated.files["original_wav"],
+                      "url": output_url(generated.files["original_wav"], absolute=True), "kind": "original"})
+    response = jsonify({
+        "success": True,
+        "message": f"Generated {seconds:.2f} s of speech in {len(generated.formats)} format(s)",
+        "output_files": files,
+        "generation_seed_used": outcome.seed,
+        "processing_time_seconds": round(elapsed, 3),
+        "duration_seconds": round(seconds, 3),
+        "project": req.folder or None,
+        "chunks": chunks,
+        "candidates": outcome.takes,
+        "parameters": generation_parameters(req, outcome.seed),
+    })
+    response.headers.update(headers)
+    return response

@@ -1,0 +1,142 @@
+"""Text preparation of the Extended API (seed 002's TTSRequest text fields), as pure functions.
+
+Each function mirrors what the peer does with the same field name, so a request gives the same
+spoken text on both servers; the order of the steps is the peer's too (see `prepare`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+
+from chatterbox_server.chunking import sentences, split_text
+
+BATCH_MAX_CHARS = 400           # enable_batching: sentences packed up to this many characters
+SHORT_SENTENCE_CHARS = 20       # smart_batch_short_sentences: shorter ones are joined to a neighbour
+CHUNK_MAX_CHARS = 500           # no chunk is longer (the peer truncates; we cut at clauses or words)
+
+
+@dataclass(frozen=True)
+class TextOptions:
+    to_lowercase: bool = True
+    normalize_spacing: bool = True
+    fix_dot_letters: bool = True
+    remove_reference_numbers: bool = True
+    sound_words_field: str = ""
+
+
+def normalize_spacing(text: str) -> str:
+    """Runs of whitespace become one space; leading and trailing whitespace goes."""
+    return re.sub(r"\s{2,}", " ", text.strip())
+
+
+def fix_dot_letters(text: str) -> str:
+    """Initialisms with dots are spelled letter by letter: "U.S.A." -> "U S A"."""
+    return re.sub(r"\b(?:[A-Za-z]\.){2,}", lambda m: " ".join(m.group(0).rstrip(".").split(".")), text)
+
+
+def remove_reference_numbers(text: str) -> str:
+    """Footnote marks go: "[12]" and "(12)" (the peer's API engine) and numbers glued to the end of a
+    sentence, punctuation kept (its UI): "end.12 Next" -> "end. Next"."""
+    text = re.sub(r"\s?[\[(]\d+[\])]", "", text)
+    return re.sub(r"([.!?\"'\u201d\u2019)\]])(\d+)(?=\s|$)", r"\1", text)
+
+
+def parse_sound_words(field: str) -> list[tuple[str, str]]:
+    """The peer's sound_words_field: entries separated by commas or new lines; `word=>replacement`
+    replaces, a bare `word` removes. Returns (pattern, replacement) pairs ("" removes)."""
+    pairs = []
+    for entry in (part.strip() for part in field.replace(",", "\n").split("\n")):
+        if not entry:
+            continue
+        pattern, _, replacement = entry.partition("=>") if "=>" in entry else (entry, "", "")
+        if pattern.strip():
+            pairs.append((pattern.strip(), replacement.strip()))
+    return pairs
+
+
+def apply_sound_words(text: str, pairs: list[tuple[str, str]]) -> str:
+    """Replace or remove each pattern, case-insensitively, then tidy the commas and spaces left over."""
+    for pattern, replacement in pairs:
+        word = re.escape(pattern)
+        if replacement:
+            text = re.sub(rf"(?i)({word})(['\u2019]s?)", lambda m, r=replacement: r + "'s" if m.group(2) else r, text)
+            text = re.sub(rf"(?i)\b{word}\b", lambda _m, r=replacement: r, text)
+        else:
+            text = re.sub(rf"(?i)(,? ?)?\b{word}\b(,? ?)?", " ", text)
+            text = re.sub(rf"(?i)(,? ?)?{word}(,? ?)?", " ", text)   # sounds like "*sigh*" have no word edges
+    text = re.sub(r",\s*,+", ",", text)
+    text = re.sub(r"\s+([,.!?])", r"\1", text)
+    text = re.sub(r"(^|[.!?]\s*),+", r"\1", text)
+    text = re.sub(r",+\s*([.!?])", r"\1", text)
+    return re.sub(r"\s{2,}", " ", text).strip()
+
+
+def prepare(text: str, options: TextOptions) -> str:
+    """The text the engine speaks, after every enabled step, in the peer's order."""
+    if options.sound_words_field.strip():
+        text = apply_sound_words(text, parse_sound_words(options.sound_words_field))
+    if options.to_lowercase:
+        text = text.lower()
+    if options.normalize_spacing:
+        text = normalize_spacing(text)
+    if options.fix_dot_letters:
+        text = fix_dot_letters(text)
+    if options.remove_reference_numbers:
+        text = remove_reference_numbers(text)
+    return text
+
+
+def group_sentences(items: list[str], max_chars: int = BATCH_MAX_CHARS) -> list[str]:
+    """enable_batching: consecutive sentences packed into chunks of at most `max_chars`."""
+    chunks: list[str] = []
+    current = ""
+    for sentence in items:
+        if current and len(current) + 1 + len(sentence) > max_chars:
+            chunks.append(current)
+            current = sentence
+        else:
+            current = f"{current} {sentence}" if current else sentence
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def join_short_sentences(items: list[str], min_chars: int = SHORT_SENTENCE_CHARS,
+                         max_chars: int = BATCH_MAX_CHARS) -> list[str]:
+    """smart_batch_short_sentences: a sentence under `min_chars` joins the next one, or else the
+    previous one, as long as the result stays within `max_chars`."""
+    groups: list[str] = []
+    i = 0
+    while i < len(items):
+        current = items[i]
+        if len(current) < min_chars:
+            if i + 1 < len(items) and len(current) + 1 + len(items[i + 1]) <= max_chars:
+                groups.append(f"{current} {items[i + 1]}")
+                i += 2
+                continue
+            if groups and len(groups[-1]) + 1 + len(current) <= max_chars:
+                groups[-1] = f"{groups[-1]} {current}"
+                i += 1
+                continue
+        groups.append(current)
+        i += 1
+    return groups
+
+
+def plan_chunks(text: str, options: TextOptions, enable_batching: bool, smart_batch_short_sentences: bool) -> list[str]:
+    """The chunks (one candidate set each). The text is cut into sentences before it is lowercased:
+    capitals are what tell a sentence end from an abbreviation."""
+    cased = prepare(text, dataclasses.replace(options, to_lowercase=False))
+    items = [s.lower() if options.to_lowercase else s for s in sentences(cased) if _speakable(s)]
+    if enable_batching:
+        grouped = group_sentences(items)
+    elif smart_batch_short_sentences:
+        grouped = join_short_sentences(items)
+    else:
+        grouped = items
+    return [piece.text for chunk in grouped for piece in split_text(chunk, "sentence", CHUNK_MAX_CHARS)]
+
+
+def _speakable(text: str) -> bool:
+    return any(ch.isalnum() for ch in text)

@@ -1,0 +1,251 @@
+"""The speech-recognition process: Whisper (faster-whisper) for the Extended API's candidate check.
+
+Front workers never load Whisper (it would stall their gevent hub and cost each of them the
+model's memory). One spawned process owns it, titled ``chatterbox-asr-worker``, and serves
+transcription requests on a Unix socket in the pool's run directory with the same framing as the
+model workers (``multiprocessing.connection``); a thread per connection, one transcription at a
+time. Models load on first use and stay cached by name. It exits when its owner closes the lifeline.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, Listener, wait
+
+import numpy as np
+
+from chatterbox_server.settings import Settings
+
+log = logging.getLogger("chatterbox.asr")
+PROCESS_TITLE = "chatterbox-asr-worker"
+WHISPER_RATE = 16000
+RESPAWN_PAUSE_SECONDS = 1.0
+FAILURE_MEMORY_SECONDS = 60.0
+
+
+def socket_path(run_dir: str) -> str:
+    return os.path.join(run_dir, "asr.sock")
+
+
+# -- the protocol ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Transcribe:
+    model: str                 # a Whisper size name: tiny, base, small, medium, large
+    pcm: bytes                 # PCM16 little-endian mono
+    sample_rate: int
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Load `model` if needed and say whether it can run (a Transcript with no text, or TranscribeFailed)."""
+    model: str
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    model: str                 # what actually ran: a hub name or a local directory
+
+
+@dataclass(frozen=True)
+class TranscribeFailed:
+    message: str
+    status: int = 503
+
+
+# -- the models -----------------------------------------------------------------------------------
+def resolve_model(name: str, model_dir: str) -> str:
+    """The model to load for `name`: `<dir>/<name>` when the local directory has it, `<dir>` itself
+    when it holds one model (model.bin) that serves every name, else the hub name."""
+    if not model_dir:
+        return name
+    for candidate in (os.path.join(model_dir, name), model_dir):
+        if os.path.isfile(os.path.join(candidate, "model.bin")):
+            return candidate
+    raise FileNotFoundError(f"CHATTERBOX_WHISPER_MODEL_DIR={model_dir} holds no model.bin for {name!r}")
+
+
+def to_whisper_audio(pcm: bytes, sample_rate: int) -> np.ndarray:
+    """PCM16 mono at any rate -> float32 at 16 kHz, resampled by FFmpeg (PyAV)."""
+    samples = np.frombuffer(pcm, dtype="<i2")
+    if sample_rate == WHISPER_RATE or samples.size == 0:
+        return samples.astype(np.float32) / 32768.0
+    import av
+    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1).copy(), format="s16", layout="mono")
+    frame.sample_rate = sample_rate
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=WHISPER_RATE)
+    frames = resampler.resample(frame) + resampler.resample(None)
+    return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.float32)
+
+
+def token_budget(samples: int) -> int:
+    """Tokens Whisper may write per 30 s window: speech runs at about 3 tokens a second, so a take
+    that makes it loop on nonsense stops soon instead of writing its full 448 tokens."""
+    seconds = min(samples / WHISPER_RATE, 30.0)
+    return int(min(440, 8 * seconds + 16))
+
+
+class Recognizer:
+    def __init__(self, model_dir: str, device: str) -> None:
+        self.model_dir = model_dir
+        self.device = device
+        self.models: dict[str, object] = {}
+        self.failures: dict[str, tuple[float, str]] = {}
+        self.lock = threading.Lock()
+
+    def probe(self, request: Probe) -> Transcript:
+        path = resolve_model(request.model, self.model_dir)
+        with self.lock:
+            self._model(path)
+        return Transcript("", path)
+
+    def transcribe(self, request: Transcribe) -> Transcript:
+        path = resolve_model(request.model, self.model_dir)
+        with self.lock:
+            model = self._model(path)
+            language = request.language if model.model.is_multilingual else "en"
+            audio = to_whisper_audio(request.pcm, request.sample_rate)
+            segments, _ = model.transcribe(audio, language=language, beam_size=2, temperature=0.0,
+                                           condition_on_previous_text=False, without_timestamps=True,
+                                           vad_filter=False, max_new_tokens=token_budget(audio.size))
+            text = " ".join(segment.text.strip() for segment in segments).strip()
+        return Transcript(text, path)
+
+    def _model(self, path: str) -> object:
+        """The loaded model; a model that failed to load is not retried for FAILURE_MEMORY_SECONDS
+        (an offline hub would otherwise be asked again by every request)."""
+        if path in self.models:
+            return self.models[path]
+        failed = self.failures.get(path)
+        if failed and time.monotonic() - failed[0] < FAILURE_MEMORY_SECONDS:
+            raise RuntimeError(failed[1])
+        try:
+            return self._load(path)
+        except Exception as exc:
+            self.failures[path] = (time.monotonic(), f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _load(self, path: str) -> object:
+        from faster_whisper import WhisperModel
+        device = self.device
+        if device == "auto":
+            import ctranslate2
+            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        compute = "int8" if device == "cpu" else "float16"
+        log.info("loading Whisper model %s on %s (%s)", path, device, compute)
+        model = WhisperModel(path, device=device, compute_type=compute,
+                             cpu_threads=min(4, os.cpu_count() or 1))
+        self.models[path] = model
+        return model
+
+
+# -- the process ----------------------------------------------------------------------------------
+def serve_connection(conn: Connection, recognizer: Recognizer) -> None:
+    try:
+        while True:
+            try:
+                request = conn.recv()
+            except (EOFError, OSError):
+                return
+            if not isinstance(request, (Transcribe, Probe)):
+                conn.send(TranscribeFailed("not a transcription request", 400))
+                continue
+            try:
+                reply: object = (recognizer.transcribe(request) if isinstance(request, Transcribe)
+                                 else recognizer.probe(request))
+            except FileNotFoundError as exc:
+                reply = TranscribeFailed(str(exc), 503)
+            except Exception as exc:  # noqa: BLE001 - the model's own failures go back to the caller
+                log.warning("Whisper %r failed: %s: %s", request.model, type(exc).__name__, exc)
+                reply = TranscribeFailed(f"Whisper {request.model!r} cannot run here: {exc}", 503)
+            conn.send(reply)
+    finally:
+        conn.close()
+
+
+def run(settings: Settings, run_dir: str, lifeline: Connection) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    try:
+        import setproctitle
+        setproctitle.setproctitle(PROCESS_TITLE)
+    except ImportError:
+        pass
+    path = socket_path(run_dir)
+    if os.path.exists(path):
+        os.unlink(path)
+    listener = Listener(path, family="AF_UNIX")
+    os.chmod(path, 0o600)
+    recognizer = Recognizer(settings.whisper_model_dir, settings.whisper_device)
+    threading.Thread(target=_accept_forever, args=(listener, recognizer), daemon=True).start()
+    try:
+        wait([lifeline])          # the owner said stop, or died: either way the lifeline is readable
+    finally:
+        listener.close()
+
+
+def _accept_forever(listener: Listener, recognizer: Recognizer) -> None:
+    while True:
+        try:
+            conn = listener.accept()
+        except OSError:
+            return
+        threading.Thread(target=serve_connection, args=(conn, recognizer), daemon=True).start()
+
+
+class AsrProcess:
+    """The owner's handle (the gunicorn master, or the app outside gunicorn): start, watch, stop."""
+
+    def __init__(self, settings: Settings, run_dir: str) -> None:
+        self.settings = settings
+        self.run_dir = run_dir
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self.lifeline: Connection | None = None
+        self.stopping = threading.Event()
+        self.watchdog: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._spawn()
+        self.watchdog = threading.Thread(target=self._watch, name="asr-watchdog", daemon=True)
+        self.watchdog.start()
+
+    def _spawn(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        process = context.Process(target=run, name="asr-worker", args=(self.settings, self.run_dir, theirs))
+        process.start()
+        theirs.close()
+        self.process, self.lifeline = process, ours
+
+    def _watch(self) -> None:
+        while not self.stopping.is_set():
+            if not wait([self.process.sentinel], 1.0) or self.stopping.is_set():
+                continue
+            log.error("the speech-recognition process (pid %d) died; starting a new one", self.process.pid)
+            self.lifeline.close()
+            self._spawn()
+            self.stopping.wait(RESPAWN_PAUSE_SECONDS)
+
+    def forget_in_child(self) -> None:
+        if self.lifeline is not None:
+            self.lifeline.close()
+            self.lifeline = None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping.set()
+        if self.watchdog is not None:
+            self.watchdog.join(5)
+        if self.process is None:
+            return
+        if self.lifeline is not None:
+            self.lifeline.close()
+        if not wait([self.process.sentinel], timeout):
+            self.process.kill()
+            wait([self.process.sentinel], 5)
+        self.process = None
