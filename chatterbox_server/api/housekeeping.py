@@ -22,7 +22,7 @@ from chatterbox_server.api_extended import output_store
 from chatterbox_server.api_ops import health_report
 from chatterbox_server.errors import ApiError
 from chatterbox_server.extended_schemas import EXPORT_FORMATS
-from chatterbox_server.outputs import TEMP_MAX_AGE, OutputStore
+from chatterbox_server.outputs import TEMP_MAX_AGE
 from chatterbox_server.services import Services, services
 from chatterbox_server.store.errorlog import ErrorLog
 from chatterbox_server.telemetry import AUDIO_SECONDS, FIRST_AUDIO, SPEECH_REQUESTS
@@ -241,16 +241,10 @@ def run_cleanup(svc: Services, forced: bool) -> dict[str, Any]:
     delete upload leftovers in DATA_DIR/tmp older than an hour."""
     started = time.time()
     root = output_store()
-    removed: list[str] = []
-    freed = 0
-    stores = [root] + [OutputStore(os.path.join(dirpath, d), root.retention_seconds, root.max_bytes)
-                       for dirpath, dirs, _ in os.walk(root.directory) for d in dirs
-                       if not d.startswith(".") and not os.path.islink(os.path.join(dirpath, d))]
-    for store in stores:
-        before = {name: os.lstat(os.path.join(store.directory, name)).st_size for name in _files(store.directory)}
-        for name in store.prune():
-            freed += before.get(name, 0)
-            removed.append(os.path.relpath(os.path.join(store.directory, name), root.directory))
+    paths = [os.path.join(dirpath, name) for dirpath, _, names in os.walk(root.directory) for name in names]
+    before = {os.path.relpath(path, root.directory): os.lstat(path).st_size for path in paths}
+    removed = root.prune()          # the root store walks its project folders too
+    freed = sum(before.get(name, 0) for name in removed)
     temp_removed = 0
     for name in _files(svc.upload_dir):
         path = os.path.join(svc.upload_dir, name)

@@ -391,16 +391,17 @@ def test_health(hibari_server):
 # -- /outputs safety --------------------------------------------------------------------------------
 def test_outputs_never_serve_anything_outside_the_directory(hibari_server, tmp_path):
     outputs = hibari_server.data_dir / "outputs"
-    # outputs live in project folders too, so a folder is served; a symlinked one never is
+    # a_directory is a project folder (served); linked_dir is a symlink to a directory outside (never)
     planted = [hibari_server.data_dir / "secret.txt", outputs / "passwd.wav", outputs / "outside.wav",
-               outputs / "a_directory"]
+               outputs / "a_directory" / "inner.wav", outputs / "a_directory" / "link.wav", outputs / "linked_dir"]
     planted[0].write_text("TOP-SECRET-MARKER")
     (tmp_path / "outside.wav").write_text("OUTSIDE-MARKER")
     os.symlink("/etc/passwd", planted[1])
     os.symlink(tmp_path / "outside.wav", planted[2])
-    (tmp_path / "elsewhere").mkdir()
-    (tmp_path / "elsewhere" / "inner.wav").write_text("INNER-MARKER")
-    os.symlink(tmp_path / "elsewhere", planted[3])
+    (outputs / "a_directory").mkdir()
+    planted[3].write_text("INNER-MARKER")
+    os.symlink(tmp_path / "outside.wav", planted[4])
+    os.symlink(tmp_path, planted[5])
     real = urlparse(tts(hibari_server, {"text": "A real file."}, mode="url").json()["output_files"][0]["url"]).path
     try:
         assert raw_get(hibari_server, real)[0] == 200       # the same client does fetch a real file
@@ -409,6 +410,7 @@ def test_outputs_never_serve_anything_outside_the_directory(hibari_server, tmp_p
     finally:
         for path in planted:
             path.unlink()
+        (outputs / "a_directory").rmdir()
 
 
 def assert_nothing_leaks(server: Server) -> None:

@@ -137,7 +137,7 @@ def test_a_voice_in_a_folder_and_its_default_parameters(server):
     name = extended.headers["Content-Disposition"].split('"')[1]
     entry = requests.get(server.extended_base + f"/api/v1/outputs?filenames={name}", timeout=10).json()["files"][0]
     assert entry["generation_type"] == "tts" and entry["parameters"]["speed_factor"] == 2.0
-    assert entry["parameters"]["reference_voice"] == "team/speaker1"
+    assert entry["parameters"]["reference_audio_filename"] == "team/speaker1"
 
 
 def test_two_instances_sharing_data_dir_keep_each_others_changes(server, tmp_path):
