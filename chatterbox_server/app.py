@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import atexit
-import hmac
 import logging
 import os
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, Response, jsonify, request
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -15,6 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from chatterbox_server import api_docs, api_extended, api_openai, api_ops, metrics
 from chatterbox_server.errors import ApiError
 from chatterbox_server.pool_client import PoolError
+from chatterbox_server.security import guards
 from chatterbox_server.services import Services
 from chatterbox_server.settings import Settings
 from chatterbox_server.telemetry import SPEECH_REQUESTS
@@ -46,8 +46,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(metrics.bp)
     _register_error_handlers(app)
     app.after_request(_count_speech_request)
-    if settings.api_key:
-        app.before_request(_require_api_key)
+    guards.init_app(app, settings, run_dir)
     if settings.cors_origins:
         origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
         CORS(app, origins=origins, expose_headers=EXPOSED_HEADERS)
@@ -57,19 +56,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
-OPEN_PATHS = ("/health", "/api/v1/health")     # load balancers probe these without a key
 EXPOSED_HEADERS = ["Content-Disposition", "X-Alternative-Formats", "X-Request-Id", "X-Chatterbox-Seed",
                    "X-Generation-Seed", "X-Chatterbox-Chunks", "X-Chatterbox-Ignored-Fields"]
-
-
-def _require_api_key() -> None:
-    if request.method == "OPTIONS" or request.path in OPEN_PATHS:
-        return
-    expected = current_app.config["SETTINGS"].api_key
-    bearer = request.headers.get("Authorization", "")
-    sent = bearer[7:].strip() if bearer[:7].lower() == "bearer " else request.headers.get("X-API-Key", "")
-    if not hmac.compare_digest(sent.encode(), expected.encode()):
-        raise ApiError(401, "missing or wrong API key: send Authorization: Bearer <key>", code="invalid_api_key")
 
 
 def _count_speech_request(response: Response) -> Response:
