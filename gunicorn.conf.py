@@ -8,9 +8,11 @@ after the fork, in each worker, once gevent has patched the process.
 import os
 import shutil
 
+from chatterbox_server.security.keys import ApiKeys
 from chatterbox_server.settings import Settings
 
 _settings = Settings.from_env()
+ApiKeys.load(_settings.api_key, _settings.api_keys_file)     # a bad keys file stops the start here, loudly
 
 wsgi_app = "chatterbox_server:create_app()"
 bind = _settings.bind_addresses

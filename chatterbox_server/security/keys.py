@@ -12,6 +12,7 @@ import hmac
 import os
 import re
 import secrets
+import shutil
 import sys
 from dataclasses import dataclass
 
@@ -76,8 +77,9 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def append_key(path: str, name: str) -> str:
-    """Add a fresh key named `name` to the keys file (created with mode 0600); returns the key."""
+def append_key(path: str, name: str, group: str = "") -> str:
+    """Add a fresh key named `name` to the keys file (mode 0600, or 0640 owned by `group` so the
+    service user can read it); returns the key."""
     if not KEY_NAME.fullmatch(name):
         raise KeysFileError(f"{name!r}: key names are letters, digits, '_', '.', '@' or '-'")
     if os.path.exists(path) and any(existing == name for existing, _ in read_keys_file(path)):
@@ -86,6 +88,9 @@ def append_key(path: str, name: str) -> str:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "a", encoding="utf-8") as f:
         f.write(f"{name}:{key}\n")
+    if group:
+        shutil.chown(path, group=group)
+        os.chmod(path, 0o640)
     return key
 
 
@@ -97,12 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("name", help="who uses the key (shown in logs and limits)")
     create.add_argument("--file", default=os.environ.get("CHATTERBOX_API_KEYS_FILE", ""),
                         help="the keys file (default: $CHATTERBOX_API_KEYS_FILE)")
+    create.add_argument("--group", default="", help="make the file readable by this group (the service's)")
     args = parser.parse_args(argv)
     if not args.file:
         parser.error("name the keys file with --file or CHATTERBOX_API_KEYS_FILE")
     try:
-        print(append_key(args.file, args.name))
-    except KeysFileError as exc:
+        print(append_key(args.file, args.name, args.group))
+    except (KeysFileError, LookupError, PermissionError) as exc:
         print(exc, file=sys.stderr)
         return 1
     return 0
