@@ -15,6 +15,7 @@ from chatterbox_server import api_docs, api_extended, api_openai, api_ops, metri
 from chatterbox_server.errors import ApiError
 from chatterbox_server.pool_client import PoolError
 from chatterbox_server.security import guards
+from chatterbox_server.security.redact import public_pool_message
 from chatterbox_server.services import Services
 from chatterbox_server.settings import Settings
 from chatterbox_server.telemetry import SPEECH_REQUESTS
@@ -95,7 +96,10 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(PoolError)
     def pool_error(error: PoolError) -> Response:
         retry = 5 if error.status == 503 else None
-        return error_response(ApiError(error.status, str(error), code=error.code, retry_after=retry))
+        if error.status >= 500:
+            log.warning("%s %s failed: %s", request.method, request.path, error)
+        message = public_pool_message(str(error), error.status, error.code)
+        return error_response(ApiError(error.status, message, code=error.code, retry_after=retry))
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 
-FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+FILE_NAME = re.compile(r"[A-Za-z0-9_.-]+")       # always fullmatch
 TEMP_PREFIX = ".tmp-"
 TEMP_MAX_AGE = 3600.0           # a temporary file this old belongs to a writer that died
 NAME_ATTEMPTS = 8

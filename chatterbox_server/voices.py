@@ -7,6 +7,8 @@ No Flask or gevent here.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
@@ -14,6 +16,7 @@ import re
 import tempfile
 import time
 import wave
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +26,7 @@ from chatterbox_server.schemas import OPENAI_VOICES
 from chatterbox_server.security.untrusted_audio import UntrustedAudioError, decode_pcm16
 from workers.engines.base import EngineInfo, VoiceRef
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")     # always fullmatch: `$` allows "\n"
 STORED_RATE = 24000
 MIN_SECONDS, MAX_SECONDS = 1.0, 120.0
 MIN_SOURCE_RATE = 8000
@@ -55,10 +58,10 @@ class VoiceLibrary:
     # -- reading --------------------------------------------------------------------------------------
     def names(self) -> list[str]:
         return sorted(name[:-5] for name in os.listdir(self.directory)
-                      if name.endswith(".json") and NAME_PATTERN.match(name[:-5]))
+                      if name.endswith(".json") and NAME_PATTERN.fullmatch(name[:-5]))
 
     def get(self, name: str) -> StoredVoice | None:
-        if not NAME_PATTERN.match(name):
+        if not NAME_PATTERN.fullmatch(name):
             return None
         meta_path = os.path.join(self.directory, f"{name}.json")
         audio_path = os.path.join(self.directory, f"{name}.wav")
@@ -80,21 +83,34 @@ class VoiceLibrary:
         if self.get(name) is not None and not replace:
             raise ApiError(409, f"voice {name!r} exists; delete it first", param="name", code="voice_exists")
         pcm, source_format, seconds = decode_reference(data, self.max_upload_bytes)
-        audio_path = os.path.join(self.directory, f"{name}.wav")
-        _atomic_write(audio_path, pcm_to_wav(pcm, STORED_RATE))
         meta = {"duration_seconds": seconds, "source_format": source_format, "created": time.time()}
-        _atomic_write(os.path.join(self.directory, f"{name}.json"), json.dumps(meta).encode())
-        return self.get(name)
+        with self._locked():        # the audio and its metadata are one upload's, whoever races us
+            if self.get(name) is not None and not replace:
+                raise ApiError(409, f"voice {name!r} exists; delete it first", param="name", code="voice_exists")
+            _atomic_write(os.path.join(self.directory, f"{name}.wav"), pcm_to_wav(pcm, STORED_RATE))
+            _atomic_write(os.path.join(self.directory, f"{name}.json"), json.dumps(meta).encode())
+            return self.get(name)
 
     def delete(self, name: str) -> bool:
-        if self.get(name) is None:
-            return False
-        for suffix in (".json", ".wav"):
-            try:
-                os.unlink(os.path.join(self.directory, name + suffix))
-            except FileNotFoundError:
-                pass
-        return True
+        with self._locked():
+            if self.get(name) is None:
+                return False
+            for suffix in (".json", ".wav"):
+                try:
+                    os.unlink(os.path.join(self.directory, name + suffix))
+                except FileNotFoundError:
+                    pass
+            return True
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The library's write lock, shared by every thread and process (flock on a lock file)."""
+        fd = os.open(os.path.join(self.directory, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     # -- resolving a request's voice ------------------------------------------------------------------
     def available(self, info: EngineInfo) -> list[str]:
@@ -125,7 +141,7 @@ class VoiceLibrary:
 
 
 def check_name(name: str) -> None:
-    if not NAME_PATTERN.match(name or ""):
+    if not NAME_PATTERN.fullmatch(name or ""):
         raise ApiError(400, "voice names are 1-64 letters, digits, '_' or '-', starting with a letter or "
                             "digit", param="name", code="invalid_voice_name")
     if name in ("default", *OPENAI_VOICES):

@@ -45,7 +45,9 @@ def test_unexpected_engine_error_is_a_json_500_and_the_worker_survives(tone_serv
     before = restarts(tone_server)
     response = requests.post(tone_server.url("/v1/audio/speech"), json={"input": "[[error]] words"})
     assert response.status_code == 500
-    assert "RuntimeError" in response.json()["error"]["message"]
+    error = response.json()["error"]
+    assert error["code"] == "synthesis_failed" and "RuntimeError" not in error["message"]      # no exception text
+    assert "broke unexpectedly" in tone_server.log()                                           # the log has it
     assert requests.post(tone_server.url("/v1/audio/speech"), json={"input": "fine now"}).status_code == 200
     assert restarts(tone_server) == before
 
