@@ -13,6 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from chatterbox_server import api_docs, api_extended, api_openai, api_ops, metrics
 from chatterbox_server.errors import ApiError
+from chatterbox_server.housekeeping import timer as housekeeping
 from chatterbox_server.pool_client import PoolError
 from chatterbox_server.security import guards
 from chatterbox_server.security.redact import public_pool_message
@@ -48,6 +49,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     _register_error_handlers(app)
     app.after_request(_count_speech_request)
     guards.init_app(app, settings, run_dir)
+    housekeeping.start(settings)
     if settings.cors_origins:
         origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
         CORS(app, origins=origins, expose_headers=EXPOSED_HEADERS)

@@ -65,6 +65,9 @@ class Settings:
     output_max_bytes: int = setting(
         1024 ** 3, "Largest total size of DATA_DIR/outputs; above it the oldest files are deleted first; "
         "0: no size limit.")
+    housekeeping_interval: float = setting(
+        600.0, "Seconds between two sweeps, in every front worker, of stale temporary uploads in DATA_DIR/tmp and "
+        "of outputs past their retention; 0: only the sweep at start.")
     default_voice: str = setting(
         "", "Library voice used when a request names none (or `default`); empty: the engine's built-in voice.")
     voice_aliases: str = setting(
@@ -118,7 +121,7 @@ class Settings:
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
         for name in ("output_retention_seconds", "output_max_bytes", "queue_timeout", "chunk_timeout",
-                     "trust_proxy", "graceful_timeout", "max_streams_per_key"):
+                     "trust_proxy", "graceful_timeout", "max_streams_per_key", "housekeeping_interval"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{env_name(name)} cannot be negative")
         if not self.bind_addresses:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from chatterbox_server.errors import ApiError
+from chatterbox_server.housekeeping.janitor import upload_prefix
 from chatterbox_server.schemas import OPENAI_VOICES
 from chatterbox_server.security.untrusted_audio import UntrustedAudioError, decode_pcm16
 from workers.engines.base import EngineInfo, VoiceRef
@@ -209,7 +210,7 @@ def write_temporary_voice(directory: str, data: bytes, max_bytes: int) -> str:
 
 def write_temporary_wav(directory: str, samples: np.ndarray, rate: int) -> str:
     os.makedirs(directory, exist_ok=True)
-    fd, path = tempfile.mkstemp(prefix="upload-", suffix=".wav", dir=directory)
+    fd, path = tempfile.mkstemp(prefix=upload_prefix(), suffix=".wav", dir=directory)
     with os.fdopen(fd, "wb") as f:
         f.write(pcm_to_wav(samples, rate))
     return path
