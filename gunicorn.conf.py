@@ -50,6 +50,18 @@ def post_fork(server, worker):
         pool.forget_in_child()
 
 
+def post_worker_init(worker):
+    from chatterbox_server.lifecycle import draining
+    draining.attach(worker)      # so the app can answer 503 + Retry-After while this worker stops
+
+
+def on_reload(server):
+    pool = getattr(server, "chatterbox_pool", None)
+    if pool is not None:
+        from chatterbox_server.lifecycle import draining
+        draining.mark_reload(pool.run_dir)     # the old workers' SIGTERM is a reload, not a stop
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
     multiprocess.mark_process_dead(worker.pid)

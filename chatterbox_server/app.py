@@ -14,6 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from chatterbox_server import api_docs, api_extended, api_openai, api_ops, metrics
 from chatterbox_server.errors import ApiError
 from chatterbox_server.housekeeping import timer as housekeeping
+from chatterbox_server.lifecycle import draining
 from chatterbox_server.pool_client import PoolError
 from chatterbox_server.security import guards
 from chatterbox_server.security.redact import public_pool_message
@@ -48,6 +49,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(metrics.bp)
     _register_error_handlers(app)
     app.after_request(_count_speech_request)
+    draining.init_app(app, run_dir)
     guards.init_app(app, settings, run_dir)
     housekeeping.start(settings)
     if settings.cors_origins:

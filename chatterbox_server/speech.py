@@ -124,10 +124,13 @@ def watch_client(client_socket: object, handle: JobHandle) -> gevent.Greenlet:
     def watch() -> None:
         try:
             gsocket.wait_read(client_socket.fileno())
-            if client_socket.recv(1, socket.MSG_PEEK) == b"":
-                handle.cancel("the client disconnected")
+            gone = client_socket.recv(1, socket.MSG_PEEK) == b""
+        except ConnectionError:         # a reset: the client closed with our data still unread
+            gone = True
         except (OSError, ValueError):
-            pass    # TLS sockets cannot peek, closed sockets cannot wait: stop watching
+            return      # TLS sockets cannot peek, closed sockets cannot wait: stop watching
+        if gone:
+            handle.cancel("the client disconnected")
     return gevent.spawn(watch)
 
 
