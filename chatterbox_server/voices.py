@@ -105,8 +105,10 @@ class VoiceLibrary:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        """The library's write lock, shared by every thread and process (flock on a lock file)."""
-        fd = os.open(os.path.join(self.directory, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        """The library's write lock, shared by every thread and process (flock on a lock file beside the
+        directory, so the library itself holds voices only)."""
+        parent, folder = os.path.split(os.path.abspath(self.directory))
+        fd = os.open(os.path.join(parent, f".{folder}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
