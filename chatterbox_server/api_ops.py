@@ -7,6 +7,7 @@ from typing import Any
 import psutil
 from flask import Blueprint, Response, jsonify
 
+from chatterbox_server.errors import ApiError
 from chatterbox_server.security import guards
 from chatterbox_server.services import Services, services
 from workers.board import SlotView, WorkerState
@@ -60,6 +61,9 @@ def health() -> tuple[Response, int]:
 
 @bp.get("/memory")
 def memory() -> Response:
+    if not guards.trusted_caller():      # PIDs and the machine's memory: like /health's details
+        raise ApiError(403, "/memory is for callers with an API key (without keys: callers on this machine)",
+                       code="not_allowed")
     svc = services()
     workers = []
     for view in svc.pool.slots():

@@ -84,6 +84,17 @@ def test_health_shows_pids_and_errors_only_with_a_key(make_app, keys_file):
     assert "pid" in slot and "last_error" in slot
     remote = make_app().test_client().get("/health", environ_base={"REMOTE_ADDR": "203.0.113.9"})
     assert "pid" not in remote.get_json()["workers"]["slots"][0]       # no keys: only local callers
+    assert make_app().test_client().get("/memory", environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code == 403
+    assert client.get("/memory", headers=bearer(ALICE)).status_code == 200
+
+
+def test_outputs_need_a_key(make_app, keys_file, tmp_path):
+    client = make_app(api_keys_file=keys_file).test_client()
+    (tmp_path / "data" / "outputs").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "data" / "outputs" / "tts_2026-01-01_000000_000_0123456789abcdef.wav").write_bytes(b"RIFF")
+    path = "/outputs/tts_2026-01-01_000000_000_0123456789abcdef.wav"
+    assert client.get(path).status_code == 401
+    assert client.get(path, headers=bearer(BOB)).status_code == 200
 
 
 def test_status_shows_a_text_preview_only_to_the_key_that_sent_it(make_app, keys_file):
