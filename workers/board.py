@@ -126,6 +126,11 @@ class Board:
     def _read_info(self, slot: int) -> dict:
         """The info of the last whole write; the previous one read if a writer keeps it busy."""
         at = self._offset(slot) + SLOT.size
+        if self._map[at] == ord("{"):       # written by a pool from before the sequence number (a HUP upgrade)
+            try:
+                return json.loads(self._get_text(slot, SLOT.size, INFO_BYTES))
+            except ValueError:              # a sequence number whose low byte is "{": read it as one
+                pass
         for _ in range(INFO_READ_ATTEMPTS):
             (before,) = INFO_SEQ.unpack_from(self._map, at)
             if before % 2:

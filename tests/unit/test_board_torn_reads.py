@@ -2,13 +2,22 @@
 reader must never see half of one write and half of another (that was a spurious 503)."""
 from __future__ import annotations
 
+import json
 import multiprocessing
 import time
 
-from workers.board import Board
+from workers.board import INFO_BYTES, SLOT, Board
 
 INFOS = [{"engine": "tone", "model": "tone", "padding": letter * 1500, "memory": {"n": n}}
          for n, letter in enumerate("ab")]
+
+
+def test_a_board_written_before_the_sequence_number_still_reads(tmp_path):
+    board = Board(str(tmp_path / "board"), 1, create=True)
+    board._put_text(0, SLOT.size, INFO_BYTES, json.dumps(INFOS[0]))      # the old layout: text at offset 0
+    assert board.view(0).info == INFOS[0]
+    board.publish_info(0, INFOS[1])
+    assert board.view(0).info == INFOS[1]
 
 
 def _writer(path: str, seconds: float) -> None:
