@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: install install-dev install-chatterbox run test test-fast bench lint clean
+.PHONY: install install-dev install-chatterbox run test test-fast fuzz bench lint clean
 
 install: $(VENV)/.installed
 
@@ -39,6 +39,12 @@ test: install-dev install-chatterbox
 # Everything but the real-Chatterbox tests; needs no torch.
 test-fast: install-dev
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not chatterbox"
+
+# A nightly-sized fuzz: property tests of the pure parts and schemathesis on every route, with
+# many more examples than `make test` runs.
+fuzz: install-dev
+	HF_HUB_OFFLINE=1 HYPOTHESIS_PROFILE=nightly FUZZ_EXAMPLES=300 $(BIN)/python -m pytest \
+		tests/unit/test_properties.py tests/unit/test_hostile_uploads.py tests/server/test_api_fuzz.py
 
 bench: install-dev
 	$(BIN)/python scripts/bench_streaming.py --output docs/benchmarks-latest.json

@@ -8,9 +8,11 @@ after the fork, in each worker, once gevent has patched the process.
 import os
 import shutil
 
+from chatterbox_server.security.keys import ApiKeys
 from chatterbox_server.settings import Settings
 
 _settings = Settings.from_env()
+ApiKeys.load(_settings.api_key, _settings.api_keys_file)     # a bad keys file stops the start here, loudly
 
 wsgi_app = "chatterbox_server:create_app()"
 bind = _settings.bind_addresses
@@ -46,6 +48,18 @@ def post_fork(server, worker):
     pool = getattr(server, "chatterbox_pool", None)
     if pool is not None:
         pool.forget_in_child()
+
+
+def post_worker_init(worker):
+    from chatterbox_server.lifecycle import draining
+    draining.attach(worker)      # so the app can answer 503 + Retry-After while this worker stops
+
+
+def on_reload(server):
+    pool = getattr(server, "chatterbox_pool", None)
+    if pool is not None:
+        from chatterbox_server.lifecycle import draining
+        draining.mark_reload(pool.run_dir)     # the old workers' SIGTERM is a reload, not a stop
 
 
 def child_exit(server, worker):

@@ -14,6 +14,7 @@ from chatterbox_server.errors import ApiError
 from chatterbox_server.hub import off_hub
 from chatterbox_server.progress import IDLE
 from chatterbox_server.schemas import OPENAI_MODELS, SpeechRequest, SpeechRequestSchema
+from chatterbox_server.security import guards
 from chatterbox_server.services import services
 from chatterbox_server.voices import write_temporary_voice
 from workers.engines.base import EngineInfo, VoiceRef
@@ -134,7 +135,7 @@ def list_models() -> Response:
 
 @bp.get("/status/progress")
 def progress() -> Response:
-    active = services().progress.all_active()
+    active = services().progress.all_active(guards.can_see_text)
     wanted = request.args.get("request_id")
     if wanted:
         match = next((entry for entry in active if entry["request_id"] == wanted), None)
@@ -146,5 +147,5 @@ def progress() -> Response:
 
 @bp.get("/status")
 def status() -> Response:
-    active = services().progress.all_active()
+    active = services().progress.all_active(guards.can_see_text)
     return jsonify({"active_requests": len(active), "requests": active})

@@ -7,13 +7,17 @@ from typing import Any
 import psutil
 from flask import Blueprint, Response, jsonify
 
+from chatterbox_server.errors import ApiError
+from chatterbox_server.security import guards
 from chatterbox_server.services import Services, services
-from workers.board import WorkerState
+from workers.board import SlotView, WorkerState
 
 bp = Blueprint("ops", __name__)
 
 
-def health_report(svc: Services) -> dict[str, Any]:
+def health_report(svc: Services, detailed: bool | None = None) -> dict[str, Any]:
+    """The health report; PIDs and last errors only for a trusted caller (see guards.trusted_caller)."""
+    detailed = guards.trusted_caller() if detailed is None else detailed
     views = svc.pool.slots()
     ready = [v for v in views if v.state == WorkerState.READY]
     alive = [v for v in views if v.state in (WorkerState.READY, WorkerState.STARTING)]
@@ -33,13 +37,20 @@ def health_report(svc: Services) -> dict[str, Any]:
         "workers": {
             "total": len(views), "alive": len(alive), "ready": len(ready), "busy": busy,
             "supervisor_alive": supervisor_alive,
-            "slots": [{"slot": v.slot, "pid": v.pid, "state": v.state.name.lower(), "active_jobs": v.active,
-                       "jobs_done": v.jobs_done, "jobs_failed": v.jobs_failed, "restarts": v.restarts,
-                       "last_error": v.last_error or None} for v in views],
+            "slots": [_slot(v, detailed) for v in views],
         },
         "jobs_in_flight": in_flight,
         "queue_depth": max(in_flight - busy, 0),
     }
+
+
+def _slot(view: SlotView, detailed: bool) -> dict[str, Any]:
+    entry = {"slot": view.slot, "pid": view.pid, "state": view.state.name.lower(), "active_jobs": view.active,
+             "jobs_done": view.jobs_done, "jobs_failed": view.jobs_failed, "restarts": view.restarts,
+             "last_error": view.last_error or None}
+    if not detailed:
+        del entry["pid"], entry["last_error"]
+    return entry
 
 
 @bp.get("/health")
@@ -50,6 +61,9 @@ def health() -> tuple[Response, int]:
 
 @bp.get("/memory")
 def memory() -> Response:
+    if not guards.trusted_caller():      # PIDs and the machine's memory: like /health's details
+        raise ApiError(403, "/memory is for callers with an API key (without keys: callers on this machine)",
+                       code="not_allowed")
     svc = services()
     workers = []
     for view in svc.pool.slots():

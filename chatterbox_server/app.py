@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import atexit
-import hmac
 import logging
 import os
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, Response, jsonify, request
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -23,7 +22,11 @@ from chatterbox_server.api import (
     voice_library,
 )
 from chatterbox_server.errors import ApiError, default_code
+from chatterbox_server.housekeeping import timer as housekeeping_timer
+from chatterbox_server.lifecycle import draining
 from chatterbox_server.pool_client import PoolError
+from chatterbox_server.security import guards
+from chatterbox_server.security.redact import public_pool_message
 from chatterbox_server.services import Services
 from chatterbox_server.settings import Settings
 from chatterbox_server.telemetry import SPEECH_REQUESTS
@@ -64,8 +67,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(web.bp)
     _register_error_handlers(app)
     app.after_request(_count_speech_request)
-    if settings.api_key:
-        app.before_request(_require_api_key)
+    draining.init_app(app, run_dir)
+    guards.init_app(app, settings, run_dir)
+    housekeeping_timer.start(settings)
     if settings.cors_origins:
         origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
         CORS(app, origins=origins, expose_headers=EXPOSED_HEADERS)
@@ -75,22 +79,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
-OPEN_PATHS = ("/health", "/api/v1/health")     # load balancers probe these without a key
-OPEN_BLUEPRINTS = ("web", "docs")              # the web app and the API docs: pages that hold no data
 EXPOSED_HEADERS = ["Content-Disposition", "X-Alternative-Formats", "X-Request-Id", "X-Chatterbox-Seed",
                    "X-Generation-Seed", "X-Chatterbox-Chunks", "X-Chatterbox-Ignored-Fields",
                    "X-Chatterbox-Whisper", "X-Chatterbox-Watermark", "X-Chatterbox-Speed-Library",
                    "X-Chatterbox-Return-Format", "X-Output-Files"]
-
-
-def _require_api_key() -> None:
-    if request.method == "OPTIONS" or request.path in OPEN_PATHS or request.blueprint in OPEN_BLUEPRINTS:
-        return
-    expected = current_app.config["SETTINGS"].api_key
-    bearer = request.headers.get("Authorization", "")
-    sent = bearer[7:].strip() if bearer[:7].lower() == "bearer " else request.headers.get("X-API-Key", "")
-    if not hmac.compare_digest(sent.encode(), expected.encode()):
-        raise ApiError(401, "missing or wrong API key: send Authorization: Bearer <key>", code="invalid_api_key")
 
 
 def _count_speech_request(response: Response) -> Response:
@@ -129,7 +121,10 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(PoolError)
     def pool_error(error: PoolError) -> Response:
         retry = 5 if error.status == 503 else None
-        return error_response(ApiError(error.status, str(error), code=error.code, retry_after=retry))
+        if error.status >= 500:
+            log.warning("%s %s failed: %s", request.method, request.path, error)
+        message = public_pool_message(str(error), error.status, error.code)
+        return error_response(ApiError(error.status, message, code=error.code, retry_after=retry))
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:

@@ -18,7 +18,10 @@ def json_object(hint: str = "") -> dict[str, Any]:
     if not request.is_json:
         raise ApiError(400, f"Content-Type must be application/json (got {request.mimetype or 'none'}){hint}",
                        code="unsupported_content_type")
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:      # not a ValueError, so `silent` lets it through
+        raise ApiError(400, "the JSON body is nested too deeply", code="malformed_json") from None
     if data is None:
         raise ApiError(400, "the request body is not valid JSON", code="malformed_json")
     if not isinstance(data, dict):

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
+OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "invalid_request_error",
                 405: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error",
                 429: "rate_limit_error"}
 
@@ -15,12 +16,14 @@ class ApiError(Exception):
     param: str | None = None
     code: str | None = None
     retry_after: int | None = None
+    error_type: str | None = None       # OpenAI's `type` when the status alone does not say it
 
     def __str__(self) -> str:
         return self.message
 
     def openai_body(self) -> dict:
-        return {"error": {"message": self.message, "type": OPENAI_TYPES.get(self.status, "server_error"),
+        kind = self.error_type or OPENAI_TYPES.get(self.status, "server_error")
+        return {"error": {"message": self.message, "type": kind,
                           "param": self.param, "code": self.code or default_code(self.status)}}
 
     def extended_body(self) -> dict:
@@ -35,6 +38,7 @@ def default_code(status: int) -> str:
 
 
 def short_reason(status: int) -> str:
-    return {400: "Bad request", 401: "Unauthorized", 404: "Not found", 405: "Method not allowed",
+    return {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
+            429: "Too many requests",
             413: "Payload too large", 415: "Unsupported media type", 503: "Service unavailable", 504: "Timed out"}.get(
         status, "Internal server error")

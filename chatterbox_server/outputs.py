@@ -18,10 +18,11 @@ from datetime import datetime, timezone
 
 from chatterbox_server.store import paths
 
-FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+FILE_NAME = re.compile(r"[A-Za-z0-9_.-]+")       # always fullmatch
 TEMP_PREFIX = ".tmp-"
 TEMP_MAX_AGE = 3600.0           # a temporary file this old belongs to a writer that died
 NAME_ATTEMPTS = 8
+UNGUESSABLE_BYTES = 8
 SIDECAR_SUFFIX = ".json"          # a base name's generation metadata (see store.outputs_index)
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK}
 
@@ -37,14 +38,12 @@ class OutputStore:
 
     # -- writing ----------------------------------------------------------------------------------
     def new_base_name(self, now: float | None = None, prefix: str = "tts", tag: str = "") -> str:
-        """`tts_YYYY-MM-DD_HHMMSS_mmm[_tag]` (UTC), with a random suffix when that base is already taken."""
+        """`tts_YYYY-MM-DD_HHMMSS_mmm[_tag]_<random>` (UTC): the seed's prefix, then 64 random bits so
+        nobody can fetch another caller's output by guessing its name from the time it was made."""
         moment = datetime.fromtimestamp(time.time() if now is None else now, tz=timezone.utc)
-        base = f"{prefix}_{moment:%Y-%m-%d_%H%M%S}_{moment.microsecond // 1000:03d}"
-        if tag:
-            base = f"{base}_{tag}"
-        if self._base_taken(base):
-            base = f"{base}_{secrets.token_hex(3)}"
-        return base
+        stamp = f"{moment:%Y-%m-%d_%H%M%S}_{moment.microsecond // 1000:03d}"
+        base = f"{prefix}_{stamp}_{tag}" if tag else f"{prefix}_{stamp}"
+        return f"{base}_{secrets.token_hex(UNGUESSABLE_BYTES)}"
 
     def write_atomic(self, name: str, data: bytes, replace: bool = False) -> str:
         """Write `name` whole or not at all; FileExistsError if it exists and `replace` is False."""
@@ -192,9 +191,6 @@ class OutputStore:
                     continue
                 if stat.S_ISREG(info.st_mode):
                     yield (name if prefix == "." else f"{prefix}/{name}"), info
-
-    def _base_taken(self, base: str) -> bool:
-        return any(name.startswith(base + ".") for name in os.listdir(self.directory))
 
     def _remove(self, name: str) -> bool:
         try:

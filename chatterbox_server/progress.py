@@ -9,9 +9,15 @@ import glob
 import json
 import os
 import time
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from workers.board import pid_alive
+
+# The API key name of the request being served (None without keys): set by the app's guard, so
+# /v1/status can show a request's text to the key that sent it and to nobody else.
+REQUEST_OWNER: ContextVar[str | None] = ContextVar("request_owner", default=None)
 
 
 class Progress:
@@ -25,7 +31,7 @@ class Progress:
         self.active[request_id] = {"request_id": request_id, "front_worker_pid": os.getpid(),
                                    "started_at": time.time(),
                                    "current_chunk": 0, "total_chunks": total_chunks,
-                                   "text_preview": text_preview}
+                                   "text_preview": text_preview, "owner": REQUEST_OWNER.get()}
         self._save()
 
     def chunk_done(self, request_id: str, done: int) -> None:
@@ -43,8 +49,9 @@ class Progress:
             json.dump(list(self.active.values()), f)
         os.replace(temporary, self.path)
 
-    def all_active(self) -> list[dict[str, Any]]:
-        """Every request in flight on any live front worker, oldest first, as the seed's progress object."""
+    def all_active(self, can_see_text: Callable[[str | None], bool] = lambda owner: True) -> list[dict[str, Any]]:
+        """Every request in flight on any live front worker, oldest first, as the seed's progress object;
+        the text previews of requests `can_see_text` refuses (by the key that sent them) are None."""
         entries: list[dict[str, Any]] = []
         for path in glob.glob(os.path.join(self.directory, "*.json")):
             if not pid_alive(int(os.path.basename(path).split(".")[0])):
@@ -54,10 +61,11 @@ class Progress:
                     entries.extend(json.load(f))
             except (OSError, ValueError):
                 continue
-        return [describe(entry) for entry in sorted(entries, key=lambda e: e["started_at"])]
+        return [describe(entry, hide_text=not can_see_text(entry.get("owner")))
+                for entry in sorted(entries, key=lambda e: e["started_at"])]
 
 
-def describe(entry: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+def describe(entry: dict[str, Any], now: float | None = None, hide_text: bool = False) -> dict[str, Any]:
     now = time.time() if now is None else now
     done, total = entry["current_chunk"], max(entry["total_chunks"], 1)
     elapsed = now - entry["started_at"]
@@ -67,7 +75,7 @@ def describe(entry: dict[str, Any], now: float | None = None) -> dict[str, Any]:
             "current_step": f"Streaming audio for chunk {min(done + 1, total)}/{total}",
             "current_chunk": done, "total_chunks": entry["total_chunks"],
             "progress_percentage": round(100.0 * done / total, 1), "duration_seconds": round(elapsed, 3),
-            "estimated_completion": estimate, "text_preview": entry["text_preview"]}
+            "estimated_completion": estimate, "text_preview": None if hide_text else entry["text_preview"]}
 
 
 IDLE = {"is_processing": False, "status": "idle", "current_step": None, "current_chunk": 0, "total_chunks": 0,

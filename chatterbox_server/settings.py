@@ -66,6 +66,9 @@ class Settings:
     output_max_bytes: int = setting(
         1024 ** 3, "Largest total size of DATA_DIR/outputs; above it the oldest files are deleted first; "
         "0: no size limit.")
+    housekeeping_interval: float = setting(
+        600.0, "Seconds between two sweeps, in every front worker, of stale temporary uploads in DATA_DIR/tmp and "
+        "of outputs past their retention; 0: only the sweep at start.")
     default_voice: str = setting(
         "", "Library voice used when a request names none (or `default`); empty: the engine's built-in voice.")
     voice_aliases: str = setting(
@@ -86,6 +89,17 @@ class Settings:
     api_key: str = setting(
         "", "When set, every request but /health must send `Authorization: Bearer <key>` (the OpenAI SDK's "
         "api_key) or `X-API-Key: <key>`; others get 401. Empty: no authentication.")
+    api_keys_file: str = setting(
+        "", "A file of named API keys, one `name:key` a line (`python -m chatterbox_server.security.keys create "
+        "NAME --file PATH` adds one); each key works like CHATTERBOX_API_KEY. A named file that is missing or "
+        "holds no key stops the server from starting.")
+    max_streams_per_key: int = setting(
+        0, "Synthesis requests one API key (or, without keys, one client address) may run at a time; more get "
+        "429 like OpenAI's rate limit. 0: no limit.")
+    allowed_hosts: str = setting(
+        "", "Host names the server answers to, separated by commas (`.example.com` for a domain and its "
+        "subdomains, `*` for any); other Host headers get 403 (DNS rebinding). Empty: `localhost`, `127.0.0.1` "
+        "and `::1` when every bind address is loopback and CHATTERBOX_TRUST_PROXY is 0, else any.")
     cors_origins: str = setting(
         "", "Browser origins allowed to call the API, separated by commas (`*` for any); empty: no CORS headers.")
     graceful_timeout: int = setting(
@@ -126,7 +140,8 @@ class Settings:
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
         for name in ("output_retention_seconds", "output_max_bytes", "queue_timeout", "chunk_timeout",
-                     "trust_proxy", "graceful_timeout", "url_fetch_timeout"):
+                     "trust_proxy", "graceful_timeout", "url_fetch_timeout", "max_streams_per_key",
+                     "housekeeping_interval"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{env_name(name)} cannot be negative")
         if not self.bind_addresses:

@@ -25,6 +25,7 @@ from chatterbox_server.hub import off_hub
 from chatterbox_server.pool_client import JobHandle, PoolClient, PoolError
 from chatterbox_server.progress import Progress
 from chatterbox_server.schemas import SEED_MAX, SpeechRequest
+from chatterbox_server.security.redact import public_pool_message
 from chatterbox_server.telemetry import AUDIO_SECONDS, FIRST_AUDIO
 from workers.engines.base import EngineInfo, SynthesisSettings, VoiceRef
 from workers.protocol import AudioChunk, ConvertJob, SpeechJob
@@ -123,10 +124,13 @@ def watch_client(client_socket: object, handle: JobHandle) -> gevent.Greenlet:
     def watch() -> None:
         try:
             gsocket.wait_read(client_socket.fileno())
-            if client_socket.recv(1, socket.MSG_PEEK) == b"":
-                handle.cancel("the client disconnected")
+            gone = client_socket.recv(1, socket.MSG_PEEK) == b""
+        except ConnectionError:         # a reset: the client closed with our data still unread
+            gone = True
         except (OSError, ValueError):
-            pass    # TLS sockets cannot peek, closed sockets cannot wait: stop watching
+            return      # TLS sockets cannot peek, closed sockets cannot wait: stop watching
+        if gone:
+            handle.cancel("the client disconnected")
     return gevent.spawn(watch)
 
 
@@ -157,6 +161,9 @@ def progressive(run: SpeechRun, fmt: str) -> Iterator[bytes]:
         if tail:
             yield tail
     except PoolError as exc:
+        if exc.status == 499:       # the client hung up: nobody is left to tell, nothing went wrong here
+            log.info("request %s: %s", run.job.request_id, exc)
+            return
         log.error("request %s failed after the stream started: %s", run.job.request_id, exc)
         raise StreamAborted(str(exc)) from exc
     finally:
@@ -180,7 +187,10 @@ def server_sent_events(run: SpeechRun, fmt: str) -> Iterator[bytes]:
             yield sse.audio_delta(tail)
         yield sse.audio_done(*run.usage)
     except PoolError as exc:
+        if exc.status == 499:
+            log.info("request %s: %s", run.job.request_id, exc)
+            return
         log.error("request %s failed after the stream started: %s", run.job.request_id, exc)
-        yield sse.error(str(exc), exc.code)
+        yield sse.error(public_pool_message(str(exc), exc.status, exc.code), exc.code)
     finally:
         run.close()

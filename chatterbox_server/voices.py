@@ -16,9 +16,11 @@ import wave
 import numpy as np
 
 from chatterbox_server.errors import ApiError
+from chatterbox_server.housekeeping.janitor import upload_prefix
 from chatterbox_server.schemas import OPENAI_VOICES
+from chatterbox_server.security.untrusted_audio import UntrustedAudioError, decode_pcm16
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")     # always fullmatch: `$` allows "\n"
 STORED_RATE = 24000
 MIN_SECONDS, MAX_SECONDS = 1.0, 120.0
 MIN_SOURCE_RATE = 8000
@@ -26,7 +28,7 @@ MAGIC = ((b"RIFF", "wav"), (b"ID3", "mp3"), (b"fLaC", "flac"), (b"OggS", "ogg"),
 
 
 def check_name(name: str) -> None:
-    if not NAME_PATTERN.match(name or ""):
+    if not NAME_PATTERN.fullmatch(name or ""):
         raise ApiError(400, "voice names are 1-64 letters, digits, '_' or '-', starting with a letter or "
                             "digit", param="name", code="invalid_voice_name")
     if name in ("default", *OPENAI_VOICES):
@@ -60,42 +62,20 @@ def decode_upload(data: bytes, *, max_bytes: int, rate: int, seconds: tuple[floa
     if fmt is None:
         raise ApiError(400, f"{param} is not audio this server reads (wav, mp3, flac, ogg, webm, m4a, aac)",
                        param=param, code="unsupported_audio")
-    samples, source_rate = _decode(data, rate, seconds[1], param)
+    samples, _ = _decode(data, fmt, rate, seconds[1], param)
     duration = samples.size / rate
-    if source_rate < MIN_SOURCE_RATE:
-        raise ApiError(400, f"{param} sample rate {source_rate} Hz is below {MIN_SOURCE_RATE} Hz", param=param,
-                       code="unsupported_audio")
     if not seconds[0] <= duration <= seconds[1]:
         raise ApiError(400, f"{param} lasts {duration:.1f} s; send {seconds[0]:.0f} to {seconds[1]:.0f} s of "
                             "clear speech", param=param, code="unsupported_audio")
     return samples, fmt, duration
 
 
-def _decode(data: bytes, rate: int, max_seconds: float, param: str) -> tuple[np.ndarray, int]:
-    import av
-    max_samples = int((max_seconds + 1) * rate)
+def _decode(data: bytes, fmt: str, rate: int, max_seconds: float, param: str) -> tuple[np.ndarray, int]:
     try:
-        with av.open(io.BytesIO(data), mode="r") as container:
-            stream = next((s for s in container.streams if s.type == "audio"), None)
-            if stream is None:
-                raise ValueError("no audio stream")
-            source_rate = stream.codec_context.sample_rate or 0
-            resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
-            parts, total = [], 0
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    part = out.to_ndarray().reshape(-1)
-                    parts.append(part)
-                    total += part.size
-                if total > max_samples:      # stop decoding early: a bomb never fills memory
-                    break
-            for out in resampler.resample(None):
-                parts.append(out.to_ndarray().reshape(-1))
-    except (av.FFmpegError, ValueError, EOFError, OSError) as exc:
-        raise ApiError(400, f"{param} could not be decoded as audio ({type(exc).__name__})", param=param,
+        return decode_pcm16(data, fmt, rate, max_seconds, MIN_SOURCE_RATE)
+    except UntrustedAudioError as exc:
+        raise ApiError(400, f"{param} could not be decoded as audio: {exc}", param=param,
                        code="unsupported_audio") from None
-    samples = np.concatenate(parts).astype(np.int16) if parts else np.zeros(0, np.int16)
-    return samples, source_rate
 
 
 def pcm_to_wav(samples: np.ndarray, sample_rate: int) -> bytes:
@@ -116,7 +96,7 @@ def write_temporary_voice(directory: str, data: bytes, max_bytes: int) -> str:
 
 def write_temporary_wav(directory: str, samples: np.ndarray, rate: int) -> str:
     os.makedirs(directory, exist_ok=True)
-    fd, path = tempfile.mkstemp(prefix="upload-", suffix=".wav", dir=directory)
+    fd, path = tempfile.mkstemp(prefix=upload_prefix(), suffix=".wav", dir=directory)
     with os.fdopen(fd, "wb") as f:
         f.write(pcm_to_wav(samples, rate))
     return path

@@ -3,7 +3,9 @@
 The supervisor and each model worker write their own slot; the front workers read every slot to
 pick the least-busy worker and to answer /health. A slot has one writer at a time, fields are
 aligned fixed-size values, and readers tolerate a value that changes under them, so no lock is
-needed. Standard library only.
+needed. The info JSON is too long for that: it is guarded by a sequence number (odd while a write
+is under way), and a reader retries until it copied the text between two equal even numbers.
+Standard library only.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ SLOT = struct.Struct("<q i i i i q q d d d")   # pid, state, restarts, active, p
 INFO_BYTES = 2048
 ERROR_BYTES = 512
 SLOT_BYTES = SLOT.size + INFO_BYTES + ERROR_BYTES
+INFO_SEQ = struct.Struct("<q")                 # the first bytes of the info field
+INFO_READ_ATTEMPTS = 1000
 
 
 class WorkerState(IntEnum):
@@ -50,6 +54,7 @@ class Board:
     def __init__(self, path: str, slots: int, create: bool = False) -> None:
         self.path = path
         self.slots = slots
+        self._last_info: dict[int, dict] = {}
         size = HEADER.size + slots * SLOT_BYTES
         flags = os.O_RDWR | (os.O_CREAT | os.O_TRUNC if create else 0)
         fd = os.open(path, flags, 0o600)
@@ -95,7 +100,7 @@ class Board:
     def reset(self, slot: int, pid: int, restarts: int) -> None:
         now = time.time()
         self._write(slot, [pid, WorkerState.STARTING, restarts, 0, 0, 0, 0, now, now, 0.0])
-        self._put_text(slot, SLOT.size, INFO_BYTES, "")
+        self._write_info(slot, "")
         self._put_text(slot, SLOT.size + INFO_BYTES, ERROR_BYTES, "")
 
     def set_state(self, slot: int, state: WorkerState, error: str | None = None) -> None:
@@ -108,7 +113,38 @@ class Board:
         self._write(slot, values)
 
     def publish_info(self, slot: int, info: dict) -> None:
-        self._put_text(slot, SLOT.size, INFO_BYTES, json.dumps(info, separators=(",", ":")))
+        self._write_info(slot, json.dumps(info, separators=(",", ":")))
+
+    def _write_info(self, slot: int, text: str) -> None:
+        at = self._offset(slot) + SLOT.size
+        (sequence,) = INFO_SEQ.unpack_from(self._map, at)
+        sequence += sequence % 2            # a writer killed mid-write left it odd
+        INFO_SEQ.pack_into(self._map, at, sequence + 1)
+        self._put_text(slot, SLOT.size + INFO_SEQ.size, INFO_BYTES - INFO_SEQ.size, text)
+        INFO_SEQ.pack_into(self._map, at, sequence + 2)
+
+    def _read_info(self, slot: int) -> dict:
+        """The info of the last whole write; the previous one read if a writer keeps it busy."""
+        at = self._offset(slot) + SLOT.size
+        if self._map[at] == ord("{"):       # written by a pool from before the sequence number (a HUP upgrade)
+            try:
+                return json.loads(self._get_text(slot, SLOT.size, INFO_BYTES))
+            except ValueError:              # a sequence number whose low byte is "{": read it as one
+                pass
+        for _ in range(INFO_READ_ATTEMPTS):
+            (before,) = INFO_SEQ.unpack_from(self._map, at)
+            if before % 2:
+                continue
+            text = self._get_text(slot, SLOT.size + INFO_SEQ.size, INFO_BYTES - INFO_SEQ.size)
+            if INFO_SEQ.unpack_from(self._map, at)[0] != before:
+                continue
+            try:
+                info = json.loads(text) if text else {}
+            except ValueError:      # a board written by an older version
+                continue
+            self._last_info[slot] = info
+            return info
+        return self._last_info.get(slot, {})
 
     def update_load(self, slot: int, active: int, done: int, failed: int) -> None:
         values = self._fields(slot)
@@ -120,13 +156,8 @@ class Board:
 
     def view(self, slot: int) -> SlotView:
         pid, state, restarts, active, _, done, failed, beat, started, _ = self._fields(slot)
-        info_text = self._get_text(slot, SLOT.size, INFO_BYTES)
-        try:
-            info = json.loads(info_text) if info_text else {}
-        except ValueError:      # caught mid-write; the next read will see it whole
-            info = {}
         return SlotView(slot, pid, WorkerState(state), restarts, active, done, failed, beat, started,
-                        info, self._get_text(slot, SLOT.size + INFO_BYTES, ERROR_BYTES))
+                        self._read_info(slot), self._get_text(slot, SLOT.size + INFO_BYTES, ERROR_BYTES))
 
     def views(self) -> list[SlotView]:
         return [self.view(slot) for slot in range(self.slots)]

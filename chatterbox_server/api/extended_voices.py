@@ -117,7 +117,7 @@ def metadata_changes(data: dict[str, Any]) -> dict[str, Any]:
 def voice_id_for(name: str | None, filename: str) -> tuple[str, str | None]:
     """(voice id, display name). A `name` that is a valid id is the id; any other text is the display
     name, and the id comes from it or from the uploaded file's name."""
-    if name and NAME_PATTERN.match(name):
+    if name and NAME_PATTERN.fullmatch(name):
         return name, None
     voice_id = voice_name_from_filename(name or "") or voice_name_from_filename(filename)
     if not voice_id:

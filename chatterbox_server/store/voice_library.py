@@ -76,7 +76,7 @@ class VoiceLibrary:
     def names(self) -> list[str]:
         found = set(paths.walk_files(self.directory))
         return sorted(paths.join(folder, name[:-5]) for folder, name in found
-                      if name.endswith(".json") and NAME_PATTERN.match(name[:-5])
+                      if name.endswith(".json") and NAME_PATTERN.fullmatch(name[:-5])
                       and (folder, name[:-5] + ".wav") in found)
 
     def locate(self, reference: str, param: str = "voice") -> tuple[str, str]:
@@ -87,7 +87,7 @@ class VoiceLibrary:
         stem, extension = os.path.splitext(name)
         if extension.lower() in AUDIO_EXTENSIONS and stem:
             name = stem
-        if not NAME_PATTERN.match(name):
+        if not NAME_PATTERN.fullmatch(name):
             raise paths.PathError(param, f"{name!r} is not a voice name (letters, digits, '_', '-')")
         voice_id = paths.join(folder, name)
         return voice_id, paths.confine(self.directory, voice_id, param)
@@ -252,7 +252,7 @@ class VoiceLibrary:
             for folder, name in sorted(found):
                 stem, extension = os.path.splitext(name)
                 other = ".wav" if extension == ".json" else ".json" if extension == ".wav" else None
-                if other and (folder, stem + other) not in found and NAME_PATTERN.match(stem):
+                if other and (folder, stem + other) not in found and NAME_PATTERN.fullmatch(stem):
                     if files.remove(os.path.join(paths.confine(self.directory, folder, "folder"), name)):
                         removed.append(paths.join(folder, name))
             names = set(self.names())

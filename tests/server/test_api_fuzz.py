@@ -1,6 +1,8 @@
 """Schemathesis sends generated requests built from our own OpenAPI document: no 5xx, ever."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -12,6 +14,7 @@ from chatterbox_server.api_docs import build_spec  # noqa: E402
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 SCHEMA = schemathesis.openapi.from_dict(build_spec())
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))      # `make fuzz` asks for a nightly-sized run
 OPERATIONS = {f"{op.method.upper()} {op.path}": op for op in (r.ok() for r in SCHEMA.get_all_operations())}
 
 
@@ -26,7 +29,7 @@ def test_generated_requests_never_get_a_server_error(request, engine, name):
     operation = OPERATIONS[name]
 
     @given(case=operation.as_strategy())
-    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def check(case):
         response = case.call(base_url=server.base, timeout=120)
         if name == "POST /api/v1/vc" and engine == "hibari" and response.status_code == 503:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from datetime import datetime, timezone
 
 import pytest
@@ -29,20 +30,16 @@ def listing(store: OutputStore) -> list[str]:
 
 
 # -- names and writes ----------------------------------------------------------------------------
-def test_base_name_is_the_seed_format_in_utc(store):
-    assert store.new_base_name(NOW) == "tts_2025-06-22_143022_456"
-    assert store.new_base_name(NOW, prefix="vc") == "vc_2025-06-22_143022_456"
-
-
-def test_a_taken_base_name_gets_a_random_suffix(store):
-    make(store, "tts_2025-06-22_143022_456.mp3")
-    name = store.new_base_name(NOW)
-    assert name.startswith("tts_2025-06-22_143022_456_") and len(name) == len("tts_2025-06-22_143022_456_") + 6
+def test_base_name_is_the_seed_format_in_utc_then_an_unguessable_part(store):
+    assert re.fullmatch(r"tts_2025-06-22_143022_456_[0-9a-f]{16}", store.new_base_name(NOW))
+    assert re.fullmatch(r"vc_2025-06-22_143022_456_[0-9a-f]{16}", store.new_base_name(NOW, prefix="vc"))
+    assert store.new_base_name(NOW) != store.new_base_name(NOW)
 
 
 def test_store_writes_every_format_under_one_base_and_leaves_no_temporary_file(store):
     names = store.store({"wav": b"RIFF....", "mp3": b"ID3..."}, now=NOW)
-    assert names == {"wav": "tts_2025-06-22_143022_456.wav", "mp3": "tts_2025-06-22_143022_456.mp3"}
+    base = names["wav"].removesuffix(".wav")
+    assert base.startswith("tts_2025-06-22_143022_456_") and names["mp3"] == base + ".mp3"
     assert listing(store) == sorted(names.values())
     with open(os.path.join(store.directory, names["mp3"]), "rb") as f:
         assert f.read() == b"ID3..."

@@ -1,0 +1,1 @@
+"""How a front worker stops: finishing its streams, turning new requests away with a Retry-After."""

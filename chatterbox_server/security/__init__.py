@@ -1,0 +1,1 @@
+"""What protects the server from its callers: untrusted audio, API keys, Host/Origin checks, stream limits."""

@@ -1,0 +1,82 @@
+"""Decoding audio a client sent, with FFmpeg (PyAV) held on a short leash.
+
+FFmpeg left to itself probes the whole buffer and may pick a demuxer that opens other inputs: an
+"mp3" that continues as SDP text makes it open RTP/UDP ports, HLS and ffconcat playlists open
+files and URLs. So the demuxer is named from the sniffed magic bytes, every protocol is refused
+(the buffer reaches FFmpeg through a Python file object, which needs none), nested demuxers are
+refused, and a wall-clock limit bounds the whole decode: FFmpeg's interrupt callback covers
+opening and demuxing, the loop below covers decoding. No Flask or gevent here.
+"""
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+DEMUXERS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "ogg": "ogg", "webm": "matroska", "mp4": "mov",
+            "aac": "aac"}
+DECODE_TIMEOUT_SECONDS = 15.0    # a 20 MB upload decodes in well under a second on one core
+MAX_SOURCE_RATE = 384_000        # the highest rate real audio uses; above it a header lies
+
+
+class UntrustedAudioError(ValueError):
+    """The data is not audio this server decodes, or decoding it took too long."""
+
+
+def open_options(demuxer: str) -> dict[str, str]:
+    """AVFormatContext options for untrusted input: no protocol and no demuxer but the one we named."""
+    return {"protocol_whitelist": "", "format_whitelist": demuxer, "enable_drefs": "0"}
+
+
+def decode_pcm16(data: bytes, fmt: str, rate: int, max_seconds: float, min_rate: int,
+                 timeout: float | None = None) -> tuple[np.ndarray, int]:
+    """(PCM16 mono at `rate`, the source's sample rate) of at most `max_seconds` + 1 s of audio.
+
+    Raises UntrustedAudioError with a short reason (never FFmpeg's text, which may name paths)."""
+    import av
+    timeout = DECODE_TIMEOUT_SECONDS if timeout is None else timeout
+    demuxer = DEMUXERS.get(fmt)
+    if demuxer is None:
+        raise UntrustedAudioError(f"unsupported format {fmt!r}")
+    deadline = time.monotonic() + timeout
+    max_samples = int((max_seconds + 1) * rate)
+    try:
+        with av.open(io.BytesIO(data), mode="r", format=demuxer, container_options=open_options(demuxer),
+                     timeout=timeout) as container:
+            stream = next((s for s in container.streams if s.type == "audio"), None)
+            if stream is None:
+                raise UntrustedAudioError("no audio stream")
+            source_rate = stream.codec_context.sample_rate or 0
+            if not min_rate <= source_rate <= MAX_SOURCE_RATE:
+                raise UntrustedAudioError(f"sample rate {source_rate} Hz is outside {min_rate} to "
+                                          f"{MAX_SOURCE_RATE} Hz")
+            parts = list(_resampled(container, stream, rate, max_samples, deadline, timeout))
+    except UntrustedAudioError:
+        raise
+    except (av.FFmpegError, ValueError, EOFError, OSError, IndexError, MemoryError) as exc:
+        if isinstance(exc, av.ExitError) or time.monotonic() > deadline:
+            raise UntrustedAudioError(f"decoding took longer than {timeout:g} s") from None
+        raise UntrustedAudioError(f"not decodable as {fmt} ({type(exc).__name__})") from None
+    samples = np.concatenate(parts).astype(np.int16) if parts else np.zeros(0, np.int16)
+    return samples, source_rate
+
+
+def _resampled(container: Any, stream: Any, rate: int, max_samples: int, deadline: float,
+               timeout: float) -> Iterator[np.ndarray]:
+    import av
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+    total = 0
+    for frame in container.decode(stream):
+        for out in resampler.resample(frame):
+            part = out.to_ndarray().reshape(-1)
+            total += part.size
+            yield part
+        if total > max_samples:          # stop early: a bomb never fills memory
+            break
+        if time.monotonic() > deadline:
+            raise UntrustedAudioError(f"decoding took longer than {timeout:g} s")
+    for out in resampler.resample(None):
+        yield out.to_ndarray().reshape(-1)
