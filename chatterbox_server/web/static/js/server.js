@@ -46,7 +46,7 @@ async function init(root) {
   refresh = async () => {
     try {
       const [report, memory, status, logged] = await Promise.all([health(), call("/memory").catch(() => null),
-        call("/v1/status").catch(() => null), serverErrors ? call(serverErrors).catch(() => null) : null]);
+        call("/v1/status").catch(() => null), serverErrors ? call(`${serverErrors}?count=20`).catch(() => null) : null]);
       showSummary(summary, report);
       workers.replaceChildren(workerTable(report, memory));
       requests.replaceChildren(requestTable(status));
@@ -118,15 +118,22 @@ function historyTable(items) {
 }
 
 function errorList(report, logged) {
-  const items = [];
+  const rows = [];
   for (const s of report.workers?.slots || []) {
-    if (s.last_error) items.push(`Model worker ${s.slot}: ${s.last_error}`);
+    if (s.last_error) rows.push(["–", `model worker ${s.slot}`, "", s.last_error]);
   }
-  for (const e of (logged && (logged.errors || logged.recent_errors)) || []) {
-    items.push(`${e.timestamp || e.time || ""} ${e.message || e.error || JSON.stringify(e)}`.trim());
+  const serverLog = logged && (logged.recent_errors || logged.errors);
+  for (const e of serverLog || []) {
+    rows.push([e.timestamp ? new Date(e.timestamp).toLocaleTimeString() : "–", e.operation || "", String(e.status ?? ""),
+      e.error_code ? `${e.message} (${e.error_code})` : e.message]);
   }
-  for (const e of recentErrors.slice(0, 10)) {
-    items.push(`${e.time.toLocaleTimeString()} ${e.path}: ${e.status ? `${e.status} ` : ""}${e.message}`);
+  // The server logs every error answer it gives; this page adds only what never reached it.
+  for (const e of recentErrors.filter((item) => !serverLog || !item.status).slice(0, 10)) {
+    rows.push([e.time.toLocaleTimeString(), e.path, e.status ? String(e.status) : "", e.message]);
   }
-  return items.length ? el("ul", {}, items.map((t) => el("li", { text: t }))) : el("p", { text: "None." });
+  if (!rows.length) return el("p", { text: "None." });
+  return el("table", { class: "errors" },
+    el("thead", {}, el("tr", {}, ["Time", "Request", "Status", "Message"].map((h) => el("th", { scope: "col", text: h })))),
+    el("tbody", {}, rows.map(([time, what, status, message]) => el("tr", {},
+      el("th", { scope: "row", text: time }), el("td", { text: what }), el("td", { text: status }), el("td", { text: message })))));
 }

@@ -12,7 +12,8 @@ async function documented(method, ...paths) {
   return null;
 }
 
-const fill = (template, name) => template.replace(/\{[a-z_]+\}/, encodeURIComponent(name));
+const encodePath = (name) => name.split("/").map(encodeURIComponent).join("/"); // voices may sit in folders
+const fill = (template, name) => template.replace(/\{[a-z_]+\}/, encodePath(name));
 
 export const panel = { id: "voices", label: "Voices", init };
 
@@ -112,37 +113,41 @@ async function init(root, env) {
     }
   }
 
+  const prompted = (question, initial, then) => () => {
+    const answer = window.prompt(question, initial)?.trim();
+    if (answer && answer !== initial) act(() => then(answer));
+  };
+
   function row(voice, listing) {
     const isDefault = listing.default === voice.name;
+    const button = (text, label, click) => el("button", { type: "button", text, "aria-label": label, on: { click } });
     const buttons = [
-      el("button", { type: "button", text: "Preview", "aria-label": `Preview ${voice.name}`, on: { click: () => preview(voice.name) } }),
-      el("button", { type: "button", text: "Delete", "aria-label": `Delete ${voice.name}`, on: { click: () => {
-        if (window.confirm(`Delete the voice ${voice.name}?`)) act(() => call(`/v1/voices/${encodeURIComponent(voice.name)}`, { method: "DELETE" }));
-      } } }),
+      button("Preview", `Preview ${voice.name}`, () => preview(voice.name)),
+      features.rename ? button("Rename", `Rename ${voice.name}`, prompted(`New name for ${voice.name}`, voice.name,
+        (to) => call(fill(features.rename, voice.name), { method: "PUT", form: formOf({ new_name: to }) }))) : null,
+      features.setDefault && !isDefault ? button("Make default", `Make ${voice.name} the default`,
+        () => act(() => call(features.setDefault, { method: "POST", form: formOf({ voice_name: voice.name }) }))) : null,
+      features.setDefault && isDefault ? button("Unset default", `Stop using ${voice.name} as the default`,
+        () => act(() => call(features.setDefault, { method: "DELETE" }))) : null,
+      features.aliases ? button("Add alias", `Add an alias for ${voice.name}`, prompted(`Another name for ${voice.name}`, "",
+        (alias) => call(fill(features.aliases, voice.name), { method: "POST", form: formOf({ alias }) }))) : null,
+      button("Delete", `Delete ${voice.name}`, () => {
+        if (window.confirm(`Delete the voice ${voice.name}?`)) act(() => call(`/v1/voices/${encodePath(voice.name)}`, { method: "DELETE" }));
+      }),
     ];
-    if (features.rename) {
-      buttons.push(el("button", { type: "button", text: "Rename", "aria-label": `Rename ${voice.name}`, on: { click: () => {
-        const to = window.prompt(`New name for ${voice.name}`, voice.name);
-        if (to && to !== voice.name) act(() => call(fill(features.rename, voice.name), { method: "PUT", form: formOf({ new_name: to }) }));
-      } } }));
-    }
-    if (features.setDefault && !isDefault) {
-      buttons.push(el("button", { type: "button", text: "Make default", "aria-label": `Make ${voice.name} the default`,
-        on: { click: () => act(() => call(features.setDefault, { method: "POST", form: formOf({ voice_name: voice.name }) })) } }));
-    }
-    if (features.aliases) {
-      buttons.push(el("button", { type: "button", text: "Add alias", "aria-label": `Add an alias for ${voice.name}`, on: { click: () => {
-        const alias = window.prompt(`Another name for ${voice.name}`);
-        if (alias) act(() => call(fill(features.aliases, voice.name), { method: "POST", form: formOf({ alias }) }));
-      } } }));
-    }
-    const aliases = Object.entries(listing.aliases || {}).filter(([, target]) => target === voice.name).map(([a]) => a);
+    const aliases = voice.aliases || Object.entries(listing.aliases || {}).filter(([, target]) => target === voice.name).map(([a]) => a);
+    const aliasCell = el("td", { class: "aliases" }, aliases.length ? aliases.map((alias) => el("span", { class: "alias" }, alias,
+      features.aliases ? el("button", { type: "button", class: "remove", text: "×", "aria-label": `Remove the alias ${alias}`,
+        on: { click: () => act(() => call(`${fill(features.aliases, voice.name)}/${encodeURIComponent(alias)}`, { method: "DELETE" })) } }) : null))
+      : "–");
+    const shown = voice.display_name && voice.display_name !== voice.name.split("/").pop() ? ` “${voice.display_name}”` : "";
     return el("tr", { "data-voice": voice.name },
-      el("th", { scope: "row", text: voice.name + (isDefault ? " (default)" : "") }),
+      el("th", { scope: "row", text: voice.name + shown + (isDefault ? " (default)" : "") }),
       el("td", { text: `${voice.duration_seconds.toFixed(1)} s` }),
       el("td", { text: voice.source_format }),
+      el("td", { text: voice.language || "–" }),
       el("td", { text: new Date(voice.created * 1000).toLocaleString() }),
-      el("td", { text: aliases.join(", ") || "–" }),
+      aliasCell,
       el("td", { class: "buttons" }, buttons));
   }
 
@@ -153,7 +158,7 @@ async function init(root, env) {
         ? "" : "This server's engine cannot clone voices: library voices are kept but cannot speak until a cloning engine runs.";
       list.replaceChildren(listing.voices.length
         ? el("table", {}, el("caption", { text: `${listing.voices.length} voice(s); default: ${listing.default}` }),
-          el("thead", {}, el("tr", {}, ["Name", "Length", "Source", "Added", "Aliases", "Actions"].map((h) => el("th", { scope: "col", text: h })))),
+          el("thead", {}, el("tr", {}, ["Name", "Length", "Source", "Language", "Added", "Aliases", "Actions"].map((h) => el("th", { scope: "col", text: h })))),
           el("tbody", {}, listing.voices.map((v) => row(v, listing))))
         : el("p", { text: `No library voices yet. Built in: ${listing.built_in.join(", ") || "none"}.` }));
     } catch (error) {
