@@ -56,7 +56,7 @@ async function init(root) {
           call("/v1/status/history?limit=10").catch(() => ({}))]);
         stats.replaceChildren(...Object.entries(statistics).filter(([, v]) => typeof v !== "object")
           .flatMap(([k, v]) => [el("dt", { text: k.replaceAll("_", " ") }),
-            el("dd", { text: typeof v === "number" && !Number.isInteger(v) ? v.toFixed(2) : String(v) })]));
+            el("dd", { "data-key": k, text: typeof v === "number" && !Number.isInteger(v) ? v.toFixed(2) : String(v) })]));
         history.replaceChildren(historyTable(recent.request_history || []));
       }
       updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
@@ -108,7 +108,7 @@ function requestTable(status) {
 function historyTable(items) {
   if (!items.length) return el("p", { text: "None yet." });
   const when = (t) => (typeof t === "number" ? new Date(t * 1000).toLocaleTimeString() : String(t ?? "–"));
-  return el("table", {},
+  return el("table", { class: "history" },
     el("thead", {}, el("tr", {}, ["Started", "Status", "Characters", "Seconds", "Text or error"].map((h) => el("th", { scope: "col", text: h })))),
     el("tbody", {}, items.map((r) => el("tr", {},
       el("th", { scope: "row", text: when(r.start_time) }), el("td", { text: String(r.status ?? "–") }),
