@@ -342,10 +342,19 @@ def test_rename_default_aliases_and_preview_of_the_stored_clip(hibari_page, hiba
     expect(row.locator("td.aliases")).to_have_text("–")
     page.click('button[aria-label="Stop using storyteller as the default"]')
     expect(row.locator("th")).to_have_text("storyteller")
+    page.once("dialog", lambda dialog: dialog.accept("A calm reader"))     # Extended metadata: description, folder
+    page.click('button[aria-label="Describe storyteller"]')
+    expect(row.locator(".about")).to_have_text("A calm reader")
+    page.once("dialog", lambda dialog: dialog.accept("team"))
+    page.click('button[aria-label="Move storyteller to a folder"]')
+    moved = page.locator('tr[data-voice="team/storyteller"]')
+    expect(moved.locator(".about")).to_have_text("A calm reader")
+    page.select_option('#panel-voices .field[data-param="folder"] select', "team")
+    expect(page.locator("#panel-voices tbody tr")).to_have_count(1)
     page.once("dialog", lambda dialog: dialog.accept())
-    page.click('button[aria-label="Delete storyteller"]')
-    expect(row).to_have_count(0)
-    assert requests.get(hibari_server.url("/v1/voices/storyteller"), timeout=5).status_code == 404
+    page.click('button[aria-label="Delete team/storyteller"]')
+    expect(moved).to_have_count(0)
+    assert requests.get(hibari_server.url("/v1/voices/team/storyteller"), timeout=5).status_code == 404
 
 
 def test_server_panel_lists_the_servers_recent_errors(hibari_page, hibari_server):
