@@ -222,7 +222,8 @@ def test_outputs_panel_lists_filters_plays_and_deletes(hibari_page, hibari_serve
     with page.expect_response(lambda r: r.url.endswith("/outputs/" + older[0])) as played:
         page.get_by_role("button", name=f"Play {older[0]}").click()
     assert played.value.status == 200
-    expect(page.locator('#panel-outputs audio[aria-label="Output preview"]')).to_have_attribute("src", re.compile("^blob:"))
+    preview = page.locator('#panel-outputs audio[aria-label="Output preview"]')
+    expect(preview).to_have_attribute("src", re.compile("^blob:"))
     with page.expect_download() as download:
         page.get_by_role("button", name=f"Download {older[1]}").click()
     assert download.value.suggested_filename == older[1]
@@ -451,9 +452,11 @@ def test_pages_render_fully_with_every_external_route_blocked(hibari_page):
     expect(page.locator('#panel-server tbody td').nth(6)).to_contain_text("MiB")        # memory of the worker
     hibari_page.shoot("server")
 
-    page.set_viewport_size({"width": 390, "height": 844})   # a phone: nothing wider than the screen
+    page.set_viewport_size({"width": 390, "height": 844})   # a phone: nothing wider than the screen, on any tab
+    for tab in page.locator("[role=tab]").all():
+        tab.click()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, tab.inner_text()
     page.click("#tab-speak")
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390
     hibari_page.shoot("speak-phone")
     assert not [line for line in hibari_page.console if "Content Security Policy" in line or "pageerror" in line]
 
