@@ -181,8 +181,4 @@ def progress() -> Response:
         return jsonify(match)
     return jsonify(active[-1] if active else IDLE)
 
-
-@bp.get("/status")
-def status() -> Response:
-    active = services().progress.all_active()
-    return jsonify({"active_requests": len(active), "requests": active})
+# /status lives in api/status_history.py with the history and statistics it can include

@@ -1,10 +1,8 @@
 """Operations endpoints shared by both families: health, memory."""
 from __future__ import annotations
 
-import os
 from typing import Any
 
-import psutil
 from flask import Blueprint, Response, jsonify
 
 from chatterbox_server.services import Services, services
@@ -48,21 +46,4 @@ def health() -> tuple[Response, int]:
     return jsonify(report), 200 if report["ready"] else 503
 
 
-@bp.get("/memory")
-def memory() -> Response:
-    svc = services()
-    workers = []
-    for view in svc.pool.slots():
-        entry: dict[str, Any] = {"slot": view.slot, "pid": view.pid, "state": view.state.name.lower()}
-        try:
-            entry["rss_bytes"] = psutil.Process(view.pid).memory_info().rss if view.pid > 0 else None
-        except psutil.Error:
-            entry["rss_bytes"] = None
-        entry["accelerator"] = view.info.get("memory") if view.info else None
-        workers.append(entry)
-    front = psutil.Process(os.getpid()).memory_info()
-    return jsonify({"memory_info": {
-        "front_worker": {"pid": os.getpid(), "rss_bytes": front.rss, "vms_bytes": front.vms},
-        "model_workers": workers,
-        "system": dict(psutil.virtual_memory()._asdict()),
-    }})
+# /memory and its actions live in api/memory.py

@@ -12,7 +12,7 @@ from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from chatterbox_server import api_docs, api_extended, api_openai, api_ops, metrics
+from chatterbox_server import api, api_docs, api_extended, api_openai, api_ops, metrics
 from chatterbox_server.errors import ApiError
 from chatterbox_server.pool_client import PoolError
 from chatterbox_server.services import Services
@@ -44,6 +44,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api_extended.outputs_bp)
     app.register_blueprint(api_docs.bp)
     app.register_blueprint(metrics.bp)
+    api.install(app, app.extensions["chatterbox"])
     _register_error_handlers(app)
     app.after_request(_count_speech_request)
     if settings.api_key:

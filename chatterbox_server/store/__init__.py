@@ -1,0 +1,1 @@
+"""Durable state: the SQL database shared by every front worker and instance."""
