@@ -202,6 +202,12 @@ class ModelWorker:
     def _next_job(self) -> ActiveJob | None:
         runnable = [job for job in self.jobs.values() if job.runnable]
         interactive = [job for job in runnable if not getattr(job.job, "background", False)]
+        if runnable and not interactive and self.idle_conns:
+            # a client that has just connected is about to send its job: read it before a background chunk
+            for conn in wait(list(self.idle_conns), 0.05):
+                self._read_message(conn)
+            runnable = [job for job in self.jobs.values() if job.runnable]
+            interactive = [job for job in runnable if not getattr(job.job, "background", False)]
         runnable = interactive or runnable      # background (long-text) jobs only fill idle time
         if not runnable:
             return None

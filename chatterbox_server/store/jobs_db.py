@@ -109,11 +109,13 @@ class JobStore:
             values = {**values, "tags": json.dumps(values["tags"])}
         with self.engine.begin() as conn:
             result = conn.execute(update(long_jobs).where(long_jobs.c.id == job_id)
-                                  .values(updated_at=time.time(), **values))
+                                  .values(**{"updated_at": time.time(), **values}))
         return result.rowcount == 1
 
     def touch(self, job_id: str) -> None:
-        self.update_meta(job_id, {"last_accessed": time.time()})
+        """Record an access; not a change, so the retention clock (updated_at) keeps running."""
+        with self.engine.begin() as conn:
+            conn.execute(update(long_jobs).where(long_jobs.c.id == job_id).values(last_accessed=time.time()))
 
     def delete(self, job_id: str) -> bool:
         with self.engine.begin() as conn:
