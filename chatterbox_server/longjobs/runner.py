@@ -161,8 +161,6 @@ class Runner:
                 off_hub(files.write_atomically, paths[idx], chunk.pcm)
                 self.store.chunk_done(job_id, idx, os.path.basename(paths[idx]), len(chunk.pcm) // 2,
                                       int(chunk.synth_seconds * 1000))
-                if idx + 1 < len(paths):
-                    self.store.chunk_started(job_id, idx + 1)
             return "done"
         except PoolError as exc:
             if handle.cancel_reason:

@@ -188,8 +188,12 @@ class JobStore:
                                           synth_ms=synth_ms))
             if result.rowcount == 1:
                 conn.execute(update(long_jobs).where(long_jobs.c.id == job_id).values(
-                    completed_chunks=long_jobs.c.completed_chunks + 1, updated_at=now,
+                    completed_chunks=long_jobs.c.completed_chunks + 1, updated_at=now, current_chunk=idx + 1,
                     total_processing_time_ms=long_jobs.c.total_processing_time_ms + synth_ms))
+            # the next chunk is already being synthesized (the model worker runs ahead of us)
+            conn.execute(update(long_job_chunks).where(long_job_chunks.c.job_id == job_id,
+                                                       long_job_chunks.c.idx == idx + 1,
+                                                       long_job_chunks.c.started_at.is_(None)).values(started_at=now))
 
     def release(self, job_id: str, owner: str, values: dict[str, Any],
                 only_if: tuple[str, ...] = (PROCESSING,)) -> bool:
