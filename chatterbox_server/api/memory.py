@@ -32,8 +32,27 @@ def _rss(pid: int) -> int | None:
         return None
 
 
+def _server_rss(fallback: int) -> int:
+    """Every process of this server (gunicorn master, all front workers, supervisor, model workers),
+    so the figure does not depend on which front worker answers; `fallback` outside gunicorn."""
+    try:
+        master = psutil.Process(os.getppid())
+        if "gunicorn" not in " ".join(master.cmdline()):
+            return fallback
+        total = master.memory_info().rss
+        for child in master.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+    except psutil.Error:
+        return fallback
+
+
 def process_memory() -> dict[str, Any]:
-    """The peer's memory_info fields for the whole server, with the per-process detail beside them."""
+    """The peer's memory_info fields for the whole server, with the per-process detail beside them
+    (`front_worker` is the one answering)."""
     svc = services()
     front = psutil.Process(os.getpid()).memory_info()
     workers, gpu = [], {"allocated_bytes": 0, "reserved_bytes": 0, "peak_allocated_bytes": 0}
@@ -43,7 +62,7 @@ def process_memory() -> dict[str, Any]:
                         "rss_bytes": _rss(view.pid), "accelerator": accelerator})
         for key in gpu:
             gpu[key] += (accelerator or {}).get(key, 0)
-    total_rss = front.rss + sum(w["rss_bytes"] or 0 for w in workers)
+    total_rss = _server_rss(front.rss + sum(w["rss_bytes"] or 0 for w in workers))
     system = psutil.virtual_memory()
     info: dict[str, Any] = {"cpu_memory_mb": round(total_rss / MB, 2),
                             "cpu_memory_percent": round(100.0 * total_rss / system.total, 2)}
