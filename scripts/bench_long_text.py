@@ -53,12 +53,13 @@ def engine_alone(chunks: list[str]) -> dict:
     engine.warmup(info)
     voice = VoiceRef(info.default_voice)
     samples = 0
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for index, text in enumerate(chunks):
         result = engine.synthesize(text, SynthesisSettings(), voice, chunk_seed(SEED, index))
         samples += len(to_pcm16(fade_edges(result.audio, info.sample_rate))) // 2
     seconds = time.perf_counter() - started
-    return {"seconds": round(seconds, 2), "audio_seconds": round(samples / info.sample_rate, 1),
+    return {"seconds": round(seconds, 2), "cpu_seconds": round(time.process_time() - cpu_started, 2),
+            "audio_seconds": round(samples / info.sample_rate, 1),
             "realtime_factor": round(samples / info.sample_rate / seconds, 1)}
 
 
@@ -92,11 +93,24 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"first": values[0], "min": min(values), "max": max(values), "last": values[-1]}
 
 
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def through_server(text: str, fmt: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(Path(tmp), engine="hibari", front_workers="2")
         try:
             groups = server_processes(server.process.pid)
+            server_side = groups["front_workers"] + groups["model_workers"]
+            cpu_before = cpu_seconds(server_side)
             started = time.monotonic()
             response = requests.post(server.url("/v1/audio/speech/long"), timeout=30, json={
                 "input": text, "seed": SEED, "response_format": fmt})
@@ -113,6 +127,7 @@ def through_server(text: str, fmt: str) -> dict:
                     break
                 time.sleep(1.0)
             wall = time.monotonic() - started
+            cpu_used = cpu_seconds(server_side) - cpu_before
             assert state["status"] == "completed", state["metadata"]["error"]
             meta = state["metadata"]
             front = [s["front_workers_rss_mb"] for s in samples]
@@ -121,7 +136,7 @@ def through_server(text: str, fmt: str) -> dict:
             finished = datetime.datetime.fromisoformat(meta["processing_completed_at"])
             return {"seconds": round(wall, 2),
                     "seconds_created_to_completed": round((finished - created).total_seconds(), 2),
-                    "chunks": meta["total_chunks"],
+                    "cpu_seconds_front_and_model_workers": round(cpu_used, 2), "chunks": meta["total_chunks"],
                     "audio_seconds": meta["output_duration_seconds"], "output_bytes": meta["output_size_bytes"],
                     "synthesis_ms_reported_by_model_worker": meta["total_processing_time_ms"],
                     "front_workers_rss_mb": summary(front), "model_workers_rss_mb": summary(model),
@@ -148,6 +163,8 @@ def main() -> None:
               "chars": len(text), "chunks": len(chunks), "format": args.format, "engine_alone": alone,
               "server": {k: v for k, v in served.items() if k != "samples"},
               "server_over_engine": round(served["seconds_created_to_completed"] / alone["seconds"], 3),
+              "server_cpu_over_engine_cpu": round(
+                  served["cpu_seconds_front_and_model_workers"] / alone["cpu_seconds"], 3),
               "server_over_its_model_worker_synthesis": round(
                   served["seconds_created_to_completed"] / (served["synthesis_ms_reported_by_model_worker"] / 1000), 3)}
     print(json.dumps(report, indent=2))

@@ -36,7 +36,7 @@ POLL_SECONDS = 1.0
 SWEEP_SECONDS = 60.0
 MAX_ATTEMPTS = 5            # model worker crashes or timeouts in a row before the job fails
 RETRY_PAUSE_SECONDS = 2.0
-BUFFER_CHUNKS = 2
+BUFFER_CHUNKS = 8           # the model worker may run this far ahead of a busy front worker
 
 
 def owner_id() -> str:
