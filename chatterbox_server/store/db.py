@@ -19,6 +19,7 @@ from sqlalchemy.pool import NullPool
 MIGRATIONS_DIR = os.path.join(os.path.dirname(__file__), "migrations")
 CLAIM_LOCK_ID = 0x43425831          # "CBX1": the advisory lock that serializes job claims
 MIGRATE_LOCK_ID = 0x43425830
+READ_ONLY = "chatterbox_read_only"
 
 
 def database_url(configured: str, data_dir: str) -> str:
@@ -34,9 +35,19 @@ def make_engine(url: str) -> Engine:
         # NullPool: a connection per use, so no pooled sqlite handle crosses a fork or a thread
         engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_connect)
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # readers take no lock in WAL mode; writers take the write lock up front, so two never deadlock
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
+
+
+def reading(engine: Engine) -> Connection:
+    """A connection for reads only: `with reading(engine) as conn:`."""
+    return engine.connect().execution_options(**{READ_ONLY: True})
 
 
 def _sqlite_connect(dbapi_connection, _record) -> None:  # noqa: ANN001 - SQLAlchemy event signature

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from chatterbox_server.store.db import reading
 from chatterbox_server.store.tables import counters, request_history
 
 COUNTERS = ("total_requests", "completed_requests", "error_requests", "sum_duration_seconds",
@@ -48,7 +49,7 @@ class HistoryStore:
             conn.execute(delete(request_history).where(request_history.c.id <= newest - self.max_records))
 
     def history(self, limit: int) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(select(request_history).order_by(request_history.c.id.desc())
                                 .limit(limit)).mappings().all()
         return [dict(row) for row in rows]
@@ -58,11 +59,11 @@ class HistoryStore:
             return conn.execute(delete(request_history)).rowcount
 
     def totals(self) -> dict[str, float]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return {name: value for name, value in conn.execute(select(counters.c.name, counters.c.value)).all()}
 
     def value(self, name: str, default: float) -> float:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             found = conn.execute(select(counters.c.value).where(counters.c.name == name)).first()
         return found.value if found else default
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
 
 from chatterbox_server.longjobs.rules import ACTIVE, FINISHED, PAUSED, PENDING, PROCESSING
-from chatterbox_server.store.db import serialize
+from chatterbox_server.store.db import reading, serialize
 from chatterbox_server.store.tables import long_job_chunks, long_jobs
 
 SORTS = {
@@ -46,12 +46,12 @@ class JobStore:
                              [{"job_id": row["id"], "idx": i, "text": t} for i, t in enumerate(chunks)])
 
     def get(self, job_id: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(select(long_jobs).where(long_jobs.c.id == job_id)).mappings().first()
         return dict(row) if row else None
 
     def chunks(self, job_id: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(select(long_job_chunks).where(long_job_chunks.c.job_id == job_id)
                                 .order_by(long_job_chunks.c.idx)).mappings().all()
         return [dict(row) for row in rows]
@@ -78,11 +78,11 @@ class JobStore:
             conditions.append(long_jobs.c.created_at <= end)
         query = query.where(and_(*conditions)) if conditions else query
         query = query.order_by(SORTS[sort], long_jobs.c.created_at.desc()).limit(limit).offset(offset)
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return [dict(row) for row in conn.execute(query).mappings().all()]
 
     def status_counts(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(select(long_jobs.c.status, func.count()).group_by(long_jobs.c.status)).all()
         return {status: count for status, count in rows}
 
@@ -92,7 +92,7 @@ class JobStore:
                        long_jobs.c.total_processing_time_ms)
         if session_id:
             query = query.where(long_jobs.c.session_id == session_id)
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return [dict(row) for row in conn.execute(query).mappings().all()]
 
     # -- user actions -----------------------------------------------------------------------------
@@ -124,7 +124,7 @@ class JobStore:
         return result.rowcount == 1
 
     def count_active(self) -> int:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return conn.execute(select(func.count()).select_from(long_jobs)
                                 .where(long_jobs.c.status.in_(ACTIVE))).scalar_one()
 
@@ -213,7 +213,7 @@ class JobStore:
 
     # -- retention --------------------------------------------------------------------------------
     def expired(self, older_than: float) -> list[str]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(select(long_jobs.c.id).where(
                 long_jobs.c.status.in_(FINISHED), long_jobs.c.updated_at < older_than)).all()
         return [row.id for row in rows]

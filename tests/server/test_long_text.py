@@ -96,7 +96,7 @@ def test_kill_9_mid_job_resumes_at_the_first_missing_chunk_with_identical_audio(
 
 
 def test_pause_survives_a_restart_and_resume_finishes_the_same_file(tmp_path):
-    text = story(10, 0.25)
+    text = story(8, 0.25)
     server = tone(tmp_path)
     try:
         job_id = create(server, text, response_format="mp3")
@@ -182,7 +182,7 @@ def test_two_instances_share_the_jobs_never_run_one_twice_and_take_over_a_dead_o
         (tmp_path / name).mkdir()
     servers = [tone(tmp_path / "a", **settings), tone(tmp_path / "b", **settings)]
     try:
-        jobs = [create(servers[0], story(8, 0.3)), create(servers[1], story(8, 0.3))]
+        jobs = [create(servers[0], story(6, 0.3)), create(servers[1], story(6, 0.3))]
         owner = watch_leases(engine, jobs, lambda rows: any(r.lease_owner for r in rows))
         pid = int(owner.split("|")[1])
         holder = next(s for s in servers if pid in {c.pid for c in psutil.Process(s.process.pid).children()})

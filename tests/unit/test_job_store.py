@@ -148,3 +148,18 @@ def test_request_history_is_bounded_but_statistics_count_everything(engine):
     assert totals["total_requests"] == 5 and totals["completed_requests"] == 4 and totals["error_requests"] == 1
     assert totals["sum_audio_seconds"] == 7.5
     assert history.reset_memory_counter() == 5 and history.memory_counter() == 0
+
+
+def test_readers_do_not_wait_for_a_writer(engine):
+    from sqlalchemy import select
+
+    from chatterbox_server.store.tables import counters
+    writer = engine.connect()
+    transaction = writer.begin()
+    writer.execute(counters.insert().values(name="pending", value=1.0))
+    started = time.monotonic()
+    with db.reading(engine) as reader:
+        assert reader.execute(select(counters).where(counters.c.name == "pending")).all() == []
+    assert time.monotonic() - started < 1.0
+    transaction.commit()
+    writer.close()
