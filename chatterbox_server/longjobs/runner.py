@@ -34,7 +34,7 @@ from workers.protocol import SpeechJob
 log = logging.getLogger("chatterbox.longjobs")
 POLL_SECONDS = 1.0
 SWEEP_SECONDS = 60.0
-MAX_ATTEMPTS = 5            # model worker crashes or timeouts in a row before the job fails
+MAX_ATTEMPTS = 5            # model worker crashes or timeouts on one job before it fails
 RETRY_PAUSE_SECONDS = 2.0
 BUFFER_CHUNKS = 8           # the model worker may run this far ahead of a busy front worker
 
@@ -120,6 +120,8 @@ class Runner:
         job_id = job["id"]
         params = json.loads(job["parameters"])
         info = self.pool.engine_info()
+        if info is None:                        # the model workers went away since the claim
+            return self._requeue(job_id, failed=False)
         try:
             voice = self.voices.resolve(job["voice"], info)
         except ApiError as exc:
@@ -166,6 +168,8 @@ class Runner:
             if handle.cancel_reason:
                 log.info("long-text job %s: stopped (%s)", job_id, handle.cancel_reason)
                 self.store.drop_lease(job_id, self.owner)
+                if self.store.get(job_id) is None:      # deleted: a chunk written meanwhile must not linger
+                    files.remove_job_files(self.jobs_root, job_id)
                 return "stop"
             if exc.status < 500:
                 self.store.release(job_id, self.owner, {"status": FAILED, "error": str(exc)})
@@ -186,14 +190,16 @@ class Runner:
                 handle.cancel(f"job {status or 'taken over or deleted'}")
                 return
 
-    def _requeue(self, job_id: str) -> None:
+    def _requeue(self, job_id: str, failed: bool = True) -> None:
+        """Back to pending after a model worker died or timed out (`failed`), or was not ready."""
         job = self.store.get(job_id)
-        if job is not None and job["attempts"] >= MAX_ATTEMPTS:
-            self.store.release(job_id, self.owner, {"status": FAILED,
-                                                    "error": f"gave up after {MAX_ATTEMPTS} attempts"})
+        attempts = (job["attempts"] if job else 0) + (1 if failed else 0)
+        if attempts >= MAX_ATTEMPTS:
+            self.store.release(job_id, self.owner, {"status": FAILED, "attempts": attempts,
+                                                    "error": f"gave up after {MAX_ATTEMPTS} failed attempts"})
             return
         gevent.sleep(RETRY_PAUSE_SECONDS)
-        self.store.release(job_id, self.owner, {"status": PENDING})
+        self.store.release(job_id, self.owner, {"status": PENDING, "attempts": attempts})
 
     def _finish(self, job_id: str, fmt: str, paths: list[str], sample_rate: int) -> None:
         out = files.output_path(self.jobs_root, job_id, fmt)

@@ -150,7 +150,6 @@ class JobStore:
             job_id = candidates[0].id
             conn.execute(update(long_jobs).where(long_jobs.c.id == job_id).values(
                 status=PROCESSING, lease_owner=owner, lease_expires=now + self.lease_seconds, updated_at=now,
-                attempts=long_jobs.c.attempts + 1,
                 processing_started_at=func.coalesce(long_jobs.c.processing_started_at, now)))
             row = conn.execute(select(long_jobs).where(long_jobs.c.id == job_id)).mappings().first()
         return dict(row)

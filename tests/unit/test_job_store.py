@@ -58,7 +58,7 @@ def test_a_dead_runners_job_moves_on_when_its_lease_expires(engine):
     assert store.heartbeat("a", "runner-1") == PROCESSING
     time.sleep(1.2)                                                 # runner-1 stops renewing: it died
     second = store.claim("runner-2", 1, never_dead)
-    assert second["id"] == "a" and second["lease_owner"] == "runner-2" and second["attempts"] == 2
+    assert second["id"] == "a" and second["lease_owner"] == "runner-2"
     assert store.heartbeat("a", "runner-1") is None                 # the old runner learns it lost the job
     assert not store.release("a", "runner-1", {"status": COMPLETED})
     assert store.get("a")["status"] == PROCESSING
