@@ -74,7 +74,7 @@ def tone(tmp_path, **settings) -> Server:
 
 
 def test_kill_9_mid_job_resumes_at_the_first_missing_chunk_with_identical_audio(tmp_path):
-    text = story(12, 0.25)
+    text = story(16, 0.25)
     server = tone(tmp_path)
     try:
         reference = completed(server, create(server, text))
@@ -88,7 +88,13 @@ def test_kill_9_mid_job_resumes_at_the_first_missing_chunk_with_identical_audio(
     assert len(made_before) >= before
     server = tone(tmp_path)
     try:
+        # and the model worker dies too, mid-job: the runner retries from the first missing chunk
+        wait_for(server, job_id, lambda s: done_chunks(s) > len(made_before))
+        (model_worker,) = [p for p in psutil.Process(server.process.pid).children(recursive=True)
+                           if "chatterbox-model-worker" in " ".join(p.cmdline())]
+        model_worker.kill()
         assert completed(server, job_id) == reference
+        assert "it will be retried" in server.log()
         for name, mtime in made_before.items():         # resumed: the chunks made before were not redone
             assert (chunk_files / name).stat().st_mtime == mtime < killed_at
     finally:
