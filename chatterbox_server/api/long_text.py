@@ -38,6 +38,7 @@ from chatterbox_server.store.jobs_db import SORTS, paused_values
 
 bp = Blueprint("long_text", __name__)
 SSE_POLL_SECONDS = 0.5
+SSE_KEEPALIVE_SECONDS = 15.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -199,14 +200,16 @@ def job_events(job_id: str) -> Response:
 
     def events() -> Iterator[bytes]:
         last: tuple | None = None
+        quiet_since = time.monotonic()
         while True:
             row = jobs.get(job_id)
             if row is None:
                 yield _event("error", job_id, {"message": f"job {job_id} was deleted"})
                 return
             state = (row["status"], row["completed_chunks"])
-            if state != last:
-                last = state
+            if state != last or time.monotonic() - quiet_since > SSE_KEEPALIVE_SECONDS:
+                # a paused job says nothing new: the periodic event also reveals a client that left
+                last, quiet_since = state, time.monotonic()
                 yield _event("progress", job_id, {
                     "status": row["status"], "progress": rules.percentage(row),
                     "current_chunk": row["current_chunk"], "completed_chunks": row["completed_chunks"],

@@ -95,6 +95,9 @@ def test_long_text_input_is_checked_and_jobs_are_managed(tone_server):
     while requests.get(tone_server.url(f"{LONG}/{job_id}")).json()["status"] != "completed":
         assert time.monotonic() < deadline
         time.sleep(0.1)
+    events = requests.get(tone_server.url(f"{LONG}/{job_id}/sse"), timeout=10)
+    assert events.headers["Content-Type"].startswith("text/event-stream")
+    assert "event: progress" in events.text and "event: completed" in events.text
     download = requests.get(tone_server.url(f"{LONG}/{job_id}/download"))
     assert download.status_code == 200 and download.content[:4] == b"fLaC"
     patched = requests.patch(tone_server.url(f"{LONG}/{job_id}"), json={"display_name": "renamed", "tags": [" b "]})
