@@ -6,7 +6,8 @@ import logging
 import os
 from dataclasses import dataclass
 
-from flask import Flask, current_app
+from flask import Flask, Response, current_app
+from sqlalchemy.exc import SQLAlchemyError
 
 from chatterbox_server.longjobs.runner import Runner
 from chatterbox_server.services import Services
@@ -46,6 +47,7 @@ def install(app: Flask, svc: Services) -> None:
         app.register_blueprint(module.bp, url_prefix="/v1", name=f"{module.bp.name}_v1")
         app.register_blueprint(module.bp, url_prefix="", name=f"{module.bp.name}_root")
     app.wsgi_app = aliases.AliasMiddleware(app.wsgi_app)
+    app.register_error_handler(SQLAlchemyError, _database_unavailable)
     if _under_gevent():
         runner.start()
     else:
@@ -54,6 +56,14 @@ def install(app: Flask, svc: Services) -> None:
 
 def management() -> Management:
     return current_app.extensions["chatterbox_management"]
+
+
+def _database_unavailable(error: SQLAlchemyError) -> Response:
+    from chatterbox_server.app import error_response
+    from chatterbox_server.errors import ApiError
+    log.error("database error: %s", error)
+    return error_response(ApiError(503, "the job and history database is unavailable; try again shortly",
+                                   code="database_unavailable", retry_after=5))
 
 
 def _under_gevent() -> bool:

@@ -20,6 +20,7 @@ import time
 import gevent
 import gevent.event
 import psutil
+from sqlalchemy.exc import SQLAlchemyError
 
 from chatterbox_server.errors import ApiError
 from chatterbox_server.hub import off_hub
@@ -108,6 +109,10 @@ class Runner:
     def _run_guarded(self, job: dict) -> None:
         try:
             self.run(job)
+        except SQLAlchemyError as exc:
+            # the database is unreachable: leave the job as it is; its lease expires and a runner
+            # (this one, once the database answers) continues it from its first missing chunk
+            log.error("long-text job %s: database error (%s); it will be taken up again", job["id"], exc)
         except Exception as exc:  # noqa: BLE001 - recorded on the job, never lost silently
             log.exception("long-text job %s failed", job["id"])
             self.store.release(job["id"], self.owner, {"status": FAILED, "error": f"internal error: {exc}"})
@@ -185,7 +190,12 @@ class Runner:
         interval = min(1.0, self.store.lease_seconds / 3)
         while True:
             gevent.sleep(interval)
-            status = self.store.heartbeat(job_id, self.owner)
+            try:
+                status = self.store.heartbeat(job_id, self.owner)
+            except Exception as exc:  # noqa: BLE001 - an unrenewable lease may pass to another runner
+                log.error("long-text job %s: cannot renew its lease (%s); stopping it", job_id, exc)
+                handle.cancel("its lease could not be renewed")
+                return
             if status != PROCESSING:
                 handle.cancel(f"job {status or 'taken over or deleted'}")
                 return
