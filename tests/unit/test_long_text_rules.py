@@ -83,3 +83,18 @@ def test_joined_chunks_are_the_whole_file_in_every_format(tmp_path):
         with open(out, "rb") as f:
             assert f.read() == encode_whole(fmt, b"".join(pcm), 24000), fmt
         assert seconds == pytest.approx(54008 / 24000) and size > 0
+
+
+def test_a_lease_owner_is_dead_only_when_surely_dead():
+    import socket
+    import subprocess
+    import sys
+
+    from chatterbox_server.longjobs.runner import owner_dead, owner_id
+    me = owner_id()
+    assert not owner_dead(me)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert owner_dead(f"{socket.gethostname()}|{child.pid}|1.00")     # gone (or a different process now)
+    assert not owner_dead(f"another-host|{child.pid}|1.00")          # elsewhere: only the lease can tell
+    assert not owner_dead("not an owner")
