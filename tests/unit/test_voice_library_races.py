@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from chatterbox_server import voices
-from chatterbox_server.store import voice_library
 from chatterbox_server.errors import ApiError
+from chatterbox_server.store import voice_library
 from chatterbox_server.voices import VoiceLibrary, check_name
 
 
