@@ -134,8 +134,11 @@ def build_spec() -> dict[str, Any]:
                                ("/v1/status", "Requests in progress", "status"),
                                ("/v1/status/progress", "Progress of one request", "status"),
                                ("/health", "Engine and worker pool", "status"),
-                               ("/memory", "Memory of the processes", "status")):
+                               ("/memory", "Memory of the processes (cleanup=true acts on every worker)",
+                                "memory")):
         spec.path(path, operations=_get(summary, tag, path))
+    from chatterbox_server.api.openapi_paths import add_paths
+    add_paths(spec)
     return spec.to_dict()
 
 

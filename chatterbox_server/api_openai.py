@@ -29,6 +29,8 @@ def json_body() -> dict[str, Any]:
 
 
 def form_body() -> tuple[dict[str, Any], bytes | None]:
+    if request.is_json:         # the /upload endpoints without a file: seed 000's clients send JSON too
+        return json_body(), None
     return form_fields(("voice_file",), accept_urlencoded=True), uploaded("voice_file")
 
 
@@ -144,8 +146,4 @@ def progress() -> Response:
         return jsonify(match)
     return jsonify(active[-1] if active else IDLE)
 
-
-@bp.get("/status")
-def status() -> Response:
-    active = services().progress.all_active(guards.can_see_text)
-    return jsonify({"active_requests": len(active), "requests": active})
+# /status lives in api/status_history.py with the history and statistics it can include

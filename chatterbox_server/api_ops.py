@@ -1,13 +1,10 @@
 """Operations endpoints shared by both families: health, memory."""
 from __future__ import annotations
 
-import os
 from typing import Any
 
-import psutil
 from flask import Blueprint, Response, jsonify
 
-from chatterbox_server.errors import ApiError
 from chatterbox_server.security import guards
 from chatterbox_server.services import Services, services
 from workers.board import SlotView, WorkerState
@@ -59,24 +56,4 @@ def health() -> tuple[Response, int]:
     return jsonify(report), 200 if report["ready"] else 503
 
 
-@bp.get("/memory")
-def memory() -> Response:
-    if not guards.trusted_caller():      # PIDs and the machine's memory: like /health's details
-        raise ApiError(403, "/memory is for callers with an API key (without keys: callers on this machine)",
-                       code="not_allowed")
-    svc = services()
-    workers = []
-    for view in svc.pool.slots():
-        entry: dict[str, Any] = {"slot": view.slot, "pid": view.pid, "state": view.state.name.lower()}
-        try:
-            entry["rss_bytes"] = psutil.Process(view.pid).memory_info().rss if view.pid > 0 else None
-        except psutil.Error:
-            entry["rss_bytes"] = None
-        entry["accelerator"] = view.info.get("memory") if view.info else None
-        workers.append(entry)
-    front = psutil.Process(os.getpid()).memory_info()
-    return jsonify({"memory_info": {
-        "front_worker": {"pid": os.getpid(), "rss_bytes": front.rss, "vms_bytes": front.vms},
-        "model_workers": workers,
-        "system": dict(psutil.virtual_memory()._asdict()),
-    }})
+# /memory and its actions live in api/memory.py

@@ -19,6 +19,7 @@ from chatterbox_server.api import (
     extended_vc,
     extended_voices,
     housekeeping,
+    management,
     voice_library,
 )
 from chatterbox_server.errors import ApiError, default_code
@@ -65,6 +66,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api_docs.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(web.bp)
+    management.install(app, app.extensions["chatterbox"])
     _register_error_handlers(app)
     app.after_request(_count_speech_request)
     draining.init_app(app, run_dir)

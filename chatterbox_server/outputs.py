@@ -38,12 +38,12 @@ class OutputStore:
 
     # -- writing ----------------------------------------------------------------------------------
     def new_base_name(self, now: float | None = None, prefix: str = "tts", tag: str = "") -> str:
-        """`tts_YYYY-MM-DD_HHMMSS_mmm[_tag]_<random>` (UTC): the seed's prefix, then 64 random bits so
+        """`tts_YYYY-MM-DD_HHMMSS_mmm_<random>[_tag]` (UTC): the seed's prefix, then 64 random bits so
         nobody can fetch another caller's output by guessing its name from the time it was made."""
         moment = datetime.fromtimestamp(time.time() if now is None else now, tz=timezone.utc)
         stamp = f"{moment:%Y-%m-%d_%H%M%S}_{moment.microsecond // 1000:03d}"
-        base = f"{prefix}_{stamp}_{tag}" if tag else f"{prefix}_{stamp}"
-        return f"{base}_{secrets.token_hex(UNGUESSABLE_BYTES)}"
+        base = f"{prefix}_{stamp}_{secrets.token_hex(UNGUESSABLE_BYTES)}"
+        return f"{base}_{tag}" if tag else base
 
     def write_atomic(self, name: str, data: bytes, replace: bool = False) -> str:
         """Write `name` whole or not at all; FileExistsError if it exists and `replace` is False."""

@@ -39,7 +39,8 @@ class Progress:
             self.active[request_id]["current_chunk"] = done
             self._save()
 
-    def end(self, request_id: str) -> None:
+    def end(self, request_id: str, result: object | None = None, error: str | None = None) -> None:
+        """`result` (the job's JobDone, None if it did not complete) and `error` serve subclasses."""
         if self.active.pop(request_id, None) is not None:
             self._save()
 

@@ -114,6 +114,21 @@ class Settings:
     allow_disable_watermark: bool = setting(
         False, "Honour `disable_watermark` on `/api/v1` (Chatterbox's Perth watermark); off: every file keeps "
         "its watermark and a request that asks otherwise is told so in `X-Chatterbox-Watermark`.")
+    database_url: str = setting(
+        "", "Database for long-text jobs and request history: empty for SQLite in DATA_DIR/chatterbox.db "
+        "(one box, any number of processes; not on NFS), or `postgresql://user:pass@host/db` for several boxes.")
+    longtext_max_chars: int = setting(200_000, "Longest `input` accepted by `/v1/audio/speech/long`.")
+    longtext_max_running: int = setting(
+        1, "Long-text jobs synthesizing at once, across every front worker and instance on the database.")
+    longtext_max_active: int = setting(
+        100, "Long-text jobs pending, running or paused at once; above it new jobs get 429.")
+    longtext_retention_seconds: int = setting(
+        7 * 86400, "Finished (completed, failed, cancelled) long-text jobs and their audio are deleted this many "
+        "seconds after they ended; 0: kept until deleted.")
+    longtext_lease_seconds: float = setting(
+        30.0, "A running long-text job's lease; a job whose runner died moves to another after this long "
+        "(at once when the dead runner was on the same host).")
+    history_max_records: int = setting(1000, "Requests kept in `/v1/status/history` (statistics count all).")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -136,14 +151,17 @@ class Settings:
                 raise SettingsError(f"{env_name(f.name)}={value!r}: choose one of {', '.join(choices)}")
         for name in ("model_workers", "front_workers", "worker_connections", "max_input_chars",
                      "max_stream_input_chars", "max_queued_jobs", "max_new_tokens", "max_upload_bytes",
-                     "url_fetch_max_bytes"):
+                     "url_fetch_max_bytes", "longtext_max_chars", "longtext_max_running", "longtext_max_active",
+                     "history_max_records"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
         for name in ("output_retention_seconds", "output_max_bytes", "queue_timeout", "chunk_timeout",
                      "trust_proxy", "graceful_timeout", "url_fetch_timeout", "max_streams_per_key",
-                     "housekeeping_interval"):
+                     "housekeeping_interval", "longtext_retention_seconds"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{env_name(name)} cannot be negative")
+        if self.longtext_lease_seconds < 1:
+            raise SettingsError(f"{env_name('longtext_lease_seconds')} must be at least 1")
         if not self.bind_addresses:
             raise SettingsError(f"{env_name('bind')} names no address")
 

@@ -114,7 +114,7 @@ class SpeechRun:
         if self.watcher is not None:
             self.watcher.kill(block=False)
         self.handle.close()
-        self.progress.end(self.job.request_id)
+        self.progress.end(self.job.request_id, result, self.handle.cancel_reason)
         while self.cleanups:
             self.cleanups.pop()()
 

@@ -34,6 +34,8 @@ from workers.protocol import (
     JobDone,
     JobFailed,
     JobStats,
+    MemoryAction,
+    MemoryReport,
     SpeechJob,
     chunk_seed,
 )
@@ -163,10 +165,30 @@ class ModelWorker:
             return
         if isinstance(message, (SpeechJob, ConvertJob)) and conn in self.idle_conns:
             self._admit(conn, message)
+        elif isinstance(message, MemoryAction) and conn in self.idle_conns:
+            self._memory_action(conn, message)
         elif isinstance(message, Credit) and conn in self.jobs:
             self.jobs[conn].credits += message.chunks
         else:
             self._fail(conn, JobFailed(f"unexpected message {type(message).__name__}", status=500))
+
+    def _memory_action(self, conn: Connection, action: MemoryAction) -> None:
+        """gc + the engine's cache release (CUDA empty_cache), between two chunks; answers what it did."""
+        import gc
+
+        import psutil
+        process = psutil.Process()
+        rss_before, accelerator_before = process.memory_info().rss, self.engine.memory_stats()
+        collected = gc.collect()
+        self.engine.release_memory()
+        torch = sys.modules.get("torch")
+        on_cuda = bool(torch is not None and accelerator_before is not None and torch.cuda.is_available())
+        if on_cuda and action.reset_peak:
+            torch.cuda.reset_peak_memory_stats()
+        self._send(conn, MemoryReport(self.slot, os.getpid(), collected, on_cuda, on_cuda and action.reset_peak,
+                                      rss_before, process.memory_info().rss, accelerator_before,
+                                      self.engine.memory_stats()))
+        self._close(conn)
 
     def _admit(self, conn: Connection, job: SpeechJob | ConvertJob) -> None:
         self.idle_conns.discard(conn)
@@ -179,6 +201,14 @@ class ModelWorker:
 
     def _next_job(self) -> ActiveJob | None:
         runnable = [job for job in self.jobs.values() if job.runnable]
+        interactive = [job for job in runnable if not getattr(job.job, "background", False)]
+        if runnable and not interactive and self.idle_conns:
+            # a client that has just connected is about to send its job: read it before a background chunk
+            for conn in wait(list(self.idle_conns), 0.05):
+                self._read_message(conn)
+            runnable = [job for job in self.jobs.values() if job.runnable]
+            interactive = [job for job in runnable if not getattr(job.job, "background", False)]
+        runnable = interactive or runnable      # background (long-text) jobs only fill idle time
         if not runnable:
             return None
         waiting_for_first_audio = [job for job in runnable if job.next_index == 0]

@@ -22,6 +22,7 @@ class SpeechJob:
     seed: int                          # chunk i uses seed + i: reproducible whatever the interleaving
     buffer_size: int                   # chunks the worker may send ahead of the client's consumption
     text_preview: str = ""
+    background: bool = False           # a long-text job: runs only when no interactive job can
 
     @property
     def units(self) -> int:
@@ -49,6 +50,12 @@ class ConvertJob:
 class Credit:
     """The client consumed `chunks` more chunks: the worker may produce that many more."""
     chunks: int = 1
+
+
+@dataclass(frozen=True)
+class MemoryAction:
+    """Sent alone on a fresh connection: collect garbage and give cached accelerator memory back."""
+    reset_peak: bool = False           # also reset the accelerator's peak-memory statistics
 
 
 # -- model worker -> front worker -------------------------------------------------------------
@@ -80,6 +87,20 @@ class JobFailed:
     message: str
     kind: str = "request"              # "request": this job is bad; "engine": the worker is unwell
     status: int = 500                  # HTTP status to use if nothing has been sent yet
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    """What a MemoryAction did in one model worker."""
+    slot: int
+    pid: int
+    collected_objects: int
+    cuda_cache_cleared: bool
+    peak_stats_reset: bool
+    rss_before: int
+    rss_after: int
+    accelerator_before: dict | None
+    accelerator_after: dict | None
 
 
 @dataclass

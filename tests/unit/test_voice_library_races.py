@@ -11,6 +11,7 @@ import pytest
 
 from chatterbox_server import voices
 from chatterbox_server.errors import ApiError
+from chatterbox_server.store import voice_library
 from chatterbox_server.voices import VoiceLibrary, check_name
 
 
@@ -21,7 +22,7 @@ def slow_decode(data: bytes, max_bytes: int):
 
 
 def test_two_uploads_of_one_new_name_never_mix_audio_and_metadata(tmp_path, monkeypatch):
-    monkeypatch.setattr(voices, "decode_reference", slow_decode)
+    monkeypatch.setattr(voice_library, "decode_reference", slow_decode)
     library = VoiceLibrary(str(tmp_path), 1 << 20)
     outcomes: list[object] = []
 

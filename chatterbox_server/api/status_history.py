@@ -1,0 +1,92 @@
+"""Processing status, request history and statistics (seed 000's /status family), from the database."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from chatterbox_server.api.management import management
+from chatterbox_server.api.memory import process_memory
+from chatterbox_server.errors import ApiError
+from chatterbox_server.security import guards
+from chatterbox_server.services import services
+from chatterbox_server.store.history_db import describe_entry, statistics
+
+bp = Blueprint("status_history", __name__)
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"{name}: must be a whole number", param=name) from None
+    if not low <= value <= high:
+        raise ApiError(400, f"{name}: must be between {low} and {high}", param=name)
+    return value
+
+
+def _flag(name: str) -> bool:
+    raw = request.args.get(name, "false").lower()
+    if raw not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ApiError(400, f"{name}: must be true or false", param=name)
+    return raw in ("1", "true", "yes", "on")
+
+
+def current_statistics() -> dict[str, Any]:
+    active = services().progress.all_active(guards.can_see_text)
+    return statistics(management().history.totals(), bool(active))
+
+
+def history_records(limit: int) -> list[dict[str, Any]]:
+    return [describe_entry(row) for row in management().history.history(limit)]
+
+
+def processing_status() -> dict[str, Any]:
+    """The peer's status object (its newest active request, or idle), plus every active request."""
+    active = services().progress.all_active(guards.can_see_text)
+    total = int(management().history.totals()["total_requests"])
+    base: dict[str, Any] = {"active_requests": len(active), "requests": active, "total_requests": total}
+    if not active:
+        return {"status": "idle", "is_processing": False, "message": "No active requests", **base}
+    newest = active[-1]
+    return {"status": newest["status"], "is_processing": True, "request_id": newest["request_id"],
+            "duration_seconds": newest["duration_seconds"], "text_preview": newest["text_preview"],
+            "progress": {k: newest[k] for k in ("current_chunk", "total_chunks", "current_step",
+                                                 "progress_percentage", "estimated_completion")}, **base}
+
+
+@bp.get("/status")
+def status() -> Response:
+    report = processing_status()
+    if _flag("include_memory"):
+        report["memory_info"] = process_memory()
+    if _flag("include_history"):
+        report["request_history"] = history_records(_int_arg("history_limit", 5, 1, 20))
+    if _flag("include_stats"):
+        report["statistics"] = current_statistics()
+    return jsonify(report)
+
+
+@bp.get("/status/history")
+def history() -> Response:
+    limit = _int_arg("limit", 10, 1, max(50, management().settings.history_max_records))
+    records = history_records(limit)
+    return jsonify({"request_history": records, "total_records": len(records), "limit": limit})
+
+
+@bp.get("/status/statistics")
+def stats() -> Response:
+    report = current_statistics()
+    if _flag("include_memory"):
+        report["current_memory"] = process_memory()
+    return jsonify(report)
+
+
+@bp.post("/status/history/clear")
+def clear() -> Response:
+    if not _flag("confirm"):
+        raise ApiError(400, "confirm: clearing the request history requires confirm=true", param="confirm")
+    cleared = management().history.clear()
+    return jsonify({"success": True, "message": "TTS request history cleared successfully",
+                    "cleared_records": cleared})

@@ -1,0 +1,1 @@
+"""Long-text jobs: whole books and articles synthesized in the background, durable across restarts."""

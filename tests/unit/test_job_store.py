@@ -1,0 +1,165 @@
+"""The job store on SQLite and on a real PostgreSQL: leases, the running cap, no double claims,
+state transitions, retention and the bounded request history."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import pytest
+from pgkit import postgres  # noqa: F401 - the session fixture
+
+from chatterbox_server.longjobs import files
+from chatterbox_server.longjobs.rules import CANCELLED, COMPLETED, PAUSABLE, PAUSED, PENDING, PROCESSING
+from chatterbox_server.store import db
+from chatterbox_server.store.history_db import HistoryStore
+from chatterbox_server.store.jobs_db import JobStore, paused_values
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path):
+    if request.param == "sqlite":
+        url = db.database_url("", str(tmp_path))
+    else:
+        url = db.database_url(request.getfixturevalue("postgres").new_database(), str(tmp_path))
+    engine = db.make_engine(url)
+    db.migrate(engine, str(tmp_path))
+    yield engine
+    engine.dispose()
+
+
+def never_dead(owner: str) -> bool:
+    return False
+
+
+def add_job(store: JobStore, job_id: str, chunks: int = 3) -> None:
+    store.create({"id": job_id, "text": "x" * 10, "text_length": 10, "text_hash": "h", "voice": None,
+                  "parameters": json.dumps({"seed": 1}), "output_format": "wav"}, [f"c{i}" for i in range(chunks)])
+
+
+def test_migrations_are_idempotent_and_concurrent(engine, tmp_path):
+    threads = [threading.Thread(target=db.migrate, args=(engine, str(tmp_path))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    store = JobStore(engine, 5)
+    add_job(store, "a")
+    assert store.get("a")["status"] == PENDING
+
+
+def test_a_dead_runners_job_moves_on_when_its_lease_expires(engine):
+    store = JobStore(engine, lease_seconds=1)
+    add_job(store, "a")
+    first = store.claim("runner-1", max_running=1, owner_dead=never_dead)
+    assert first["id"] == "a" and first["lease_owner"] == "runner-1"
+    assert store.claim("runner-2", 1, never_dead) is None           # the cap, and the lease, hold
+    assert store.heartbeat("a", "runner-1") == PROCESSING
+    time.sleep(1.2)                                                 # runner-1 stops renewing: it died
+    second = store.claim("runner-2", 1, never_dead)
+    assert second["id"] == "a" and second["lease_owner"] == "runner-2"
+    assert store.heartbeat("a", "runner-1") is None                 # the old runner learns it lost the job
+    assert not store.release("a", "runner-1", {"status": COMPLETED})
+    assert store.get("a")["status"] == PROCESSING
+
+
+def test_a_dead_owner_on_this_host_loses_the_job_at_once(engine):
+    store = JobStore(engine, lease_seconds=60)
+    add_job(store, "a")
+    store.claim("dead-runner", 1, never_dead)
+    claimed = store.claim("runner-2", 1, lambda owner: owner == "dead-runner")
+    assert claimed["id"] == "a" and claimed["lease_owner"] == "runner-2"
+
+
+def test_concurrent_claims_never_hand_out_one_job_twice(engine):
+    store = JobStore(engine, lease_seconds=60)
+    for i in range(6):
+        add_job(store, f"job-{i}")
+    claims: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def claim(n: int) -> None:
+        barrier.wait()
+        row = store.claim(f"runner-{n}", max_running=3, owner_dead=never_dead)
+        if row:
+            claims.append(row["id"])
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(claims) == 3 and len(set(claims)) == 3               # the cap, and never one job twice
+    assert store.status_counts() == {PROCESSING: 3, PENDING: 3}
+
+
+def test_pause_resume_and_cancel_follow_the_rules(engine):
+    store = JobStore(engine, lease_seconds=60)
+    add_job(store, "a")
+    store.claim("r", 1, never_dead)
+    assert store.transition("a", PAUSABLE, paused_values())
+    assert store.heartbeat("a", "r") == PAUSED                      # the runner sees the pause and stops
+    store.drop_lease("a", "r")
+    assert not store.transition("a", PAUSABLE, paused_values())     # already paused
+    assert store.transition("a", (PAUSED,), {"status": PENDING})
+    assert store.transition("a", (PENDING, PROCESSING, PAUSED), {"status": CANCELLED})
+    assert not store.transition("a", (PAUSED,), {"status": PENDING})
+
+
+def test_chunk_progress_counts_each_chunk_once(engine):
+    store = JobStore(engine, lease_seconds=60)
+    add_job(store, "a", chunks=3)
+    store.chunk_done("a", 0, "chunk-00000.pcm", 100, 5)
+    store.chunk_done("a", 0, "chunk-00000.pcm", 100, 5)             # a second runner's duplicate
+    row = store.get("a")
+    assert row["completed_chunks"] == 1 and row["total_processing_time_ms"] == 5
+
+
+def test_retention_sweep_removes_finished_jobs_and_their_files(engine, tmp_path):
+    from chatterbox_server.longjobs.runner import Runner
+    store = JobStore(engine, lease_seconds=60)
+    root = str(tmp_path / "longtext")
+    for job_id, status in (("old-done", COMPLETED), ("old-cancelled", CANCELLED), ("old-paused", PAUSED),
+                           ("new-done", COMPLETED)):
+        add_job(store, job_id)
+        store.update_meta(job_id, {"status": status})
+        files.write_atomically(files.chunk_path(root, job_id, 0), b"\0\0")
+    store.update_meta("new-done", {"updated_at": time.time() + 100})  # finished later than the others
+    runner = Runner(store, pool=None, voices=None, jobs_root=root, max_running=1, retention_seconds=100)
+    assert runner.sweep(now=time.time() + 50) == 0
+    assert runner.sweep(now=time.time() + 150) == 2
+    assert store.get("old-paused") is not None and store.get("new-done") is not None
+    assert store.get("old-done") is None and store.get("old-cancelled") is None
+    assert not os.path.exists(files.job_dir(root, "old-done"))
+    assert os.path.exists(files.job_dir(root, "old-paused"))
+
+
+def test_request_history_is_bounded_but_statistics_count_everything(engine):
+    history = HistoryStore(engine, max_records=3)
+    for i in range(5):
+        history.request_started()
+        history.record({"request_id": f"r{i}", "endpoint": "/v1/audio/speech", "status": "completed" if i else "error",
+                        "start_time": 10.0, "end_time": 12.0, "text_length": 10, "text_preview": "x",
+                        "voice_source": "default", "parameters": {}, "total_chunks": 1, "audio_seconds": 1.5,
+                        "error_message": None})
+    assert [row["request_id"] for row in history.history(10)] == ["r4", "r3", "r2"]
+    totals = history.totals()
+    assert totals["total_requests"] == 5 and totals["completed_requests"] == 4 and totals["error_requests"] == 1
+    assert totals["sum_audio_seconds"] == 7.5
+    assert history.reset_memory_counter() == 5 and history.memory_counter() == 0
+
+
+def test_readers_do_not_wait_for_a_writer(engine):
+    from sqlalchemy import select
+
+    from chatterbox_server.store.tables import counters
+    writer = engine.connect()
+    transaction = writer.begin()
+    writer.execute(counters.insert().values(name="pending", value=1.0))
+    started = time.monotonic()
+    with db.reading(engine) as reader:
+        assert reader.execute(select(counters).where(counters.c.name == "pending")).all() == []
+    assert time.monotonic() - started < 1.0
+    transaction.commit()
+    writer.close()
