@@ -239,7 +239,7 @@ def test_outputs_panel_lists_filters_plays_and_deletes(hibari_page, hibari_serve
 def test_bad_values_show_the_servers_message_next_to_their_field(hibari_page):
     page = hibari_page.open()
     page.click("#play")                               # no text at all
-    input_error = page.locator('.field[data-param="input"] .field-error')
+    input_error = page.locator('#panel-speak .field[data-param="input"] .field-error')
     expect(input_error).to_have_text("Must contain text to speak.")
     expect(page.locator("#panel-speak textarea")).to_have_attribute("aria-invalid", "true")
 
@@ -433,10 +433,75 @@ def test_convert_a_stored_recording(tone_page, keyed_tone_server):
     expect(result).to_contain_text("1.0 s of audio")
 
 
+# -- long-text jobs, history, languages -----------------------------------------------------------
+def job_status(server: Server, job_id: str) -> str:
+    answer = requests.get(server.url(f"/v1/audio/speech/long/{job_id}"),
+                          headers={"Authorization": f"Bearer {API_KEY}"}, timeout=5)
+    return answer.json()["status"]
+
+
+def test_long_job_submit_watch_pause_resume_cancel_retry_download(tone_page, keyed_tone_server):
+    page = tone_page.open("/#jobs", key=API_KEY)
+    text = " ".join(f"Part {i} of the long text is read slowly [[sleep:0.3]]." for i in range(20))
+    page.fill("#panel-jobs textarea", text)
+    expect(page.locator("#panel-jobs .count")).to_have_text(f"{len(text):,} characters")
+    page.fill('#panel-jobs .field[data-param="display_name"] input', "Chapter 1")
+    page.select_option('#panel-jobs .field[data-param="response_format"] select', "wav")
+    with page.expect_response(lambda r: r.url.endswith("/v1/audio/speech/long") and r.request.method == "POST") as made:
+        page.click("#panel-jobs button[type=submit]")
+    first = made.value.json()
+    assert first["total_chunks"] > 3, first
+    row = page.locator(f'#panel-jobs tr[data-job="{first["job_id"]}"]')
+    expect(row.locator("th")).to_have_text("Chapter 1")
+    expect(row.locator(".percent")).not_to_have_text(re.compile(r"^0%"))      # progress shows while it runs
+    assert row.locator("progress").evaluate("p => p.value") > 0
+    tone_page.shoot("jobs-running")
+
+    row.get_by_role("button", name=re.compile("^Pause")).click()
+    expect(row).to_have_attribute("data-status", "paused")
+    assert job_status(keyed_tone_server, first["job_id"]) == "paused"
+    row.get_by_role("button", name=re.compile("^Resume")).click()
+    expect(row).to_have_attribute("data-status", re.compile("^(pending|processing)$"))
+    row.get_by_role("button", name=re.compile("^Cancel")).click()
+    expect(row).to_have_attribute("data-status", "cancelled")
+    assert job_status(keyed_tone_server, first["job_id"]) == "cancelled"
+    expect(row.get_by_role("button", name=re.compile("^(Pause|Resume|Cancel)"))).to_have_count(0)
+
+    with page.expect_response(lambda r: r.url.endswith("/retry")) as retried:
+        row.get_by_role("button", name=re.compile("^Retry")).click()
+    retry = page.locator(f'#panel-jobs tr[data-job="{retried.value.json()["job_id"]}"]')
+    expect(page.locator("#panel-jobs tbody tr").first).to_have_attribute("data-job", retried.value.json()["job_id"])
+    expect(retry.locator("td.status")).to_have_text("completed (retry 1)", timeout=30000)
+    expect(retry.locator(".percent")).to_have_text("100%")
+    with page.expect_download() as download:
+        retry.get_by_role("button", name=re.compile("^Download")).click()
+    assert download.value.suggested_filename.endswith(".wav")
+    assert Path(download.value.path()).read_bytes()[:4] == b"RIFF"
+    expect(page.locator('#job-stats dd[data-key="Completed"]')).to_have_text("1")
+    tone_page.shoot("jobs")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name=re.compile("^Delete")).click()
+    expect(row).to_have_count(0)
+    assert requests.get(keyed_tone_server.url(f"/v1/audio/speech/long/{first['job_id']}"),
+                        headers={"Authorization": f"Bearer {API_KEY}"}, timeout=5).status_code == 404
+
+
+def test_request_history_statistics_and_languages(hibari_page, hibari_server):
+    assert requests.post(hibari_server.url("/v1/audio/speech"), json={"input": "Kept in the history."},
+                         timeout=30).status_code == 200
+    page = hibari_page.open()
+    expect(page.locator('#panel-speak .field[data-param="language"] option', has_text="(en)")).to_have_count(1)
+    page.click("#tab-server")
+    total = page.locator('#panel-server dd[data-key="total_requests"]')
+    expect(total).to_have_text(re.compile(r"^[1-9]\d*$"))
+    expect(page.locator("#panel-server table.history tbody tr").first).to_contain_text("completed")
+
+
 # -- the pages themselves -------------------------------------------------------------------------
 def test_pages_render_fully_with_every_external_route_blocked(hibari_page):
     page = hibari_page.open()
-    expect(page.locator("[role=tab]")).to_have_text(["Speak", "Voices", "Convert", "Outputs", "Server"])
+    expect(page.locator("[role=tab]")).to_have_text(["Speak", "Voices", "Convert", "Long jobs", "Outputs", "Server"])
     expect(page.locator('#panel-speak .field[data-param="model"] option')).not_to_have_count(1)
     settings = page.locator("#speak-settings .field")
     expect(settings.filter(has_text="Speed")).to_contain_text("0.25 – 4")       # the range from /openapi.json

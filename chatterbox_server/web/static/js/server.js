@@ -39,7 +39,7 @@ async function init(root) {
   const updated = el("p", { class: "hint", "aria-live": "off" });
   root.append(el("h2", { text: "Health" }), summary, el("h2", { text: "Model workers" }), workers,
     el("h2", { text: "Requests in progress" }), requests,
-    withHistory ? [el("h2", { text: "Statistics" }), stats, el("h2", { text: "Recent requests" }), history] : [],
+    ...(withHistory ? [el("h2", { text: "Statistics" }), stats, el("h2", { text: "Recent requests" }), history] : []),
     el("h2", { text: "Recent errors" }), errors, updated,
     el("p", {}, el("a", { href: "/metrics", text: "Prometheus metrics" }), " · ", el("a", { href: "/docs", text: "API docs" })));
 
