@@ -202,16 +202,16 @@ def make_output(server: Server, text: str, project: str | None = None) -> list[s
 
 def test_outputs_panel_lists_filters_plays_and_deletes(hibari_page, hibari_server):
     older = make_output(hibari_server, "An older file at the top level.")
-    newer = make_output(hibari_server, "A newer file in a project folder.", project="book")
-    assert all(name.startswith("book/") for name in newer)
+    newer = make_output(hibari_server, "A newer file in a project folder.", project="webbook")
+    assert all(name.startswith("webbook/") for name in newer)
     page = hibari_page.open("/#outputs")
     rows = page.locator("#panel-outputs tbody tr")
-    expect(rows.first).to_have_attribute("data-file", re.compile(r"^book/"))      # newest first
+    expect(rows.first).to_have_attribute("data-file", re.compile(r"^webbook/"))      # newest first
     row = page.locator(f'#panel-outputs tr[data-file="{newer[0]}"]')
     expect(row.locator("td.params")).to_contain_text("seed=7")
     expect(row).to_contain_text(re.compile(r"\d+\.\d s"))                      # its length
 
-    page.select_option('#panel-outputs .field[data-param="folder"] select', "book")
+    page.select_option('#panel-outputs .field[data-param="folder"] select', "webbook")
     expect(rows).to_have_count(2)
     assert sorted(rows.evaluate_all("rows => rows.map(r => r.dataset.file)")) == sorted(newer)
     page.select_option('#panel-outputs .field[data-param="folder"] select', "")
@@ -346,16 +346,16 @@ def test_rename_default_aliases_and_preview_of_the_stored_clip(hibari_page, hiba
     page.once("dialog", lambda dialog: dialog.accept("A calm reader"))     # Extended metadata: description, folder
     page.click('button[aria-label="Describe storyteller"]')
     expect(row.locator(".about")).to_have_text("A calm reader")
-    page.once("dialog", lambda dialog: dialog.accept("team"))
+    page.once("dialog", lambda dialog: dialog.accept("webteam"))
     page.click('button[aria-label="Move storyteller to a folder"]')
-    moved = page.locator('tr[data-voice="team/storyteller"]')
+    moved = page.locator('tr[data-voice="webteam/storyteller"]')
     expect(moved.locator(".about")).to_have_text("A calm reader")
-    page.select_option('#panel-voices .field[data-param="folder"] select', "team")
+    page.select_option('#panel-voices .field[data-param="folder"] select', "webteam")
     expect(page.locator("#panel-voices tbody tr")).to_have_count(1)
     page.once("dialog", lambda dialog: dialog.accept())
-    page.click('button[aria-label="Delete team/storyteller"]')
+    page.click('button[aria-label="Delete webteam/storyteller"]')
     expect(moved).to_have_count(0)
-    assert requests.get(hibari_server.url("/v1/voices/team/storyteller"), timeout=5).status_code == 404
+    assert requests.get(hibari_server.url("/v1/voices/webteam/storyteller"), timeout=5).status_code == 404
 
 
 def test_server_panel_lists_the_servers_recent_errors(hibari_page, hibari_server):
