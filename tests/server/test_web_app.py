@@ -444,7 +444,7 @@ def test_long_job_submit_watch_pause_resume_cancel_retry_download(tone_page, key
     page = tone_page.open("/#jobs", key=API_KEY)
     text = " ".join(f"Part {i} of the long text is read slowly [[sleep:0.3]]." for i in range(20))
     page.fill("#panel-jobs textarea", text)
-    expect(page.locator("#panel-jobs .count")).to_have_text(f"{len(text):,} characters")
+    expect(page.locator("#panel-jobs .count")).to_have_text(f"{len(text):,} / 200,000 characters")
     page.fill('#panel-jobs .field[data-param="display_name"] input', "Chapter 1")
     page.select_option('#panel-jobs .field[data-param="response_format"] select', "wav")
     with page.expect_response(lambda r: r.url.endswith("/v1/audio/speech/long") and r.request.method == "POST") as made:
@@ -479,6 +479,17 @@ def test_long_job_submit_watch_pause_resume_cancel_retry_download(tone_page, key
     assert Path(download.value.path()).read_bytes()[:4] == b"RIFF"
     expect(page.locator('#job-stats dd[data-key="Completed"]')).to_have_text("1")
     tone_page.shoot("jobs")
+
+    jobs = page.locator("#panel-jobs tbody tr")                  # the history: search and status filter
+    page.fill('#panel-jobs .field[data-param="search"] input', "Part 7 of the long text")
+    expect(jobs).to_have_count(2)
+    page.fill('#panel-jobs .field[data-param="search"] input', "words that were never read")
+    expect(jobs).to_have_count(0)
+    expect(page.locator("#panel-jobs")).to_contain_text("No job matches.")
+    page.fill('#panel-jobs .field[data-param="search"] input', "")
+    page.select_option('#panel-jobs .field[data-param="status"] select', "cancelled")
+    expect(jobs).to_have_count(1)
+    expect(jobs).to_have_attribute("data-job", first["job_id"])
 
     page.once("dialog", lambda dialog: dialog.accept())
     row.get_by_role("button", name=re.compile("^Delete")).click()

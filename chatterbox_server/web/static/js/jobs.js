@@ -10,7 +10,8 @@ import { clearErrors, el, field, fillSelect, select, showError } from "./forms.j
 import { voiceOptions } from "./speak.js";
 
 const BASE = "/v1/audio/speech/long";
-const STATS = "/v1/audio/speech/long-history/stats";
+const HISTORY = "/v1/audio/speech/long-history";
+const STATS = `${HISTORY}/stats`;
 const REFRESH_MS = 1000;
 const LIMIT = 20;
 const ACTIVE = ["pending", "chunking", "processing"];
@@ -33,9 +34,10 @@ function stop() {
   timer = null;
 }
 
-async function init(root) {
+async function init(root, env) {
   const spec = await schemaOf("LongTextRequest");
-  const text = el("textarea", { rows: 8, placeholder: "A long text: an article, a chapter, a book." });
+  const limit = env.limits.max_longtext_chars;
+  const text = el("textarea", { rows: 8, maxlength: limit, placeholder: "A long text: an article, a chapter, a book." });
   const count = el("span", { class: "count", "aria-live": "polite" });
   const name = el("input", { type: "text", maxlength: 200, placeholder: "e.g. Chapter 1", autocomplete: "off" });
   const voice = select([["", "(default voice)"]]);
@@ -54,12 +56,18 @@ async function init(root) {
     el("thead", {}, el("tr", {}, ["Job", "Status", "Progress", "Voice", "Audio", "Actions"].map((h) => el("th", { scope: "col", text: h })))),
     tbody);
   const errors = el("div", {}, el("p", { class: "form-error", role: "alert" }));
+  const listErrors = el("div", {}, el("p", { class: "form-error", role: "alert" })); // the polling's own: gone once it works
   const player = el("audio", { controls: true, "aria-label": "Job audio" });
   const withStats = await has(STATS);
-  root.append(form, el("h2", { text: "Jobs" }), caption, table, errors, player,
+  const withSearch = await has(HISTORY);
+  const search = el("input", { type: "search", placeholder: "words of the text or the name", autocomplete: "off" });
+  const status = select([["", "(any)"], ...["pending", "processing", "paused", "completed", "failed", "cancelled"].map((s) => [s, s])]);
+  const filters = el("form", { class: "row filters", role: "search", novalidate: true },
+    withSearch ? field("search", "Search", search) : null, field("status", "Status", status));
+  root.append(form, el("h2", { text: "Jobs" }), filters, caption, table, listErrors, errors, player,
     withStats ? el("h2", { text: "History" }) : null, stats);
   text.closest(".field").querySelector("label").after(count);
-  const showCount = () => { count.textContent = `${text.value.length.toLocaleString()} characters`; };
+  const showCount = () => { count.textContent = `${text.value.length.toLocaleString()} / ${limit.toLocaleString()} characters`; };
   text.addEventListener("input", showCount);
   showCount();
 
@@ -154,7 +162,14 @@ async function init(root) {
     if (busy) return; // a slow answer: skip a tick rather than pile requests up
     busy = true;
     try {
-      const answer = await call(`${BASE}?limit=${LIMIT}`);
+      const query = new URLSearchParams({ limit: LIMIT });
+      if (status.value) query.set("status", status.value);
+      const words = search.value.trim();
+      if (words) {
+        query.set("search", words);
+        query.set("sort", "created_desc");
+      }
+      const answer = await call(`${words ? HISTORY : BASE}?${query}`);
       const seen = new Set(answer.jobs.map((job) => job.job_id));
       for (const [id, known] of rows) {
         if (!seen.has(id)) {
@@ -169,10 +184,11 @@ async function init(root) {
       table.hidden = !answer.jobs.length;
       caption.textContent = answer.jobs.length
         ? `${answer.active_jobs} running or waiting, ${answer.completed_jobs} completed, ${answer.total_jobs} in all`
-        : "No jobs yet.";
+        : (words || status.value ? "No job matches." : "No jobs yet.");
       if (withStats) showStats(stats, await call(STATS));
+      clearErrors(listErrors);
     } catch (error) {
-      showError(errors, error);
+      showError(listErrors, error);
     } finally {
       busy = false;
     }
@@ -185,6 +201,10 @@ async function init(root) {
       showError(form, error);
     }
   }
+  let typing = null;
+  search.addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(refresh, 300); });
+  filters.addEventListener("submit", (event) => { event.preventDefault(); refresh(); });
+  status.addEventListener("change", () => refresh());
   on("voices-changed", loadVoices);
   on("auth-changed", () => { loadVoices(); refresh(); });
   await loadVoices();

@@ -193,6 +193,7 @@ async function init(root, env) {
         ? "" : "This server's engine cannot clone voices: library voices are kept but cannot speak until a cloning engine runs.";
       latest = listing;
       show(listing);
+      clearErrors(listErrors); // e.g. the 401 from before the key was typed
     } catch (error) {
       showError(listErrors, error);
     }
