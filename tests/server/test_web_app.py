@@ -109,6 +109,7 @@ def hibari_page(browser, hibari_server) -> Iterator[Session]:
     yield session
     session.close()
     assert session.outside == [], f"requests outside the server: {session.outside}"
+    assert not [line for line in session.console if line.startswith("pageerror")], session.console
 
 
 @pytest.fixture
@@ -117,6 +118,7 @@ def tone_page(browser, keyed_tone_server) -> Iterator[Session]:
     yield session
     session.close()
     assert session.outside == [], f"requests outside the server: {session.outside}"
+    assert not [line for line in session.console if line.startswith("pageerror")], session.console
 
 
 def wav_bytes(seconds: float, frequency: float = 220.0, rate: int = 24000) -> bytes:
