@@ -8,7 +8,8 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify
 
 from chatterbox_server import __version__
-from chatterbox_server.api import aliases, management
+from chatterbox_server.api import aliases
+from chatterbox_server.api.management import management
 from chatterbox_server.api.memory import process_memory
 from chatterbox_server.api.status_history import current_statistics, history_records, processing_status
 from chatterbox_server.services import services
