@@ -55,8 +55,8 @@ async function init(root) {
         const [statistics, recent] = await Promise.all([call("/v1/status/statistics").catch(() => ({})),
           call("/v1/status/history?limit=10").catch(() => ({}))]);
         stats.replaceChildren(...Object.entries(statistics).filter(([, v]) => typeof v !== "object")
-          .flatMap(([k, v]) => [el("dt", { text: k.replaceAll("_", " ") }),
-            el("dd", { "data-key": k, text: typeof v === "number" && !Number.isInteger(v) ? v.toFixed(2) : String(v) })]));
+          .flatMap(([k, v]) => [el("dt", { text: k.replace(/_seconds$/, "").replaceAll("_", " ") }),
+            el("dd", { "data-key": k, text: statistic(k, v) })]));
         history.replaceChildren(historyTable(recent.request_history || []));
       }
       updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
@@ -65,6 +65,13 @@ async function init(root) {
     }
   };
   on("error-logged", () => { if (timer) refresh(); });
+}
+
+function statistic(key, value) {
+  if (typeof value !== "number") return String(value);
+  const shown = Number.isInteger(value) ? String(value) : value.toFixed(2);
+  if (key.endsWith("_seconds")) return `${shown} s`;
+  return key === "success_rate" ? `${shown}%` : shown;
 }
 
 function showSummary(node, report) {
