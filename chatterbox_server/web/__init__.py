@@ -32,6 +32,7 @@ def index() -> Response:
         "max_input_chars": settings.max_input_chars,
         "max_stream_input_chars": settings.max_stream_input_chars,
         "max_upload_bytes": settings.max_upload_bytes,
+        "max_longtext_chars": settings.longtext_max_chars,
         "auth_required": bool(settings.api_key),
     })
     response = Response(page, mimetype="text/html")

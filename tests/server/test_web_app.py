@@ -109,6 +109,7 @@ def hibari_page(browser, hibari_server) -> Iterator[Session]:
     yield session
     session.close()
     assert session.outside == [], f"requests outside the server: {session.outside}"
+    assert not [line for line in session.console if line.startswith("pageerror")], session.console
 
 
 @pytest.fixture
@@ -117,6 +118,7 @@ def tone_page(browser, keyed_tone_server) -> Iterator[Session]:
     yield session
     session.close()
     assert session.outside == [], f"requests outside the server: {session.outside}"
+    assert not [line for line in session.console if line.startswith("pageerror")], session.console
 
 
 def wav_bytes(seconds: float, frequency: float = 220.0, rate: int = 24000) -> bytes:
@@ -175,10 +177,14 @@ def test_play_streams_audio_into_the_page_before_the_request_ends(hibari_page):
     assert data[:4] == b"RIFF" and data[8:12] == b"WAVE"
     assert (len(data) - 44) // 2 == sum(item["samples"] for item in scheduled)
 
-    page.click("#save")                                # synthesized again with the seed, kept under /outputs
-    page.click("#tab-outputs")
-    row = page.locator("#panel-outputs tbody tr")
+    with page.expect_response(lambda r: "/api/v1/tts" in r.url) as answer:
+        page.click("#save")                            # synthesized again with the seed, kept under /outputs
+    [saved_file] = answer.value.json()["output_files"]
+    page.click("#tab-outputs")                         # the server's outputs, newest first: ours is on top
+    row = page.locator(f'#panel-outputs tr[data-file="{saved_file["filename"]}"]')
     expect(row).to_have_count(1)
+    expect(page.locator("#panel-outputs tbody tr").first).to_have_attribute("data-file", saved_file["filename"])
+    expect(row.locator("td").first).to_have_text("tts")
     expect(row.locator("td.params")).to_contain_text(f"seed={page.inner_text('#seed-used')}")
     with page.expect_download() as saved:
         row.get_by_role("button", name=re.compile("^Download")).click()
@@ -186,10 +192,56 @@ def test_play_streams_audio_into_the_page_before_the_request_ends(hibari_page):
     assert kept[:4] == b"RIFF" and abs(len(kept) - len(data)) < 0.05 * len(data)
 
 
+def make_output(server: Server, text: str, project: str | None = None) -> list[str]:
+    """Generates WAV + MP3 under /outputs through the Extended API; answers their folder-qualified names."""
+    body = {"text": text, "bypass_whisper_checking": True, "export_formats": ["wav", "mp3"], "seed": 7}
+    if project:
+        body["project"] = project
+    answer = requests.post(server.url("/api/v1/tts?response_mode=url"), json=body, timeout=60)
+    assert answer.status_code == 200, answer.text
+    return [f["filename"] for f in answer.json()["output_files"]]
+
+
+def test_outputs_panel_lists_filters_plays_and_deletes(hibari_page, hibari_server):
+    older = make_output(hibari_server, "An older file at the top level.")
+    newer = make_output(hibari_server, "A newer file in a project folder.", project="webbook")
+    assert all(name.startswith("webbook/") for name in newer)
+    page = hibari_page.open("/#outputs")
+    rows = page.locator("#panel-outputs tbody tr")
+    expect(rows.first).to_have_attribute("data-file", re.compile(r"^webbook/"))      # newest first
+    row = page.locator(f'#panel-outputs tr[data-file="{newer[0]}"]')
+    expect(row.locator("td.params")).to_contain_text("seed=7")
+    expect(row).to_contain_text(re.compile(r"\d+\.\d s"))                      # its length
+
+    page.select_option('#panel-outputs .field[data-param="folder"] select', "webbook")
+    expect(rows).to_have_count(2)
+    assert sorted(rows.evaluate_all("rows => rows.map(r => r.dataset.file)")) == sorted(newer)
+    page.select_option('#panel-outputs .field[data-param="folder"] select', "")
+    page.fill('#panel-outputs .field[data-param="search"] input', older[0].rsplit(".", 1)[0])
+    expect(rows).to_have_count(2)                                                   # its wav and its mp3
+    hibari_page.shoot("outputs")
+
+    with page.expect_response(lambda r: r.url.endswith("/outputs/" + older[0])) as played:
+        page.get_by_role("button", name=f"Play {older[0]}").click()
+    assert played.value.status == 200
+    preview = page.locator('#panel-outputs audio[aria-label="Output preview"]')
+    expect(preview).to_have_attribute("src", re.compile("^blob:"))
+    with page.expect_download() as download:
+        page.get_by_role("button", name=f"Download {older[1]}").click()
+    assert download.value.suggested_filename == older[1]
+    assert Path(download.value.path()).read_bytes()[:3] in (b"ID3", b"\xff\xfb", b"\xff\xf3")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name=f"Delete {older[0]}").click()
+    expect(rows).to_have_count(1)
+    assert requests.get(hibari_server.url("/outputs/" + older[0]), timeout=5).status_code == 404
+    assert requests.get(hibari_server.url("/outputs/" + older[1]), timeout=5).status_code == 200
+
+
 def test_bad_values_show_the_servers_message_next_to_their_field(hibari_page):
     page = hibari_page.open()
     page.click("#play")                               # no text at all
-    input_error = page.locator('.field[data-param="input"] .field-error')
+    input_error = page.locator('#panel-speak .field[data-param="input"] .field-error')
     expect(input_error).to_have_text("Must contain text to speak.")
     expect(page.locator("#panel-speak textarea")).to_have_attribute("aria-invalid", "true")
 
@@ -257,6 +309,66 @@ def test_upload_a_voice_preview_it_and_speak_with_it(tone_page, tmp_path):
     expect(page.locator("#panel-speak")).to_have_attribute("data-state", "done", timeout=20000)
 
 
+def test_rename_default_aliases_and_preview_of_the_stored_clip(hibari_page, hibari_server):
+    """hibari cannot clone, so a preview plays the stored clip (/download), not a synthesis with it."""
+    answer = requests.post(hibari_server.url("/v1/voices"), data={"name": "webclip"},
+                           files={"voice_file": ("c.wav", wav_bytes(1.5, 300.0))}, timeout=10)
+    assert answer.status_code == 201, answer.text
+    page = hibari_page.open("/#voices")
+    row = page.locator('tr[data-voice="webclip"]')
+    expect(row).to_contain_text("1.5 s")
+    with page.expect_response(lambda r: r.url.endswith("/v1/voices/webclip/download")) as clip:
+        page.click('button[aria-label="Preview webclip"]')
+    assert clip.value.status == 200
+    expect(page.locator("#panel-voices audio.preview")).to_have_attribute("src", re.compile("^blob:"))
+
+    page.once("dialog", lambda dialog: dialog.accept("storyteller"))
+    page.click('button[aria-label="Rename webclip"]')
+    row = page.locator('tr[data-voice="storyteller"]')
+    expect(row).to_have_count(1)
+    expect(page.locator('tr[data-voice="webclip"]')).to_have_count(0)
+
+    page.click('button[aria-label="Make storyteller the default"]')
+    expect(row.locator("th")).to_have_text("storyteller (default)")
+    assert requests.get(hibari_server.url("/v1/voices/default"), timeout=5).json()["default_voice"] == "storyteller"
+
+    page.once("dialog", lambda dialog: dialog.accept("teller"))
+    page.click('button[aria-label="Add an alias for storyteller"]')
+    expect(row.locator("td.aliases")).to_contain_text("teller")
+    assert requests.get(hibari_server.url("/v1/voices/storyteller/aliases"), timeout=5).json()["aliases"] == ["teller"]
+    page.once("dialog", lambda dialog: dialog.accept("teller"))       # taken: the server's 409, in words
+    page.click('button[aria-label="Add an alias for storyteller"]')
+    expect(page.locator("#panel-voices .voice-list + div .form-error")).to_contain_text("teller")
+    hibari_page.shoot("voices-manage")
+
+    page.click('button[aria-label="Remove the alias teller"]')
+    expect(row.locator("td.aliases")).to_have_text("–")
+    page.click('button[aria-label="Stop using storyteller as the default"]')
+    expect(row.locator("th")).to_have_text("storyteller")
+    page.once("dialog", lambda dialog: dialog.accept("A calm reader"))     # Extended metadata: description, folder
+    page.click('button[aria-label="Describe storyteller"]')
+    expect(row.locator(".about")).to_have_text("A calm reader")
+    page.once("dialog", lambda dialog: dialog.accept("webteam"))
+    page.click('button[aria-label="Move storyteller to a folder"]')
+    moved = page.locator('tr[data-voice="webteam/storyteller"]')
+    expect(moved.locator(".about")).to_have_text("A calm reader")
+    page.select_option('#panel-voices .field[data-param="folder"] select', "webteam")
+    expect(page.locator("#panel-voices tbody tr")).to_have_count(1)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click('button[aria-label="Delete webteam/storyteller"]')
+    expect(moved).to_have_count(0)
+    assert requests.get(hibari_server.url("/v1/voices/webteam/storyteller"), timeout=5).status_code == 404
+
+
+def test_server_panel_lists_the_servers_recent_errors(hibari_page, hibari_server):
+    assert requests.post(hibari_server.url("/v1/audio/speech"), json={"input": "x", "speed": 99},
+                         timeout=10).status_code == 400          # another client's mistake
+    page = hibari_page.open("/#server")
+    errors = page.locator("#panel-server table.errors tbody tr")
+    expect(errors.filter(has_text="POST /v1/audio/speech").first).to_contain_text("400")
+    expect(errors.filter(has_text="POST /v1/audio/speech").first).to_contain_text("speed")
+
+
 def test_record_a_voice_from_the_microphone(tone_page):
     page = tone_page.open(key=API_KEY)
     page.click("#tab-voices")
@@ -287,7 +399,9 @@ def test_voice_conversion_panel(tone_page, keyed_tone_server, tmp_path):
     page.set_input_files('#panel-convert .field[data-param="input_audio"] input', str(source))
     page.select_option('#panel-convert .field[data-param="target_voice_source"] select', "target")
     page.check('#panel-convert input[value="mp3"]')
-    page.click("#panel-convert button[type=submit]")
+    with page.expect_response(lambda r: "/api/v1/vc" in r.url) as converted:
+        page.click("#panel-convert button[type=submit]")
+    made = [f["filename"] for f in converted.value.json()["output_files"]]
     result = page.locator("#panel-convert .result")
     expect(result.locator("audio")).to_have_attribute("src", re.compile("^blob:"), timeout=20000)
     expect(result.locator("a")).to_have_text(["Download wav", "Download mp3"])
@@ -297,13 +411,110 @@ def test_voice_conversion_panel(tone_page, keyed_tone_server, tmp_path):
     tone_page.shoot("convert")
 
     page.click("#tab-outputs")
-    expect(page.locator("#panel-outputs tbody tr")).to_have_count(2)
+    for name in made:
+        expect(page.locator(f'#panel-outputs tr[data-file="{name}"] td').first).to_have_text("vc")
+
+
+def test_convert_a_stored_recording(tone_page, keyed_tone_server):
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    for name, frequency in (("target2", 330.0),):
+        requests.post(keyed_tone_server.url("/v1/voices"), headers=headers, data={"name": name},
+                      files={"voice_file": ("t.wav", wav_bytes(1.5, frequency))}, timeout=10)
+    stored = requests.post(keyed_tone_server.url("/api/v1/vc_input"), headers=headers, data={"folder_path": "ep1"},
+                           files={"vc_input_file": ("talk.wav", wav_bytes(1.0, 200.0))}, timeout=10)
+    assert stored.status_code == 201, stored.text
+    page = tone_page.open("/#convert", key=API_KEY)
+    page.select_option('#panel-convert .field[data-param="input_audio_source"] select', "ep1/talk.wav")
+    page.select_option('#panel-convert .field[data-param="target_voice_source"] select', "target2")
+    with page.expect_response(lambda r: "/api/v1/vc" in r.url) as converted:
+        page.click("#panel-convert button[type=submit]")
+    assert converted.value.status == 200
+    assert converted.value.request.post_data_json["input_audio_source"] == "ep1/talk.wav"
+    result = page.locator("#panel-convert .result")
+    expect(result.locator("audio")).to_have_attribute("src", re.compile("^blob:"), timeout=20000)
+    expect(result).to_contain_text("1.0 s of audio")
+
+
+# -- long-text jobs, history, languages -----------------------------------------------------------
+def job_status(server: Server, job_id: str) -> str:
+    answer = requests.get(server.url(f"/v1/audio/speech/long/{job_id}"),
+                          headers={"Authorization": f"Bearer {API_KEY}"}, timeout=5)
+    return answer.json()["status"]
+
+
+def test_long_job_submit_watch_pause_resume_cancel_retry_download(tone_page, keyed_tone_server):
+    page = tone_page.open("/#jobs", key=API_KEY)
+    text = " ".join(f"Part {i} of the long text is read slowly [[sleep:0.3]]." for i in range(20))
+    page.fill("#panel-jobs textarea", text)
+    expect(page.locator("#panel-jobs .count")).to_have_text(f"{len(text):,} / 200,000 characters")
+    page.fill('#panel-jobs .field[data-param="display_name"] input', "Chapter 1")
+    page.select_option('#panel-jobs .field[data-param="response_format"] select', "wav")
+    with page.expect_response(lambda r: r.url.endswith("/v1/audio/speech/long") and r.request.method == "POST") as made:
+        page.click("#panel-jobs button[type=submit]")
+    first = made.value.json()
+    assert first["total_chunks"] > 3, first
+    row = page.locator(f'#panel-jobs tr[data-job="{first["job_id"]}"]')
+    expect(row.locator("th")).to_have_text("Chapter 1")
+    expect(row.locator(".percent")).not_to_have_text(re.compile(r"^0%"))      # progress shows while it runs
+    assert row.locator("progress").evaluate("p => p.value") > 0
+    tone_page.shoot("jobs-running")
+
+    row.get_by_role("button", name=re.compile("^Pause")).click()
+    expect(row).to_have_attribute("data-status", "paused")
+    assert job_status(keyed_tone_server, first["job_id"]) == "paused"
+    row.get_by_role("button", name=re.compile("^Resume")).click()
+    expect(row).to_have_attribute("data-status", re.compile("^(pending|processing)$"))
+    row.get_by_role("button", name=re.compile("^Cancel")).click()
+    expect(row).to_have_attribute("data-status", "cancelled")
+    assert job_status(keyed_tone_server, first["job_id"]) == "cancelled"
+    expect(row.get_by_role("button", name=re.compile("^(Pause|Resume|Cancel)"))).to_have_count(0)
+
+    with page.expect_response(lambda r: r.url.endswith("/retry")) as retried:
+        row.get_by_role("button", name=re.compile("^Retry")).click()
+    retry = page.locator(f'#panel-jobs tr[data-job="{retried.value.json()["job_id"]}"]')
+    expect(page.locator("#panel-jobs tbody tr").first).to_have_attribute("data-job", retried.value.json()["job_id"])
+    expect(retry.locator("td.status")).to_have_text("completed (retry 1)", timeout=30000)
+    expect(retry.locator(".percent")).to_have_text("100%")
+    with page.expect_download() as download:
+        retry.get_by_role("button", name=re.compile("^Download")).click()
+    assert download.value.suggested_filename.endswith(".wav")
+    assert Path(download.value.path()).read_bytes()[:4] == b"RIFF"
+    expect(page.locator('#job-stats dd[data-key="Completed"]')).to_have_text("1")
+    tone_page.shoot("jobs")
+
+    jobs = page.locator("#panel-jobs tbody tr")                  # the history: search and status filter
+    page.fill('#panel-jobs .field[data-param="search"] input', "Part 7 of the long text")
+    expect(jobs).to_have_count(2)
+    page.fill('#panel-jobs .field[data-param="search"] input', "words that were never read")
+    expect(jobs).to_have_count(0)
+    expect(page.locator("#panel-jobs")).to_contain_text("No job matches.")
+    page.fill('#panel-jobs .field[data-param="search"] input', "")
+    page.select_option('#panel-jobs .field[data-param="status"] select', "cancelled")
+    expect(jobs).to_have_count(1)
+    expect(jobs).to_have_attribute("data-job", first["job_id"])
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name=re.compile("^Delete")).click()
+    expect(row).to_have_count(0)
+    assert requests.get(keyed_tone_server.url(f"/v1/audio/speech/long/{first['job_id']}"),
+                        headers={"Authorization": f"Bearer {API_KEY}"}, timeout=5).status_code == 404
+
+
+def test_request_history_statistics_and_languages(hibari_page, hibari_server):
+    assert requests.post(hibari_server.url("/v1/audio/speech"), json={"input": "Kept in the history."},
+                         timeout=30).status_code == 200
+    page = hibari_page.open()
+    expect(page.locator('#panel-speak .field[data-param="language"] option', has_text="(en)")).to_have_count(1)
+    page.click("#tab-server")
+    total = page.locator('#panel-server dd[data-key="total_requests"]')
+    expect(total).to_have_text(re.compile(r"^[1-9]\d*$"))
+    expect(page.locator("#panel-server table.history tbody tr").first).to_contain_text("completed")
 
 
 # -- the pages themselves -------------------------------------------------------------------------
 def test_pages_render_fully_with_every_external_route_blocked(hibari_page):
     page = hibari_page.open()
-    expect(page.locator("[role=tab]")).to_have_text(["Speak", "Voices", "Convert", "Outputs", "Server"])
+    expect(page.locator("[role=tab]")).to_have_text(["Speak", "Voices", "Convert", "Long jobs", "Outputs", "Server"])
     expect(page.locator('#panel-speak .field[data-param="model"] option')).not_to_have_count(1)
     settings = page.locator("#speak-settings .field")
     expect(settings.filter(has_text="Speed")).to_contain_text("0.25 – 4")       # the range from /openapi.json
@@ -319,9 +530,11 @@ def test_pages_render_fully_with_every_external_route_blocked(hibari_page):
     expect(page.locator('#panel-server tbody td').nth(6)).to_contain_text("MiB")        # memory of the worker
     hibari_page.shoot("server")
 
-    page.set_viewport_size({"width": 390, "height": 844})   # a phone: nothing wider than the screen
+    page.set_viewport_size({"width": 390, "height": 844})   # a phone: nothing wider than the screen, on any tab
+    for tab in page.locator("[role=tab]").all():
+        tab.click()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, tab.inner_text()
     page.click("#tab-speak")
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390
     hibari_page.shoot("speak-phone")
     assert not [line for line in hibari_page.console if "Content Security Policy" in line or "pageerror" in line]
 

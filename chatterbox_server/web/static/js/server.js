@@ -39,14 +39,14 @@ async function init(root) {
   const updated = el("p", { class: "hint", "aria-live": "off" });
   root.append(el("h2", { text: "Health" }), summary, el("h2", { text: "Model workers" }), workers,
     el("h2", { text: "Requests in progress" }), requests,
-    withHistory ? [el("h2", { text: "Statistics" }), stats, el("h2", { text: "Recent requests" }), history] : [],
+    ...(withHistory ? [el("h2", { text: "Statistics" }), stats, el("h2", { text: "Recent requests" }), history] : []),
     el("h2", { text: "Recent errors" }), errors, updated,
     el("p", {}, el("a", { href: "/metrics", text: "Prometheus metrics" }), " · ", el("a", { href: "/docs", text: "API docs" })));
 
   refresh = async () => {
     try {
       const [report, memory, status, logged] = await Promise.all([health(), call("/memory").catch(() => null),
-        call("/v1/status").catch(() => null), serverErrors ? call(serverErrors).catch(() => null) : null]);
+        call("/v1/status").catch(() => null), serverErrors ? call(`${serverErrors}?count=20`).catch(() => null) : null]);
       showSummary(summary, report);
       workers.replaceChildren(workerTable(report, memory));
       requests.replaceChildren(requestTable(status));
@@ -55,8 +55,8 @@ async function init(root) {
         const [statistics, recent] = await Promise.all([call("/v1/status/statistics").catch(() => ({})),
           call("/v1/status/history?limit=10").catch(() => ({}))]);
         stats.replaceChildren(...Object.entries(statistics).filter(([, v]) => typeof v !== "object")
-          .flatMap(([k, v]) => [el("dt", { text: k.replaceAll("_", " ") }),
-            el("dd", { text: typeof v === "number" && !Number.isInteger(v) ? v.toFixed(2) : String(v) })]));
+          .flatMap(([k, v]) => [el("dt", { text: k.replace(/_seconds$/, "").replaceAll("_", " ") }),
+            el("dd", { "data-key": k, text: statistic(k, v) })]));
         history.replaceChildren(historyTable(recent.request_history || []));
       }
       updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
@@ -65,6 +65,13 @@ async function init(root) {
     }
   };
   on("error-logged", () => { if (timer) refresh(); });
+}
+
+function statistic(key, value) {
+  if (typeof value !== "number") return String(value);
+  const shown = Number.isInteger(value) ? String(value) : value.toFixed(2);
+  if (key.endsWith("_seconds")) return `${shown} s`;
+  return key === "success_rate" ? `${shown}%` : shown;
 }
 
 function showSummary(node, report) {
@@ -108,7 +115,7 @@ function requestTable(status) {
 function historyTable(items) {
   if (!items.length) return el("p", { text: "None yet." });
   const when = (t) => (typeof t === "number" ? new Date(t * 1000).toLocaleTimeString() : String(t ?? "–"));
-  return el("table", {},
+  return el("table", { class: "history" },
     el("thead", {}, el("tr", {}, ["Started", "Status", "Characters", "Seconds", "Text or error"].map((h) => el("th", { scope: "col", text: h })))),
     el("tbody", {}, items.map((r) => el("tr", {},
       el("th", { scope: "row", text: when(r.start_time) }), el("td", { text: String(r.status ?? "–") }),
@@ -118,15 +125,22 @@ function historyTable(items) {
 }
 
 function errorList(report, logged) {
-  const items = [];
+  const rows = [];
   for (const s of report.workers?.slots || []) {
-    if (s.last_error) items.push(`Model worker ${s.slot}: ${s.last_error}`);
+    if (s.last_error) rows.push(["–", `model worker ${s.slot}`, "", s.last_error]);
   }
-  for (const e of (logged && (logged.errors || logged.recent_errors)) || []) {
-    items.push(`${e.timestamp || e.time || ""} ${e.message || e.error || JSON.stringify(e)}`.trim());
+  const serverLog = logged && (logged.recent_errors || logged.errors);
+  for (const e of serverLog || []) {
+    rows.push([e.timestamp ? new Date(e.timestamp).toLocaleTimeString() : "–", e.operation || "", String(e.status ?? ""),
+      e.error_code ? `${e.message} (${e.error_code})` : e.message]);
   }
-  for (const e of recentErrors.slice(0, 10)) {
-    items.push(`${e.time.toLocaleTimeString()} ${e.path}: ${e.status ? `${e.status} ` : ""}${e.message}`);
+  // The server logs every error answer it gives; this page adds only what never reached it.
+  for (const e of recentErrors.filter((item) => !serverLog || !item.status).slice(0, 10)) {
+    rows.push([e.time.toLocaleTimeString(), e.path, e.status ? String(e.status) : "", e.message]);
   }
-  return items.length ? el("ul", {}, items.map((t) => el("li", { text: t }))) : el("p", { text: "None." });
+  if (!rows.length) return el("p", { text: "None." });
+  return el("table", { class: "errors" },
+    el("thead", {}, el("tr", {}, ["Time", "Request", "Status", "Message"].map((h) => el("th", { scope: "col", text: h })))),
+    el("tbody", {}, rows.map(([time, what, status, message]) => el("tr", {},
+      el("th", { scope: "row", text: time }), el("td", { text: what }), el("td", { text: status }), el("td", { text: message })))));
 }
