@@ -16,7 +16,7 @@ from typing import Any
 
 import gevent
 import numpy as np
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, copy_current_request_context, current_app, jsonify, request
 
 from chatterbox_server import speech
 from chatterbox_server.api.tts_schema import ExtendedQuerySchema, ExtendedTtsRequest, ExtendedTtsSchema
@@ -194,7 +194,8 @@ def chunk_takes(svc: Services, info: EngineInfo, asr: AsrClient | None, req: Ext
         """The round's takes as concurrent jobs: the pool spreads them over its model workers."""
         if len(seeds) == 1:
             return [synthesize_take(seeds[0])]
-        greenlets = [gevent.spawn(synthesize_take, take_seed) for take_seed in seeds]
+        # each take's greenlet gets the request's context, so its history record names the request
+        greenlets = [gevent.spawn(copy_current_request_context(synthesize_take), take_seed) for take_seed in seeds]
         try:
             gevent.joinall(greenlets, raise_error=True)
         finally:

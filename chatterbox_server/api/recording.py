@@ -25,12 +25,13 @@ class RecordingProgress(Progress):
     def begin(self, request_id: str, total_chunks: int, text_preview: str) -> None:
         super().begin(request_id, total_chunks, text_preview)
         data = _request_fields()
-        text = data.get("input") if isinstance(data.get("input"), str) else ""
+        text = next((data[key] for key in ("input", "text") if isinstance(data.get(key), str)), "")  # /v1, /api/v1
+        voice = data.get("voice") or data.get("reference_audio_filename") or data.get("target_voice_source")
         self.pending[request_id] = {
             "request_id": request_id, "endpoint": request.path if has_request_context() else "",
             "start_time": time.time(), "text_length": len(text),
             "text_preview": text[:100] + ("..." if len(text) > 100 else "") if text else text_preview,
-            "voice_source": str(data.get("voice") or "default")[:128],
+            "voice_source": str(voice or "default")[:128],
             "parameters": {k: data[k] for k in RECORDED_PARAMETERS if k in data}, "total_chunks": total_chunks}
         try:
             self.history.request_started()

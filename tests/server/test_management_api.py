@@ -41,6 +41,16 @@ def test_history_and_statistics_come_from_real_requests(tone_server):
     assert status["is_processing"] is False and "statistics" in status and "request_history" in status
 
 
+def test_history_records_the_extended_familys_text_and_voice(tone_server):
+    text = "Extended words here."
+    made = requests.post(tone_server.extended_base + "/api/v1/tts",
+                         json={"text": text, "bypass_whisper_checking": True, "export_formats": ["wav"]})
+    assert made.status_code == 200, made.text
+    entry = requests.get(tone_server.url("/v1/status/history?limit=1")).json()["request_history"][0]
+    assert entry["endpoint"] == "/api/v1/tts" and entry["text_length"] == len(text)
+    assert entry["text_preview"] == text and entry["voice_source"] == "default"
+
+
 def test_memory_actions_reach_every_model_worker(tone_server):
     requests.post(tone_server.url("/v1/audio/speech"), json={"input": "Count this one."})
     memory = requests.get(tone_server.url("/memory")).json()
