@@ -54,8 +54,6 @@ class Settings:
     dtype: str = setting(
         "float32", "Chatterbox T3 weights on CUDA: `float32`, `bfloat16` or `float16` (unmeasured; "
         "CPU always float32).", DTYPES)
-    sdpa: bool = setting(
-        False, "Chatterbox on CUDA: scaled-dot-product attention in T3 instead of eager (unmeasured).")
     compile: bool = setting(
         False, "Chatterbox on CUDA: `torch.compile` the T3 decode step (unmeasured; slow first steps).")
     model_workers: int = setting(

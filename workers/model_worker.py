@@ -206,7 +206,7 @@ class ModelWorker:
         waiting = sorted((job for job in self.jobs.values() if job.runnable and job not in members),
                          key=ActiveJob.priority)
         interactive_waiting = sum(1 for job in waiting if not job.background)
-        while interactive_waiting and len(members) >= self.capacity and any(j.background for j in members):
+        while interactive_waiting > self.capacity - len(members) and any(j.background for j in members):
             evicted = max((j for j in members if j.background), key=lambda j: j.last_served)
             members.remove(evicted)
             waiting.append(evicted)
