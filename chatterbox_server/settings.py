@@ -18,6 +18,7 @@ ENGINES = ("auto", "hibari", "chatterbox", "tone")
 CHATTERBOX_MODELS = ("standard", "turbo", "multilingual")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 WHISPER_DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def setting(default: Any, doc: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -45,6 +46,17 @@ class Settings:
         "", "Directory with Chatterbox weights (loaded with `from_local`); empty: the Hugging Face hub.")
     max_new_tokens: int = setting(
         1000, "Hard ceiling on speech tokens generated for one text chunk (25 tokens = 1 s of audio).")
+    max_batch: int = setting(
+        8, "Requests one model worker advances together (Chatterbox: rows of one batched T3 decode "
+        "step); more jobs wait, those without audio yet first. hibari and tone take one chunk per step.")
+    stream_tokens: int = setting(
+        25, "Chatterbox: speech tokens in the first vocoded window of each text chunk (25 = 1 s of "
+        "audio); later windows double up to 8x this. 0: vocode each chunk whole.")
+    dtype: str = setting(
+        "float32", "Chatterbox T3 weights on CUDA: `float32`, `bfloat16` or `float16` (unmeasured; "
+        "CPU always float32).", DTYPES)
+    compile: bool = setting(
+        False, "Chatterbox on CUDA: `torch.compile` the T3 decode step (unmeasured; slow first steps).")
     model_workers: int = setting(
         1, "Model-worker processes per device (each owns one engine instance).")
     front_workers: int = setting(2, "gunicorn gevent workers serving HTTP.")
@@ -149,14 +161,14 @@ class Settings:
             value = getattr(self, f.name)
             if choices and value not in choices:
                 raise SettingsError(f"{env_name(f.name)}={value!r}: choose one of {', '.join(choices)}")
-        for name in ("model_workers", "front_workers", "worker_connections", "max_input_chars",
+        for name in ("max_batch", "model_workers", "front_workers", "worker_connections", "max_input_chars",
                      "max_stream_input_chars", "max_queued_jobs", "max_new_tokens", "max_upload_bytes",
                      "url_fetch_max_bytes", "longtext_max_chars", "longtext_max_running", "longtext_max_active",
                      "history_max_records"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
-        for name in ("output_retention_seconds", "output_max_bytes", "queue_timeout", "chunk_timeout",
-                     "trust_proxy", "graceful_timeout", "url_fetch_timeout", "max_streams_per_key",
+        for name in ("stream_tokens", "output_retention_seconds", "output_max_bytes", "queue_timeout",
+                     "chunk_timeout", "trust_proxy", "graceful_timeout", "url_fetch_timeout", "max_streams_per_key",
                      "housekeeping_interval", "longtext_retention_seconds"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{env_name(name)} cannot be negative")

@@ -1,10 +1,15 @@
 """The model-worker process: owns one engine and serves synthesis jobs over Unix sockets.
 
-One thread runs everything. Between two synthesized chunks it accepts connections, reads job,
-credit and cancel messages, then picks the next chunk to synthesize: jobs that have not produced
-audio yet come first (time to first audio), then the others in turn (fairness), and a job whose
-client is more than ``buffer_size`` chunks behind waits. A closed connection cancels its job at
-the next chunk at the latest; the supervisor's lifeline closing makes the worker exit.
+One thread runs everything. Between two engine steps it accepts connections, reads job, credit
+and cancel messages, then picks the batch for the next step: each job has one open stream (its
+current text chunk) and up to ``CHATTERBOX_MAX_BATCH`` jobs are advanced together by one
+``Engine.step`` (an engine may take fewer per step: hibari and tone take one, a whole chunk).
+A job keeps its row until its chunk is done; free rows go to interactive jobs before background
+ones, then to jobs that have not produced audio yet (time to first audio), then to the others in
+turn (fairness). Every audio message costs the job one credit: a job whose client is
+``buffer_size`` messages behind leaves the batch with its stream kept and rejoins when credit
+comes. A closed connection cancels its job at the next step at the latest; the supervisor's
+lifeline closing makes the worker exit.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from chatterbox_server.settings import Settings
 from workers.audio import crossfade, fade_edges, read_wav_mono, split_speed, time_stretch, to_pcm16
 from workers.board import Board, WorkerState
 from workers.engines import load_engine
-from workers.engines.base import VC_INPUT_RATE, Engine, EngineError, EngineInfo, Synthesized
+from workers.engines.base import VC_INPUT_RATE, Engine, EngineError, EngineInfo, Piece, Stream
 from workers.protocol import (
     Accepted,
     AudioChunk,
@@ -54,7 +59,11 @@ class ActiveJob:
     conn: Connection
     job: SpeechJob | ConvertJob
     credits: int
-    next_index: int = 0
+    next_index: int = 0                    # the chunk (or window) being made, or made next
+    stream: Stream | None = None           # the open stream of chunk next_index; kept while paused
+    stretch: float = 1.0                   # time-stretch still to apply to the open chunk
+    pieces_in_chunk: int = 0               # audio messages sent for chunk next_index
+    pieces: int = 0                        # audio messages sent in all
     last_served: float = 0.0
     stats: JobStats = dataclasses.field(default_factory=JobStats)
     source: np.ndarray | None = None       # voice conversion: the whole input, read once
@@ -63,6 +72,14 @@ class ActiveJob:
     @property
     def runnable(self) -> bool:
         return self.credits > 0 and self.next_index < self.job.units
+
+    @property
+    def background(self) -> bool:
+        return bool(getattr(self.job, "background", False))
+
+    def priority(self) -> tuple:
+        """Sort key for a free batch row: interactive first, then no audio yet, then least recently served."""
+        return (self.background, self.pieces > 0, self.last_served)
 
 
 class ModelWorker:
@@ -78,6 +95,7 @@ class ModelWorker:
         self.listener: socket.socket | None = None
         self.jobs: dict[Connection, ActiveJob] = {}   # in arrival order
         self.idle_conns: set[Connection] = set()     # connected, job message not read yet
+        self.batch: list[ActiveJob] = []              # jobs holding a row of the engine's batch
         self.done = 0
         self.failed = 0
         self.stopping = False
@@ -123,9 +141,13 @@ class ModelWorker:
             self._poll(timeout=0 if busy else 1.0)
             if self.lifeline_closed:
                 break
-            job = self._next_job()
-            if job is not None:
-                self._synthesize_next_chunk(job)
+            batch = self._select_batch()
+            if batch and self.idle_conns and all(job.background for job in batch):
+                # a client that has just connected is about to send its job: read it before a background step
+                self._poll(timeout=0.05)
+                batch = self._select_batch()
+            if batch:
+                self._step(batch)
             self.board.update_load(self.slot, len(self.jobs) + len(self.idle_conns), self.done, self.failed)
 
     def _poll(self, timeout: float) -> None:
@@ -199,75 +221,121 @@ class ModelWorker:
         if not job.units:
             self._finish(active)
 
-    def _next_job(self) -> ActiveJob | None:
-        runnable = [job for job in self.jobs.values() if job.runnable]
-        interactive = [job for job in runnable if not getattr(job.job, "background", False)]
-        if runnable and not interactive and self.idle_conns:
-            # a client that has just connected is about to send its job: read it before a background chunk
-            for conn in wait(list(self.idle_conns), 0.05):
-                self._read_message(conn)
-            runnable = [job for job in self.jobs.values() if job.runnable]
-            interactive = [job for job in runnable if not getattr(job.job, "background", False)]
-        runnable = interactive or runnable      # background (long-text) jobs only fill idle time
-        if not runnable:
-            return None
-        waiting_for_first_audio = [job for job in runnable if job.next_index == 0]
-        if waiting_for_first_audio:
-            return waiting_for_first_audio[0]
-        return min(runnable, key=lambda job: job.last_served)
+    @property
+    def capacity(self) -> int:
+        return max(1, min(self.settings.max_batch, self.engine.step_capacity))
+
+    def _select_batch(self) -> list[ActiveJob]:
+        """Members keep their rows while runnable; free rows go by ActiveJob.priority, and a
+        background member gives its row up to an interactive job that is waiting."""
+        members = [job for job in self.batch if job.runnable and job.conn in self.jobs]
+        waiting = sorted((job for job in self.jobs.values() if job.runnable and job not in members),
+                         key=ActiveJob.priority)
+        interactive_waiting = sum(1 for job in waiting if not job.background)
+        while interactive_waiting > self.capacity - len(members) and any(j.background for j in members):
+            evicted = max((j for j in members if j.background), key=lambda j: j.last_served)
+            members.remove(evicted)
+            waiting.append(evicted)
+            interactive_waiting -= 1
+        for job in waiting:
+            if len(members) >= self.capacity:
+                break
+            if job.background and any(not j.background and j not in members for j in waiting):
+                continue    # a row an interactive job could use
+            members.append(job)
+        self.batch = members
+        return members
 
     # -- synthesis ----------------------------------------------------------------------------------
-    def _synthesize_next_chunk(self, active: ActiveJob) -> None:
-        job, index = active.job, active.next_index
+    def _step(self, batch: list[ActiveJob]) -> None:
+        opened = [active for active in batch if self._open_stream(active)]
+        if not opened:
+            return
         started = time.perf_counter()
+        results = self.engine.step([active.stream for active in opened])
+        share = (time.perf_counter() - started) / len(opened)
+        for active, result in zip(opened, results, strict=True):
+            if active.conn not in self.jobs:
+                continue    # dropped while sending to an earlier job of this step
+            if isinstance(result, BaseException):
+                self._stream_failed(active, result)
+            else:
+                self._deliver(active, result, share)
+
+    def _open_stream(self, active: ActiveJob) -> bool:
+        if active.stream is not None:
+            return True
+        job, index = active.job, active.next_index
         try:
-            pcm, result = self._render(active)
-        except EngineError as exc:
+            if isinstance(job, ConvertJob):
+                if active.source is None:
+                    active.source = read_wav_mono(job.audio_path)
+                start, end = job.windows[index]
+                active.stream = self.engine.open_conversion(active.source[start:end], job.voice,
+                                                            chunk_seed(job.seed, index))
+            else:
+                engine_speed, active.stretch = split_speed(job.settings.speed, self.info.native_speed)
+                settings = dataclasses.replace(job.settings, speed=engine_speed)
+                active.stream = self.engine.open_stream(job.chunks[index], settings, job.voice,
+                                                        chunk_seed(job.seed, index),
+                                                        incremental=abs(active.stretch - 1.0) < 1e-3)
+        except Exception as exc:  # noqa: BLE001 - reported to that job alone
+            self._stream_failed(active, exc)
+            return False
+        active.pieces_in_chunk = 0
+        return True
+
+    def _stream_failed(self, active: ActiveJob, exc: BaseException) -> None:
+        if isinstance(exc, EngineError):
             self._fail(active.conn, JobFailed(str(exc), kind="request", status=400))
             return
-        except Exception as exc:  # noqa: BLE001 - one broken request must not take the worker down
-            log.error("slot %d: request %s failed on chunk %d:\n%s", self.slot, job.request_id, index,
-                      traceback.format_exc())
-            self._fail(active.conn, JobFailed(f"synthesis failed: {type(exc).__name__}: {exc}",
-                                              kind="engine", status=500))
-            return
-        elapsed = time.perf_counter() - started
-        active.next_index += 1
-        active.credits -= 1
-        active.last_served = time.monotonic()
+        log.error("slot %d: request %s failed on chunk %d:\n%s", self.slot, active.job.request_id,
+                  active.next_index, "".join(traceback.format_exception(exc)))
+        self._fail(active.conn, JobFailed(f"synthesis failed: {type(exc).__name__}: {exc}",
+                                          kind="engine", status=500))
+
+    def _deliver(self, active: ActiveJob, piece: Piece, seconds: float) -> None:
         stats = active.stats
-        stats.input_tokens += result.input_tokens
-        stats.output_tokens += result.output_tokens
-        stats.samples += len(pcm) // 2
-        stats.synth_seconds += elapsed
-        chunk = AudioChunk(index, pcm, result.input_tokens, result.output_tokens, elapsed)
-        if self._send(active.conn, chunk) and active.next_index == job.units:
+        stats.input_tokens += piece.input_tokens
+        stats.output_tokens += piece.output_tokens
+        stats.synth_seconds += seconds
+        active.last_served = time.monotonic()
+        audio = self._finish_audio(active, piece)
+        if audio.size or (piece.last and active.pieces_in_chunk == 0):
+            pcm = to_pcm16(audio)
+            stats.samples += len(pcm) // 2
+            active.credits -= 1
+            active.pieces += 1
+            active.pieces_in_chunk += 1
+            if not self._send(active.conn, AudioChunk(active.next_index, pcm, piece.input_tokens,
+                                                      piece.output_tokens, seconds)):
+                return
+        if not piece.last:
+            return
+        active.stream.close()
+        active.stream = None
+        active.next_index += 1
+        if active in self.batch:
+            self.batch.remove(active)    # the next chunk competes for a row again
+        if active.next_index == active.job.units:
             self._finish(active)
 
-    def _render(self, active: ActiveJob) -> tuple[bytes, Synthesized]:
+    def _finish_audio(self, active: ActiveJob, piece: Piece) -> np.ndarray:
         if isinstance(active.job, ConvertJob):
-            return self._convert_window(active)
-        job, index = active.job, active.next_index
-        engine_speed, stretch = split_speed(job.settings.speed, self.info.native_speed)
-        settings = dataclasses.replace(job.settings, speed=engine_speed)
-        result = self.engine.synthesize(job.chunks[index], settings, job.voice, chunk_seed(job.seed, index))
-        audio = time_stretch(result.audio, self.info.sample_rate, stretch)
-        return to_pcm16(fade_edges(audio, self.info.sample_rate)), result
+            return self._join_window(active, piece.audio)
+        audio = time_stretch(piece.audio, self.info.sample_rate, active.stretch)
+        # fade the chunk's outer edges only: the engine joins the pieces of one chunk itself
+        return fade_edges(audio, self.info.sample_rate, start=active.pieces_in_chunk == 0, end=piece.last)
 
-    def _convert_window(self, active: ActiveJob) -> tuple[bytes, Synthesized]:
-        """Convert one window; the overlap with the next one is held back and crossfaded into it."""
+    def _join_window(self, active: ActiveJob, audio: np.ndarray) -> np.ndarray:
+        """Voice conversion: the overlap with the next window is held back and crossfaded into it."""
         job, index = active.job, active.next_index
-        if active.source is None:
-            active.source = read_wav_mono(job.audio_path)
-        start, end = job.windows[index]
-        audio = self.engine.convert_voice(active.source[start:end], job.voice, chunk_seed(job.seed, index))
         overlap = round(job.overlap * self.info.sample_rate / VC_INPUT_RATE)
         if active.tail is not None:
             audio = np.concatenate([crossfade(active.tail, audio[:overlap]), audio[overlap:]])
         last = index == job.units - 1
         active.tail, audio = (None, audio) if last else (audio[-overlap:], audio[:-overlap])
-        audio = fade_edges(audio, self.info.sample_rate, start=index == 0, end=last)   # outer edges only
-        return to_pcm16(audio), Synthesized(audio, input_tokens=0, output_tokens=0)
+        return fade_edges(audio, self.info.sample_rate, start=index == 0, end=last)   # outer edges only
 
     # -- endings ------------------------------------------------------------------------------------
     def _finish(self, active: ActiveJob) -> None:
@@ -298,7 +366,13 @@ class ModelWorker:
             return False
 
     def _close(self, conn: Connection) -> None:
-        self.jobs.pop(conn, None)
+        active = self.jobs.pop(conn, None)
+        if active is not None:
+            if active.stream is not None:
+                active.stream.close()
+                active.stream = None
+            if active in self.batch:
+                self.batch.remove(active)
         self.idle_conns.discard(conn)
         conn.close()
         if not self.jobs:

@@ -20,9 +20,9 @@ class SpeechJob:
     settings: SynthesisSettings
     voice: VoiceRef
     seed: int                          # chunk i uses seed + i: reproducible whatever the interleaving
-    buffer_size: int                   # chunks the worker may send ahead of the client's consumption
+    buffer_size: int                   # audio messages the worker may send ahead of the client's consumption
     text_preview: str = ""
-    background: bool = False           # a long-text job: runs only when no interactive job can
+    background: bool = False           # background work: runs only when no interactive job can use the slot
 
     @property
     def units(self) -> int:
@@ -48,7 +48,7 @@ class ConvertJob:
 
 @dataclass(frozen=True)
 class Credit:
-    """The client consumed `chunks` more chunks: the worker may produce that many more."""
+    """The client consumed `chunks` more audio messages: the worker may send that many more."""
     chunks: int = 1
 
 
@@ -67,6 +67,8 @@ class Accepted:
 
 @dataclass(frozen=True)
 class AudioChunk:
+    """The next stretch of audio. A text chunk may arrive in several messages (Chatterbox vocodes
+    token windows), in order; each message costs one credit."""
     index: int                         # which text chunk this audio speaks
     pcm: bytes                         # PCM16 little-endian mono at the engine's sample rate
     input_tokens: int

@@ -20,7 +20,8 @@ def create_engine(name: str, settings: Settings, device: str) -> Engine:
         from workers.engines.chatterbox import ChatterboxEngine
         return ChatterboxEngine(model=settings.model, device=device,
                                 checkpoint_dir=settings.checkpoint_dir or None,
-                                max_new_tokens=settings.max_new_tokens)
+                                max_new_tokens=settings.max_new_tokens, stream_tokens=settings.stream_tokens,
+                                dtype=settings.dtype, compile_decode=settings.compile)
     raise ValueError(f"unknown engine {name!r}")
 
 

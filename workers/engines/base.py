@@ -1,12 +1,17 @@
 """The engine interface: what a model worker needs from a speech engine.
 
-An engine loads once in its model-worker process and then synthesizes one text chunk at a time
-into float32 mono audio. Chatterbox, hibari and the test engine all implement it. This module
-imports only numpy, so the front workers can share the dataclasses without loading a model runtime.
+An engine loads once in its model-worker process. The model worker opens a *stream* per text
+chunk (or voice-conversion window) and advances all of its runnable streams together with
+``Engine.step``: the engine decides what one batched step is. Chatterbox decodes one speech token
+for every stream per step and vocodes token windows as they fall due; the whole-chunk engines
+(hibari, tone) synthesize one stream's chunk per step. Audio comes back as ``Piece``s of float32
+mono audio. This module imports only numpy, so the front workers can share the dataclasses
+without loading a model runtime.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,6 +61,42 @@ class Synthesized:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass
+class Piece:
+    """Audio a stream produced in one step: the next stretch of its chunk, in order."""
+    audio: np.ndarray                  # float32 mono at EngineInfo.sample_rate; may be empty
+    input_tokens: int = 0              # counted once per stream (on its first piece)
+    output_tokens: int = 0             # units generated since the previous piece
+    last: bool = False                 # the stream's chunk is complete
+
+
+class Stream:
+    """One text chunk (or conversion window) in the making; engines subclass it with their state.
+
+    `piece` turns a stream into audio progress; `closed` streams are never stepped again."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self.closed = False
+
+    def close(self) -> None:
+        """Release what the stream holds (cache rows, buffers); safe to call twice."""
+        self.closed = True
+
+
+class WholeChunkStream(Stream):
+    """A stream for engines without step-level state: one step synthesizes the whole chunk."""
+
+    def __init__(self, render: Callable[[], Synthesized]):
+        super().__init__()
+        self._render = render
+
+    def advance(self) -> Piece:
+        result = self._render()
+        self.done = True
+        return Piece(result.audio, result.input_tokens, result.output_tokens, last=True)
+
+
 class EngineError(Exception):
     """This request cannot be synthesized (bad voice file, unsupported setting); the engine is fine."""
 
@@ -70,6 +111,34 @@ class Engine(ABC):
     @abstractmethod
     def synthesize(self, text: str, settings: SynthesisSettings, voice: VoiceRef, seed: int) -> Synthesized:
         """Speak one text chunk. The same text, settings, voice and seed give the same audio."""
+
+    # -- streams: what the model worker drives ---------------------------------------------------
+    #: streams one step may advance together (whole-chunk engines: one, so turns stay per chunk)
+    step_capacity: int = 1
+
+    def open_stream(self, text: str, settings: SynthesisSettings, voice: VoiceRef, seed: int, *,
+                    incremental: bool = True) -> Stream:
+        """Start speaking one text chunk. `incremental=False` asks for the chunk in one piece (the
+        model worker time-stretches whole chunks). Raises EngineError for a bad request."""
+        return WholeChunkStream(lambda: self.synthesize(text, settings, voice, seed))
+
+    def open_conversion(self, audio: np.ndarray, voice: VoiceRef, seed: int) -> Stream:
+        """Start re-speaking one window of recorded audio (float32 mono at VC_INPUT_RATE)."""
+        def render() -> Synthesized:
+            return Synthesized(self.convert_voice(audio, voice, seed), input_tokens=0, output_tokens=0)
+        return WholeChunkStream(render)
+
+    def step(self, streams: Sequence[Stream]) -> list[Piece | BaseException]:
+        """Advance every stream once, in one batched step where the engine can. Each entry is the
+        stream's piece, or the exception that ended that stream alone (EngineError: a bad request;
+        anything else: a failure of that request). Streams left out of a step keep their state."""
+        results: list[Piece | BaseException] = []
+        for stream in streams:
+            try:
+                results.append(stream.advance())
+            except Exception as exc:  # noqa: BLE001 - one stream's failure is reported, not raised
+                results.append(exc)
+        return results
 
     def warmup(self, info: EngineInfo) -> None:
         """One real generation before the worker reports ready (compiles kernels, fills caches)."""

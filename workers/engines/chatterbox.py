@@ -23,7 +23,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from workers.engines.base import Engine, EngineError, EngineInfo, SynthesisSettings, Synthesized, VoiceRef
+from workers.engines.base import (
+    Engine,
+    EngineError,
+    EngineInfo,
+    Piece,
+    Stream,
+    SynthesisSettings,
+    Synthesized,
+    VoiceRef,
+)
+from workers.engines.s3gen_stream import S3GenStreamer, WindowVocoder
+from workers.engines.t3_batch import Sampling, Sequence, T3Batch
 
 log = logging.getLogger(__name__)
 
@@ -122,14 +133,22 @@ class _ConditionalsCache:
 
 
 class ChatterboxEngine(Engine):
+    step_capacity = 64      # the model worker's CHATTERBOX_MAX_BATCH is the real limit
+
     def __init__(self, model: str = "standard", device: str = "auto", checkpoint_dir: str | None = None,
-                 max_new_tokens: int = 1000):
+                 max_new_tokens: int = 1000, stream_tokens: int = 25, dtype: str = "float32",
+                 compile_decode: bool = False):
         if model not in _MODELS:
             raise ValueError(f"unknown chatterbox model {model!r} (one of {', '.join(_MODELS)})")
         self.model = model
         self.requested_device = device
         self.checkpoint_dir = checkpoint_dir
         self.max_new_tokens = max_new_tokens
+        self.stream_tokens = stream_tokens
+        self.dtype = dtype
+        self.compile_decode = compile_decode
+        self._batch: T3Batch | None = None
+        self._streamer: S3GenStreamer | None = None
         self.conditionals_cache = _ConditionalsCache()
         self.device = "cpu"
         self._tts: Any = None
@@ -153,7 +172,23 @@ class ChatterboxEngine(Engine):
         if self.model == "multilingual":
             self._languages = tuple(sorted(importlib.import_module("chatterbox.mtl_tts").SUPPORTED_LANGUAGES))
         _silence_progress_bars()
+        self._batch = T3Batch(self._tts.t3, stop_token=self._tts.t3.hp.stop_speech_token,
+                              start_token=self._tts.t3.hp.start_speech_token,
+                              step_fn=gpu_speedups(self._tts.t3, self.device, self.dtype, self.compile_decode))
+        self._streamer = self._make_streamer()
         return self._info()
+
+    def _make_streamer(self) -> S3GenStreamer:
+        tail: tuple[int, ...] = ()
+        if self.model == "turbo":
+            from chatterbox.models.s3gen.const import S3GEN_SIL
+            tail = (S3GEN_SIL,) * _TURBO_TAIL_SILENCE
+        return S3GenStreamer(self._tts.s3gen, self.device, self._watermark, tail_tokens=tail,
+                             n_timesteps=2 if self.model == "turbo" else None)
+
+    def _watermark(self, audio: np.ndarray) -> np.ndarray:
+        wav = self._tts.watermarker.apply_watermark(audio, sample_rate=self._tts.sr)
+        return np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
 
     def _model_class(self) -> type:
         module_name, class_name = _MODELS[self.model]
@@ -189,13 +224,28 @@ class ChatterboxEngine(Engine):
                 "reserved_bytes": torch.cuda.memory_reserved(),
                 "peak_allocated_bytes": torch.cuda.max_memory_allocated()}
 
-    def release_memory(self) -> None:
-        if self.device.startswith("cuda"):
-            torch.cuda.empty_cache()
-
     # -- synthesis --------------------------------------------------------------------------
 
     def synthesize(self, text: str, settings: SynthesisSettings, voice: VoiceRef, seed: int) -> Synthesized:
+        """One chunk alone, whole: the batched path with a batch of one."""
+        stream = self.open_stream(text, settings, voice, seed, incremental=False)
+        parts, output_tokens = [], 0
+        try:
+            while not stream.done:
+                piece = self.step([stream])[0]
+                if isinstance(piece, BaseException):
+                    raise piece
+                parts.append(piece.audio)
+                output_tokens += piece.output_tokens
+        finally:
+            stream.close()
+        audio = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        return Synthesized(audio=audio, input_tokens=stream.input_tokens, output_tokens=output_tokens,
+                           extra={"token_cap": stream.seq.cap, "vocoded_tokens": len(stream.vocodable),
+                                  "conditionals": stream.source, "speech_tokens": list(stream.seq.tokens)})
+
+    def open_stream(self, text: str, settings: SynthesisSettings, voice: VoiceRef, seed: int, *,
+                    incremental: bool = True) -> ChatterboxStream:
         self._loaded()
         language = self._language(settings.language)
         if settings.temperature <= 0:
@@ -204,20 +254,79 @@ class ChatterboxEngine(Engine):
         t3_cond = self._t3_cond(conds.t3, settings.exaggeration)
         text = self._punc_norm(text)
         cap = token_cap(text, self.max_new_tokens, language)
+        generator = torch.Generator().manual_seed(seed & 0xFFFF_FFFF_FFFF_FFFF)
         with self._generation_lock, torch.inference_mode():
             text_tokens = self._tokenize(text, language)
             if text_tokens.shape[-1] + 2 > self._tts.t3.hp.max_text_tokens:
                 raise EngineError(f"text too long for one chunk ({text_tokens.shape[-1]} tokens)")
-            _seed(seed)
-            if self.model == "turbo":
-                speech_tokens = self._sample_turbo(t3_cond, text_tokens, settings, cap)
-            else:
-                speech_tokens = self._sample(t3_cond, text_tokens, settings, cap)
-            audio = self._vocode(speech_tokens, conds.gen)
-        vocoded = int((speech_tokens < _SPEECH_VOCAB).sum())
-        return Synthesized(audio=audio, input_tokens=int(text_tokens.shape[-1]),
-                           output_tokens=int(speech_tokens.numel()),
-                           extra={"token_cap": cap, "vocoded_tokens": vocoded, "conditionals": source})
+            embeds, sampling = self._prompt(t3_cond, text_tokens, settings)
+            seq = Sequence(embeds=embeds, sampling=sampling, generator=generator, cap=cap,
+                           turbo=self.model == "turbo")
+            first = self.stream_tokens if incremental else 0
+            vocoder = self._streamer.open(conds.gen, seed, generator, cap, first)
+        return ChatterboxStream(self, seq, vocoder, int(text_tokens.shape[-1]), source)
+
+    def _prompt(self, t3_cond: Any, text_tokens: torch.Tensor, settings: SynthesisSettings) -> tuple:
+        """The prefill embeddings of one sequence's rows, and its sampling settings."""
+        t3 = self._tts.t3
+        if self.model == "turbo":
+            start = t3.hp.start_speech_token * torch.ones_like(text_tokens[:, :1])
+            embeds, _ = t3.prepare_input_embeds(t3_cond=t3_cond, text_tokens=text_tokens,
+                                                speech_tokens=start, cfg_weight=0.0)
+            sampling = Sampling(settings.temperature, 0.0, _REPETITION_PENALTY["turbo"],
+                                top_p=_TURBO_TOP_P, top_k=_TURBO_TOP_K)
+            return embeds.to(self._t3_dtype), sampling
+        # CFG: a (conditional, unconditional) pair of rows; without CFG the conditional row alone
+        rows = 2 if settings.cfg_weight > 0 else 1
+        tokens = text_tokens.expand(rows, -1)
+        tokens = F.pad(tokens, (1, 0), value=t3.hp.start_text_token)
+        tokens = F.pad(tokens, (0, 1), value=t3.hp.stop_text_token)
+        start = t3.hp.start_speech_token * torch.ones_like(tokens[:, :1])
+        embeds, _ = t3.prepare_input_embeds(t3_cond=t3_cond, text_tokens=tokens, speech_tokens=start,
+                                            cfg_weight=settings.cfg_weight)
+        # upstream appends the start token's embedding a second time (speech position 0)
+        bos = t3.speech_emb(start) + t3.speech_pos_emb.get_fixed_embedding(0)
+        embeds = torch.cat([embeds, bos], dim=1)
+        sampling = Sampling(settings.temperature, settings.cfg_weight, _REPETITION_PENALTY[self.model],
+                            min_p=_MIN_P, top_p=_TOP_P)
+        return embeds.to(self._t3_dtype), sampling
+
+    @property
+    def _t3_dtype(self) -> torch.dtype:
+        return next(self._tts.t3.tfmr.parameters()).dtype
+
+    def step(self, streams: list[Stream]) -> list[Piece | BaseException]:
+        """One T3 token for every stream still decoding (one batched forward), then the S3Gen
+        windows that fell due. Streams whose tokens are all made only vocode."""
+        streams = [s for s in streams if isinstance(s, ChatterboxStream)]
+        results: dict[ChatterboxStream, Piece | BaseException] = {}
+        with self._generation_lock, torch.inference_mode():
+            decoding = [s for s in streams if not s.seq.finished]
+            # T3Batch.run moves members left out of this step (paused) out with their cache kept
+            before = {s: len(s.seq.tokens) for s in decoding}
+            try:
+                self._batch.run([s.seq for s in decoding])
+            except Exception as exc:  # noqa: BLE001 - the batch is unusable: fail its streams
+                log.error("T3 batch step failed", exc_info=True)
+                for s in decoding:
+                    self._batch.discard(s.seq)
+                    results[s] = exc
+            for s in streams:
+                if s in results:
+                    continue
+                try:
+                    results[s] = s.vocode(len(s.seq.tokens) - before.get(s, len(s.seq.tokens)))
+                except Exception as exc:  # noqa: BLE001 - this stream alone fails
+                    self._batch.discard(s.seq)
+                    results[s] = exc
+        return [results[s] for s in streams]
+
+    def release_memory(self) -> None:
+        if self._batch is not None:
+            for seq in list(self._batch.members):
+                self._batch.discard(seq)
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
 
     def _loaded(self) -> Any:
         if self._tts is None:
@@ -248,40 +357,6 @@ class ChatterboxEngine(Engine):
         else:
             tokens = tokenizer.text_to_tokens(text)
         return tokens.to(self.device)
-
-    def _sample(self, t3_cond: Any, text_tokens: torch.Tensor, settings: SynthesisSettings, cap: int) -> torch.Tensor:
-        """Standard/multilingual T3 sampling as upstream generate(); returns 1-D speech tokens."""
-        from chatterbox.models.s3tokenizer import drop_invalid_tokens
-
-        t3 = self._tts.t3
-        # Always the (conditional, unconditional) pair: T3.inference builds a batch of two and fails
-        # on a single row (upstream standard generate() crashes at cfg_weight=0); weight 0 = no CFG.
-        tokens = torch.cat([text_tokens, text_tokens], dim=0)
-        tokens = F.pad(tokens, (1, 0), value=t3.hp.start_text_token)
-        tokens = F.pad(tokens, (0, 1), value=t3.hp.stop_text_token)
-        with self._drop_new_attention_hooks():
-            generated = t3.inference(
-                t3_cond=t3_cond, text_tokens=tokens, max_new_tokens=cap,
-                temperature=settings.temperature, cfg_weight=settings.cfg_weight,
-                repetition_penalty=_REPETITION_PENALTY[self.model], min_p=_MIN_P, top_p=_TOP_P,
-            )
-        return drop_invalid_tokens(generated[0])
-
-    def _sample_turbo(self, t3_cond: Any, text_tokens: torch.Tensor, settings: SynthesisSettings,
-                      cap: int) -> torch.Tensor:
-        # inference_turbo samples one token, then up to max_gen_len more
-        generated = self._tts.t3.inference_turbo(
-            t3_cond=t3_cond, text_tokens=text_tokens, temperature=settings.temperature,
-            top_k=_TURBO_TOP_K, top_p=_TURBO_TOP_P, repetition_penalty=_REPETITION_PENALTY["turbo"],
-            max_gen_len=max(cap - 1, 0),
-        )
-        return generated[0]
-
-    def _drop_new_attention_hooks(self) -> _HookGuard:
-        """Multilingual T3.inference registers alignment hooks on attention layers on every call and
-        never removes them; left alone they pile up (slower, leaking) over a server's lifetime."""
-        return _HookGuard([layer.self_attn for layer in self._tts.t3.tfmr.layers]
-                          if self.model == "multilingual" else [])
 
     def _vocode(self, speech_tokens: torch.Tensor, gen: dict) -> np.ndarray:
         """S3Gen + Perth watermark, as upstream; float32 mono at 24 kHz."""
@@ -376,20 +451,60 @@ class ChatterboxEngine(Engine):
         return audio
 
 
-class _HookGuard:
-    """Removes forward hooks added to `modules` while the block runs."""
+class ChatterboxStream(Stream):
+    """One text chunk: its T3 sequence and its window vocoder."""
 
-    def __init__(self, modules: list[torch.nn.Module]):
-        self._modules = modules
-        self._before: list[set] = []
+    def __init__(self, engine: ChatterboxEngine, seq: Sequence, vocoder: WindowVocoder, input_tokens: int,
+                 source: str):
+        super().__init__()
+        self.engine = engine
+        self.seq = seq
+        self.vocoder = vocoder
+        self.input_tokens = input_tokens
+        self.source = source                 # where the voice's conditionals came from
+        self._input_reported = False
 
-    def __enter__(self) -> None:
-        self._before = [set(m._forward_hooks) for m in self._modules]
+    @property
+    def vocodable(self) -> list[int]:
+        return [t for t in self.seq.tokens if t < _SPEECH_VOCAB]
 
-    def __exit__(self, *exc_info: object) -> None:
-        for module, before in zip(self._modules, self._before, strict=True):
-            for handle_id in set(module._forward_hooks) - before:
-                # what RemovableHandle.remove() does
-                for hooks in (module._forward_hooks, module._forward_hooks_with_kwargs,
-                              module._forward_hooks_always_called):
-                    hooks.pop(handle_id, None)
+    def vocode(self, new_tokens: int) -> Piece:
+        """The audio of the window that fell due, if one did (an empty piece otherwise)."""
+        final = self.seq.finished
+        tokens = self.vocodable
+        audio = np.zeros(0, np.float32)
+        if self.vocoder.due(len(tokens), final):
+            audio = self.engine._streamer.window(self.vocoder, tokens, final)
+        self.done = final
+        input_tokens = 0 if self._input_reported else self.input_tokens
+        self._input_reported = True
+        return Piece(audio, input_tokens=input_tokens, output_tokens=new_tokens, last=final)
+
+    def close(self) -> None:
+        if not self.closed and self.engine._batch is not None:
+            self.engine._batch.discard(self.seq)
+        super().close()
+
+
+def gpu_speedups(t3: Any, device: str, dtype: str, compile_decode: bool) -> Any:
+    """Apply the CUDA-only speed-ups that are switched on; returns the decode-step function to use
+    (None: T3Batch's own). On CPU nothing changes whatever the settings say. (Attention is SDPA
+    already: upstream's Llama config asks for it, and the batched loop never requests attention
+    weights, which would force the eager kernel as upstream's own loop does.)"""
+    if not device.startswith("cuda"):
+        return None
+    if dtype != "float32":
+        t3.tfmr.to(dtype=getattr(torch, dtype))
+        t3.speech_emb.to(dtype=getattr(torch, dtype))
+        t3.speech_head.to(dtype=getattr(torch, dtype))
+        if t3.speech_pos_emb is not None:
+            t3.speech_pos_emb.to(dtype=getattr(torch, dtype))
+    if not compile_decode:
+        return None
+    tfmr = torch.compile(t3.tfmr, mode="reduce-overhead", dynamic=True)
+
+    def step(embeds: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: Any) -> torch.Tensor:
+        out = tfmr(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                   use_cache=True)
+        return out.last_hidden_state[:, -1]
+    return step
