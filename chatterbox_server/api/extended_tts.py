@@ -116,22 +116,13 @@ def watermark_header(req: ExtendedTtsRequest, info: EngineInfo, allowed: bool) -
     if not allowed:
         return {"X-Chatterbox-Watermark": "applied; disable_watermark refused (CHATTERBOX_ALLOW_DISABLE_WATERMARK "
                                           "is off)"}
-    if not watermark_switch_available():
-        return {"X-Chatterbox-Watermark": "applied; this engine build cannot skip the watermark"}
     return {"X-Chatterbox-Watermark": "disabled"}
 
 
-def watermark_switch_available() -> bool:
-    """Whether the engine settings carry a `watermark` switch the model worker honours."""
-    return "watermark" in getattr(SynthesisSettings, "__dataclass_fields__", {})
-
-
 def synthesis_settings(req: ExtendedTtsRequest, allow_disable: bool) -> SynthesisSettings:
-    values: dict[str, Any] = {"speed": req.speed_factor, "exaggeration": req.exaggeration,
-                              "cfg_weight": req.cfg_weight, "temperature": req.temperature, "language": req.language}
-    if watermark_switch_available():
-        values["watermark"] = not (req.disable_watermark and allow_disable)
-    return SynthesisSettings(**values)
+    return SynthesisSettings(speed=req.speed_factor, exaggeration=req.exaggeration, cfg_weight=req.cfg_weight,
+                             temperature=req.temperature, language=req.language,
+                             watermark=not (req.disable_watermark and allow_disable))
 
 
 # -- candidates -----------------------------------------------------------------------------------

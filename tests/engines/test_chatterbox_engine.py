@@ -55,6 +55,7 @@ def runs(engine, builtin_snapshot, reference_wav):
     out = {"builtin": engine.synthesize(TEXT, SynthesisSettings(), BUILTIN, seed=1)}
     out["builtin_again"] = engine.synthesize(TEXT, SynthesisSettings(), BUILTIN, seed=1)
     out["builtin_seed2"] = engine.synthesize(TEXT, SynthesisSettings(), BUILTIN, seed=2)
+    out["builtin_unmarked"] = engine.synthesize(TEXT, SynthesisSettings(watermark=False), BUILTIN, seed=1)
     out["clone"] = engine.synthesize(TEXT, SynthesisSettings(), clone, seed=1)
     out["clone_snapshot"] = _snapshot(next(iter(engine.conditionals_cache._entries.values())))
     # cfg_weight 0 as well: upstream standard generate() crashes there
@@ -106,6 +107,12 @@ def test_synthesis_gives_float32_audio_of_the_generated_length(runs):
 def test_same_seed_same_audio_other_seed_other_audio(runs):
     assert np.array_equal(runs["builtin"].audio, runs["builtin_again"].audio)
     assert not np.array_equal(runs["builtin"].audio, runs["builtin_seed2"].audio)
+
+
+def test_the_watermark_is_skipped_only_when_the_settings_say_so(runs):
+    marked, unmarked = runs["builtin"].audio, runs["builtin_unmarked"].audio
+    assert marked.size == unmarked.size and np.isfinite(unmarked).all()
+    assert not np.array_equal(marked, unmarked)          # Perth changed every window of the default
 
 
 def test_builtin_voice_is_never_modified(engine, runs, builtin_snapshot):

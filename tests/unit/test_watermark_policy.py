@@ -1,8 +1,6 @@
 """disable_watermark on /api/v1/tts: honoured only when the operator allows it, and always said."""
 from __future__ import annotations
 
-import pytest
-
 from chatterbox_server.api import extended_tts
 from chatterbox_server.api.tts_schema import ExtendedTtsSchema
 from workers.engines.base import EngineInfo
@@ -29,17 +27,11 @@ def test_the_default_setting_keeps_the_watermark_and_says_why():
     assert header(request(disable_watermark=False), engine("chatterbox"), False) == "applied"
 
 
-@pytest.mark.parametrize("switch, expected", [(False, "applied; this engine build cannot skip the watermark"),
-                                              (True, "disabled")])
-def test_an_allowed_request_depends_on_the_engine_switch(monkeypatch, switch, expected):
-    monkeypatch.setattr(extended_tts, "watermark_switch_available", lambda: switch)
-    assert header(request(), engine("chatterbox"), True) == expected
+def test_an_allowed_request_disables_it():
+    assert header(request(), engine("chatterbox"), True) == "disabled"
 
 
-def test_the_switch_is_sent_only_when_the_engine_settings_have_it():
-    settings = extended_tts.synthesis_settings(request(), allow_disable=True)
-    has_switch = extended_tts.watermark_switch_available()
-    assert ("watermark" in settings.__dataclass_fields__) == has_switch
-    if has_switch:
-        assert settings.watermark is False
-        assert extended_tts.synthesis_settings(request(), allow_disable=False).watermark is True
+def test_the_switch_reaches_the_engine_settings_only_when_allowed():
+    assert extended_tts.synthesis_settings(request(), allow_disable=True).watermark is False
+    assert extended_tts.synthesis_settings(request(), allow_disable=False).watermark is True
+    assert extended_tts.synthesis_settings(request(disable_watermark=False), allow_disable=True).watermark is True

@@ -44,6 +44,7 @@ class SynthesisSettings:
     cfg_weight: float = 0.5
     temperature: float = 0.8
     language: str | None = None
+    watermark: bool = True             # Chatterbox's Perth watermark; off only when the operator allows it
 
 
 @dataclass(frozen=True)

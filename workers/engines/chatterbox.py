@@ -263,7 +263,7 @@ class ChatterboxEngine(Engine):
             seq = Sequence(embeds=embeds, sampling=sampling, generator=generator, cap=cap,
                            turbo=self.model == "turbo")
             first = self.stream_tokens if incremental else 0
-            vocoder = self._streamer.open(conds.gen, seed, generator, cap, first)
+            vocoder = self._streamer.open(conds.gen, seed, generator, cap, first, watermark=settings.watermark)
         return ChatterboxStream(self, seq, vocoder, int(text_tokens.shape[-1]), source)
 
     def _prompt(self, t3_cond: Any, text_tokens: torch.Tensor, settings: SynthesisSettings) -> tuple:

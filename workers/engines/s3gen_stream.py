@@ -61,6 +61,7 @@ class WindowVocoder:
     held: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     unmarked: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))   # not yet delivered
     marked_context: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    watermark: bool = True                      # False only where the operator allows disable_watermark
 
     def due(self, available: int, final: bool) -> bool:
         if final:
@@ -82,12 +83,12 @@ class S3GenStreamer:
         self.n_timesteps = n_timesteps or (2 if getattr(s3gen, "meanflow", False) else 10)
 
     def open(self, gen: dict, seed: int, generator: torch.Generator, max_tokens: int,
-             first_window: int) -> WindowVocoder:
+             first_window: int, watermark: bool = True) -> WindowVocoder:
         ref = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in gen.items()}
         prompt_mels = int(ref["prompt_token"].shape[-1]) * MELS_PER_TOKEN
         frames = prompt_mels + MELS_PER_TOKEN * (max_tokens + len(self.tail_tokens) + LOOKAHEAD)
         noise = torch.randn(1, 80, frames, generator=generator).to(self.device)
-        return WindowVocoder(ref, seed, first_window, noise, prompt_mels)
+        return WindowVocoder(ref, seed, first_window, noise, prompt_mels, watermark=watermark)
 
     def window(self, state: WindowVocoder, tokens: list[int], final: bool) -> np.ndarray:
         """The next stretch of audio (watermarked float32) for the vocodable `tokens` so far."""
@@ -98,7 +99,7 @@ class S3GenStreamer:
         audio = self._vocode(state, new_mels, final)
         state.done = max(state.done, stop)
         state.windows += 1
-        return self._mark(state, audio, final)
+        return self._mark(state, audio, final) if state.watermark else audio.astype(np.float32)
 
     def _mark(self, state: WindowVocoder, audio: np.ndarray, final: bool) -> np.ndarray:
         audio = np.concatenate([state.unmarked, audio])
