@@ -1,4 +1,5 @@
-"""Request schemas of API family 2, the "Extended Plus" API under /api/v1 (seed 002).
+"""Request schemas of API family 2, the "Extended Plus" API under /api/v1 (seed 002), besides
+/api/v1/tts's own (api/tts_schema.py).
 
 No Flask here: the views hand these schemas a dict and get back a typed request or a
 ValidationError (turned into a 400 that names the field by `schemas.first_error`).
@@ -7,81 +8,17 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from typing import Any
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, pre_load, validate, validates
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validates
 
-from chatterbox_server.schemas import SPEED_RANGE, SynthesisFields, in_range, one_of, seed_field
+from chatterbox_server.schemas import one_of, seed_field
 from chatterbox_server.store import paths
 
 EXPORT_FORMATS = ("wav", "mp3", "flac", "opus", "aac")
 RESPONSE_MODES = ("stream", "url")
 # Extensions stripped from reference_audio_filename: "speaker1.wav" names the library voice "speaker1".
 REFERENCE_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".webm", ".mp4")
-
-
-@dataclass(frozen=True)
-class TtsRequest:
-    text: str
-    export_formats: tuple[str, ...]
-    reference_voice: str | None          # the library voice name, extension stripped
-    exaggeration: float
-    temperature: float
-    cfg_weight: float
-    seed: int | None                     # None: a random seed (absent, null or 0 in the request)
-    speed_factor: float
-    language: str | None
-    explicit: frozenset[str]             # fields the client actually sent
-
-
-class TtsRequestSchema(SynthesisFields):
-    """POST /api/v1/tts (JSON)."""
-
-    class Meta:
-        unknown = RAISE
-
-    text = fields.String(required=True)
-    export_formats = fields.List(
-        fields.String(validate=one_of(EXPORT_FORMATS)),
-        load_default=lambda: ["wav"], validate=validate.Length(min=1, error="Name at least one format."))
-    reference_audio_filename = fields.String(load_default=None, allow_none=True)
-    speed_factor = fields.Float(load_default=1.0, validate=in_range(*SPEED_RANGE))
-
-    def __init__(self, *, max_input_chars: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.max_input_chars = max_input_chars
-        self._sent: frozenset[str] = frozenset()
-
-    @pre_load
-    def _normalize(self, data: Any, **_: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        self._sent = frozenset(data)
-        formats = data.get("export_formats")
-        if isinstance(formats, list):
-            data = {**data, "export_formats": [f.lower() if isinstance(f, str) else f for f in formats]}
-        return data
-
-    @validates("text")
-    def _check_text(self, value: str, data_key: str) -> None:
-        if not value.strip():
-            raise ValidationError("Must contain text to speak.")
-        if len(value) > self.max_input_chars:
-            raise ValidationError(f"Longer than the limit of {self.max_input_chars} characters ({len(value)}).")
-
-    @validates("reference_audio_filename")
-    def _check_reference(self, value: str | None, data_key: str) -> None:
-        if value is not None:
-            reference_voice_name(value)
-
-    @post_load
-    def _build(self, data: dict[str, Any], **_: Any) -> TtsRequest:
-        reference = data.pop("reference_audio_filename")
-        return TtsRequest(**{**data, "export_formats": tuple(dict.fromkeys(data["export_formats"])),
-                             "seed": data["seed"] or None},
-                          reference_voice=reference_voice_name(reference) if reference is not None else None,
-                          explicit=self._sent & frozenset(self.fields))
 
 
 def reference_voice_name(filename: str) -> str:
