@@ -88,7 +88,9 @@ def test_stream_with_a_one_off_voice_file(chatterbox_server):
                              data={"input": "Hello there.", "seed": "3"},
                              files={"voice_file": ("me.wav", wav_bytes(3.0, f0=200.0))}, timeout=300)
     assert response.status_code == 200, response.text
-    assert response.content[:4] == b"RIFF" and len(response.content) > 44 + 2 * 24000 // 10
+    # random weights sample invalid speech tokens too (dropped before vocoding): expect at least one
+    # valid token's 40 ms, not a length the cap would give on real weights
+    assert response.content[:4] == b"RIFF" and len(response.content) >= 44 + 2 * 24000 // 25
     assert os.listdir(chatterbox_server.data_dir / "tmp") == []
 
 

@@ -298,8 +298,9 @@ class ChatterboxEngine(Engine):
     def step(self, streams: list[Stream]) -> list[Piece | BaseException]:
         """One T3 token for every stream still decoding (one batched forward), then the S3Gen
         windows that fell due. Streams whose tokens are all made only vocode."""
-        streams = [s for s in streams if isinstance(s, ChatterboxStream)]
-        results: dict[ChatterboxStream, Piece | BaseException] = {}
+        others = [s for s in streams if not isinstance(s, ChatterboxStream)]    # voice conversion windows
+        results: dict[Stream, Piece | BaseException] = dict(zip(others, super().step(others), strict=True))
+        everything, streams = streams, [s for s in streams if isinstance(s, ChatterboxStream)]
         with self._generation_lock, torch.inference_mode():
             decoding = [s for s in streams if not s.seq.finished]
             # T3Batch.run moves members left out of this step (paused) out with their cache kept
@@ -319,7 +320,7 @@ class ChatterboxEngine(Engine):
                 except Exception as exc:  # noqa: BLE001 - this stream alone fails
                     self._batch.discard(s.seq)
                     results[s] = exc
-        return [results[s] for s in streams]
+        return [results[s] for s in everything]
 
     def release_memory(self) -> None:
         if self._batch is not None:
