@@ -29,7 +29,8 @@ for _ in $(seq 240); do
 done
 cd "$peer"
 status=0
-CHATTERBOX_TEST_URL="http://127.0.0.1:$port" "$python" -m pytest -p no:cacheprovider -q -rfE \
+# -o addopts=: the peer's pyproject asks for pytest-cov options that this venv need not have
+CHATTERBOX_TEST_URL="http://127.0.0.1:$port" "$python" -m pytest -p no:cacheprovider -o addopts= -q -rfE \
     tests/test_api.py tests/test_status.py tests/test_memory.py tests/test_voice_library.py \
     tests/test_voice_upload.py tests/test_sse_streaming.py "$@" || status=$?
 echo "server log: last lines"; tail -5 "$data/server.log"
