@@ -45,3 +45,15 @@ def upload_flag(value: Any, param: str) -> bool:
     if text not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
         raise ApiError(400, f"{param}: must be true or false", param=param, code="invalid_value")
     return paging.truthy(text)
+
+
+def bool_arg(name: str, default: bool | None = False) -> bool | None:
+    """A true/false query parameter (1/0, true/false, yes/no, on/off); 400 naming it otherwise."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ApiError(400, f"{name}: must be true or false", param=name)

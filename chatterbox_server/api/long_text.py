@@ -15,6 +15,7 @@ from typing import Any
 import gevent
 from flask import Blueprint, Response, jsonify, request, send_file
 
+from chatterbox_server.api.common import bool_arg
 from chatterbox_server.api.management import management
 from chatterbox_server.bodies import json_object, load
 from chatterbox_server.chunking import chunk_texts
@@ -61,17 +62,6 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ApiError(400, f"{name}: must be between {low} and {high}", param=name)
     return value
-
-
-def _bool_arg(name: str, default: bool | None = False) -> bool | None:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ApiError(400, f"{name}: must be true or false", param=name)
 
 
 def _choice_arg(name: str, choices: tuple[str, ...], default: str | None = None) -> str | None:
@@ -358,7 +348,7 @@ def bulk() -> Response:
 def history() -> Response:
     jobs = management().jobs
     rows = jobs.list(status=_choice_arg("status", rules.STATUSES), session_id=request.args.get("session_id"),
-                     search=request.args.get("search"), is_archived=_bool_arg("is_archived", None),
+                     search=request.args.get("search"), is_archived=bool_arg("is_archived", None),
                      start=_date_arg("start_date"), end=_date_arg("end_date"),
                      sort=_choice_arg("sort", tuple(SORTS), "completed_desc"),
                      limit=_int_arg("limit", 50, 1, 100), offset=_int_arg("offset", 0, 0, 10**9))
@@ -375,7 +365,7 @@ def history_stats() -> Response:
 
 @bp.delete("/audio/speech/long/history")
 def clear_history() -> Response:
-    if not _bool_arg("confirm"):
+    if not bool_arg("confirm"):
         raise ApiError(400, "confirm: history clearing requires confirm=true", param="confirm")
     session_id = request.args.get("session_id")
     cleared = failed = 0

@@ -11,6 +11,7 @@ import gevent
 import psutil
 from flask import Blueprint, Response, jsonify, request
 
+from chatterbox_server.api.common import bool_arg
 from chatterbox_server.api.management import management
 from chatterbox_server.errors import ApiError
 from chatterbox_server.pool_client import connect
@@ -120,17 +121,6 @@ def cleanup(reset_peak: bool) -> dict[str, Any]:
             "cuda_cache_cleared": any(w.get("cuda_cache_cleared") for w in workers)}
 
 
-def _flag(name: str, default: bool = False) -> bool:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ApiError(400, f"{name}: must be true or false", param=name)
-
-
 def thresholds() -> dict[str, float]:
     history = management().history
     return {name: history.value(f"alert_{name}", default) for name, (default, _, _) in THRESHOLDS.items()}
@@ -152,12 +142,12 @@ def alerts(info: dict[str, Any]) -> dict[str, Any]:
 
 @bp.get("/memory")
 def memory() -> Response:
-    do_cleanup = _flag("cleanup")
-    force_cuda = _flag("force_cuda_clear")
+    do_cleanup = bool_arg("cleanup")
+    force_cuda = bool_arg("force_cuda_clear")
     info = process_memory()
     result: dict[str, Any] = {"memory_info": info, "request_counter": management().history.memory_counter(),
                               "cleanup_performed": False, "cuda_cache_cleared": False}
-    if _flag("include_alerts", True):
+    if bool_arg("include_alerts", True):
         result["alerts"] = alerts(info)
     if do_cleanup:
         report = cleanup(reset_peak=False)
@@ -168,7 +158,7 @@ def memory() -> Response:
 
 @bp.post("/memory/reset")
 def reset() -> Response:
-    if not _flag("confirm"):
+    if not bool_arg("confirm"):
         raise ApiError(400, "confirm: resetting memory tracking requires confirm=true", param="confirm")
     previous = management().history.reset_memory_counter()
     report = cleanup(reset_peak=True)

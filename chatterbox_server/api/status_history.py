@@ -5,6 +5,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from chatterbox_server.api.common import bool_arg
 from chatterbox_server.api.management import management
 from chatterbox_server.api.memory import process_memory
 from chatterbox_server.errors import ApiError
@@ -24,13 +25,6 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ApiError(400, f"{name}: must be between {low} and {high}", param=name)
     return value
-
-
-def _flag(name: str) -> bool:
-    raw = request.args.get(name, "false").lower()
-    if raw not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        raise ApiError(400, f"{name}: must be true or false", param=name)
-    return raw in ("1", "true", "yes", "on")
 
 
 def current_statistics() -> dict[str, Any]:
@@ -59,11 +53,11 @@ def processing_status() -> dict[str, Any]:
 @bp.get("/status")
 def status() -> Response:
     report = processing_status()
-    if _flag("include_memory"):
+    if bool_arg("include_memory"):
         report["memory_info"] = process_memory()
-    if _flag("include_history"):
+    if bool_arg("include_history"):
         report["request_history"] = history_records(_int_arg("history_limit", 5, 1, 20))
-    if _flag("include_stats"):
+    if bool_arg("include_stats"):
         report["statistics"] = current_statistics()
     return jsonify(report)
 
@@ -78,14 +72,14 @@ def history() -> Response:
 @bp.get("/status/statistics")
 def stats() -> Response:
     report = current_statistics()
-    if _flag("include_memory"):
+    if bool_arg("include_memory"):
         report["current_memory"] = process_memory()
     return jsonify(report)
 
 
 @bp.post("/status/history/clear")
 def clear() -> Response:
-    if not _flag("confirm"):
+    if not bool_arg("confirm"):
         raise ApiError(400, "confirm: clearing the request history requires confirm=true", param="confirm")
     cleared = management().history.clear()
     return jsonify({"success": True, "message": "TTS request history cleared successfully",
