@@ -36,6 +36,8 @@ def form_fields(file_fields: tuple[str, ...], accept_urlencoded: bool = False) -
     if request.mimetype not in allowed:
         raise ApiError(400, f"Content-Type must be multipart/form-data (got {request.mimetype or 'none'})",
                        code="unsupported_content_type")
+    if None in request.form or "" in request.form or None in request.files or "" in request.files:
+        raise ApiError(400, "a part of the multipart body has no field name", code="invalid_value")
     unexpected = sorted(set(request.files) - set(file_fields))
     if unexpected:
         raise ApiError(400, f"{unexpected[0]}: unknown file field; the file fields are {', '.join(file_fields)}",
