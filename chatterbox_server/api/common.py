@@ -57,3 +57,17 @@ def bool_arg(name: str, default: bool | None = False) -> bool | None:
     if raw.lower() in ("0", "false", "no", "off"):
         return False
     raise ApiError(400, f"{name}: must be true or false", param=name)
+
+
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    """A whole-number query parameter within [low, high]; 400 naming it otherwise."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"{name}: must be a whole number", param=name) from None
+    if not low <= value <= high:
+        raise ApiError(400, f"{name}: must be between {low} and {high}", param=name)
+    return value

@@ -15,7 +15,7 @@ from typing import Any
 import gevent
 from flask import Blueprint, Response, jsonify, request, send_file
 
-from chatterbox_server.api.common import bool_arg
+from chatterbox_server.api.common import bool_arg, int_arg
 from chatterbox_server.api.management import management
 from chatterbox_server.bodies import json_object, load
 from chatterbox_server.chunking import chunk_texts
@@ -49,19 +49,6 @@ def _job(job_id: str) -> dict[str, Any]:
     if row is None:
         raise ApiError(404, f"long-text job {job_id!r} not found", param="job_id", code="job_not_found")
     return row
-
-
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"{name}: must be a whole number", param=name) from None
-    if not low <= value <= high:
-        raise ApiError(400, f"{name}: must be between {low} and {high}", param=name)
-    return value
 
 
 def _choice_arg(name: str, choices: tuple[str, ...], default: str | None = None) -> str | None:
@@ -131,7 +118,7 @@ def create_job() -> Response:
 @bp.get("/audio/speech/long/jobs")
 def list_jobs() -> Response:
     status = _choice_arg("status", rules.STATUSES)
-    limit = _int_arg("limit", 20, 1, 100)
+    limit = int_arg("limit", 20, 1, 100)
     jobs = management().jobs
     rows = jobs.list(status=status, limit=limit)
     counts = jobs.status_counts()
@@ -351,7 +338,7 @@ def history() -> Response:
                      search=request.args.get("search"), is_archived=bool_arg("is_archived", None),
                      start=_date_arg("start_date"), end=_date_arg("end_date"),
                      sort=_choice_arg("sort", tuple(SORTS), "completed_desc"),
-                     limit=_int_arg("limit", 50, 1, 100), offset=_int_arg("offset", 0, 0, 10**9))
+                     limit=int_arg("limit", 50, 1, 100), offset=int_arg("offset", 0, 0, 10**9))
     counts = jobs.status_counts()
     return jsonify({"jobs": [rules.list_item(row) for row in rows], "total_jobs": sum(counts.values()),
                     "active_jobs": counts.get(PENDING, 0) + counts.get(rules.PROCESSING, 0),

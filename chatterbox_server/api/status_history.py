@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
-from chatterbox_server.api.common import bool_arg
+from chatterbox_server.api.common import bool_arg, int_arg
 from chatterbox_server.api.management import management
 from chatterbox_server.api.memory import process_memory
 from chatterbox_server.errors import ApiError
@@ -14,17 +14,6 @@ from chatterbox_server.services import services
 from chatterbox_server.store.history_db import describe_entry, statistics
 
 bp = Blueprint("status_history", __name__)
-
-
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name, str(default))
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"{name}: must be a whole number", param=name) from None
-    if not low <= value <= high:
-        raise ApiError(400, f"{name}: must be between {low} and {high}", param=name)
-    return value
 
 
 def current_statistics() -> dict[str, Any]:
@@ -56,7 +45,7 @@ def status() -> Response:
     if bool_arg("include_memory"):
         report["memory_info"] = process_memory()
     if bool_arg("include_history"):
-        report["request_history"] = history_records(_int_arg("history_limit", 5, 1, 20))
+        report["request_history"] = history_records(int_arg("history_limit", 5, 1, 20))
     if bool_arg("include_stats"):
         report["statistics"] = current_statistics()
     return jsonify(report)
@@ -64,7 +53,7 @@ def status() -> Response:
 
 @bp.get("/status/history")
 def history() -> Response:
-    limit = _int_arg("limit", 10, 1, max(50, management().settings.history_max_records))
+    limit = int_arg("limit", 10, 1, max(50, management().settings.history_max_records))
     records = history_records(limit)
     return jsonify({"request_history": records, "total_records": len(records), "limit": limit})
 
