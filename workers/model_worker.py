@@ -272,7 +272,7 @@ class ModelWorker:
                     active.source = read_wav_mono(job.audio_path)
                 start, end = job.windows[index]
                 active.stream = self.engine.open_conversion(active.source[start:end], job.voice,
-                                                            chunk_seed(job.seed, index))
+                                                            chunk_seed(job.seed, index), watermark=job.watermark)
             else:
                 engine_speed, active.stretch = split_speed(job.settings.speed, self.info.native_speed)
                 settings = dataclasses.replace(job.settings, speed=engine_speed)

@@ -40,6 +40,7 @@ class ConvertJob:
     seed: int
     buffer_size: int
     text_preview: str = ""
+    watermark: bool = True             # Chatterbox's Perth watermark; off only when the operator allows it
 
     @property
     def units(self) -> int:

@@ -19,6 +19,7 @@ import numpy as np
 from flask import Blueprint, Response, copy_current_request_context, current_app, jsonify, request
 
 from chatterbox_server import speech
+from chatterbox_server.api import watermark
 from chatterbox_server.api.tts_schema import ExtendedQuerySchema, ExtendedTtsRequest, ExtendedTtsSchema
 from chatterbox_server.api.voice_defaults import EXTENDED_NAMES as SPEED_NAMES
 from chatterbox_server.api.voice_defaults import with_voice_defaults
@@ -109,20 +110,13 @@ def engine_notes(req: ExtendedTtsRequest, info: EngineInfo) -> dict[str, str]:
 
 def watermark_header(req: ExtendedTtsRequest, info: EngineInfo, allowed: bool) -> dict[str, str]:
     """What happened to disable_watermark (the peer's default asks for no watermark)."""
-    if info.engine != "chatterbox":
-        return {"X-Chatterbox-Watermark": f"none (the {info.engine} engine does not watermark)"}
-    if not req.disable_watermark:
-        return {"X-Chatterbox-Watermark": "applied"}
-    if not allowed:
-        return {"X-Chatterbox-Watermark": "applied; disable_watermark refused (CHATTERBOX_ALLOW_DISABLE_WATERMARK "
-                                          "is off)"}
-    return {"X-Chatterbox-Watermark": "disabled"}
+    return {watermark.HEADER: watermark.watermark_note(info.engine, req.disable_watermark, allowed)}
 
 
 def synthesis_settings(req: ExtendedTtsRequest, allow_disable: bool) -> SynthesisSettings:
     return SynthesisSettings(speed=req.speed_factor, exaggeration=req.exaggeration, cfg_weight=req.cfg_weight,
                              temperature=req.temperature, language=req.language,
-                             watermark=not (req.disable_watermark and allow_disable))
+                             watermark=watermark.keeps_watermark(req.disable_watermark, allow_disable))
 
 
 # -- candidates -----------------------------------------------------------------------------------

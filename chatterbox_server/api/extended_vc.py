@@ -12,6 +12,7 @@ from flask import Blueprint, Response, request
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from chatterbox_server import speech, urlfetch
+from chatterbox_server.api import watermark
 from chatterbox_server.api.extended_files import decode_vc_input, vc_inputs
 from chatterbox_server.api_extended import (
     download_response,
@@ -87,15 +88,13 @@ def voice_conversion() -> Response:
     temporary: list[str] = []
     try:
         if request.mimetype == "application/json":
-            sent = json_object()
-            form = load(VcJsonSchema(), sent)
+            form = load(VcJsonSchema(), json_object())
             form["export_formats"] = tuple(dict.fromkeys(form["export_formats"]))
             source, input_name = json_source(svc, form["input_audio_source"], temporary)
             voice = json_target(svc, info, form["target_voice_source"], temporary)
             chunk, overlap = form["chunk_sec"], form["overlap_sec"]
         else:
             form = load(VcUploadSchema(), form_fields(VC_FILE_FIELDS))
-            sent = {key: value for key, value in form.items() if value is not None}
             upload = request.files.get("input_audio")
             if upload is None or not upload.filename:
                 raise ApiError(400, "input_audio: a file is required (or send JSON with input_audio_source)",
@@ -107,7 +106,9 @@ def voice_conversion() -> Response:
             overlap = form["overlap_sec"] if form["overlap_sec"] is not None else UPLOAD_OVERLAP_SECONDS
             if overlap >= chunk:
                 raise ApiError(400, "overlap_sec: must be shorter than chunk_sec", param="overlap_sec")
-        job = convert_job(source, voice, form["seed"], chunk, overlap)
+        disable = bool(form.get("disable_watermark"))       # multipart: not sent means keep it
+        allowed = svc.settings.allow_disable_watermark
+        job = convert_job(source, voice, form["seed"], chunk, overlap, watermark.keeps_watermark(disable, allowed))
         pcm = synthesize(svc, job, info)
     finally:
         for path in temporary:
@@ -117,9 +118,8 @@ def voice_conversion() -> Response:
                   "export_formats": list(form["export_formats"]), "seed": job.seed}
     generated = off_hub(encode_and_store, output_store(), form["export_formats"], pcm, info.sample_rate,
                         "vc", parameters, vc_tag(parameters), [input_name, parameters["target_voice_source"]])
-    headers = {"X-Request-Id": job.request_id, "X-Generation-Seed": str(job.seed)}
-    if "disable_watermark" in sent:
-        headers["X-Chatterbox-Ignored-Fields"] = "disable_watermark"
+    headers = {"X-Request-Id": job.request_id, "X-Generation-Seed": str(job.seed),
+               watermark.HEADER: watermark.watermark_note(info.engine, disable, allowed)}
     if mode == "url":
         return url_response(generated, job, len(pcm) / 2 / info.sample_rate, time.monotonic() - started, headers)
     return download_response(generated, headers)
@@ -213,13 +213,13 @@ def temporary_voice(svc: Services, data: bytes, param: str, temporary: list[str]
 
 
 def convert_job(source: tuple[str, int], voice: VoiceRef, seed: int | None, chunk_seconds: float,
-                overlap_seconds: float) -> ConvertJob:
+                overlap_seconds: float, keep_watermark: bool = True) -> ConvertJob:
     path, samples = source
     overlap = int(overlap_seconds * VC_INPUT_RATE)
     windows = plan_windows(samples, int(chunk_seconds * VC_INPUT_RATE), overlap)
     seed = seed or speech.random_seed()
     return ConvertJob(request_id=speech.new_request_id(), audio_path=path, windows=windows, overlap=overlap,
-                      voice=voice, seed=seed, buffer_size=10,
+                      voice=voice, seed=seed, buffer_size=10, watermark=keep_watermark,
                       text_preview=f"voice conversion of {samples / VC_INPUT_RATE:.1f} s")
 
 

@@ -32,7 +32,9 @@ VC_JSON = {"type": "object", "required": ["input_audio_source", "target_voice_so
                                                                         "http(s) URL"},
                "chunk_sec": {"type": "integer", "minimum": 1, "maximum": 300, "default": 60},
                "overlap_sec": {"type": "number", "minimum": 0, "maximum": 5, "default": 0.1},
-               "disable_watermark": {"type": "boolean", "default": True},
+               "disable_watermark": {"type": "boolean", "default": True,
+                                     "description": "Honoured only when CHATTERBOX_ALLOW_DISABLE_WATERMARK is on; "
+                                                    "X-Chatterbox-Watermark says what happened"},
                "export_formats": {"type": "array", "items": STRING, "default": ["wav", "mp3"]},
                "seed": {"type": "integer"}}}
 NAME_FORM = {"type": "object", "properties": {"voice_name": STRING, "new_name": STRING, "alias": STRING}}

@@ -123,10 +123,11 @@ class Engine(ABC):
         model worker time-stretches whole chunks). Raises EngineError for a bad request."""
         return WholeChunkStream(lambda: self.synthesize(text, settings, voice, seed))
 
-    def open_conversion(self, audio: np.ndarray, voice: VoiceRef, seed: int) -> Stream:
+    def open_conversion(self, audio: np.ndarray, voice: VoiceRef, seed: int, *, watermark: bool = True) -> Stream:
         """Start re-speaking one window of recorded audio (float32 mono at VC_INPUT_RATE)."""
         def render() -> Synthesized:
-            return Synthesized(self.convert_voice(audio, voice, seed), input_tokens=0, output_tokens=0)
+            converted = self.convert_voice(audio, voice, seed, watermark=watermark)
+            return Synthesized(converted, input_tokens=0, output_tokens=0)
         return WholeChunkStream(render)
 
     def step(self, streams: Sequence[Stream]) -> list[Piece | BaseException]:
@@ -145,8 +146,9 @@ class Engine(ABC):
         """One real generation before the worker reports ready (compiles kernels, fills caches)."""
         self.synthesize("Warming up.", SynthesisSettings(), VoiceRef(info.default_voice), seed=0)
 
-    def convert_voice(self, audio: np.ndarray, voice: VoiceRef, seed: int) -> np.ndarray:
-        """Re-speak `audio` (float32 mono at VC_INPUT_RATE) in `voice`; returns audio at the engine's rate."""
+    def convert_voice(self, audio: np.ndarray, voice: VoiceRef, seed: int, *, watermark: bool = True) -> np.ndarray:
+        """Re-speak `audio` (float32 mono at VC_INPUT_RATE) in `voice`; returns audio at the engine's rate.
+        `watermark=False` (allowed by the operator) skips an engine's watermark, if it has one."""
         raise EngineError("voice conversion needs the chatterbox engine")
 
     def memory_stats(self) -> dict | None:

@@ -359,8 +359,8 @@ class ChatterboxEngine(Engine):
             tokens = tokenizer.text_to_tokens(text)
         return tokens.to(self.device)
 
-    def _vocode(self, speech_tokens: torch.Tensor, gen: dict) -> np.ndarray:
-        """S3Gen + Perth watermark, as upstream; float32 mono at 24 kHz."""
+    def _vocode(self, speech_tokens: torch.Tensor, gen: dict, watermark: bool = True) -> np.ndarray:
+        """S3Gen + Perth watermark (unless `watermark` is False), as upstream; float32 mono at 24 kHz."""
         from chatterbox.models.s3gen.const import S3GEN_SIL
 
         tokens = speech_tokens[speech_tokens < _SPEECH_VOCAB].to(self.device)
@@ -374,7 +374,8 @@ class ChatterboxEngine(Engine):
         # a shallow copy: S3Gen writes device/dtype casts back into the dict it is given
         wav, _ = self._tts.s3gen.inference(speech_tokens=tokens, ref_dict=dict(gen), **options)
         wav = wav.squeeze(0).detach().cpu().numpy()
-        wav = self._tts.watermarker.apply_watermark(wav, sample_rate=self._tts.sr)
+        if watermark:
+            wav = self._tts.watermarker.apply_watermark(wav, sample_rate=self._tts.sr)
         return np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
 
     # -- voices -----------------------------------------------------------------------------
@@ -423,9 +424,11 @@ class ChatterboxEngine(Engine):
 
     # -- voice conversion -------------------------------------------------------------------
 
-    def convert_voice(self, audio: np.ndarray | str, voice: VoiceRef, seed: int = 0) -> np.ndarray:
+    def convert_voice(self, audio: np.ndarray | str, voice: VoiceRef, seed: int = 0, *,
+                      watermark: bool = True) -> np.ndarray:
         """Re-speak `audio` (float32 at VC_INPUT_RATE, or a file path) in `voice`, as upstream
-        ChatterboxVC.generate() does, with the already-loaded S3Gen. float32 mono at 24 kHz."""
+        ChatterboxVC.generate() does, with the already-loaded S3Gen. float32 mono at 24 kHz; the
+        Perth watermark is skipped only with `watermark=False` (the operator allowed it)."""
         tts = self._loaded()
         if self.model == "turbo":
             raise EngineError("voice conversion needs the standard S3Gen; chatterbox-turbo has the meanflow one")
@@ -434,7 +437,7 @@ class ChatterboxEngine(Engine):
         with self._generation_lock, torch.inference_mode():
             _seed(seed)
             speech_tokens, _ = tts.s3gen.tokenizer(torch.from_numpy(source)[None].to(self.device))
-            return self._vocode(speech_tokens.reshape(-1), conds.gen)
+            return self._vocode(speech_tokens.reshape(-1), conds.gen, watermark)
 
     @staticmethod
     def _source_audio(audio: np.ndarray | str) -> np.ndarray:

@@ -46,7 +46,7 @@ class ToneEngine(Engine):
         audio = np.concatenate(tones) if tones else np.zeros(0, np.float32)
         return Synthesized(audio, input_tokens=len(words), output_tokens=len(words))
 
-    def convert_voice(self, audio: np.ndarray, voice: VoiceRef, seed: int) -> np.ndarray:
+    def convert_voice(self, audio: np.ndarray, voice: VoiceRef, seed: int, *, watermark: bool = True) -> np.ndarray:
         """Resample to 24 kHz and scale by a voice-dependent gain: seams between windows stay visible."""
         if voice.audio_path is not None and not os.path.isfile(voice.audio_path):
             raise EngineError(f"reference audio for voice {voice.name!r} cannot be read")
