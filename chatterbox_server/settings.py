@@ -19,6 +19,7 @@ CHATTERBOX_MODELS = ("standard", "turbo", "multilingual")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 WHISPER_DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "bfloat16", "float16")
+S3GEN_BATCH = ("auto", "on", "off")
 
 
 def setting(default: Any, doc: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -52,6 +53,10 @@ class Settings:
     stream_tokens: int = setting(
         25, "Chatterbox: speech tokens in the first vocoded window of each text chunk (25 = 1 s of "
         "audio); later windows double up to 8x this. 0: vocode each chunk whole.")
+    s3gen_batch: str = setting(
+        "auto", "Chatterbox: vocode the token windows of several streams that fall due in the same step with "
+        "one S3Gen flow call (HiFiGAN and the watermark stay per stream; the audio is the same). `auto`: on "
+        "CUDA only (on CPU it measured no faster, see docs/benchmarks.md); `on`; `off`.", S3GEN_BATCH)
     dtype: str = setting(
         "float32", "Chatterbox T3 weights on CUDA: `float32`, `bfloat16` or `float16` (unmeasured; "
         "CPU always float32).", DTYPES)

@@ -12,6 +12,12 @@ tokens per second are then exact, while the audio is noise. Run it on a GPU box 
 (the same chunk vocoded whole, as before streaming), and (b) N streams started together and
 advanced by the engine's batched step as the model worker does: total speech tokens/s, audio
 seconds per wall second and the time until the last stream has its first audio, each against N=1.
+
+--s3gen-batch measures S3Gen's flow (tokens -> mel, the expensive part of vocoding) for N windows
+of different voices and lengths in one batched call against N separate calls, and one HiFiGAN
+call per window for scale:
+
+    .venv/bin/python scripts/bench_chatterbox.py --device cpu --repeats 0 --skip-warmup --s3gen-batch 1,2,4
 """
 from __future__ import annotations
 
@@ -45,6 +51,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--streams", default="", help="concurrent stream counts, e.g. 1,2,4,8 (empty: skip)")
     parser.add_argument("--stream-tokens", type=int, default=25, help="first vocoder window (CHATTERBOX_STREAM_TOKENS)")
+    parser.add_argument("--s3gen-batch", default="", help="window counts of one flow call, e.g. 1,2,4 (empty: skip)")
+    parser.add_argument("--window-tokens", type=int, default=50, help="new tokens per window for --s3gen-batch")
     parser.add_argument("--skip-warmup", action="store_true")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
@@ -83,6 +91,10 @@ def main() -> None:
     }
     if args.streams:
         report["streaming"] = streaming(engine, [int(n) for n in args.streams.split(",")])
+        report["load_average_after"] = _load()
+    if args.s3gen_batch:
+        report["s3gen_batch"] = s3gen_batching(engine, [int(n) for n in args.s3gen_batch.split(",")],
+                                               args.window_tokens)
         report["load_average_after"] = _load()
     print(json.dumps(report, indent=2))
     if args.output:
@@ -132,6 +144,47 @@ def streaming(engine, counts: list[int]) -> dict:
             run["audio_per_second_vs_one"] = run["audio_seconds_per_second"] / one["audio_seconds_per_second"]
             run["last_first_audio_vs_one"] = run["last_first_audio_seconds"] / one["first_audio_seconds"][0]
     return out
+
+
+def s3gen_batching(engine, counts: list[int], window_tokens: int) -> dict:
+    """Seconds of one batched flow call for N windows against N separate calls. Row i speaks in
+    voice i (the built-in voice, then synthetic references of 2, 4, 6 ... s) and its window has
+    window_tokens + 5 * i new tokens behind 25 context tokens, plus the 3 lookahead tokens."""
+    import torch
+    from chatterbox_checkpoint import synthetic_voice, write_wav
+
+    from workers.engines.base import VoiceRef
+    from workers.engines.s3gen_batch import FlowRow, flow_mels
+    from workers.engines.s3gen_stream import CONTEXT_TOKENS, LOOKAHEAD, MELS_PER_TOKEN
+
+    flow, hift = engine._tts.s3gen.flow, engine._tts.s3gen.mel2wav
+    folder = Path(tempfile.mkdtemp(prefix="bench-voices-"))
+    rows, prompts = [], []
+    generator = torch.Generator().manual_seed(0)
+    for i in range(max(counts)):
+        if i == 0:
+            gen = engine._builtin.gen
+        else:
+            path = write_wav(folder / f"voice{i}.wav", synthetic_voice(2.0 * i, f0=120.0 + 20 * i, seed=i))
+            gen = engine._conditionals(VoiceRef(f"voice{i}", str(path)))[0].gen
+        tokens = torch.randint(0, 6561, (CONTEXT_TOKENS + window_tokens + 5 * i + LOOKAHEAD,), generator=generator)
+        frames = MELS_PER_TOKEN * (gen["prompt_token"].shape[-1] + tokens.numel())
+        rows.append(FlowRow(tokens.to(engine.device), gen, torch.randn(1, 80, frames, generator=generator)))
+        prompts.append(int(gen["prompt_token"].shape[-1]))
+    out = []
+    with torch.inference_mode():
+        timed(flow_mels, flow, rows[:1], 10)                      # first-call allocations out of the way
+        for count in counts:
+            batched, mels = timed(flow_mels, flow, rows[:count], 10)
+            separate = sum(timed(flow_mels, flow, [row], 10)[0] for row in rows[:count])
+            hifigan = sum(timed(hift.inference, speech_feat=m, cache_source=torch.zeros(1, 1, 0))[0] for m in mels)
+            run = {"windows": count, "prompt_tokens": prompts[:count],
+                   "window_tokens": [row.tokens.numel() for row in rows[:count]],
+                   "batched_flow_seconds": batched, "separate_flow_seconds": separate,
+                   "separate_over_batched": separate / batched, "hifigan_seconds_per_window": hifigan / count}
+            print("s3gen batch:", json.dumps(run), file=sys.stderr, flush=True)
+            out.append(run)
+    return {"runs": out}
 
 
 def _load() -> list[float]:

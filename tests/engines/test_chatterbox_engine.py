@@ -177,12 +177,33 @@ def test_other_language_raises_engine_error(engine):
         engine.synthesize(TEXT, SynthesisSettings(language="fr"), BUILTIN, seed=0)
 
 
-def test_voice_conversion_speaks_the_source_length(engine, builtin_snapshot):
+@pytest.fixture(scope="module")
+def converted(engine, builtin_snapshot):
+    """One second converted as the model worker does it, with and without the watermark."""
     source = checkpoints.synthetic_voice(1.0, 16000, f0=160.0, seed=3)
-    audio = engine.convert_voice(source, BUILTIN, 0)
+    out = {}
+    for watermark in (True, False):
+        stream = engine.open_conversion(source, BUILTIN, 0, watermark=watermark)
+        piece = engine.step([stream])[0]
+        assert not isinstance(piece, BaseException), piece
+        out[watermark] = piece.audio
+    return out
+
+
+def test_voice_conversion_speaks_the_source_length(engine, converted, builtin_snapshot):
+    audio = converted[True]
     assert audio.dtype == np.float32 and audio.ndim == 1 and np.isfinite(audio).all()
     assert abs(len(audio) - 24000) <= 2 * SAMPLES_PER_TOKEN    # 25 tokens a second of source
     _assert_unchanged(engine._builtin, builtin_snapshot)
+
+
+def test_voice_conversion_skips_the_watermark_only_when_told(engine, converted):
+    marked, unmarked = converted[True], converted[False]
+    assert marked.size == unmarked.size and np.isfinite(unmarked).all()
+    assert not np.array_equal(marked, unmarked)
+    # the same seed without the watermark is S3Gen's own output: marking it gives the marked audio
+    remarked = engine._tts.watermarker.apply_watermark(unmarked, sample_rate=24000)
+    assert np.allclose(np.clip(remarked, -1, 1), marked, atol=1e-5)
 
 
 def test_token_cap_scales_with_the_text():

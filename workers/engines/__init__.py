@@ -21,7 +21,8 @@ def create_engine(name: str, settings: Settings, device: str) -> Engine:
         return ChatterboxEngine(model=settings.model, device=device,
                                 checkpoint_dir=settings.checkpoint_dir or None,
                                 max_new_tokens=settings.max_new_tokens, stream_tokens=settings.stream_tokens,
-                                dtype=settings.dtype, compile_decode=settings.compile)
+                                dtype=settings.dtype, compile_decode=settings.compile,
+                                s3gen_batch={"auto": None, "on": True, "off": False}[settings.s3gen_batch])
     raise ValueError(f"unknown engine {name!r}")
 
 

@@ -137,7 +137,7 @@ class ChatterboxEngine(Engine):
 
     def __init__(self, model: str = "standard", device: str = "auto", checkpoint_dir: str | None = None,
                  max_new_tokens: int = 1000, stream_tokens: int = 25, dtype: str = "float32",
-                 compile_decode: bool = False):
+                 compile_decode: bool = False, s3gen_batch: bool | None = None):
         if model not in _MODELS:
             raise ValueError(f"unknown chatterbox model {model!r} (one of {', '.join(_MODELS)})")
         self.model = model
@@ -147,6 +147,7 @@ class ChatterboxEngine(Engine):
         self.stream_tokens = stream_tokens
         self.dtype = dtype
         self.compile_decode = compile_decode
+        self.s3gen_batch = s3gen_batch     # one flow call for windows due together; None: on CUDA only
         self._batch: T3Batch | None = None
         self._streamer: S3GenStreamer | None = None
         self.conditionals_cache = _ConditionalsCache()
@@ -183,8 +184,9 @@ class ChatterboxEngine(Engine):
         if self.model == "turbo":
             from chatterbox.models.s3gen.const import S3GEN_SIL
             tail = (S3GEN_SIL,) * _TURBO_TAIL_SILENCE
+        batch = self.device.startswith("cuda") if self.s3gen_batch is None else self.s3gen_batch
         return S3GenStreamer(self._tts.s3gen, self.device, self._watermark, tail_tokens=tail,
-                             n_timesteps=2 if self.model == "turbo" else None)
+                             n_timesteps=2 if self.model == "turbo" else None, batch_flow=batch)
 
     def _watermark(self, audio: np.ndarray) -> np.ndarray:
         wav = self._tts.watermarker.apply_watermark(audio, sample_rate=self._tts.sr)
@@ -312,14 +314,17 @@ class ChatterboxEngine(Engine):
                 for s in decoding:
                     self._batch.discard(s.seq)
                     results[s] = exc
-            for s in streams:
-                if s in results:
-                    continue
-                try:
-                    results[s] = s.vocode(len(s.seq.tokens) - before.get(s, len(s.seq.tokens)))
-                except Exception as exc:  # noqa: BLE001 - this stream alone fails
+            vocoding = [s for s in streams if s not in results]
+            due = [s for s in vocoding if s.vocoder.due(len(s.vocodable), s.seq.finished)]
+            audio = dict(zip(due, self._streamer.windows([(s.vocoder, s.vocodable, s.seq.finished) for s in due]),
+                             strict=True))
+            for s in vocoding:
+                window = audio.get(s, np.zeros(0, np.float32))
+                if isinstance(window, BaseException):
                     self._batch.discard(s.seq)
-                    results[s] = exc
+                    results[s] = window
+                else:
+                    results[s] = s.piece(window, len(s.seq.tokens) - before.get(s, len(s.seq.tokens)))
         return [results[s] for s in everything]
 
     def release_memory(self) -> None:
@@ -472,13 +477,9 @@ class ChatterboxStream(Stream):
     def vocodable(self) -> list[int]:
         return [t for t in self.seq.tokens if t < _SPEECH_VOCAB]
 
-    def vocode(self, new_tokens: int) -> Piece:
-        """The audio of the window that fell due, if one did (an empty piece otherwise)."""
+    def piece(self, audio: np.ndarray, new_tokens: int) -> Piece:
+        """This step's piece: the audio of the window that fell due, if one did (else empty)."""
         final = self.seq.finished
-        tokens = self.vocodable
-        audio = np.zeros(0, np.float32)
-        if self.vocoder.due(len(tokens), final):
-            audio = self.engine._streamer.window(self.vocoder, tokens, final)
         self.done = final
         input_tokens = 0 if self._input_reported else self.input_tokens
         self._input_reported = True

@@ -9,10 +9,13 @@ HiFiGAN then vocodes the new frames with ``HIFT_CACHE_MELS`` earlier frames in f
 excitation source over those frames is the one the previous window used (``cache_source``); the
 first ``CROSSFADE`` samples of the new audio are crossfaded into the tail held back from the
 previous window. Every window's frames are delivered exactly once, so the total length is that of
-vocoding the whole sequence at once. Only model-worker processes import this module.
+vocoding the whole sequence at once. Windows of several sequences that fall due in the same step
+can share one flow call (s3gen_batch.py); HiFiGAN and the watermark run per sequence. Only
+model-worker processes import this module.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from workers.engines.s3gen_batch import FlowRow, flow_mels
+
+log = logging.getLogger(__name__)
 MELS_PER_TOKEN = 2
 SAMPLES_PER_MEL = 480          # 24 kHz, 50 mel frames a second
 LOOKAHEAD = 3                  # S3Gen flow pre_lookahead_len
@@ -71,12 +77,29 @@ class WindowVocoder:
         return available - LOOKAHEAD >= self.done + window_schedule(self.first_window, self.windows)
 
 
+@dataclass(eq=False)
+class _Plan:
+    """What one sequence's due window vocodes: tokens[start:] through the flow, frames of
+    tokens [state.done, stop) delivered."""
+    state: WindowVocoder
+    tokens: list[int]
+    final: bool
+    start: int
+    stop: int
+
+    @classmethod
+    def make(cls, state: WindowVocoder, tokens: list[int], final: bool) -> _Plan:
+        start = max(0, state.done - CONTEXT_TOKENS)
+        return cls(state, tokens, final, start, len(tokens) if final else len(tokens) - LOOKAHEAD)
+
+
 class S3GenStreamer:
     """Runs windows of many sequences with one S3Gen."""
 
     def __init__(self, s3gen: Any, device: str, watermark: Callable[[np.ndarray], np.ndarray],
-                 tail_tokens: tuple[int, ...] = (), n_timesteps: int | None = None):
+                 tail_tokens: tuple[int, ...] = (), n_timesteps: int | None = None, batch_flow: bool = False):
         self.s3gen = s3gen
+        self.batch_flow = batch_flow              # windows due together share one flow call
         self.device = device
         self.watermark = watermark
         self.tail_tokens = tail_tokens            # turbo: silence tokens appended before the end
@@ -92,14 +115,70 @@ class S3GenStreamer:
 
     def window(self, state: WindowVocoder, tokens: list[int], final: bool) -> np.ndarray:
         """The next stretch of audio (watermarked float32) for the vocodable `tokens` so far."""
-        tokens = list(tokens) + (list(self.tail_tokens) if final else [])
-        start = max(0, state.done - CONTEXT_TOKENS)
-        stop = len(tokens) if final else len(tokens) - LOOKAHEAD
-        new_mels = self._mels(state, tokens, start, stop) if stop > state.done else None
-        audio = self._vocode(state, new_mels, final)
-        state.done = max(state.done, stop)
+        result = self.windows([(state, tokens, final)])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def windows(self, due: list[tuple[WindowVocoder, list[int], bool]]) -> list[np.ndarray | BaseException]:
+        """The next stretch of audio of several sequences whose windows fell due together: one
+        flow call for all of them (when `batch_flow`), then each row's HiFiGAN and watermark. Each
+        entry is the audio, or the exception that failed that sequence alone."""
+        plans = [_Plan.make(state, list(tokens) + (list(self.tail_tokens) if final else []), final)
+                 for state, tokens, final in due]
+        flowing = [i for i, plan in enumerate(plans) if plan.stop > plan.state.done]
+        mels = dict(zip(flowing, self._flow([plans[i] for i in flowing]), strict=True))
+        results: list[np.ndarray | BaseException] = []
+        for i, plan in enumerate(plans):
+            try:
+                results.append(self._finish(plan, mels.get(i)))
+            except Exception as exc:  # noqa: BLE001 - this sequence alone fails
+                results.append(exc)
+        return results
+
+    def _finish(self, plan: _Plan, mels: torch.Tensor | BaseException | None) -> np.ndarray:
+        if isinstance(mels, BaseException):
+            raise mels
+        state = plan.state
+        audio = self._vocode(state, mels, plan.final)
+        state.done = max(state.done, plan.stop)
         state.windows += 1
-        return self._mark(state, audio, final) if state.watermark else audio.astype(np.float32)
+        return self._mark(state, audio, plan.final) if state.watermark else audio.astype(np.float32)
+
+    def _flow(self, plans: list[_Plan]) -> list[torch.Tensor | BaseException]:
+        """Each plan's new mel frames: one batched call, or one call per plan."""
+        if self.batch_flow and len(plans) > 1:
+            try:
+                mels = flow_mels(self.s3gen.flow, [self._row(plan) for plan in plans], self.n_timesteps,
+                                 self._meanflow)
+                return [self._new_frames(plan, m) for plan, m in zip(plans, mels, strict=True)]
+            except Exception:  # noqa: BLE001 - find the row that fails: one call each below
+                log.warning("batched S3Gen flow failed; running its %d windows one by one", len(plans),
+                            exc_info=True)
+        out: list[torch.Tensor | BaseException] = []
+        for plan in plans:
+            try:
+                mels = flow_mels(self.s3gen.flow, [self._row(plan)], self.n_timesteps, self._meanflow)[0]
+                out.append(self._new_frames(plan, mels))
+            except Exception as exc:  # noqa: BLE001 - this sequence alone fails
+                out.append(exc)
+        return out
+
+    @property
+    def _meanflow(self) -> bool:
+        return bool(getattr(self.s3gen, "meanflow", False))
+
+    def _row(self, plan: _Plan) -> FlowRow:
+        state, p = plan.state, plan.state.prompt_mels
+        window = torch.tensor(plan.tokens[plan.start:], dtype=torch.long, device=self.device)
+        noise = torch.cat([state.noise[:, :, :p],
+                           state.noise[:, :, p + MELS_PER_TOKEN * plan.start: p + MELS_PER_TOKEN * len(plan.tokens)]],
+                          dim=2)
+        return FlowRow(window, state.gen, noise)
+
+    @staticmethod
+    def _new_frames(plan: _Plan, mels: torch.Tensor) -> torch.Tensor:
+        return mels[:, :, MELS_PER_TOKEN * (plan.state.done - plan.start): MELS_PER_TOKEN * (plan.stop - plan.start)]
 
     def _mark(self, state: WindowVocoder, audio: np.ndarray, final: bool) -> np.ndarray:
         audio = np.concatenate([state.unmarked, audio])
@@ -113,18 +192,6 @@ class S3GenStreamer:
         marked = self.watermark(padded)[context.size: context.size + ready]
         state.marked_context = np.concatenate([context, piece])[-WATERMARK_CONTEXT:]
         return marked.astype(np.float32)
-
-    def _mels(self, state: WindowVocoder, tokens: list[int], start: int, stop: int) -> torch.Tensor:
-        window = torch.tensor([tokens[start:]], dtype=torch.long, device=self.device)
-        p = state.prompt_mels
-        noise = torch.cat([state.noise[:, :, :p],
-                           state.noise[:, :, p + MELS_PER_TOKEN * start: p + MELS_PER_TOKEN * len(tokens)]], dim=2)
-        torch.manual_seed((state.seed * 1009 + state.windows) & 0xFFFF_FFFF)
-        mels, _ = self.s3gen.flow.inference(
-            token=window, token_len=torch.tensor([window.size(1)], device=self.device), finalize=True,
-            n_timesteps=self.n_timesteps, noised_mels=noise, meanflow=getattr(self.s3gen, "meanflow", False),
-            **state.gen)
-        return mels[:, :, MELS_PER_TOKEN * (state.done - start): MELS_PER_TOKEN * (stop - start)]
 
     def _vocode(self, state: WindowVocoder, new_mels: torch.Tensor | None, final: bool) -> np.ndarray:
         if new_mels is None or new_mels.size(2) == 0:
