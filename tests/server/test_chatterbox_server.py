@@ -37,7 +37,7 @@ def pcm_seconds(data: bytes) -> float:
 def chatterbox_server(tmp_path_factory, chatterbox_checkpoint):
     server = start_server(tmp_path_factory.mktemp("chatterbox"), engine="chatterbox",
                           checkpoint_dir=str(chatterbox_checkpoint), device="cpu", max_new_tokens=str(TOKEN_CAP),
-                          front_workers="1", queue_timeout="600", ready_timeout=600)
+                          front_workers="1", queue_timeout="600", allow_disable_watermark="true", ready_timeout=600)
     yield server
     server.stop()
 
@@ -113,6 +113,21 @@ def test_voice_conversion_with_chatterbox_vc(chatterbox_server):
                              data={"target_voice_source": "default"}, timeout=300)
     assert response.status_code == 200, response.text
     assert pcm_seconds(response.content) == pytest.approx(2.0, abs=0.2)
+
+
+def test_voice_conversion_drops_the_watermark_only_when_asked(chatterbox_server):
+    """This server allows disable_watermark (the refusal is tests/unit/test_watermark_policy.py's)."""
+    def convert(**form) -> requests.Response:
+        response = requests.post(chatterbox_server.url("/api/v1/vc"), files={"input_audio": ("in.wav", wav_bytes(1.0))},
+                                 data={"target_voice_source": "default", "seed": "4", **form}, timeout=300)
+        assert response.status_code == 200, response.text
+        return response
+
+    marked, unmarked = convert(), convert(disable_watermark="true")
+    assert marked.headers["X-Chatterbox-Watermark"] == "applied"
+    assert unmarked.headers["X-Chatterbox-Watermark"] == "disabled"
+    assert pcm_seconds(marked.content) == pcm_seconds(unmarked.content) > 0.8
+    assert marked.content != unmarked.content      # same seed: only Perth differs (see test_chatterbox_engine)
 
 
 def test_auto_falls_back_to_hibari_with_one_log_line_when_no_weights_load(tmp_path):

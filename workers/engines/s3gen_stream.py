@@ -113,17 +113,11 @@ class S3GenStreamer:
         noise = torch.randn(1, 80, frames, generator=generator).to(self.device)
         return WindowVocoder(ref, seed, first_window, noise, prompt_mels, watermark=watermark)
 
-    def window(self, state: WindowVocoder, tokens: list[int], final: bool) -> np.ndarray:
-        """The next stretch of audio (watermarked float32) for the vocodable `tokens` so far."""
-        result = self.windows([(state, tokens, final)])[0]
-        if isinstance(result, BaseException):
-            raise result
-        return result
-
     def windows(self, due: list[tuple[WindowVocoder, list[int], bool]]) -> list[np.ndarray | BaseException]:
-        """The next stretch of audio of several sequences whose windows fell due together: one
-        flow call for all of them (when `batch_flow`), then each row's HiFiGAN and watermark. Each
-        entry is the audio, or the exception that failed that sequence alone."""
+        """The next stretch of audio (float32, watermarked unless the state says otherwise) of each
+        sequence whose window fell due, given its vocodable tokens so far: one flow call for all of
+        them (when `batch_flow`), then each one's HiFiGAN and watermark. Each entry is the audio, or
+        the exception that failed that sequence alone."""
         plans = [_Plan.make(state, list(tokens) + (list(self.tail_tokens) if final else []), final)
                  for state, tokens, final in due]
         flowing = [i for i, plan in enumerate(plans) if plan.stop > plan.state.done]
