@@ -76,9 +76,10 @@ class Settings:
         "(SIGKILL) and replaces it. A stream waits as long as its worker keeps beating, however many jobs "
         "take turns. Must exceed the longest engine step (Chatterbox on CPU: tens of seconds). 0: never.")
     max_engine_failures: int = setting(
-        3, "Requests in a row a model worker may fail with engine errors (an unexpected exception, e.g. a "
-        "sticky CUDA error; bad requests do not count, audio made ends the streak) before it exits to be "
-        "replaced with a fresh engine. 0: never.")
+        3, "Engine failures in a row after which a model worker exits to be replaced with a fresh engine: "
+        "engine steps whose requests failed with an unexpected exception (e.g. a sticky CUDA error; the rows "
+        "of one failed batch count once, bad requests not at all) and made no audio. Audio ends the streak. "
+        "0: never.")
     data_dir: str = setting("data", "Directory for voices and generated files.")
     max_upload_bytes: int = setting(
         20 * 1024 * 1024, "Largest uploaded audio file (voice_file, library voices, input_audio); above: 413.")

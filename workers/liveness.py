@@ -43,8 +43,9 @@ def hang_reason(silent: float, limit: float, active: int) -> str | None:
 
 
 class FailureStreak:
-    """Engine failures in a row: a job that fails with an engine error (not a bad request) adds one,
-    audio made for any job ends the streak. At `limit` (0: never) the engine counts as broken."""
+    """Engine failures in a row: an engine step in which requests failed with engine errors (not
+    bad requests) and none made audio adds one; audio made ends the streak. At `limit` (0: never)
+    the engine counts as broken."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

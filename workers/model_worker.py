@@ -104,7 +104,9 @@ class ModelWorker:
         self.stopping = False
         self.lifeline_closed = False
         self.engine_failures = FailureStreak(settings.max_engine_failures)
-        self.broken: str | None = None     # why the engine is given up on
+        self.step_failure: str | None = None    # an engine error in the current step
+        self.step_made_audio = False
+        self.broken: str | None = None          # why the engine is given up on
 
     # -- life cycle ---------------------------------------------------------------------------------
     def run(self) -> int:
@@ -258,6 +260,13 @@ class ModelWorker:
 
     # -- synthesis ----------------------------------------------------------------------------------
     def _step(self, batch: list[ActiveJob]) -> None:
+        self.step_failure, self.step_made_audio = None, False
+        try:
+            self._advance(batch)
+        finally:
+            self._count_engine_health()
+
+    def _advance(self, batch: list[ActiveJob]) -> None:
         opened = [active for active in batch if self._open_stream(active)]
         if not opened:
             return
@@ -303,9 +312,18 @@ class ModelWorker:
                   active.next_index, "".join(traceback.format_exception(exc)))
         message = f"synthesis failed: {type(exc).__name__}: {exc}"
         self._fail(active.conn, JobFailed(message, kind="engine", status=500))
-        if self.engine_failures.failed(message[:200]):
-            self.broken = self.engine_failures.describe()
-        self.board.set_engine_failures(self.slot, self.engine_failures.count)
+        self.step_failure = message[:200]
+
+    def _count_engine_health(self) -> None:
+        """One streak entry per step, not per job: every row of one failed batch (a transient
+        out-of-memory) counts once, while a sticky error fails step after step."""
+        if self.step_made_audio:
+            if self.engine_failures.succeeded():
+                self.board.set_engine_failures(self.slot, 0)
+        elif self.step_failure is not None:
+            if self.engine_failures.failed(self.step_failure):
+                self.broken = self.engine_failures.describe()
+            self.board.set_engine_failures(self.slot, self.engine_failures.count)
 
     def _deliver(self, active: ActiveJob, piece: Piece, seconds: float) -> None:
         stats = active.stats
@@ -313,8 +331,7 @@ class ModelWorker:
         stats.output_tokens += piece.output_tokens
         stats.synth_seconds += seconds
         active.last_served = time.monotonic()
-        if self.engine_failures.succeeded():
-            self.board.set_engine_failures(self.slot, 0)
+        self.step_made_audio = True
         audio = self._finish_audio(active, piece)
         if audio.size or (piece.last and active.pieces_in_chunk == 0):
             pcm = to_pcm16(audio)
