@@ -1,6 +1,7 @@
 """Operations endpoints shared by both families: health, memory."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
@@ -42,8 +43,12 @@ def health_report(svc: Services, detailed: bool | None = None) -> dict[str, Any]
 
 
 def _slot(view: SlotView, detailed: bool) -> dict[str, Any]:
+    """`last_error` keeps why the slot's worker was last replaced (crashed, hung, broken engine)."""
+    running = view.state in (WorkerState.READY, WorkerState.STARTING)
     entry = {"slot": view.slot, "pid": view.pid, "state": view.state.name.lower(), "active_jobs": view.active,
              "jobs_done": view.jobs_done, "jobs_failed": view.jobs_failed, "restarts": view.restarts,
+             "engine_failures_in_a_row": view.engine_failures,
+             "heartbeat_age_seconds": round(max(0.0, time.time() - view.heartbeat), 1) if running else None,
              "last_error": view.last_error or None}
     if not detailed:
         del entry["pid"], entry["last_error"]

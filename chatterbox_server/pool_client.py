@@ -6,6 +6,10 @@ through the gevent hub, so a slow model worker never freezes the other greenlets
 ``recv`` would: gevent #936, gunicorn #1311). A reader greenlet drains the connection into a
 queue as soon as data arrives, so the model worker never blocks on a slow HTTP client either;
 how far it may run ahead is bounded by credits instead.
+
+Waiting for audio, a job fails with 504 when its model worker's heartbeat on the board has stood
+still for the chunk timeout (the worker is hung), never merely because other jobs took long turns;
+the first audio also has a wall-clock limit, the queue timeout.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import io
 import logging
 import os
 import socket as stdlib_socket
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
@@ -24,6 +29,7 @@ from gevent import socket as gsocket
 
 from workers.board import Board, SlotView, WorkerState, pid_alive
 from workers.engines.base import EngineInfo
+from workers.liveness import Silence, check_interval
 from workers.model_worker import socket_path
 from workers.protocol import Accepted, AudioChunk, ConvertJob, Credit, JobDone, JobFailed, SpeechJob
 
@@ -104,12 +110,17 @@ class JobHandle:
     """One running job: iterate `chunks()` for its audio; `close()` cancels it."""
 
     def __init__(self, conn: CooperativeConnection, slot: int, queue_timeout: float, chunk_timeout: float,
-                 on_accepted: Callable[[], None] = lambda: None):
+                 on_accepted: Callable[[], None] = lambda: None, *, heartbeat: Callable[[], float]):
+        """`heartbeat` reads the slot's beat on the board; 0 for either timeout: no limit."""
         self.conn = conn
         self._on_accepted = on_accepted
         self.slot = slot
         self.queue_timeout = queue_timeout
         self.chunk_timeout = chunk_timeout
+        self.heartbeat = heartbeat
+        now = time.monotonic()
+        self.first_audio_deadline = now + queue_timeout if queue_timeout > 0 else float("inf")
+        self.silence = Silence(heartbeat(), now)
         self.messages: gevent.queue.Queue = gevent.queue.Queue()
         self.result: JobDone | None = None
         self.jobs_ahead = 0
@@ -139,17 +150,27 @@ class JobHandle:
         self.messages.put(_END)
         self.close()
 
-    def _next(self, timeout: float) -> object:
-        try:
-            return self.messages.get(timeout=timeout)
-        except gevent.queue.Empty:
-            raise JobTimeout(f"no audio from the model worker for {timeout:.0f} s") from None
+    def _next(self, first_audio: bool) -> object:
+        """The next message; JobTimeout when the worker stays silent or the first audio is too late."""
+        interval = check_interval(self.chunk_timeout)
+        deadline = self.first_audio_deadline if first_audio else float("inf")
+        while True:
+            try:
+                return self.messages.get(timeout=max(0.0, min(interval, deadline - time.monotonic())))
+            except gevent.queue.Empty:
+                pass
+            now = time.monotonic()
+            if now >= deadline:
+                raise JobTimeout(f"no audio from the model worker within {self.queue_timeout:.0f} s")
+            silent = self.silence.observe(self.heartbeat(), now)
+            if 0 < self.chunk_timeout <= silent:
+                raise JobTimeout(f"the model worker made no progress for {silent:.0f} s")
 
     def chunks(self) -> Iterator[AudioChunk]:
         """Audio chunks in order. Raises PoolError if the job fails; sets `result` when it completes."""
         received = 0
         while True:
-            message = self._next(self.queue_timeout if received == 0 else self.chunk_timeout)
+            message = self._next(first_audio=received == 0)
             if isinstance(message, Accepted):
                 self.jobs_ahead = message.jobs_ahead
                 continue
@@ -229,7 +250,8 @@ class PoolClient:
                 continue
             # until the worker counts the job itself on the board, this front worker counts it
             return JobHandle(conn, view.slot, self.queue_timeout, self.chunk_timeout,
-                             on_accepted=lambda slot=view.slot: self.connecting.subtract([slot]))
+                             on_accepted=lambda slot=view.slot: self.connecting.subtract([slot]),
+                             heartbeat=lambda slot=view.slot: self.board.beat_of(slot))
         raise PoolError("no model worker accepted the job; try again shortly")
 
 

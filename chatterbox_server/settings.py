@@ -67,9 +67,19 @@ class Settings:
     max_queued_jobs: int = setting(
         64, "Jobs admitted per model worker (running or waiting); above it requests get 503.")
     queue_timeout: float = setting(
-        300.0, "Seconds a request may wait for its first audio before it fails with an error.")
+        300.0, "Seconds a request may wait for its first audio (its turn behind other jobs, then its first "
+        "chunk), whether or not the model worker is making progress; then it fails with 504. After the first "
+        "audio only CHATTERBOX_CHUNK_TIMEOUT applies. 0: no limit.")
     chunk_timeout: float = setting(
-        120.0, "Seconds a stream may wait between two chunks before it fails with an error.")
+        120.0, "Seconds a model worker may go without a heartbeat (it beats after every engine step and every "
+        "second when idle) before it counts as hung: its requests fail with 504 and the supervisor kills "
+        "(SIGKILL) and replaces it. A stream waits as long as its worker keeps beating, however many jobs "
+        "take turns. Must exceed the longest engine step (Chatterbox on CPU: tens of seconds). 0: never.")
+    max_engine_failures: int = setting(
+        3, "Engine failures in a row after which a model worker exits to be replaced with a fresh engine: "
+        "engine steps whose requests failed with an unexpected exception (e.g. a sticky CUDA error; the rows "
+        "of one failed batch count once, bad requests not at all) and made no audio. Audio ends the streak. "
+        "0: never.")
     data_dir: str = setting("data", "Directory for voices and generated files.")
     max_upload_bytes: int = setting(
         20 * 1024 * 1024, "Largest uploaded audio file (voice_file, library voices, input_audio); above: 413.")
@@ -169,7 +179,7 @@ class Settings:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
         for name in ("stream_tokens", "output_retention_seconds", "output_max_bytes", "queue_timeout",
                      "chunk_timeout", "trust_proxy", "graceful_timeout", "url_fetch_timeout", "max_streams_per_key",
-                     "housekeeping_interval", "longtext_retention_seconds"):
+                     "housekeeping_interval", "longtext_retention_seconds", "max_engine_failures"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{env_name(name)} cannot be negative")
         if self.longtext_lease_seconds < 1:

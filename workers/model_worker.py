@@ -9,7 +9,8 @@ ones, then to jobs that have not produced audio yet (time to first audio), then 
 turn (fairness). Every audio message costs the job one credit: a job whose client is
 ``buffer_size`` messages behind leaves the batch with its stream kept and rejoins when credit
 comes. A closed connection cancels its job at the next step at the latest; the supervisor's
-lifeline closing makes the worker exit.
+lifeline closing makes the worker exit. Jobs failing again and again with engine errors (a sticky
+CUDA error) make it exit with EXIT_ENGINE_BROKEN, for the supervisor to start a fresh engine.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from workers.audio import crossfade, fade_edges, read_wav_mono, split_speed, tim
 from workers.board import Board, WorkerState
 from workers.engines import load_engine
 from workers.engines.base import VC_INPUT_RATE, Engine, EngineError, EngineInfo, Piece, Stream
+from workers.liveness import FailureStreak
 from workers.protocol import (
     Accepted,
     AudioChunk,
@@ -48,6 +50,7 @@ from workers.protocol import (
 log = logging.getLogger("chatterbox.model_worker")
 PROCESS_TITLE = "chatterbox-model-worker"
 EXIT_LOAD_FAILED = 3
+EXIT_ENGINE_BROKEN = 4      # CHATTERBOX_MAX_ENGINE_FAILURES jobs in a row failed with engine errors
 
 
 def socket_path(run_dir: str, slot: int) -> str:
@@ -100,6 +103,10 @@ class ModelWorker:
         self.failed = 0
         self.stopping = False
         self.lifeline_closed = False
+        self.engine_failures = FailureStreak(settings.max_engine_failures)
+        self.step_failure: str | None = None    # an engine error in the current step
+        self.step_made_audio = False
+        self.broken: str | None = None          # why the engine is given up on
 
     # -- life cycle ---------------------------------------------------------------------------------
     def run(self) -> int:
@@ -117,6 +124,11 @@ class ModelWorker:
         self.board.set_state(self.slot, WorkerState.READY)
         log.info("slot %d: ready (pid %d)", self.slot, os.getpid())
         self.serve()
+        if self.broken:
+            # the board says so before the exit: front workers stop sending jobs here at once
+            self.board.set_state(self.slot, WorkerState.FAILED, self.broken)
+            log.error("slot %d: %s; exiting for a fresh engine", self.slot, self.broken)
+            return EXIT_ENGINE_BROKEN
         return 0
 
     def _publish_info(self) -> None:
@@ -136,7 +148,7 @@ class ModelWorker:
 
     # -- the loop -----------------------------------------------------------------------------------
     def serve(self) -> None:
-        while not (self.stopping and not self.jobs):
+        while not (self.stopping and not self.jobs) and not self.broken:
             busy = any(job.runnable for job in self.jobs.values())
             self._poll(timeout=0 if busy else 1.0)
             if self.lifeline_closed:
@@ -248,6 +260,13 @@ class ModelWorker:
 
     # -- synthesis ----------------------------------------------------------------------------------
     def _step(self, batch: list[ActiveJob]) -> None:
+        self.step_failure, self.step_made_audio = None, False
+        try:
+            self._advance(batch)
+        finally:
+            self._count_engine_health()
+
+    def _advance(self, batch: list[ActiveJob]) -> None:
         opened = [active for active in batch if self._open_stream(active)]
         if not opened:
             return
@@ -291,8 +310,20 @@ class ModelWorker:
             return
         log.error("slot %d: request %s failed on chunk %d:\n%s", self.slot, active.job.request_id,
                   active.next_index, "".join(traceback.format_exception(exc)))
-        self._fail(active.conn, JobFailed(f"synthesis failed: {type(exc).__name__}: {exc}",
-                                          kind="engine", status=500))
+        message = f"synthesis failed: {type(exc).__name__}: {exc}"
+        self._fail(active.conn, JobFailed(message, kind="engine", status=500))
+        self.step_failure = message[:200]
+
+    def _count_engine_health(self) -> None:
+        """One streak entry per step, not per job: every row of one failed batch (a transient
+        out-of-memory) counts once, while a sticky error fails step after step."""
+        if self.step_made_audio:
+            if self.engine_failures.succeeded():
+                self.board.set_engine_failures(self.slot, 0)
+        elif self.step_failure is not None:
+            if self.engine_failures.failed(self.step_failure):
+                self.broken = self.engine_failures.describe()
+            self.board.set_engine_failures(self.slot, self.engine_failures.count)
 
     def _deliver(self, active: ActiveJob, piece: Piece, seconds: float) -> None:
         stats = active.stats
@@ -300,6 +331,7 @@ class ModelWorker:
         stats.output_tokens += piece.output_tokens
         stats.synth_seconds += seconds
         active.last_served = time.monotonic()
+        self.step_made_audio = True
         audio = self._finish_audio(active, piece)
         if audio.size or (piece.last and active.pieces_in_chunk == 0):
             pcm = to_pcm16(audio)

@@ -76,9 +76,9 @@ def wait_idle(client: PoolClient, slots: int, timeout: float = 10.0) -> None:
     wait_for(idle, timeout, what="idle ready workers")
 
 
-def start_pool(run_dir: str | None, workers: int) -> ModelPool:
+def start_pool(run_dir: str | None, workers: int, **overrides) -> ModelPool:
     settings = Settings.from_env({}, engine="tone", model_workers=workers, run_dir=run_dir or "",
-                                 graceful_timeout=5, log_level="warning")
+                                 **{"graceful_timeout": 5, "log_level": "warning", **overrides})
     pool = ModelPool(settings)
     pool.start()
     client = new_client(pool)
@@ -313,6 +313,44 @@ def test_queue_timeout(pool1):
     handle.close()
     assert 0.4 < time.monotonic() - started < 1.4
     assert info.value.status == 504 and info.value.code == "timeout"
+    client.board.close()
+
+
+# -- heartbeat timeouts ---------------------------------------------------------------------------
+def test_a_stream_waits_past_the_chunk_timeout_while_its_worker_beats(pool1):
+    """Three jobs take turns with 0.5 s chunks, so each waits about 1.5 s between its two chunks:
+    longer than the 1 s chunk timeout, but the worker beats after every step, so none times out."""
+    client = new_client(pool1, chunk_timeout=1.0)
+    wait_idle(client, 1)
+    handles = [client.submit(make_job("a [[sleep:0.5]]", "b [[sleep:0.5]]")) for _ in range(3)]
+    arrivals: dict[int, list[float]] = {}
+
+    def consume(number: int, handle: JobHandle) -> None:
+        arrivals[number] = []
+        for _ in handle.chunks():
+            arrivals[number].append(time.monotonic())
+        handle.close()
+    gevent.joinall([gevent.spawn(consume, n, h) for n, h in enumerate(handles)], timeout=15, raise_error=True)
+    assert all(len(times) == 2 for times in arrivals.values()), arrivals
+    assert max(times[1] - times[0] for times in arrivals.values()) > 1.2     # the gap really was long
+    client.board.close()
+
+
+@pytest.mark.parametrize("before_first_audio", [False, True])
+def test_a_silent_worker_times_the_stream_out(pool1, before_first_audio):
+    client = new_client(pool1, queue_timeout=30.0, chunk_timeout=1.0)
+    wait_idle(client, 1)
+    texts = ("[[sleep:2.5]] a",) if before_first_audio else ("a", "[[sleep:2.5]] b")
+    handle = client.submit(make_job(*texts))
+    chunks = handle.chunks()
+    if not before_first_audio:
+        next(chunks)
+    started = time.monotonic()
+    with pytest.raises(JobTimeout) as info:
+        next(chunks)
+    handle.close()
+    assert 0.9 < time.monotonic() - started < 2.2
+    assert info.value.status == 504 and "no progress" in str(info.value)
     client.board.close()
 
 
@@ -574,6 +612,75 @@ def test_a_worker_that_cannot_load_is_failed_and_retried_with_back_off(tmp_path,
         client.board.close()
     finally:
         pool.stop(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def strict_pool(tmp_path_factory, restore_environ):
+    """A pool whose supervisor kills a worker silent for 2.5 s (an idle one beats every second) and
+    whose workers give up on their engine after 2 engine failures in a row."""
+    pool = start_pool(str(tmp_path_factory.mktemp("strict") / "run"), workers=1, chunk_timeout=2.5,
+                      max_engine_failures=2, log_level="critical")
+    yield pool
+    pool.stop(timeout=5)
+
+
+def replaced(client: PoolClient, before) -> object:
+    """The slot's next worker, once it is ready."""
+    view = client.slots()[0]
+    return view.state == WorkerState.READY and view.restarts == before.restarts + 1 and view
+
+
+def test_a_hung_worker_is_killed_and_replaced(strict_pool):
+    client = new_client(strict_pool, chunk_timeout=30.0)        # the front waits: the supervisor acts
+    wait_idle(client, 1)
+    before = client.slots()[0]
+    handle = client.submit(make_job("a", "b [[sleep:0.3]]", "c"))
+    chunks = handle.chunks()
+    next(chunks)
+    os.kill(before.pid, signal.SIGSTOP)
+    started = time.monotonic()
+    with pytest.raises(PoolError) as info:
+        list(chunks)
+    handle.close()
+    assert info.value.status == 503 and info.value.code == "model_worker_died"
+    assert 2.0 < time.monotonic() - started < 5.0
+    view = wait_for(lambda: replaced(client, before), 10.0, what="a new worker")
+    assert view.pid != before.pid and process_gone(before.pid)
+    assert view.last_error.startswith("hung: no heartbeat for ") and "s while busy with 1 job" in view.last_error
+    assert [c.index for c in collect(client.submit(make_job("back")))] == [0]
+    client.board.close()
+
+
+def test_engine_failures_in_a_row_restart_the_worker(strict_pool):
+    client = new_client(strict_pool)
+    wait_idle(client, 1)
+    before = client.slots()[0]
+
+    def status_of_failure(text: str) -> int:
+        handle = client.submit(make_job(text))
+        with pytest.raises(PoolError) as info:
+            list(handle.chunks())
+        handle.close()
+        return info.value.status
+
+    def streak(count: int) -> None:
+        wait_for(lambda: client.slots()[0].engine_failures == count, 2.0, what=f"a streak of {count}")
+
+    assert status_of_failure("[[error]]") == 500
+    streak(1)
+    assert status_of_failure("[[fail]]") == 400         # a bad request neither counts nor ends the streak
+    streak(1)
+    assert len(collect(client.submit(make_job("fine")))) == 1      # audio ends it
+    streak(0)
+    assert status_of_failure("[[error]]") == 500
+    assert client.slots()[0].pid == before.pid
+    assert status_of_failure("[[error]]") == 500        # the second in a row: the engine is given up on
+    view = wait_for(lambda: replaced(client, before), 10.0, what="a new worker")
+    assert view.pid != before.pid and view.engine_failures == 0
+    assert view.last_error.startswith("gave up on its engine: 2 engine failures in a row (the last: "
+                                      "synthesis failed: RuntimeError")
+    assert len(collect(client.submit(make_job("fresh engine")))) == 1
+    client.board.close()
 
 
 def test_a_pool_that_never_started_leaves_no_run_dir():
