@@ -118,9 +118,10 @@ class Settings:
         120, "Seconds gunicorn gives running streams to finish on stop or reload.")
     parked_timeout: float = setting(
         120.0, "Seconds a streaming job may stay parked (its client reads no audio, so it is out of credit) "
-        "before the model worker cancels it and the stream ends with an error; a parked job does not count "
-        "against CHATTERBOX_MAX_QUEUED_JOBS. A front worker that takes no data from a model worker for this "
-        "long loses its jobs too.")
+        "before the model worker cancels it and the stream ends with an error. A parked job does not count "
+        "against CHATTERBOX_MAX_QUEUED_JOBS, but a model worker keeps at most that many parked (the longest "
+        "parked goes first). A front worker that takes no data from a model worker for this long loses its "
+        "jobs too.")
     whisper_model_dir: str = setting(
         "", "Directory of local faster-whisper (CTranslate2) models for the `/api/v1/tts` candidate check: "
         "`<dir>/<whisper_model_name>`, or one model (`<dir>/model.bin`) for every name; empty: the Hugging "

@@ -202,11 +202,12 @@ class ModelWorker:
         return max(0.0, min([1.0, *(deadline - time.monotonic() for deadline in deadlines)]))
 
     def _expire(self) -> int:
-        """Cancel jobs parked too long and drop peers that took nothing for as long; returns the parked count."""
+        """Cancel jobs parked too long (or beyond the cap) and drop peers that took nothing for as long;
+        returns how many jobs stay parked."""
         now, limit = time.monotonic(), self.settings.parked_timeout
         for conn in [conn for conn, outbox in self.outboxes.items() if outbox.stalled_for() > limit]:
             self._drop(conn, f"the front worker took no data for {limit:g} s")
-        parked = 0
+        parked: list[ActiveJob] = []
         for active in list(self.jobs.values()):
             if not active.parked:
                 active.parked_since = None
@@ -214,13 +215,20 @@ class ModelWorker:
             if active.parked_since is None:
                 active.parked_since = now
             if now - active.parked_since >= limit:
-                self._cancel_parked(active, limit)
+                self._cancel_parked(active, f"the client read no audio for {limit:g} s")
             else:
-                parked += 1
-        if parked != self.parked_published:
-            self.parked_published = parked
+                parked.append(active)
+        # A parked job keeps its engine state (on Chatterbox a KV cache) but leaves admission's count:
+        # the cap keeps a crowd of paused clients from holding that memory without bound.
+        parked.sort(key=lambda active: active.parked_since)
+        while len(parked) > self.settings.max_queued_jobs:
+            active = parked.pop(0)
+            self._cancel_parked(active, f"the client read no audio for {now - active.parked_since:.0f} s while "
+                                        f"{self.settings.max_queued_jobs} other streams were paused on this worker")
+        if len(parked) != self.parked_published:
+            self.parked_published = len(parked)
             self._publish_info()
-        return parked
+        return len(parked)
 
     def _read_lifeline(self) -> None:
         try:
@@ -412,12 +420,11 @@ class ModelWorker:
         self._send(conn, failure)
         self._retire(conn)
 
-    def _cancel_parked(self, active: ActiveJob, limit: float) -> None:
-        """The client read nothing for `limit` seconds: free the job's row and slot (not an engine failure)."""
-        log.info("slot %d: request %s cancelled after %d/%d chunks: its client read no audio for %g s",
-                 self.slot, active.job.request_id, active.next_index, active.job.units, limit)
-        failure = JobFailed(f"the client read no audio for {limit:g} s; the request was cancelled",
-                            kind="client", status=408)
+    def _cancel_parked(self, active: ActiveJob, reason: str) -> None:
+        """Its client reads nothing: free the job's row, state and slot (the client's doing, not a failure)."""
+        log.info("slot %d: request %s cancelled after %d/%d chunks: %s", self.slot, active.job.request_id,
+                 active.next_index, active.job.units, reason)
+        failure = JobFailed(f"{reason}; the request was cancelled", kind="client", status=408)
         if self._send(active.conn, failure):
             self._retire(active.conn)
 

@@ -25,6 +25,7 @@ from workers.pool import RUN_DIR_ENV, ModelPool
 from workers.protocol import Accepted, AudioChunk, JobFailed
 
 PARKED_TIMEOUT = 1.5
+PARKED_CAP = 2          # the worker's CHATTERBOX_MAX_QUEUED_JOBS (the clients here pass their own)
 BIG_CHUNK = " ".join(f"w{i}" for i in range(300))      # tone: 300 words = 2.2 MB of PCM16, far above a socket buffer
 
 
@@ -122,7 +123,8 @@ def test_parked_timeout_must_be_positive():
 def pool(tmp_path_factory):
     saved = os.environ.get(RUN_DIR_ENV)
     settings = Settings.from_env({}, engine="tone", run_dir=str(tmp_path_factory.mktemp("outbox") / "run"),
-                                 parked_timeout=PARKED_TIMEOUT, graceful_timeout=5, log_level="warning")
+                                 parked_timeout=PARKED_TIMEOUT, max_queued_jobs=PARKED_CAP, graceful_timeout=5,
+                                 log_level="warning")
     pool = ModelPool(settings)
     pool.start()
     client = new_client(pool)
@@ -202,6 +204,25 @@ def test_a_parked_job_is_not_counted_and_is_cancelled_after_the_timeout(client):
         assert client.slots()[0].jobs_failed == failed_before     # the client's doing, not the engine's
     finally:
         held.close()
+
+
+def test_a_worker_keeps_at_most_max_queued_jobs_parked_and_cancels_the_oldest(pool, client):
+    roomy = new_client(pool, max_queued_jobs=8, queue_timeout=5.0, chunk_timeout=5.0)
+    handles = []
+    try:
+        for count in range(1, PARKED_CAP + 2):
+            handles.append(roomy.submit(make_job(*[f"job{count} chunk{i}" for i in range(6)], buffer_size=1)))
+            wait_for(lambda: handles[-1].messages.qsize() >= 2, 2.0, what="Accepted and one chunk")
+            gevent.sleep(0.05)      # parked in this order
+        oldest = wait_for(lambda: next((m for m in handles[0].messages.queue if isinstance(m, JobFailed)), None),
+                          1.0, what="the oldest parked job to be cancelled")
+        assert oldest.status == 408 and f"while {PARKED_CAP} other streams were paused" in oldest.message
+        assert parked(client) == PARKED_CAP
+        assert not any(isinstance(m, JobFailed) for h in handles[1:] for m in h.messages.queue)
+    finally:
+        for handle in handles:
+            handle.close()
+        roomy.board.close()
 
 
 def test_a_reader_that_pauses_less_than_the_timeout_gets_every_chunk(client):
