@@ -29,14 +29,14 @@ def words(count: int) -> str:
     return " ".join(f"Word{i}." for i in range(count))
 
 
-def open_stream(server, text: str) -> socket.socket:
+def open_stream(server, text: str, path: str = "/v1/audio/speech/stream", **fields) -> socket.socket:
     """A streaming request from a client with a small receive window, so it is easy to stop reading."""
     address = urlparse(server.base)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect((address.hostname, address.port))
-    body = json.dumps({"input": text, "streaming_chunk_size": 300, "streaming_buffer_size": 1}).encode()
-    sock.sendall(b"POST /v1/audio/speech/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+    body = json.dumps({"input": text, "streaming_chunk_size": 300, "streaming_buffer_size": 1, **fields}).encode()
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n".encode()
                  + f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
     return sock
 
@@ -98,6 +98,25 @@ def test_a_client_that_stops_reading_frees_its_slot_and_its_stream_ends_unfinish
     assert "the client read no audio for 3 s" in log
     assert "Traceback" not in log and "ERROR" not in log, log
     assert requests.get(server.url("/v1/status"), timeout=5).json()["active_requests"] == 0
+
+
+def test_an_event_stream_whose_client_stops_reading_ends_without_its_done_event(server):
+    before = len(server.log())
+    stalled = open_stream(server, words(3000), path="/v1/audio/speech", stream_format="sse")
+    try:
+        first = read_some(stalled, 16384)
+        assert first.startswith(b"HTTP/1.1 200") and b"text/event-stream" in first
+        server.wait_until(lambda h: h["jobs_parked"] == 1, timeout=10, interval=0.05)
+        server.wait_until(lambda h: h["jobs_parked"] == 0, timeout=PARKED_TIMEOUT + 5, interval=0.1)
+        status, body, complete = dechunk(first + read_to_end(stalled))
+    finally:
+        stalled.close()
+    assert status == 200 and not complete
+    assert b"speech.audio.delta" in body and b"speech.audio.done" not in body
+    time.sleep(0.3)
+    log = server.log()[before:]
+    assert "the client read no audio for 3 s" in log
+    assert "Traceback" not in log and "ERROR" not in log, log
 
 
 def test_a_client_that_pauses_less_than_the_timeout_gets_all_of_its_audio(server):
