@@ -32,6 +32,7 @@ from multiprocessing.connection import Connection
 import numpy as np
 
 from chatterbox_server.settings import Settings
+from workers import parking
 from workers.audio import crossfade, fade_edges, read_wav_mono, split_speed, time_stretch, to_pcm16
 from workers.board import Board, WorkerState
 from workers.engines import load_engine
@@ -204,31 +205,17 @@ class ModelWorker:
     def _expire(self) -> int:
         """Cancel jobs parked too long (or beyond the cap) and drop peers that took nothing for as long;
         returns how many jobs stay parked."""
-        now, limit = time.monotonic(), self.settings.parked_timeout
+        limit = self.settings.parked_timeout
         for conn in [conn for conn, outbox in self.outboxes.items() if outbox.stalled_for() > limit]:
             self._drop(conn, f"the front worker took no data for {limit:g} s")
-        parked: list[ActiveJob] = []
-        for active in list(self.jobs.values()):
-            if not active.parked:
-                active.parked_since = None
-                continue
-            if active.parked_since is None:
-                active.parked_since = now
-            if now - active.parked_since >= limit:
-                self._cancel_parked(active, f"the client read no audio for {limit:g} s")
-            else:
-                parked.append(active)
-        # A parked job keeps its engine state (on Chatterbox a KV cache) but leaves admission's count:
-        # the cap keeps a crowd of paused clients from holding that memory without bound.
-        parked.sort(key=lambda active: active.parked_since)
-        while len(parked) > self.settings.max_queued_jobs:
-            active = parked.pop(0)
-            self._cancel_parked(active, f"the client read no audio for {now - active.parked_since:.0f} s while "
-                                        f"{self.settings.max_queued_jobs} other streams were paused on this worker")
-        if len(parked) != self.parked_published:
-            self.parked_published = len(parked)
+        cancel, parked = parking.review(list(self.jobs.values()), time.monotonic(), limit,
+                                        cap=self.settings.max_queued_jobs)
+        for active, reason in cancel:
+            self._cancel_parked(active, reason)
+        if parked != self.parked_published:
+            self.parked_published = parked
             self._publish_info()
-        return len(parked)
+        return parked
 
     def _read_lifeline(self) -> None:
         try:

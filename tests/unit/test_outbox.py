@@ -21,6 +21,7 @@ from chatterbox_server.pool_client import PoolError
 from chatterbox_server.settings import Settings, SettingsError
 from workers.model_worker import socket_path
 from workers.outbox import Outbox, PeerGone, frame
+from workers.parking import review
 from workers.pool import RUN_DIR_ENV, ModelPool
 from workers.protocol import Accepted, AudioChunk, JobFailed
 
@@ -109,6 +110,26 @@ def test_stalled_for_counts_from_the_last_byte_the_peer_took():
     outbox.close()
     ours.close()
     theirs.close()
+
+
+class Job:
+    def __init__(self, parked: bool, since: float | None = None) -> None:
+        self.parked, self.parked_since = parked, since
+
+
+def test_parking_stamps_new_parked_jobs_and_forgets_those_that_got_credit():
+    new, resumed, running = Job(True), Job(False, since=5.0), Job(False)
+    cancel, parked = review([new, resumed, running], now=10.0, timeout=120, cap=8)
+    assert (cancel, parked) == ([], 1)
+    assert (new.parked_since, resumed.parked_since, running.parked_since) == (10.0, None, None)
+
+
+def test_parking_cancels_after_the_timeout_and_beyond_the_cap_the_longest_parked():
+    overdue, old, middle, young = Job(True, 0.0), Job(True, 50.0), Job(True, 60.0), Job(True, 70.0)
+    cancel, parked = review([young, overdue, middle, old], now=120.0, timeout=120, cap=2)
+    assert [job for job, _ in cancel] == [overdue, old] and parked == 2
+    assert cancel[0][1] == "the client read no audio for 120 s"
+    assert cancel[1][1] == "the client read no audio for 70 s while 2 other streams were paused on this worker"
 
 
 def test_parked_timeout_must_be_positive():
