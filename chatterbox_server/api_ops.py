@@ -38,7 +38,7 @@ def health_report(svc: Services, detailed: bool | None = None) -> dict[str, Any]
         },
         "jobs_in_flight": in_flight,
         "queue_depth": max(in_flight - busy, 0),
-        "jobs_parked": sum(_parked(v) for v in ready),
+        "jobs_parked": sum(parked_jobs(v) for v in ready),
     }
 
 
@@ -46,13 +46,13 @@ def _slot(view: SlotView, detailed: bool) -> dict[str, Any]:
     entry = {"slot": view.slot, "pid": view.pid, "state": view.state.name.lower(), "active_jobs": view.active,
              "jobs_done": view.jobs_done, "jobs_failed": view.jobs_failed, "restarts": view.restarts,
              "last_error": view.last_error or None}
-    entry["parked_jobs"] = _parked(view)
+    entry["parked_jobs"] = parked_jobs(view)
     if not detailed:
         del entry["pid"], entry["last_error"]
     return entry
 
 
-def _parked(view: SlotView) -> int:
+def parked_jobs(view: SlotView) -> int:
     """Jobs whose client reads no audio: held by the worker, not counted in active_jobs."""
     return int(view.info.get("outbox", {}).get("parked_jobs", 0))
 

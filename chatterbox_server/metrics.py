@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from chatterbox_server.api_ops import parked_jobs
 from chatterbox_server.services import services
 from chatterbox_server.telemetry import AUDIO_SECONDS, FIRST_AUDIO, SPEECH_REQUESTS
 from workers.board import WorkerState
@@ -33,6 +34,11 @@ class PoolCollector:
             restarts.add_metric([str(view.slot)], view.restarts)
         yield jobs
         yield restarts
+        parked = GaugeMetricFamily("chatterbox_jobs_parked", "Jobs whose client reads no audio (not in flight)",
+                                   labels=["slot"])
+        for view in views:
+            parked.add_metric([str(view.slot)], parked_jobs(view))
+        yield parked
 
 
 @bp.get("/metrics")

@@ -83,6 +83,7 @@ def test_a_client_that_stops_reading_frees_its_slot_and_its_stream_ends_unfinish
         parked_at = time.monotonic()
         report = server.health()
         assert report["jobs_in_flight"] == 0 and report["workers"]["slots"][0]["parked_jobs"] == 1
+        assert 'chatterbox_jobs_parked{slot="0"} 1.0' in requests.get(server.url("/metrics"), timeout=5).text
         # CHATTERBOX_MAX_QUEUED_JOBS is 1, and the parked job does not count against it
         other = requests.post(server.url("/v1/audio/speech"), json={"input": "Another request."}, timeout=10)
         assert other.status_code == 200 and len(other.content) == 44 + 2 * BYTES_PER_WORD
