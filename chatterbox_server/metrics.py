@@ -27,7 +27,7 @@ class PoolCollector:
         for worker_state in WorkerState:
             state.add_metric([worker_state.name.lower()], sum(1 for v in views if v.state == worker_state))
         yield state
-        jobs = GaugeMetricFamily("chatterbox_jobs_in_flight", "Jobs held by model workers", labels=["slot"])
+        jobs = GaugeMetricFamily("chatterbox_jobs_in_flight", "Running or queued jobs per worker", labels=["slot"])
         restarts = GaugeMetricFamily("chatterbox_model_worker_restarts", "Restarts per slot", labels=["slot"])
         for view in views:
             jobs.add_metric([str(view.slot)], view.active)
