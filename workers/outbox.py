@@ -19,7 +19,7 @@ from collections import deque
 from multiprocessing.reduction import ForkingPickler
 
 SMALL_MESSAGE = 16384          # below this multiprocessing sends header and payload as one write
-_SEND_FLAGS = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
+_SEND_FLAGS = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)    # Python ignores SIGPIPE anyway
 
 
 class PeerGone(Exception):
