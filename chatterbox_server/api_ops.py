@@ -39,6 +39,7 @@ def health_report(svc: Services, detailed: bool | None = None) -> dict[str, Any]
         },
         "jobs_in_flight": in_flight,
         "queue_depth": max(in_flight - busy, 0),
+        "jobs_parked": sum(parked_jobs(v) for v in ready),
     }
 
 
@@ -50,9 +51,15 @@ def _slot(view: SlotView, detailed: bool) -> dict[str, Any]:
              "engine_failures_in_a_row": view.engine_failures,
              "heartbeat_age_seconds": round(max(0.0, time.time() - view.heartbeat), 1) if running else None,
              "last_error": view.last_error or None}
+    entry["parked_jobs"] = parked_jobs(view)
     if not detailed:
         del entry["pid"], entry["last_error"]
     return entry
+
+
+def parked_jobs(view: SlotView) -> int:
+    """Jobs whose client reads no audio: held by the worker, not counted in active_jobs."""
+    return int(view.info.get("outbox", {}).get("parked_jobs", 0))
 
 
 @bp.get("/health")

@@ -136,7 +136,7 @@ class JobHandle:
                     self._accepted()
                 self.messages.put(message)
                 if isinstance(message, (JobDone, JobFailed)):
-                    return
+                    return message      # the reader's value, for whoever links to it
         except (EOFError, OSError):
             self.messages.put(_END)
 

@@ -126,6 +126,12 @@ class Settings:
         "", "Browser origins allowed to call the API, separated by commas (`*` for any); empty: no CORS headers.")
     graceful_timeout: int = setting(
         120, "Seconds gunicorn gives running streams to finish on stop or reload.")
+    parked_timeout: float = setting(
+        120.0, "Seconds a streaming job may stay parked (its client reads no audio, so it is out of credit) "
+        "before the model worker cancels it and the stream ends with an error. A parked job does not count "
+        "against CHATTERBOX_MAX_QUEUED_JOBS, but a model worker keeps at most that many parked (the longest "
+        "parked goes first). A front worker that takes no data from a model worker for this long loses its "
+        "jobs too.")
     whisper_model_dir: str = setting(
         "", "Directory of local faster-whisper (CTranslate2) models for the `/api/v1/tts` candidate check: "
         "`<dir>/<whisper_model_name>`, or one model (`<dir>/model.bin`) for every name; empty: the Hugging "
@@ -182,6 +188,8 @@ class Settings:
                      "housekeeping_interval", "longtext_retention_seconds", "max_engine_failures"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{env_name(name)} cannot be negative")
+        if self.parked_timeout <= 0:
+            raise SettingsError(f"{env_name('parked_timeout')} must be more than 0")
         if self.longtext_lease_seconds < 1:
             raise SettingsError(f"{env_name('longtext_lease_seconds')} must be at least 1")
         if not self.bind_addresses:

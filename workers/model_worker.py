@@ -7,10 +7,14 @@ current text chunk) and up to ``CHATTERBOX_MAX_BATCH`` jobs are advanced togethe
 A job keeps its row until its chunk is done; free rows go to interactive jobs before background
 ones, then to jobs that have not produced audio yet (time to first audio), then to the others in
 turn (fairness). Every audio message costs the job one credit: a job whose client is
-``buffer_size`` messages behind leaves the batch with its stream kept and rejoins when credit
-comes. A closed connection cancels its job at the next step at the latest; the supervisor's
-lifeline closing makes the worker exit. Jobs failing again and again with engine errors (a sticky
-CUDA error) make it exit with EXIT_ENGINE_BROKEN, for the supervisor to start a fresh engine.
+``buffer_size`` messages behind is parked: it leaves the batch with its stream kept, is not
+counted as active on the board, rejoins when credit comes, and is cancelled (JobFailed, 408) once
+it has been parked for ``CHATTERBOX_PARKED_TIMEOUT``. Messages go out through a non-blocking
+outbox per connection (workers/outbox.py), so a front worker that stops reading never stops the
+loop; one that takes no byte for ``CHATTERBOX_PARKED_TIMEOUT`` loses its connection. A closed
+connection cancels its job at the next step at the latest; the supervisor's lifeline closing
+makes the worker exit. Jobs failing again and again with engine errors (a sticky CUDA error) make
+it exit with EXIT_ENGINE_BROKEN, for the supervisor to start a fresh engine.
 """
 from __future__ import annotations
 
@@ -18,21 +22,24 @@ import dataclasses
 import logging
 import os
 import random
+import selectors
 import signal
 import socket
 import sys
 import time
 import traceback
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 
 import numpy as np
 
 from chatterbox_server.settings import Settings
+from workers import parking
 from workers.audio import crossfade, fade_edges, read_wav_mono, split_speed, time_stretch, to_pcm16
 from workers.board import Board, WorkerState
 from workers.engines import load_engine
 from workers.engines.base import VC_INPUT_RATE, Engine, EngineError, EngineInfo, Piece, Stream
 from workers.liveness import FailureStreak
+from workers.outbox import Outbox, PeerGone
 from workers.protocol import (
     Accepted,
     AudioChunk,
@@ -71,10 +78,16 @@ class ActiveJob:
     stats: JobStats = dataclasses.field(default_factory=JobStats)
     source: np.ndarray | None = None       # voice conversion: the whole input, read once
     tail: np.ndarray | None = None         # voice conversion: output held back to crossfade
+    parked_since: float | None = None      # when it ran out of credit with work left
 
     @property
     def runnable(self) -> bool:
         return self.credits > 0 and self.next_index < self.job.units
+
+    @property
+    def parked(self) -> bool:
+        """Out of credit with work left: its client is not reading."""
+        return self.credits <= 0 and self.next_index < self.job.units
 
     @property
     def background(self) -> bool:
@@ -98,7 +111,10 @@ class ModelWorker:
         self.listener: socket.socket | None = None
         self.jobs: dict[Connection, ActiveJob] = {}   # in arrival order
         self.idle_conns: set[Connection] = set()     # connected, job message not read yet
+        self.outboxes: dict[Connection, Outbox] = {}  # every open connection's messages not yet written
+        self.closing: set[Connection] = set()         # last message queued: closed once it is written
         self.batch: list[ActiveJob] = []              # jobs holding a row of the engine's batch
+        self.parked_published = 0
         self.done = 0
         self.failed = 0
         self.stopping = False
@@ -132,7 +148,9 @@ class ModelWorker:
         return 0
 
     def _publish_info(self) -> None:
-        self.board.publish_info(self.slot, {**dataclasses.asdict(self.info), "memory": self.engine.memory_stats()})
+        info = {**dataclasses.asdict(self.info), "memory": self.engine.memory_stats()}
+        info["outbox"] = {"parked_jobs": self.parked_published}
+        self.board.publish_info(self.slot, info)
 
     def _listen(self) -> socket.socket:
         path = socket_path(self.run_dir, self.slot)
@@ -148,9 +166,9 @@ class ModelWorker:
 
     # -- the loop -----------------------------------------------------------------------------------
     def serve(self) -> None:
-        while not (self.stopping and not self.jobs) and not self.broken:
+        while not (self.stopping and not self.jobs and not self.closing) and not self.broken:
             busy = any(job.runnable for job in self.jobs.values())
-            self._poll(timeout=0 if busy else 1.0)
+            self._poll(timeout=0 if busy else self._idle_wait())
             if self.lifeline_closed:
                 break
             batch = self._select_batch()
@@ -160,19 +178,56 @@ class ModelWorker:
                 batch = self._select_batch()
             if batch:
                 self._step(batch)
-            self.board.update_load(self.slot, len(self.jobs) + len(self.idle_conns), self.done, self.failed)
+            parked = self._expire()
+            self.board.update_load(self.slot, len(self.jobs) - parked + len(self.idle_conns), self.done, self.failed)
 
     def _poll(self, timeout: float) -> None:
-        waitables: list = [self.lifeline, *self.jobs, *self.idle_conns]
-        if not self.stopping:
-            waitables.append(self.listener)
-        for ready in wait(waitables, timeout):
-            if ready is self.listener:
+        """Wait for messages, new connections and sockets that can take more of an outbox."""
+        with selectors.PollSelector() as selector:
+            selector.register(self.lifeline, selectors.EVENT_READ)
+            if not self.stopping:
+                selector.register(self.listener, selectors.EVENT_READ)
+            for conn, outbox in self.outboxes.items():
+                events = 0 if conn in self.closing else selectors.EVENT_READ
+                if not outbox.empty:
+                    events |= selectors.EVENT_WRITE
+                if events:
+                    selector.register(conn, events)
+            ready = selector.select(timeout)
+        for key, events in ready:
+            if key.fileobj is self.listener:
                 self._accept()
-            elif ready is self.lifeline:
+            elif key.fileobj is self.lifeline:
                 self._read_lifeline()
             else:
-                self._read_message(ready)
+                self._serve_connection(key.fileobj, events)
+
+    def _serve_connection(self, conn: Connection, events: int) -> None:
+        if events & selectors.EVENT_WRITE and not self._flush(conn):
+            return      # dropped: nothing left to read either
+        if events & selectors.EVENT_READ and conn in self.outboxes and conn not in self.closing:
+            self._read_message(conn)
+
+    def _idle_wait(self) -> float:
+        """How long an idle loop may sleep: at most a second, and not past the next park deadline."""
+        deadlines = [job.parked_since + self.settings.parked_timeout for job in self.jobs.values()
+                     if job.parked_since is not None]
+        return max(0.0, min([1.0, *(deadline - time.monotonic() for deadline in deadlines)]))
+
+    def _expire(self) -> int:
+        """Cancel jobs parked too long (or beyond the cap) and drop peers that took nothing for as long;
+        returns how many jobs stay parked."""
+        limit = self.settings.parked_timeout
+        for conn in [conn for conn, outbox in self.outboxes.items() if outbox.stalled_for() > limit]:
+            self._drop(conn, f"the front worker took no data for {limit:g} s")
+        cancel, parked = parking.review(list(self.jobs.values()), time.monotonic(), limit,
+                                        cap=self.settings.max_queued_jobs)
+        for active, reason in cancel:
+            self._cancel_parked(active, reason)
+        if parked != self.parked_published:
+            self.parked_published = parked
+            self._publish_info()
+        return parked
 
     def _read_lifeline(self) -> None:
         try:
@@ -186,7 +241,9 @@ class ModelWorker:
 
     def _accept(self) -> None:
         sock, _ = self.listener.accept()
-        self.idle_conns.add(Connection(sock.detach()))
+        conn = Connection(sock.detach())
+        self.idle_conns.add(conn)
+        self.outboxes[conn] = Outbox(conn.fileno())
 
     def _read_message(self, conn: Connection) -> None:
         try:
@@ -222,7 +279,7 @@ class ModelWorker:
         self._send(conn, MemoryReport(self.slot, os.getpid(), collected, on_cuda, on_cuda and action.reset_peak,
                                       rss_before, process.memory_info().rss, accelerator_before,
                                       self.engine.memory_stats()))
-        self._close(conn)
+        self._retire(conn)
 
     def _admit(self, conn: Connection, job: SpeechJob | ConvertJob) -> None:
         self.idle_conns.discard(conn)
@@ -375,12 +432,20 @@ class ModelWorker:
         self._send(active.conn, JobDone(stats.input_tokens, stats.output_tokens,
                                         stats.samples / self.info.sample_rate, stats.synth_seconds))
         self.done += 1
-        self._close(active.conn)
+        self._retire(active.conn)
 
     def _fail(self, conn: Connection, failure: JobFailed) -> None:
         self.failed += 1
         self._send(conn, failure)
-        self._close(conn)
+        self._retire(conn)
+
+    def _cancel_parked(self, active: ActiveJob, reason: str) -> None:
+        """Its client reads nothing: free the job's row, state and slot (the client's doing, not a failure)."""
+        log.info("slot %d: request %s cancelled after %d/%d chunks: %s", self.slot, active.job.request_id,
+                 active.next_index, active.job.units, reason)
+        failure = JobFailed(f"{reason}; the request was cancelled", kind="client", status=408)
+        if self._send(active.conn, failure):
+            self._retire(active.conn)
 
     def _drop(self, conn: Connection, reason: str) -> None:
         active = self.jobs.get(conn)
@@ -390,14 +455,50 @@ class ModelWorker:
         self._close(conn)
 
     def _send(self, conn: Connection, message: object) -> bool:
+        """Queue the message and write what the socket takes now; False if the connection was dropped."""
+        outbox = self.outboxes.get(conn)
+        if outbox is None:
+            return False
+        outbox.put(message)
+        return self._flush(conn)
+
+    def _flush(self, conn: Connection) -> bool:
+        """Write what the socket takes; closes a finished connection once empty. False if it is gone."""
+        outbox = self.outboxes.get(conn)
+        if outbox is None:
+            return False        # closed while handling an earlier event of the same poll
         try:
-            conn.send(message)
-            return True
-        except (OSError, EOFError):
+            empty = outbox.flush()
+        except PeerGone:
             self._drop(conn, "the front worker went away")
             return False
+        if empty and conn in self.closing:
+            self._close(conn)
+        return True
+
+    def _retire(self, conn: Connection) -> None:
+        """The connection's last message is queued: free its job now, close it once the message is out."""
+        outbox = self.outboxes.get(conn)
+        if outbox is None:
+            return              # already dropped
+        if outbox.empty:
+            self._close(conn)
+            return
+        self._forget_job(conn)
+        self.closing.add(conn)
 
     def _close(self, conn: Connection) -> None:
+        self._forget_job(conn)
+        self.closing.discard(conn)
+        outbox = self.outboxes.pop(conn, None)
+        if outbox is not None:
+            outbox.close()
+        conn.close()
+        if not self.jobs:
+            self.engine.release_memory()
+            self._publish_info()
+
+    def _forget_job(self, conn: Connection) -> None:
         active = self.jobs.pop(conn, None)
         if active is not None:
             if active.stream is not None:
@@ -406,10 +507,6 @@ class ModelWorker:
             if active in self.batch:
                 self.batch.remove(active)
         self.idle_conns.discard(conn)
-        conn.close()
-        if not self.jobs:
-            self.engine.release_memory()
-            self._publish_info()
 
 
 def run(slot: int, settings: Settings, run_dir: str, device: str, lifeline: Connection) -> None:

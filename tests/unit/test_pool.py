@@ -197,7 +197,8 @@ def test_credits_bound_what_the_worker_sends_ahead(client):
         assert len(audio) == 2, queued
         assert handle.messages.qsize() == 3
         assert not any(isinstance(m, JobDone) for m in queued)
-        assert client.slots()[0].active == 1        # the job waits for credits, still counted
+        view = client.slots()[0]                    # parked: it waits for credits, not counted as active
+        assert (view.active, view.info["outbox"]["parked_jobs"]) == (0, 1)
         chunks = list(handle.chunks())
     finally:
         handle.close()
@@ -226,9 +227,10 @@ def test_cancel_drops_the_job_in_the_worker(client):
 def test_cancel_while_the_job_waits_for_credits(client):
     handle = client.submit(make_job(*[f"chunk {i}" for i in range(6)], buffer_size=2))
     wait_for(lambda: handle.messages.qsize() >= 3, 2.0, what="Accepted and two chunks")
-    assert client.slots()[0].active == 1
+    wait_for(lambda: client.slots()[0].info["outbox"]["parked_jobs"] == 1, 1.0, what="the job to park")
     handle.close()
-    wait_for(lambda: client.slots()[0].active == 0, 1.5, what="the worker to drop the stalled job")
+    wait_for(lambda: client.slots()[0].info["outbox"]["parked_jobs"] == 0, 1.5,
+             what="the worker to drop the stalled job")
 
 
 def test_close_right_after_submit(client):
