@@ -241,7 +241,10 @@ class ModelWorker:
 
     def _accept(self) -> None:
         sock, _ = self.listener.accept()
-        conn = Connection(sock.detach())
+        self.connected(Connection(sock.detach()))
+
+    def connected(self, conn: Connection) -> None:
+        """A new connection from a front worker: its job message comes next."""
         self.idle_conns.add(conn)
         self.outboxes[conn] = Outbox(conn.fileno())
 

@@ -47,6 +47,7 @@ def step(worker: ModelWorker, *texts: str) -> list[object]:
     for number, text in enumerate(texts):
         ours, theirs = Pipe()
         job = SpeechJob(f"job-{number}", (text,), SynthesisSettings(), VoiceRef(), seed=1, buffer_size=4)
+        worker.connected(theirs)
         worker._admit(theirs, job)
         clients.append(ours)
     worker._step(worker._select_batch())
