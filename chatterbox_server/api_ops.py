@@ -44,7 +44,7 @@ def health_report(svc: Services, detailed: bool | None = None) -> dict[str, Any]
 def _slot(view: SlotView, detailed: bool) -> dict[str, Any]:
     entry = {"slot": view.slot, "pid": view.pid, "state": view.state.name.lower(), "active_jobs": view.active,
              "jobs_done": view.jobs_done, "jobs_failed": view.jobs_failed, "restarts": view.restarts,
-             "last_error": view.last_error or None}
+             "queued_seconds": round(view.queued_seconds, 1), "last_error": view.last_error or None}
     if not detailed:
         del entry["pid"], entry["last_error"]
     return entry

@@ -76,8 +76,9 @@ class SpeechRun:
 
     @classmethod
     def start(cls, pool: PoolClient, job: SpeechJob | ConvertJob, info: EngineInfo, client_socket: object | None,
-              progress: Progress) -> SpeechRun:
-        handle = pool.submit(job)
+              progress: Progress, admitted: bool = False) -> SpeechRun:
+        """`admitted`: the request was let in already (PoolClient.admit); see PoolClient.submit."""
+        handle = pool.submit(job, admitted=admitted)
         run = cls(handle, job, info, progress, handle.chunks())
         progress.begin(job.request_id, job.units, job.text_preview)
         run.watcher = watch_client(client_socket, handle) if client_socket is not None else None

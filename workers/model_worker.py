@@ -9,7 +9,9 @@ ones, then to jobs that have not produced audio yet (time to first audio), then 
 turn (fairness). Every audio message costs the job one credit: a job whose client is
 ``buffer_size`` messages behind leaves the batch with its stream kept and rejoins when credit
 comes. A closed connection cancels its job at the next step at the latest; the supervisor's
-lifeline closing makes the worker exit.
+lifeline closing makes the worker exit. After every step (and every admitted job) the worker
+publishes on the board how long a new job would wait for a row, from the step time its chunks
+took (chatterbox_server/admission/estimate.py); front workers admit jobs on it.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from multiprocessing.connection import Connection, wait
 
 import numpy as np
 
+from chatterbox_server.admission.estimate import CostMeter, queued_seconds
 from chatterbox_server.settings import Settings
 from workers.audio import crossfade, fade_edges, read_wav_mono, split_speed, time_stretch, to_pcm16
 from workers.board import Board, WorkerState
@@ -68,6 +71,7 @@ class ActiveJob:
     stats: JobStats = dataclasses.field(default_factory=JobStats)
     source: np.ndarray | None = None       # voice conversion: the whole input, read once
     tail: np.ndarray | None = None         # voice conversion: output held back to crossfade
+    row_seconds: float = 0.0               # engine-step time chunk next_index has had on a batch row
 
     @property
     def runnable(self) -> bool:
@@ -76,6 +80,17 @@ class ActiveJob:
     @property
     def background(self) -> bool:
         return bool(getattr(self.job, "background", False))
+
+    @property
+    def kind(self) -> str:
+        return "convert" if isinstance(self.job, ConvertJob) else "speech"
+
+    def unit_size(self) -> float:
+        """The size of chunk next_index for the cost meter: characters, or seconds of input audio."""
+        if isinstance(self.job, ConvertJob):
+            start, end = self.job.windows[self.next_index]
+            return (end - start) / VC_INPUT_RATE
+        return len(self.job.chunks[self.next_index])
 
     def priority(self) -> tuple:
         """Sort key for a free batch row: interactive first, then no audio yet, then least recently served."""
@@ -98,6 +113,7 @@ class ModelWorker:
         self.batch: list[ActiveJob] = []              # jobs holding a row of the engine's batch
         self.done = 0
         self.failed = 0
+        self.cost = CostMeter()
         self.stopping = False
         self.lifeline_closed = False
 
@@ -148,19 +164,26 @@ class ModelWorker:
                 batch = self._select_batch()
             if batch:
                 self._step(batch)
-            self.board.update_load(self.slot, len(self.jobs) + len(self.idle_conns), self.done, self.failed)
+            self._publish_load()
 
     def _poll(self, timeout: float) -> None:
-        waitables: list = [self.lifeline, *self.jobs, *self.idle_conns]
-        if not self.stopping:
-            waitables.append(self.listener)
-        for ready in wait(waitables, timeout):
-            if ready is self.listener:
-                self._accept()
-            elif ready is self.lifeline:
-                self._read_lifeline()
-            else:
-                self._read_message(ready)
+        """Read what is ready. A new connection is read again at once, without waiting for a step:
+        jobs still in the listen backlog would be invisible to the queue estimate."""
+        accepted = True
+        while accepted:
+            accepted = False
+            waitables: list = [self.lifeline, *self.jobs, *self.idle_conns]
+            if not self.stopping:
+                waitables.append(self.listener)
+            for ready in wait(waitables, timeout):
+                if ready is self.listener:
+                    self._accept()
+                    accepted = True
+                elif ready is self.lifeline:
+                    self._read_lifeline()
+                else:
+                    self._read_message(ready)
+            timeout = 0
 
     def _read_lifeline(self) -> None:
         try:
@@ -216,6 +239,7 @@ class ModelWorker:
         self.idle_conns.discard(conn)
         active = ActiveJob(conn, job, credits=job.buffer_size)
         self.jobs[conn] = active
+        self._publish_load()       # at once, not after the next step: front workers admit on it
         if not self._send(conn, Accepted(self.slot, jobs_ahead=len(self.jobs) - 1)):
             return
         if not job.units:
@@ -246,14 +270,37 @@ class ModelWorker:
         self.batch = members
         return members
 
+    # -- admission --------------------------------------------------------------------------------
+    def queued_seconds(self) -> float:
+        """A new interactive job's wait for a row (chatterbox_server/admission/estimate.py)."""
+        members = set(self.batch)
+        holding, waiting = [], []
+        for active in self.jobs.values():       # arrival order: the order waiting jobs get rows
+            if not active.runnable or active.background:
+                continue
+            expected = self.cost.seconds(active.kind, active.unit_size())
+            if active in members and active.stream is not None:
+                holding.append(expected - active.row_seconds)
+            elif active.pieces == 0:
+                waiting.append(expected)
+        return queued_seconds(self.capacity, holding, waiting)
+
+    def _publish_load(self) -> None:
+        self.board.update_load(self.slot, len(self.jobs) + len(self.idle_conns), self.done, self.failed)
+        self.board.set_queued_seconds(self.slot, self.queued_seconds())
+
     # -- synthesis ----------------------------------------------------------------------------------
     def _step(self, batch: list[ActiveJob]) -> None:
+        started = time.perf_counter()
         opened = [active for active in batch if self._open_stream(active)]
         if not opened:
             return
-        started = time.perf_counter()
+        stepped = time.perf_counter()
         results = self.engine.step([active.stream for active in opened])
-        share = (time.perf_counter() - started) / len(opened)
+        finished = time.perf_counter()
+        share = (finished - stepped) / len(opened)
+        for active in opened:
+            active.row_seconds += finished - started     # each row waited for the stream openings too
         for active, result in zip(opened, results, strict=True):
             if active.conn not in self.jobs:
                 continue    # dropped while sending to an earlier job of this step
@@ -314,6 +361,8 @@ class ModelWorker:
             return
         active.stream.close()
         active.stream = None
+        self.cost.observe(active.kind, active.unit_size(), active.row_seconds)
+        active.row_seconds = 0.0
         active.next_index += 1
         if active in self.batch:
             self.batch.remove(active)    # the next chunk competes for a row again
