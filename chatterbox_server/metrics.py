@@ -33,6 +33,11 @@ class PoolCollector:
             restarts.add_metric([str(view.slot)], view.restarts)
         yield jobs
         yield restarts
+        queued = GaugeMetricFamily("chatterbox_queued_seconds",
+                                   "A new job's estimated wait for a batch row, per slot (admission)", labels=["slot"])
+        for view in views:
+            queued.add_metric([str(view.slot)], view.queued_seconds)
+        yield queued
 
 
 @bp.get("/metrics")

@@ -34,6 +34,7 @@ def test_queued_work_over_the_limit_is_refused_with_429_and_retry_after_then_adm
             server.wait_until(lambda health: max(s["queued_seconds"] for s in health["workers"]["slots"]) > LIMIT,
                               timeout=10, interval=0.05)
             refused = speak(server, "Hello there.")
+            gauge = requests.get(server.url("/metrics"), timeout=10).text
             sse = requests.post(server.url("/v1/audio/speech"), timeout=10,
                                 json={"input": "Hello there.", "stream_format": "sse"})
             extended = requests.post(server.extended_base + "/api/v1/tts", json={"text": "Hello there."}, timeout=10)
@@ -46,6 +47,7 @@ def test_queued_work_over_the_limit_is_refused_with_429_and_retry_after_then_adm
         error = refused.json()["error"]
         assert (error["type"], error["code"]) == ("requests", "rate_limit_exceeded")
         assert "CHATTERBOX_MAX_QUEUED_SECONDS" in error["message"]
+        assert 'chatterbox_queued_seconds{slot="0"}' in gauge
         assert sse.status_code == 429 and sse.headers["Content-Type"].startswith("application/json")
         assert int(sse.headers["Retry-After"]) >= 1
         assert extended.status_code == 429 and int(extended.headers["Retry-After"]) >= 1
