@@ -22,6 +22,7 @@ import gevent
 import gevent.queue
 from gevent import socket as gsocket
 
+from chatterbox_server.admission.estimate import in_flight_seconds
 from chatterbox_server.admission.rules import Limits, WorkerLoad, admissible, refusal
 from workers.board import Board, SlotView, WorkerState, pid_alive
 from workers.engines.base import EngineInfo
@@ -203,6 +204,7 @@ class PoolClient:
         self.queue_timeout = queue_timeout
         self.chunk_timeout = chunk_timeout
         self.connecting: Counter[int] = Counter()     # jobs sent by this front worker, not yet counted
+        self.connecting_seconds: Counter[int] = Counter()     # what they add to a newcomer's wait
 
     def slots(self) -> list[SlotView]:
         return self.board.views()
@@ -227,7 +229,8 @@ class PoolClient:
         ready = {view.slot: view for view in self.ready_slots()}
         if not ready:
             raise PoolError("no model worker is ready yet; try again shortly")
-        loads = [WorkerLoad(v.slot, v.active + self.connecting[v.slot], v.queued_seconds) for v in ready.values()]
+        loads = [WorkerLoad(v.slot, v.active + self.connecting[v.slot],
+                            v.queued_seconds + self.connecting_seconds[v.slot]) for v in ready.values()]
         slots = admissible(loads, self.limits, check_wait)
         if not slots:
             refused = refusal(loads, self.limits)
@@ -239,18 +242,25 @@ class PoolClient:
         `admitted`: a further job of a request already let in (`admit`), held only to the job-count cap."""
         background = bool(getattr(job, "background", False))     # gives its rows up: lengthens no wait
         for view in self.admit(check_wait=not (admitted or background)):
-            self.connecting[view.slot] += 1
+            admission = view.info.get("admission") or {}
+            seconds = in_flight_seconds(job, admission.get("per_unit") or {}, admission.get("rows") or 1)
+            self._count(view.slot, 1, seconds)
             try:
                 conn = connect(socket_path(self.run_dir, view.slot))
                 conn.send(job)
             except (OSError, EOFError) as exc:
-                self.connecting[view.slot] -= 1
+                self._count(view.slot, -1, -seconds)
                 log.warning("model worker %d refused a job (%s); trying the next one", view.slot, exc)
                 continue
             # until the worker counts the job itself on the board, this front worker counts it
             return JobHandle(conn, view.slot, self.queue_timeout, self.chunk_timeout,
-                             on_accepted=lambda slot=view.slot: self.connecting.subtract([slot]))
+                             on_accepted=lambda slot=view.slot, s=seconds: self._count(slot, -1, -s))
         raise PoolError("no model worker accepted the job; try again shortly")
+
+    def _count(self, slot: int, jobs: int, seconds: float) -> None:
+        self.connecting[slot] += jobs
+        left = self.connecting_seconds[slot] + seconds
+        self.connecting_seconds[slot] = left if self.connecting[slot] > 0 and left > 0 else 0.0
 
 
 def engine_info_from_dict(info: dict) -> EngineInfo:

@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection, wait
 
 import numpy as np
 
-from chatterbox_server.admission.estimate import CostMeter, queued_seconds
+from chatterbox_server.admission.estimate import CostMeter, queued_seconds, work_units
 from chatterbox_server.settings import Settings
 from workers.audio import crossfade, fade_edges, read_wav_mono, split_speed, time_stretch, to_pcm16
 from workers.board import Board, WorkerState
@@ -81,16 +81,9 @@ class ActiveJob:
     def background(self) -> bool:
         return bool(getattr(self.job, "background", False))
 
-    @property
-    def kind(self) -> str:
-        return "convert" if isinstance(self.job, ConvertJob) else "speech"
-
-    def unit_size(self) -> float:
-        """The size of chunk next_index for the cost meter: characters, or seconds of input audio."""
-        if isinstance(self.job, ConvertJob):
-            start, end = self.job.windows[self.next_index]
-            return (end - start) / VC_INPUT_RATE
-        return len(self.job.chunks[self.next_index])
+    def work(self) -> tuple[str, float]:
+        """Kind and size of chunk next_index, for the cost meter."""
+        return work_units(self.job, self.next_index)
 
     def priority(self) -> tuple:
         """Sort key for a free batch row: interactive first, then no audio yet, then least recently served."""
@@ -136,7 +129,8 @@ class ModelWorker:
         return 0
 
     def _publish_info(self) -> None:
-        self.board.publish_info(self.slot, {**dataclasses.asdict(self.info), "memory": self.engine.memory_stats()})
+        self.board.publish_info(self.slot, {**dataclasses.asdict(self.info), "memory": self.engine.memory_stats(),
+                                            "admission": {"rows": self.capacity, "per_unit": self.cost.per_unit}})
 
     def _listen(self) -> socket.socket:
         path = socket_path(self.run_dir, self.slot)
@@ -278,7 +272,7 @@ class ModelWorker:
         for active in self.jobs.values():       # arrival order: the order waiting jobs get rows
             if not active.runnable or active.background:
                 continue
-            expected = self.cost.seconds(active.kind, active.unit_size())
+            expected = self.cost.seconds(*active.work())
             if active in members and active.stream is not None:
                 holding.append(expected - active.row_seconds)
             elif active.pieces == 0:
@@ -361,7 +355,7 @@ class ModelWorker:
             return
         active.stream.close()
         active.stream = None
-        self.cost.observe(active.kind, active.unit_size(), active.row_seconds)
+        self.cost.observe(*active.work(), active.row_seconds)
         active.row_seconds = 0.0
         active.next_index += 1
         if active in self.batch:

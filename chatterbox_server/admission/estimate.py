@@ -33,6 +33,11 @@ it is the same whether the server is busy or not, so it is no part of the queue.
 
 The queue ahead of a waiting newcomer shrinks by one second per second (later arrivals queue
 behind it), which is what makes ``retry_after`` below an honest answer.
+
+The board shows a job from the moment its worker reads it. A front worker adds the jobs it has
+sent that the worker has not yet acknowledged (a burst that arrives during one engine step) as
+``in_flight_seconds``: their first chunks spread over the rows, at the cost the worker last
+published.
 """
 from __future__ import annotations
 
@@ -40,6 +45,9 @@ import heapq
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+
+from workers.engines.base import VC_INPUT_RATE
+from workers.protocol import ConvertJob, SpeechJob
 
 SMOOTHING = 0.3       # weight of the newest chunk in the cost average
 
@@ -61,6 +69,22 @@ class CostMeter:
     def seconds(self, kind: str, units: float) -> float:
         """Expected row time of a chunk of `units` units; 0 while nothing of this kind was measured."""
         return self.per_unit.get(kind, 0.0) * max(units, 0.0)
+
+
+def work_units(job: SpeechJob | ConvertJob, index: int) -> tuple[str, float]:
+    """The kind and size of chunk `index`: characters of text, or seconds of input audio."""
+    if isinstance(job, ConvertJob):
+        start, end = job.windows[index]
+        return "convert", (end - start) / VC_INPUT_RATE
+    return "speech", float(len(job.chunks[index]))
+
+
+def in_flight_seconds(job: SpeechJob | ConvertJob, per_unit: dict[str, float], rows: int) -> float:
+    """What a job sent but not yet acknowledged adds to a newcomer's wait: its first chunk over the rows."""
+    if not job.units or getattr(job, "background", False):
+        return 0.0
+    kind, units = work_units(job, 0)
+    return per_unit.get(kind, 0.0) * units / max(1, rows)
 
 
 def queued_seconds(rows: int, holding: Iterable[float], waiting: Sequence[float]) -> float:
