@@ -36,8 +36,8 @@ behind it), which is what makes ``retry_after`` below an honest answer.
 
 The board shows a job from the moment its worker reads it. A front worker adds the jobs it has
 sent that the worker has not yet acknowledged (a burst that arrives during one engine step) as
-``in_flight_seconds``: their first chunks spread over the rows, at the cost the worker last
-published.
+``in_flight_seconds``: their first chunks spread over the rows, at the cost the worker published
+in its board info when it last ran out of jobs.
 """
 from __future__ import annotations
 
