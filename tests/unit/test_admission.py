@@ -169,3 +169,42 @@ def test_voice_conversion_windows_are_costed_by_input_seconds():
                      voice=VoiceRef(), seed=0, buffer_size=3)
     worker.jobs["vc"] = ActiveJob(conn="vc", job=job, credits=3)
     assert worker.queued_seconds() == pytest.approx(1.0)        # 2 s of input at 0.5 s each
+
+
+# -- long-text jobs -------------------------------------------------------------------------------
+def test_a_full_pool_never_uses_up_a_long_text_jobs_attempts(tmp_path, monkeypatch):
+    """A 429 from the pool is "come back later", not a failure: MAX_ATTEMPTS of them must not fail the job."""
+    import json
+
+    from chatterbox_server.longjobs import runner as runner_module
+    from chatterbox_server.longjobs.rules import PENDING
+    from chatterbox_server.pool_client import PoolBusy
+    from chatterbox_server.store import db
+    from chatterbox_server.store.jobs_db import JobStore
+    from workers.engines.base import EngineInfo
+
+    class FullPool:
+        def engine_info(self) -> EngineInfo:
+            return EngineInfo("tone", "tone", "cpu", 24000, ("tone",))
+
+        def submit(self, job):  # noqa: ANN001, ANN201 - the PoolClient call the runner makes
+            raise PoolBusy("every model worker already holds 64 jobs", retry_after=5)
+
+    class Voices:
+        def resolve(self, name, info):  # noqa: ANN001, ANN201
+            return VoiceRef()
+
+    monkeypatch.setattr(runner_module, "RETRY_PAUSE_SECONDS", 0)
+    engine = db.make_engine(db.database_url("", str(tmp_path)))
+    db.migrate(engine, str(tmp_path))
+    store = JobStore(engine, lease_seconds=60)
+    params = {"seed": 1, "speed": 1.0, "exaggeration": 0.5, "cfg_weight": 0.5, "temperature": 0.8}
+    store.create({"id": "book", "text": "x" * 10, "text_length": 10, "text_hash": "h", "voice": None,
+                  "parameters": json.dumps(params), "output_format": "wav"}, ["one.", "two."])
+    runner = runner_module.Runner(store, FullPool(), Voices(), str(tmp_path / "longtext"), max_running=1,
+                                  retention_seconds=0)
+    for _ in range(runner_module.MAX_ATTEMPTS + 1):
+        runner.run(store.claim(runner.owner, 1, lambda owner: False))
+        job = store.get("book")
+        assert (job["status"], job["attempts"]) == (PENDING, 0)
+    engine.dispose()
