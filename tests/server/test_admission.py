@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+import openai
 import pytest
 import requests
 from serverkit import start_server
@@ -36,6 +37,9 @@ def test_queued_work_over_the_limit_is_refused_with_429_and_retry_after_then_adm
                                 json={"input": "Hello there.", "stream_format": "sse"})
             extended = requests.post(server.extended_base + "/api/v1/tts", json={"text": "Hello there."}, timeout=10)
             gauge = requests.get(server.url("/metrics"), timeout=10).text
+            with pytest.raises(openai.RateLimitError) as sdk:      # what OpenAI's own client makes of it
+                openai.OpenAI(base_url=server.url("/v1"), api_key="unused", max_retries=0).audio.speech.create(
+                    model="tts-1", voice="alloy", input="Hello there.")
             results = [future.result() for future in load]
         admitted = [r for r in results if r.status_code == 200]
         refused = [r for r in results if r.status_code != 200]
@@ -52,6 +56,7 @@ def test_queued_work_over_the_limit_is_refused_with_429_and_retry_after_then_adm
         assert extended.status_code == 429 and 1 <= int(extended.headers["Retry-After"]) <= 3
         assert extended.json()["error_code"] == "RATE_LIMIT_EXCEEDED"
         assert 'chatterbox_queued_seconds{slot="0"}' in gauge
+        assert sdk.value.code == "rate_limit_exceeded" and int(sdk.value.response.headers["Retry-After"]) >= 1
 
         server.wait_until(lambda health: health["jobs_in_flight"] == 0, timeout=10)
         assert queued(server) == 0.0
