@@ -50,7 +50,7 @@ def _slot(view: SlotView, detailed: bool) -> dict[str, Any]:
              "jobs_done": view.jobs_done, "jobs_failed": view.jobs_failed, "restarts": view.restarts,
              "engine_failures_in_a_row": view.engine_failures,
              "heartbeat_age_seconds": round(max(0.0, time.time() - view.heartbeat), 1) if running else None,
-             "last_error": view.last_error or None}
+             "queued_seconds": round(view.queued_seconds, 1), "last_error": view.last_error or None}
     entry["parked_jobs"] = parked_jobs(view)
     if not detailed:
         del entry["pid"], entry["last_error"]

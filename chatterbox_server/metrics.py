@@ -39,6 +39,11 @@ class PoolCollector:
         for view in views:
             parked.add_metric([str(view.slot)], parked_jobs(view))
         yield parked
+        queued = GaugeMetricFamily("chatterbox_queued_seconds",
+                                   "A new job's estimated wait for a batch row, per slot (admission)", labels=["slot"])
+        for view in views:
+            queued.add_metric([str(view.slot)], view.queued_seconds)
+        yield queued
 
 
 @bp.get("/metrics")

@@ -27,6 +27,8 @@ import gevent
 import gevent.queue
 from gevent import socket as gsocket
 
+from chatterbox_server.admission.estimate import in_flight_seconds
+from chatterbox_server.admission.rules import Limits, WorkerLoad, admissible, refusal
 from workers.board import Board, SlotView, WorkerState, pid_alive
 from workers.engines.base import EngineInfo
 from workers.liveness import Silence, check_interval
@@ -41,17 +43,23 @@ class PoolError(Exception):
     """A job could not be run; `status` is the HTTP status to answer with if nothing was sent yet."""
     status = 503
     code = "model_unavailable"
+    retry_after: int | None = None
 
-    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, code: str | None = None,
+                 retry_after: int | None = None) -> None:
         super().__init__(message)
         if status is not None:
             self.status = status
         if code is not None:
             self.code = code
+        if retry_after is not None:
+            self.retry_after = retry_after
 
 
 class PoolBusy(PoolError):
-    code = "server_busy"
+    """The pool is healthy but full (admission/rules.py): 429, shaped like OpenAI's rate-limit error."""
+    status = 429
+    code = "rate_limit_exceeded"
 
 
 class JobTimeout(PoolError):
@@ -208,13 +216,16 @@ class JobHandle:
 
 
 class PoolClient:
-    def __init__(self, run_dir: str, max_queued_jobs: int, queue_timeout: float, chunk_timeout: float):
+    def __init__(self, run_dir: str, max_queued_jobs: int, queue_timeout: float, chunk_timeout: float,
+                 max_queued_seconds: float = 0.0):
         self.run_dir = run_dir
         self.board = Board.open(os.path.join(run_dir, "board"))
         self.max_queued_jobs = max_queued_jobs
+        self.limits = Limits.of(max_queued_jobs, max_queued_seconds, queue_timeout)
         self.queue_timeout = queue_timeout
         self.chunk_timeout = chunk_timeout
         self.connecting: Counter[int] = Counter()     # jobs sent by this front worker, not yet counted
+        self.connecting_seconds: Counter[int] = Counter()     # what they add to a newcomer's wait
 
     def slots(self) -> list[SlotView]:
         return self.board.views()
@@ -232,27 +243,46 @@ class PoolClient:
         pid, _ = self.board.supervisor()
         return pid_alive(pid)
 
-    def submit(self, job: SpeechJob | ConvertJob) -> JobHandle:
-        """Send the job to the least-busy ready worker. Raises PoolError (503) when none can take it."""
-        candidates = sorted(self.ready_slots(), key=lambda v: (v.active + self.connecting[v.slot], v.slot))
-        if not candidates:
+    def admit(self, check_wait: bool = True) -> list[SlotView]:
+        """The ready workers that may take a new job, least loaded first (admission/rules.py).
+        Raises PoolError (503) when none is ready, PoolBusy (429) when every ready one is full
+        (`check_wait=False`: full only by the job-count cap)."""
+        ready = {view.slot: view for view in self.ready_slots()}
+        if not ready:
             raise PoolError("no model worker is ready yet; try again shortly")
-        for view in candidates:
-            if view.active + self.connecting[view.slot] >= self.max_queued_jobs:
-                raise PoolBusy(f"every model worker has {self.max_queued_jobs} jobs; try again shortly")
-            self.connecting[view.slot] += 1
+        loads = [WorkerLoad(v.slot, v.active + self.connecting[v.slot],
+                            v.queued_seconds + self.connecting_seconds[v.slot]) for v in ready.values()]
+        slots = admissible(loads, self.limits, check_wait)
+        if not slots:
+            refused = refusal(loads, self.limits)
+            raise PoolBusy(refused.message, retry_after=refused.retry_after)
+        return [ready[slot] for slot in slots]
+
+    def submit(self, job: SpeechJob | ConvertJob, admitted: bool = False) -> JobHandle:
+        """Send the job to the least-loaded ready worker with room; raises as `admit` does.
+        `admitted`: a further job of a request already let in (`admit`), held only to the job-count cap."""
+        background = bool(getattr(job, "background", False))     # gives its rows up: lengthens no wait
+        for view in self.admit(check_wait=not (admitted or background)):
+            admission = view.info.get("admission") or {}
+            seconds = in_flight_seconds(job, admission.get("per_unit") or {}, admission.get("rows") or 1)
+            self._count(view.slot, 1, seconds)
             try:
                 conn = connect(socket_path(self.run_dir, view.slot))
                 conn.send(job)
             except (OSError, EOFError) as exc:
-                self.connecting[view.slot] -= 1
+                self._count(view.slot, -1, -seconds)
                 log.warning("model worker %d refused a job (%s); trying the next one", view.slot, exc)
                 continue
             # until the worker counts the job itself on the board, this front worker counts it
             return JobHandle(conn, view.slot, self.queue_timeout, self.chunk_timeout,
-                             on_accepted=lambda slot=view.slot: self.connecting.subtract([slot]),
+                             on_accepted=lambda slot=view.slot, s=seconds: self._count(slot, -1, -s),
                              heartbeat=lambda slot=view.slot: self.board.beat_of(slot))
         raise PoolError("no model worker accepted the job; try again shortly")
+
+    def _count(self, slot: int, jobs: int, seconds: float) -> None:
+        self.connecting[slot] += jobs
+        left = self.connecting_seconds[slot] + seconds
+        self.connecting_seconds[slot] = left if self.connecting[slot] > 0 and left > 0 else 0.0
 
 
 def engine_info_from_dict(info: dict) -> EngineInfo:

@@ -65,7 +65,13 @@ class Settings:
     max_stream_input_chars: int = setting(
         100_000, "Longest `input` accepted by the streaming endpoints (`/stream`, SSE).")
     max_queued_jobs: int = setting(
-        64, "Jobs admitted per model worker (running or waiting); above it requests get 503.")
+        64, "Jobs admitted per model worker (running or waiting); when every ready worker has this many, "
+        "requests get 429 with Retry-After.")
+    max_queued_seconds: float = setting(
+        60.0, "Seconds a new request may be estimated to wait before its synthesis starts (each model worker "
+        "estimates it from the chunks ahead of a newcomer and its measured speed; see docs/api.md); when every "
+        "ready worker is above it, requests get 429 with a Retry-After computed from the estimate. Never more "
+        "than CHATTERBOX_QUEUE_TIMEOUT. 0: no limit but CHATTERBOX_MAX_QUEUED_JOBS.")
     queue_timeout: float = setting(
         300.0, "Seconds a request may wait for its first audio (its turn behind other jobs, then its first "
         "chunk), whether or not the model worker is making progress; then it fails with 504. After the first "
@@ -190,6 +196,8 @@ class Settings:
                 raise SettingsError(f"{env_name(name)} cannot be negative")
         if self.parked_timeout <= 0:
             raise SettingsError(f"{env_name('parked_timeout')} must be more than 0")
+        if self.max_queued_seconds < 0:
+            raise SettingsError(f"{env_name('max_queued_seconds')} cannot be negative")
         if self.longtext_lease_seconds < 1:
             raise SettingsError(f"{env_name('longtext_lease_seconds')} must be at least 1")
         if not self.bind_addresses:

@@ -78,8 +78,9 @@ class SpeechRun:
 
     @classmethod
     def start(cls, pool: PoolClient, job: SpeechJob | ConvertJob, info: EngineInfo, client_socket: object | None,
-              progress: Progress) -> SpeechRun:
-        handle = pool.submit(job)
+              progress: Progress, admitted: bool = False) -> SpeechRun:
+        """`admitted`: the request was let in already (PoolClient.admit); see PoolClient.submit."""
+        handle = pool.submit(job, admitted=admitted)
         run = cls(handle, job, info, progress, handle.chunks(), client_socket=client_socket)
         progress.begin(job.request_id, job.units, job.text_preview)
         if client_socket is not None:

@@ -20,7 +20,7 @@ from enum import IntEnum
 MAGIC = b"CBXBRD01"
 HEADER = struct.Struct("<8s q d i i")          # magic, supervisor pid, supervisor heartbeat, slots, pad
 SLOT = struct.Struct("<q i i i i q q d d d")   # pid, state, restarts, active, engine failures, done, failed, beat,
-                                               # started, pad
+                                               # started, queued seconds
 BEAT_AT = SLOT.size - 24                        # the beat field's offset in a slot
 INFO_BYTES = 2048
 ERROR_BYTES = 512
@@ -51,6 +51,7 @@ class SlotView:
     info: dict
     last_error: str
     engine_failures: int = 0        # jobs failed in a row by engine errors (workers/liveness.FailureStreak)
+    queued_seconds: float = 0.0     # the worker's estimate of a new job's wait (chatterbox_server/admission)
 
 
 class Board:
@@ -114,6 +115,7 @@ class Board:
         values[1] = int(state)
         if state in (WorkerState.FAILED, WorkerState.STOPPED):
             values[3] = 0
+            values[9] = 0.0
         self._write(slot, values)
 
     def publish_info(self, slot: int, info: dict) -> None:
@@ -155,6 +157,9 @@ class Board:
         values[3], values[5], values[6], values[7] = active, done, failed, time.time()
         self._write(slot, values)
 
+    def set_queued_seconds(self, slot: int, seconds: float) -> None:
+        struct.pack_into("<d", self._map, self._offset(slot) + SLOT.size - 8, seconds)
+
     def beat(self, slot: int) -> None:
         struct.pack_into("<d", self._map, self._offset(slot) + BEAT_AT, time.time())
 
@@ -168,10 +173,10 @@ class Board:
         self._write(slot, values)
 
     def view(self, slot: int) -> SlotView:
-        pid, state, restarts, active, engine_failures, done, failed, beat, started, _ = self._fields(slot)
+        pid, state, restarts, active, engine_failures, done, failed, beat, started, queued = self._fields(slot)
         return SlotView(slot, pid, WorkerState(state), restarts, active, done, failed, beat, started,
                         self._read_info(slot), self._get_text(slot, SLOT.size + INFO_BYTES, ERROR_BYTES),
-                        engine_failures=engine_failures)
+                        engine_failures=engine_failures, queued_seconds=queued)
 
     def views(self) -> list[SlotView]:
         return [self.view(slot) for slot in range(self.slots)]

@@ -15,6 +15,9 @@ loop; one that takes no byte for ``CHATTERBOX_PARKED_TIMEOUT`` loses its connect
 connection cancels its job at the next step at the latest; the supervisor's lifeline closing
 makes the worker exit. Jobs failing again and again with engine errors (a sticky CUDA error) make
 it exit with EXIT_ENGINE_BROKEN, for the supervisor to start a fresh engine.
+After every step (and every admitted job) the worker publishes on the board how long a new
+job would wait for a row, from the step time its chunks took (chatterbox_server/admission/
+estimate.py); front workers admit jobs on it.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
+from chatterbox_server.admission.estimate import CostMeter, queued_seconds, work_units
 from chatterbox_server.settings import Settings
 from workers import parking
 from workers.audio import crossfade, fade_edges, read_wav_mono, split_speed, time_stretch, to_pcm16
@@ -79,6 +83,7 @@ class ActiveJob:
     source: np.ndarray | None = None       # voice conversion: the whole input, read once
     tail: np.ndarray | None = None         # voice conversion: output held back to crossfade
     parked_since: float | None = None      # when it ran out of credit with work left
+    row_seconds: float = 0.0               # engine-step time chunk next_index has had on a batch row
 
     @property
     def runnable(self) -> bool:
@@ -92,6 +97,10 @@ class ActiveJob:
     @property
     def background(self) -> bool:
         return bool(getattr(self.job, "background", False))
+
+    def work(self) -> tuple[str, float]:
+        """Kind and size of chunk next_index, for the cost meter."""
+        return work_units(self.job, self.next_index)
 
     def priority(self) -> tuple:
         """Sort key for a free batch row: interactive first, then no audio yet, then least recently served."""
@@ -117,6 +126,7 @@ class ModelWorker:
         self.parked_published = 0
         self.done = 0
         self.failed = 0
+        self.cost = CostMeter()
         self.stopping = False
         self.lifeline_closed = False
         self.engine_failures = FailureStreak(settings.max_engine_failures)
@@ -150,6 +160,7 @@ class ModelWorker:
     def _publish_info(self) -> None:
         info = {**dataclasses.asdict(self.info), "memory": self.engine.memory_stats()}
         info["outbox"] = {"parked_jobs": self.parked_published}
+        info["admission"] = {"rows": self.capacity, "per_unit": self.cost.per_unit}
         self.board.publish_info(self.slot, info)
 
     def _listen(self) -> socket.socket:
@@ -178,29 +189,36 @@ class ModelWorker:
                 batch = self._select_batch()
             if batch:
                 self._step(batch)
-            parked = self._expire()
-            self.board.update_load(self.slot, len(self.jobs) - parked + len(self.idle_conns), self.done, self.failed)
+            self._expire()
+            self._publish_load()
 
     def _poll(self, timeout: float) -> None:
-        """Wait for messages, new connections and sockets that can take more of an outbox."""
-        with selectors.PollSelector() as selector:
-            selector.register(self.lifeline, selectors.EVENT_READ)
-            if not self.stopping:
-                selector.register(self.listener, selectors.EVENT_READ)
-            for conn, outbox in self.outboxes.items():
-                events = 0 if conn in self.closing else selectors.EVENT_READ
-                if not outbox.empty:
-                    events |= selectors.EVENT_WRITE
-                if events:
-                    selector.register(conn, events)
-            ready = selector.select(timeout)
-        for key, events in ready:
-            if key.fileobj is self.listener:
-                self._accept()
-            elif key.fileobj is self.lifeline:
-                self._read_lifeline()
-            else:
-                self._serve_connection(key.fileobj, events)
+        """Wait for messages, new connections and sockets that can take more of an outbox. A new
+        connection is read again at once, without waiting for a step: jobs still in the listen
+        backlog would be invisible to the queue estimate."""
+        accepted = True
+        while accepted:
+            accepted = False
+            with selectors.PollSelector() as selector:
+                selector.register(self.lifeline, selectors.EVENT_READ)
+                if not self.stopping:
+                    selector.register(self.listener, selectors.EVENT_READ)
+                for conn, outbox in self.outboxes.items():
+                    events = 0 if conn in self.closing else selectors.EVENT_READ
+                    if not outbox.empty:
+                        events |= selectors.EVENT_WRITE
+                    if events:
+                        selector.register(conn, events)
+                ready = selector.select(timeout)
+            for key, events in ready:
+                if key.fileobj is self.listener:
+                    self._accept()
+                    accepted = True
+                elif key.fileobj is self.lifeline:
+                    self._read_lifeline()
+                else:
+                    self._serve_connection(key.fileobj, events)
+            timeout = 0
 
     def _serve_connection(self, conn: Connection, events: int) -> None:
         if events & selectors.EVENT_WRITE and not self._flush(conn):
@@ -288,6 +306,7 @@ class ModelWorker:
         self.idle_conns.discard(conn)
         active = ActiveJob(conn, job, credits=job.buffer_size)
         self.jobs[conn] = active
+        self._publish_load()       # at once, not after the next step: front workers admit on it
         if not self._send(conn, Accepted(self.slot, jobs_ahead=len(self.jobs) - 1)):
             return
         if not job.units:
@@ -318,6 +337,26 @@ class ModelWorker:
         self.batch = members
         return members
 
+    # -- admission --------------------------------------------------------------------------------
+    def queued_seconds(self) -> float:
+        """A new interactive job's wait for a row (chatterbox_server/admission/estimate.py)."""
+        members = set(self.batch)
+        holding, waiting = [], []
+        for active in self.jobs.values():       # arrival order: the order waiting jobs get rows
+            if not active.runnable or active.background:
+                continue
+            expected = self.cost.seconds(*active.work())
+            if active in members and active.stream is not None:
+                holding.append(expected - active.row_seconds)
+            elif active.pieces == 0:
+                waiting.append(expected)
+        return queued_seconds(self.capacity, holding, waiting)
+
+    def _publish_load(self) -> None:
+        active = len(self.jobs) - self.parked_published + len(self.idle_conns)
+        self.board.update_load(self.slot, active, self.done, self.failed)
+        self.board.set_queued_seconds(self.slot, self.queued_seconds())
+
     # -- synthesis ----------------------------------------------------------------------------------
     def _step(self, batch: list[ActiveJob]) -> None:
         self.step_failure, self.step_made_audio = None, False
@@ -327,12 +366,16 @@ class ModelWorker:
             self._count_engine_health()
 
     def _advance(self, batch: list[ActiveJob]) -> None:
+        started = time.perf_counter()
         opened = [active for active in batch if self._open_stream(active)]
         if not opened:
             return
-        started = time.perf_counter()
+        stepped = time.perf_counter()
         results = self.engine.step([active.stream for active in opened])
-        share = (time.perf_counter() - started) / len(opened)
+        finished = time.perf_counter()
+        share = (finished - stepped) / len(opened)
+        for active in opened:
+            active.row_seconds += finished - started     # each row waited for the stream openings too
         for active, result in zip(opened, results, strict=True):
             if active.conn not in self.jobs:
                 continue    # dropped while sending to an earlier job of this step
@@ -406,6 +449,8 @@ class ModelWorker:
             return
         active.stream.close()
         active.stream = None
+        self.cost.observe(*active.work(), active.row_seconds)
+        active.row_seconds = 0.0
         active.next_index += 1
         if active in self.batch:
             self.batch.remove(active)    # the next chunk competes for a row again

@@ -6,6 +6,7 @@ patching, as long as the test waits with gevent.sleep (never time.sleep) while r
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import io
 import os
@@ -466,7 +467,9 @@ def test_pool_busy_when_the_queue_is_full(pool1):
     try:
         with pytest.raises(PoolBusy) as info:       # counted by this front worker, not yet by the board
             client.submit(make_job("x"))
-        assert info.value.status == 503 and info.value.code == "server_busy"
+        # healthy but full: 429 like OpenAI's rate limit (503 is for "no worker ready")
+        assert info.value.status == 429 and info.value.code == "rate_limit_exceeded"
+        assert info.value.retry_after == 5 and "CHATTERBOX_MAX_QUEUED_JOBS" in str(info.value)
         wait_for(lambda: held.messages.qsize() >= 1, 2.0, what="Accepted")
         with pytest.raises(PoolBusy):               # counted by the board
             client.submit(make_job("x"))
@@ -479,6 +482,74 @@ def test_pool_busy_when_the_queue_is_full(pool1):
     wait_idle(client, 1)
     assert client.connecting[0] == 0
     assert [c.index for c in collect(client.submit(make_job("x")))] == [0]
+    client.board.close()
+
+
+def test_queued_seconds_refuse_with_429_until_the_queue_drains(pool1):
+    """The worker publishes the wait of a newcomer; above the limit jobs are refused with a
+    Retry-After from the estimate, background jobs and further jobs of an admitted request excepted."""
+    client = PoolClient(pool1.run_dir, max_queued_jobs=16, queue_timeout=10, chunk_timeout=10, max_queued_seconds=0.9)
+    other_front_worker = new_client(pool1)                 # no wait limit: it fills the queue
+    wait_idle(client, 1)
+    # the worker learns its speed from finished chunks (earlier tests taught it others): 0.1 s for 15 characters
+    collect(client.submit(make_job(*["a [[sleep:0.1]]"] * 6)))
+    chunk = "[[sleep:0.6]] " + "x" * 76                    # 90 characters, 0.6 s: the same speed
+    held = [other_front_worker.submit(make_job(chunk, chunk)) for _ in range(3)]
+    try:
+        view = wait_for(lambda: next((v for v in client.slots() if v.queued_seconds > 0.9), None), 3.0,
+                        what="queued seconds over the limit")
+        assert view.queued_seconds < 2.0                    # first chunks of ~0.6 s, at most three
+        with pytest.raises(PoolBusy) as info:
+            client.submit(make_job("x"))
+        assert info.value.status == 429 and info.value.code == "rate_limit_exceeded"
+        assert 1 <= info.value.retry_after <= 2
+        assert "CHATTERBOX_MAX_QUEUED_SECONDS" in str(info.value)
+        held.append(client.submit(dataclasses.replace(make_job("bulk"), background=True)))  # gives its row up
+        held.append(client.submit(make_job("y"), admitted=True))     # a further take of an admitted request
+    finally:
+        results = [collect(handle) for handle in held]
+    assert [len(chunks) for chunks in results] == [2, 2, 2, 1, 1]
+    assert client.slots()[0].queued_seconds == 0.0
+    assert [c.index for c in collect(client.submit(make_job("x")))] == [0]
+    client.board.close()
+    other_front_worker.board.close()
+
+
+def test_a_burst_is_counted_before_the_worker_reads_it(pool1):
+    """Jobs this front worker sent that the worker has not acknowledged yet count at the cost the
+    worker published: a burst faster than the board is refused past the limit, not let through."""
+    client = PoolClient(pool1.run_dir, max_queued_jobs=16, queue_timeout=10, chunk_timeout=10, max_queued_seconds=0.9)
+    wait_idle(client, 1)
+    collect(client.submit(make_job(*["a [[sleep:0.1]]"] * 6)))        # 0.1 s for 15 characters
+    wait_for(lambda: client.slots()[0].info.get("admission", {}).get("per_unit"), 2.0, what="a published cost")
+    chunk = "[[sleep:0.6]] " + "x" * 76
+    held = []
+    try:
+        with pytest.raises(PoolBusy):      # no gevent.sleep in between: no Accepted can have been read
+            for _ in range(4):
+                held.append(client.submit(make_job(chunk)))
+        # two at most: 2 x ~0.55 s is over the limit even while the board shows neither (one, when the
+        # worker has counted the first one but this front worker has not read its Accepted yet)
+        assert 1 <= len(held) <= 2 and client.connecting_seconds[0] > 0.5
+    finally:
+        for handle in held:
+            collect(handle)
+    assert client.connecting[0] == 0 and client.connecting_seconds[0] == 0.0
+    client.board.close()
+
+
+def test_a_stream_whose_client_stopped_reading_is_no_queued_work(pool1):
+    client = new_client(pool1)
+    wait_idle(client, 1)
+    collect(client.submit(make_job("a [[sleep:0.2]]")))    # a measured speed
+    parked = client.submit(make_job(*["b [[sleep:0.2]]"] * 50, buffer_size=1))
+    try:
+        chunks = parked.chunks()
+        next(chunks)                                        # then the client reads nothing more
+        gevent.sleep(0.6)
+        assert client.slots()[0].queued_seconds == 0.0      # 49 chunks left, none of them ahead of anyone
+    finally:
+        parked.close()
     client.board.close()
 
 
