@@ -498,7 +498,8 @@ def test_queued_seconds_refuse_with_429_until_the_queue_drains(pool1):
     try:
         view = wait_for(lambda: next((v for v in client.slots() if v.queued_seconds > 0.9), None), 3.0,
                         what="queued seconds over the limit")
-        assert view.queued_seconds < 2.0                    # first chunks of ~0.6 s, at most three
+        # first chunks of ~0.6 s, at most three (the measured speed runs up to ~20% slow on a loaded machine)
+        assert view.queued_seconds < 2.4
         with pytest.raises(PoolBusy) as info:
             client.submit(make_job("x"))
         assert info.value.status == 429 and info.value.code == "rate_limit_exceeded"
