@@ -73,7 +73,8 @@ def wait_idle(client: PoolClient, slots: int, timeout: float = 10.0) -> None:
     """Every slot READY with no job on the board (a previous test's job may still be draining)."""
     def idle():
         views = client.slots()
-        return len(views) == slots and all(v.state == WorkerState.READY and v.active == 0 for v in views)
+        return len(views) == slots and all(v.state == WorkerState.READY and v.active == 0
+                                           and not v.info.get("outbox", {}).get("parked_jobs") for v in views)
     wait_for(idle, timeout, what="idle ready workers")
 
 
@@ -208,6 +209,7 @@ def test_credits_bound_what_the_worker_sends_ahead(client):
 
 
 def test_cancel_drops_the_job_in_the_worker(client):
+    wait_idle(client, 1)                        # a parked job of an earlier test would finish in between
     before = client.slots()[0]
     handle = client.submit(make_job(*[f"word{i} [[sleep:0.3]]" for i in range(10)], buffer_size=3))
     chunks = handle.chunks()
