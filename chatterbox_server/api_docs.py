@@ -28,6 +28,8 @@ AUDIO = {"content": {mime: {"schema": {"type": "string", "format": "binary"}}
                      for mime in sorted(set(CONTENT_TYPES.values()))}}
 ERROR = {"description": "Invalid request (the `param` field names the problem)",
          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+BUSY = {"description": "The server is full (estimated queued seconds or jobs over the limit, or this key's "
+                       "streams); see Retry-After"}
 SPEECH_BODY = {"required": True, "content": {"application/json": {"schema": "SpeechRequest"}}}
 BINARY = {"type": "string", "format": "binary"}
 
@@ -48,8 +50,9 @@ def _speech_operation(summary: str, body: dict, streaming: bool) -> dict[str, An
     if not streaming:
         ok = {"content": {**AUDIO["content"], "text/event-stream": {"schema": {"type": "string"}}}}
     return {"post": {"summary": summary, "requestBody": body, "tags": ["speech"],
-                     "responses": {"200": {"description": "Audio", **ok}, "400": ERROR,
-                                   "503": {"description": "No model worker is ready, or all are full"}}}}
+                     "responses": {"200": {"description": "Audio", **ok}, "400": ERROR, "429": BUSY,
+                                   "503": {"description": "No model worker is ready, or the server is stopping; "
+                                                          "see Retry-After"}}}}
 
 
 def _extended_operation(summary: str, mime: str, schema: dict) -> dict[str, Any]:
@@ -65,6 +68,7 @@ def _extended_operation(summary: str, mime: str, schema: dict) -> dict[str, Any]
                                    "400": {"description": "Invalid parameter"},
                                    "404": {"description": "Reference audio not found"},
                                    "413": {"description": "Upload too large"},
+                                   "429": BUSY,
                                    "503": {"description": "Model not available"}}}}
 
 

@@ -1,6 +1,7 @@
 """Operations endpoints shared by both families: health, memory."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
@@ -38,16 +39,27 @@ def health_report(svc: Services, detailed: bool | None = None) -> dict[str, Any]
         },
         "jobs_in_flight": in_flight,
         "queue_depth": max(in_flight - busy, 0),
+        "jobs_parked": sum(parked_jobs(v) for v in ready),
     }
 
 
 def _slot(view: SlotView, detailed: bool) -> dict[str, Any]:
+    """`last_error` keeps why the slot's worker was last replaced (crashed, hung, broken engine)."""
+    running = view.state in (WorkerState.READY, WorkerState.STARTING)
     entry = {"slot": view.slot, "pid": view.pid, "state": view.state.name.lower(), "active_jobs": view.active,
              "jobs_done": view.jobs_done, "jobs_failed": view.jobs_failed, "restarts": view.restarts,
-             "last_error": view.last_error or None}
+             "engine_failures_in_a_row": view.engine_failures,
+             "heartbeat_age_seconds": round(max(0.0, time.time() - view.heartbeat), 1) if running else None,
+             "queued_seconds": round(view.queued_seconds, 1), "last_error": view.last_error or None}
+    entry["parked_jobs"] = parked_jobs(view)
     if not detailed:
         del entry["pid"], entry["last_error"]
     return entry
+
+
+def parked_jobs(view: SlotView) -> int:
+    """Jobs whose client reads no audio: held by the worker, not counted in active_jobs."""
+    return int(view.info.get("outbox", {}).get("parked_jobs", 0))
 
 
 @bp.get("/health")

@@ -122,11 +122,12 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(PoolError)
     def pool_error(error: PoolError) -> Response:
-        retry = 5 if error.status == 503 else None
+        retry = error.retry_after or (5 if error.status == 503 else None)
         if error.status >= 500:
             log.warning("%s %s failed: %s", request.method, request.path, error)
         message = public_pool_message(str(error), error.status, error.code)
-        return error_response(ApiError(error.status, message, code=error.code, retry_after=retry))
+        kind = "requests" if error.status == 429 else None      # OpenAI's rate-limit error type
+        return error_response(ApiError(error.status, message, code=error.code, retry_after=retry, error_type=kind))
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from chatterbox_server.api_ops import parked_jobs
 from chatterbox_server.services import services
 from chatterbox_server.telemetry import AUDIO_SECONDS, FIRST_AUDIO, SPEECH_REQUESTS
 from workers.board import WorkerState
@@ -26,13 +27,23 @@ class PoolCollector:
         for worker_state in WorkerState:
             state.add_metric([worker_state.name.lower()], sum(1 for v in views if v.state == worker_state))
         yield state
-        jobs = GaugeMetricFamily("chatterbox_jobs_in_flight", "Jobs held by model workers", labels=["slot"])
+        jobs = GaugeMetricFamily("chatterbox_jobs_in_flight", "Running or queued jobs per worker", labels=["slot"])
         restarts = GaugeMetricFamily("chatterbox_model_worker_restarts", "Restarts per slot", labels=["slot"])
         for view in views:
             jobs.add_metric([str(view.slot)], view.active)
             restarts.add_metric([str(view.slot)], view.restarts)
         yield jobs
         yield restarts
+        parked = GaugeMetricFamily("chatterbox_jobs_parked", "Jobs whose client reads no audio (not in flight)",
+                                   labels=["slot"])
+        for view in views:
+            parked.add_metric([str(view.slot)], parked_jobs(view))
+        yield parked
+        queued = GaugeMetricFamily("chatterbox_queued_seconds",
+                                   "A new job's estimated wait for a batch row, per slot (admission)", labels=["slot"])
+        for view in views:
+            queued.add_metric([str(view.slot)], view.queued_seconds)
+        yield queued
 
 
 @bp.get("/metrics")

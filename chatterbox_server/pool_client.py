@@ -6,6 +6,10 @@ through the gevent hub, so a slow model worker never freezes the other greenlets
 ``recv`` would: gevent #936, gunicorn #1311). A reader greenlet drains the connection into a
 queue as soon as data arrives, so the model worker never blocks on a slow HTTP client either;
 how far it may run ahead is bounded by credits instead.
+
+Waiting for audio, a job fails with 504 when its model worker's heartbeat on the board has stood
+still for the chunk timeout (the worker is hung), never merely because other jobs took long turns;
+the first audio also has a wall-clock limit, the queue timeout.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import io
 import logging
 import os
 import socket as stdlib_socket
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
@@ -22,8 +27,11 @@ import gevent
 import gevent.queue
 from gevent import socket as gsocket
 
+from chatterbox_server.admission.estimate import in_flight_seconds
+from chatterbox_server.admission.rules import Limits, WorkerLoad, admissible, refusal
 from workers.board import Board, SlotView, WorkerState, pid_alive
 from workers.engines.base import EngineInfo
+from workers.liveness import Silence, check_interval
 from workers.model_worker import socket_path
 from workers.protocol import Accepted, AudioChunk, ConvertJob, Credit, JobDone, JobFailed, SpeechJob
 
@@ -35,17 +43,23 @@ class PoolError(Exception):
     """A job could not be run; `status` is the HTTP status to answer with if nothing was sent yet."""
     status = 503
     code = "model_unavailable"
+    retry_after: int | None = None
 
-    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, code: str | None = None,
+                 retry_after: int | None = None) -> None:
         super().__init__(message)
         if status is not None:
             self.status = status
         if code is not None:
             self.code = code
+        if retry_after is not None:
+            self.retry_after = retry_after
 
 
 class PoolBusy(PoolError):
-    code = "server_busy"
+    """The pool is healthy but full (admission/rules.py): 429, shaped like OpenAI's rate-limit error."""
+    status = 429
+    code = "rate_limit_exceeded"
 
 
 class JobTimeout(PoolError):
@@ -104,12 +118,17 @@ class JobHandle:
     """One running job: iterate `chunks()` for its audio; `close()` cancels it."""
 
     def __init__(self, conn: CooperativeConnection, slot: int, queue_timeout: float, chunk_timeout: float,
-                 on_accepted: Callable[[], None] = lambda: None):
+                 on_accepted: Callable[[], None] = lambda: None, *, heartbeat: Callable[[], float]):
+        """`heartbeat` reads the slot's beat on the board; 0 for either timeout: no limit."""
         self.conn = conn
         self._on_accepted = on_accepted
         self.slot = slot
         self.queue_timeout = queue_timeout
         self.chunk_timeout = chunk_timeout
+        self.heartbeat = heartbeat
+        now = time.monotonic()
+        self.first_audio_deadline = now + queue_timeout if queue_timeout > 0 else float("inf")
+        self.silence = Silence(heartbeat(), now)
         self.messages: gevent.queue.Queue = gevent.queue.Queue()
         self.result: JobDone | None = None
         self.jobs_ahead = 0
@@ -125,7 +144,7 @@ class JobHandle:
                     self._accepted()
                 self.messages.put(message)
                 if isinstance(message, (JobDone, JobFailed)):
-                    return
+                    return message      # the reader's value, for whoever links to it
         except (EOFError, OSError):
             self.messages.put(_END)
 
@@ -139,17 +158,27 @@ class JobHandle:
         self.messages.put(_END)
         self.close()
 
-    def _next(self, timeout: float) -> object:
-        try:
-            return self.messages.get(timeout=timeout)
-        except gevent.queue.Empty:
-            raise JobTimeout(f"no audio from the model worker for {timeout:.0f} s") from None
+    def _next(self, first_audio: bool) -> object:
+        """The next message; JobTimeout when the worker stays silent or the first audio is too late."""
+        interval = check_interval(self.chunk_timeout)
+        deadline = self.first_audio_deadline if first_audio else float("inf")
+        while True:
+            try:
+                return self.messages.get(timeout=max(0.0, min(interval, deadline - time.monotonic())))
+            except gevent.queue.Empty:
+                pass
+            now = time.monotonic()
+            if now >= deadline:
+                raise JobTimeout(f"no audio from the model worker within {self.queue_timeout:.0f} s")
+            silent = self.silence.observe(self.heartbeat(), now)
+            if 0 < self.chunk_timeout <= silent:
+                raise JobTimeout(f"the model worker made no progress for {silent:.0f} s")
 
     def chunks(self) -> Iterator[AudioChunk]:
         """Audio chunks in order. Raises PoolError if the job fails; sets `result` when it completes."""
         received = 0
         while True:
-            message = self._next(self.queue_timeout if received == 0 else self.chunk_timeout)
+            message = self._next(first_audio=received == 0)
             if isinstance(message, Accepted):
                 self.jobs_ahead = message.jobs_ahead
                 continue
@@ -187,13 +216,16 @@ class JobHandle:
 
 
 class PoolClient:
-    def __init__(self, run_dir: str, max_queued_jobs: int, queue_timeout: float, chunk_timeout: float):
+    def __init__(self, run_dir: str, max_queued_jobs: int, queue_timeout: float, chunk_timeout: float,
+                 max_queued_seconds: float = 0.0):
         self.run_dir = run_dir
         self.board = Board.open(os.path.join(run_dir, "board"))
         self.max_queued_jobs = max_queued_jobs
+        self.limits = Limits.of(max_queued_jobs, max_queued_seconds, queue_timeout)
         self.queue_timeout = queue_timeout
         self.chunk_timeout = chunk_timeout
         self.connecting: Counter[int] = Counter()     # jobs sent by this front worker, not yet counted
+        self.connecting_seconds: Counter[int] = Counter()     # what they add to a newcomer's wait
 
     def slots(self) -> list[SlotView]:
         return self.board.views()
@@ -211,26 +243,46 @@ class PoolClient:
         pid, _ = self.board.supervisor()
         return pid_alive(pid)
 
-    def submit(self, job: SpeechJob | ConvertJob) -> JobHandle:
-        """Send the job to the least-busy ready worker. Raises PoolError (503) when none can take it."""
-        candidates = sorted(self.ready_slots(), key=lambda v: (v.active + self.connecting[v.slot], v.slot))
-        if not candidates:
+    def admit(self, check_wait: bool = True) -> list[SlotView]:
+        """The ready workers that may take a new job, least loaded first (admission/rules.py).
+        Raises PoolError (503) when none is ready, PoolBusy (429) when every ready one is full
+        (`check_wait=False`: full only by the job-count cap)."""
+        ready = {view.slot: view for view in self.ready_slots()}
+        if not ready:
             raise PoolError("no model worker is ready yet; try again shortly")
-        for view in candidates:
-            if view.active + self.connecting[view.slot] >= self.max_queued_jobs:
-                raise PoolBusy(f"every model worker has {self.max_queued_jobs} jobs; try again shortly")
-            self.connecting[view.slot] += 1
+        loads = [WorkerLoad(v.slot, v.active + self.connecting[v.slot],
+                            v.queued_seconds + self.connecting_seconds[v.slot]) for v in ready.values()]
+        slots = admissible(loads, self.limits, check_wait)
+        if not slots:
+            refused = refusal(loads, self.limits)
+            raise PoolBusy(refused.message, retry_after=refused.retry_after)
+        return [ready[slot] for slot in slots]
+
+    def submit(self, job: SpeechJob | ConvertJob, admitted: bool = False) -> JobHandle:
+        """Send the job to the least-loaded ready worker with room; raises as `admit` does.
+        `admitted`: a further job of a request already let in (`admit`), held only to the job-count cap."""
+        background = bool(getattr(job, "background", False))     # gives its rows up: lengthens no wait
+        for view in self.admit(check_wait=not (admitted or background)):
+            admission = view.info.get("admission") or {}
+            seconds = in_flight_seconds(job, admission.get("per_unit") or {}, admission.get("rows") or 1)
+            self._count(view.slot, 1, seconds)
             try:
                 conn = connect(socket_path(self.run_dir, view.slot))
                 conn.send(job)
             except (OSError, EOFError) as exc:
-                self.connecting[view.slot] -= 1
+                self._count(view.slot, -1, -seconds)
                 log.warning("model worker %d refused a job (%s); trying the next one", view.slot, exc)
                 continue
             # until the worker counts the job itself on the board, this front worker counts it
             return JobHandle(conn, view.slot, self.queue_timeout, self.chunk_timeout,
-                             on_accepted=lambda slot=view.slot: self.connecting.subtract([slot]))
+                             on_accepted=lambda slot=view.slot, s=seconds: self._count(slot, -1, -s),
+                             heartbeat=lambda slot=view.slot: self.board.beat_of(slot))
         raise PoolError("no model worker accepted the job; try again shortly")
+
+    def _count(self, slot: int, jobs: int, seconds: float) -> None:
+        self.connecting[slot] += jobs
+        left = self.connecting_seconds[slot] + seconds
+        self.connecting_seconds[slot] = left if self.connecting[slot] > 0 and left > 0 else 0.0
 
 
 def engine_info_from_dict(info: dict) -> EngineInfo:

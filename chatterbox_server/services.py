@@ -24,7 +24,8 @@ class Services:
 
     @classmethod
     def create(cls, settings: Settings, run_dir: str) -> Services:
-        pool = PoolClient(run_dir, settings.max_queued_jobs, settings.queue_timeout, settings.chunk_timeout)
+        pool = PoolClient(run_dir, settings.max_queued_jobs, settings.queue_timeout, settings.chunk_timeout,
+                          max_queued_seconds=settings.max_queued_seconds)
         voices = VoiceLibrary(os.path.join(settings.data_dir, "voices"), settings.max_upload_bytes,
                               settings.voice_alias_map, settings.default_voice)
         return cls(settings, pool, voices, Progress(os.path.join(run_dir, "progress")),

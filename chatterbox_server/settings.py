@@ -70,11 +70,27 @@ class Settings:
     max_stream_input_chars: int = setting(
         100_000, "Longest `input` accepted by the streaming endpoints (`/stream`, SSE).")
     max_queued_jobs: int = setting(
-        64, "Jobs admitted per model worker (running or waiting); above it requests get 503.")
+        64, "Jobs admitted per model worker (running or waiting); when every ready worker has this many, "
+        "requests get 429 with Retry-After.")
+    max_queued_seconds: float = setting(
+        60.0, "Seconds a new request may be estimated to wait before its synthesis starts (each model worker "
+        "estimates it from the chunks ahead of a newcomer and its measured speed; see docs/api.md); when every "
+        "ready worker is above it, requests get 429 with a Retry-After computed from the estimate. Never more "
+        "than CHATTERBOX_QUEUE_TIMEOUT. 0: no limit but CHATTERBOX_MAX_QUEUED_JOBS.")
     queue_timeout: float = setting(
-        300.0, "Seconds a request may wait for its first audio before it fails with an error.")
+        300.0, "Seconds a request may wait for its first audio (its turn behind other jobs, then its first "
+        "chunk), whether or not the model worker is making progress; then it fails with 504. After the first "
+        "audio only CHATTERBOX_CHUNK_TIMEOUT applies. 0: no limit.")
     chunk_timeout: float = setting(
-        120.0, "Seconds a stream may wait between two chunks before it fails with an error.")
+        120.0, "Seconds a model worker may go without a heartbeat (it beats after every engine step and every "
+        "second when idle) before it counts as hung: its requests fail with 504 and the supervisor kills "
+        "(SIGKILL) and replaces it. A stream waits as long as its worker keeps beating, however many jobs "
+        "take turns. Must exceed the longest engine step (Chatterbox on CPU: tens of seconds). 0: never.")
+    max_engine_failures: int = setting(
+        3, "Engine failures in a row after which a model worker exits to be replaced with a fresh engine: "
+        "engine steps whose requests failed with an unexpected exception (e.g. a sticky CUDA error; the rows "
+        "of one failed batch count once, bad requests not at all) and made no audio. Audio ends the streak. "
+        "0: never.")
     data_dir: str = setting("data", "Directory for voices and generated files.")
     max_upload_bytes: int = setting(
         20 * 1024 * 1024, "Largest uploaded audio file (voice_file, library voices, input_audio); above: 413.")
@@ -121,6 +137,12 @@ class Settings:
         "", "Browser origins allowed to call the API, separated by commas (`*` for any); empty: no CORS headers.")
     graceful_timeout: int = setting(
         120, "Seconds gunicorn gives running streams to finish on stop or reload.")
+    parked_timeout: float = setting(
+        120.0, "Seconds a streaming job may stay parked (its client reads no audio, so it is out of credit) "
+        "before the model worker cancels it and the stream ends with an error. A parked job does not count "
+        "against CHATTERBOX_MAX_QUEUED_JOBS, but a model worker keeps at most that many parked (the longest "
+        "parked goes first). A front worker that takes no data from a model worker for this long loses its "
+        "jobs too.")
     whisper_model_dir: str = setting(
         "", "Directory of local faster-whisper (CTranslate2) models for the `/api/v1/tts` candidate check: "
         "`<dir>/<whisper_model_name>`, or one model (`<dir>/model.bin`) for every name; empty: the Hugging "
@@ -174,9 +196,13 @@ class Settings:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
         for name in ("stream_tokens", "output_retention_seconds", "output_max_bytes", "queue_timeout",
                      "chunk_timeout", "trust_proxy", "graceful_timeout", "url_fetch_timeout", "max_streams_per_key",
-                     "housekeeping_interval", "longtext_retention_seconds"):
+                     "housekeeping_interval", "longtext_retention_seconds", "max_engine_failures"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{env_name(name)} cannot be negative")
+        if self.parked_timeout <= 0:
+            raise SettingsError(f"{env_name('parked_timeout')} must be more than 0")
+        if self.max_queued_seconds < 0:
+            raise SettingsError(f"{env_name('max_queued_seconds')} cannot be negative")
         if self.longtext_lease_seconds < 1:
             raise SettingsError(f"{env_name('longtext_lease_seconds')} must be at least 1")
         if not self.bind_addresses:

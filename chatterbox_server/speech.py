@@ -28,10 +28,11 @@ from chatterbox_server.schemas import SEED_MAX, SpeechRequest
 from chatterbox_server.security.redact import public_pool_message
 from chatterbox_server.telemetry import AUDIO_SECONDS, FIRST_AUDIO
 from workers.engines.base import EngineInfo, SynthesisSettings, VoiceRef
-from workers.protocol import AudioChunk, ConvertJob, SpeechJob
+from workers.protocol import AudioChunk, ConvertJob, JobFailed, SpeechJob
 
 log = logging.getLogger("chatterbox.speech")
 FIRST_CHUNK_CHARS = 100      # about 6 s of speech, some 150 Chatterbox speech tokens
+CLIENT_STALLED = 408         # the model worker cancelled a job whose client read nothing for a while
 
 
 class StreamAborted(Exception):
@@ -71,16 +72,20 @@ class SpeechRun:
     chunks: Iterator[AudioChunk]
     first: AudioChunk | None = None
     watcher: gevent.Greenlet | None = None
+    client_socket: object | None = None
     started: float = field(default_factory=time.monotonic)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
     def start(cls, pool: PoolClient, job: SpeechJob | ConvertJob, info: EngineInfo, client_socket: object | None,
-              progress: Progress) -> SpeechRun:
-        handle = pool.submit(job)
-        run = cls(handle, job, info, progress, handle.chunks())
+              progress: Progress, admitted: bool = False) -> SpeechRun:
+        """`admitted`: the request was let in already (PoolClient.admit); see PoolClient.submit."""
+        handle = pool.submit(job, admitted=admitted)
+        run = cls(handle, job, info, progress, handle.chunks(), client_socket=client_socket)
         progress.begin(job.request_id, job.units, job.text_preview)
-        run.watcher = watch_client(client_socket, handle) if client_socket is not None else None
+        if client_socket is not None:
+            run.watcher = watch_client(client_socket, handle)
+            handle.reader.link_value(run._job_ended)
         try:
             run.first = run._next()
         except BaseException:
@@ -106,6 +111,36 @@ class SpeechRun:
     def usage(self) -> tuple[int, int]:
         result = self.handle.result
         return (result.input_tokens, result.output_tokens) if result else (0, 0)
+
+    def _job_ended(self, reader: gevent.Greenlet) -> None:
+        failure = reader.value
+        if isinstance(failure, JobFailed) and failure.kind == "client":
+            gevent.spawn(self._abort_stalled_client, failure.message)
+
+    def _abort_stalled_client(self, reason: str) -> None:
+        """The model worker cancelled the job because the client read no audio for
+        CHATTERBOX_PARKED_TIMEOUT, so this request's greenlet is blocked writing to that client.
+        Shutting the socket down wakes the write with EPIPE, which gunicorn takes as a hang-up (no
+        error logged), and the transfer ends unfinished: the client cannot mistake it for whole."""
+        log.info("request %s: %s", self.job.request_id, reason)
+        self.handle.cancel(reason)
+        self.abort_client()
+
+    def abort_client(self) -> bool:
+        """End the client's connection without finishing the response; False if there is no socket."""
+        if self.client_socket is None:
+            return False
+        if self.watcher is not None:
+            self.watcher.kill(block=False)      # it would take the shutdown for a client hang-up
+        try:
+            # through a duplicate: gevent's own shutdown() fails the blocked write with EBADF, which
+            # gunicorn logs as an error; the kernel's shutdown fails it with EPIPE, a hang-up
+            with socket.fromfd(self.client_socket.fileno(), self.client_socket.family,
+                               self.client_socket.type) as duplicate:
+                duplicate.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return True
 
     def close(self) -> None:
         result = self.handle.result
@@ -164,6 +199,9 @@ def progressive(run: SpeechRun, fmt: str) -> Iterator[bytes]:
         if exc.status == 499:       # the client hung up: nobody is left to tell, nothing went wrong here
             log.info("request %s: %s", run.job.request_id, exc)
             return
+        if exc.status == CLIENT_STALLED and run.abort_client():     # unfinished, and no error logged
+            log.info("request %s: %s", run.job.request_id, exc)
+            return
         log.error("request %s failed after the stream started: %s", run.job.request_id, exc)
         raise StreamAborted(str(exc)) from exc
     finally:
@@ -190,7 +228,8 @@ def server_sent_events(run: SpeechRun, fmt: str) -> Iterator[bytes]:
         if exc.status == 499:
             log.info("request %s: %s", run.job.request_id, exc)
             return
-        log.error("request %s failed after the stream started: %s", run.job.request_id, exc)
+        (log.info if exc.status == CLIENT_STALLED else log.error)(
+            "request %s failed after the stream started: %s", run.job.request_id, exc)
         yield sse.error(public_pool_message(str(exc), exc.status, exc.code), exc.code)
     finally:
         run.close()

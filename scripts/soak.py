@@ -210,7 +210,7 @@ def engine_fault(server: Server, rng: random.Random) -> str:
     marker = rng.choice(["[[fail]]", "[[error]]"])
     response = requests.post(server.url("/v1/audio/speech"), json={"input": f"{marker} words"}, timeout=TIMEOUT)
     expected = 400 if marker == "[[fail]]" else 500
-    if response.status_code not in (expected, 503):      # 503: the pool was replacing a killed worker
+    if response.status_code not in (expected, 429, 503):  # 503: the pool was replacing a killed worker; 429: full
         return f"LOST:{marker} answered {response.status_code}"
     return explicit_error(response)
 

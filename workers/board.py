@@ -19,7 +19,9 @@ from enum import IntEnum
 
 MAGIC = b"CBXBRD01"
 HEADER = struct.Struct("<8s q d i i")          # magic, supervisor pid, supervisor heartbeat, slots, pad
-SLOT = struct.Struct("<q i i i i q q d d d")   # pid, state, restarts, active, pad, done, failed, beat, started, pad
+SLOT = struct.Struct("<q i i i i q q d d d")   # pid, state, restarts, active, engine failures, done, failed, beat,
+                                               # started, queued seconds
+BEAT_AT = SLOT.size - 24                        # the beat field's offset in a slot
 INFO_BYTES = 2048
 ERROR_BYTES = 512
 SLOT_BYTES = SLOT.size + INFO_BYTES + ERROR_BYTES
@@ -48,6 +50,8 @@ class SlotView:
     started: float
     info: dict
     last_error: str
+    engine_failures: int = 0        # jobs failed in a row by engine errors (workers/liveness.FailureStreak)
+    queued_seconds: float = 0.0     # the worker's estimate of a new job's wait (chatterbox_server/admission)
 
 
 class Board:
@@ -97,11 +101,12 @@ class Board:
     def _write(self, slot: int, values: list) -> None:
         SLOT.pack_into(self._map, self._offset(slot), *values)
 
-    def reset(self, slot: int, pid: int, restarts: int) -> None:
+    def reset(self, slot: int, pid: int, restarts: int, error: str = "") -> None:
+        """A new worker in the slot; `error` carries why the previous one was replaced."""
         now = time.time()
         self._write(slot, [pid, WorkerState.STARTING, restarts, 0, 0, 0, 0, now, now, 0.0])
         self._write_info(slot, "")
-        self._put_text(slot, SLOT.size + INFO_BYTES, ERROR_BYTES, "")
+        self._put_text(slot, SLOT.size + INFO_BYTES, ERROR_BYTES, error)
 
     def set_state(self, slot: int, state: WorkerState, error: str | None = None) -> None:
         if error is not None:
@@ -110,6 +115,7 @@ class Board:
         values[1] = int(state)
         if state in (WorkerState.FAILED, WorkerState.STOPPED):
             values[3] = 0
+            values[9] = 0.0
         self._write(slot, values)
 
     def publish_info(self, slot: int, info: dict) -> None:
@@ -151,13 +157,26 @@ class Board:
         values[3], values[5], values[6], values[7] = active, done, failed, time.time()
         self._write(slot, values)
 
+    def set_queued_seconds(self, slot: int, seconds: float) -> None:
+        struct.pack_into("<d", self._map, self._offset(slot) + SLOT.size - 8, seconds)
+
     def beat(self, slot: int) -> None:
-        struct.pack_into("<d", self._map, self._offset(slot) + SLOT.size - 24, time.time())
+        struct.pack_into("<d", self._map, self._offset(slot) + BEAT_AT, time.time())
+
+    def beat_of(self, slot: int) -> float:
+        """The slot's heartbeat alone: cheap enough to poll while waiting for a job's audio."""
+        return struct.unpack_from("<d", self._map, self._offset(slot) + BEAT_AT)[0]
+
+    def set_engine_failures(self, slot: int, count: int) -> None:
+        values = self._fields(slot)
+        values[4] = count
+        self._write(slot, values)
 
     def view(self, slot: int) -> SlotView:
-        pid, state, restarts, active, _, done, failed, beat, started, _ = self._fields(slot)
+        pid, state, restarts, active, engine_failures, done, failed, beat, started, queued = self._fields(slot)
         return SlotView(slot, pid, WorkerState(state), restarts, active, done, failed, beat, started,
-                        self._read_info(slot), self._get_text(slot, SLOT.size + INFO_BYTES, ERROR_BYTES))
+                        self._read_info(slot), self._get_text(slot, SLOT.size + INFO_BYTES, ERROR_BYTES),
+                        engine_failures=engine_failures, queued_seconds=queued)
 
     def views(self) -> list[SlotView]:
         return [self.view(slot) for slot in range(self.slots)]

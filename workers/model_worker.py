@@ -7,9 +7,17 @@ current text chunk) and up to ``CHATTERBOX_MAX_BATCH`` jobs are advanced togethe
 A job keeps its row until its chunk is done; free rows go to interactive jobs before background
 ones, then to jobs that have not produced audio yet (time to first audio), then to the others in
 turn (fairness). Every audio message costs the job one credit: a job whose client is
-``buffer_size`` messages behind leaves the batch with its stream kept and rejoins when credit
-comes. A closed connection cancels its job at the next step at the latest; the supervisor's
-lifeline closing makes the worker exit.
+``buffer_size`` messages behind is parked: it leaves the batch with its stream kept, is not
+counted as active on the board, rejoins when credit comes, and is cancelled (JobFailed, 408) once
+it has been parked for ``CHATTERBOX_PARKED_TIMEOUT``. Messages go out through a non-blocking
+outbox per connection (workers/outbox.py), so a front worker that stops reading never stops the
+loop; one that takes no byte for ``CHATTERBOX_PARKED_TIMEOUT`` loses its connection. A closed
+connection cancels its job at the next step at the latest; the supervisor's lifeline closing
+makes the worker exit. Jobs failing again and again with engine errors (a sticky CUDA error) make
+it exit with EXIT_ENGINE_BROKEN, for the supervisor to start a fresh engine.
+After every step (and every admitted job) the worker publishes on the board how long a new
+job would wait for a row, from the step time its chunks took (chatterbox_server/admission/
+estimate.py); front workers admit jobs on it.
 """
 from __future__ import annotations
 
@@ -17,20 +25,25 @@ import dataclasses
 import logging
 import os
 import random
+import selectors
 import signal
 import socket
 import sys
 import time
 import traceback
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 
 import numpy as np
 
+from chatterbox_server.admission.estimate import CostMeter, queued_seconds, work_units
 from chatterbox_server.settings import Settings
+from workers import parking
 from workers.audio import crossfade, fade_edges, read_wav_mono, split_speed, time_stretch, to_pcm16
 from workers.board import Board, WorkerState
 from workers.engines import load_engine
 from workers.engines.base import VC_INPUT_RATE, Engine, EngineError, EngineInfo, Piece, Stream
+from workers.liveness import FailureStreak
+from workers.outbox import Outbox, PeerGone
 from workers.protocol import (
     Accepted,
     AudioChunk,
@@ -48,6 +61,7 @@ from workers.protocol import (
 log = logging.getLogger("chatterbox.model_worker")
 PROCESS_TITLE = "chatterbox-model-worker"
 EXIT_LOAD_FAILED = 3
+EXIT_ENGINE_BROKEN = 4      # CHATTERBOX_MAX_ENGINE_FAILURES jobs in a row failed with engine errors
 
 
 def socket_path(run_dir: str, slot: int) -> str:
@@ -68,14 +82,25 @@ class ActiveJob:
     stats: JobStats = dataclasses.field(default_factory=JobStats)
     source: np.ndarray | None = None       # voice conversion: the whole input, read once
     tail: np.ndarray | None = None         # voice conversion: output held back to crossfade
+    parked_since: float | None = None      # when it ran out of credit with work left
+    row_seconds: float = 0.0               # engine-step time chunk next_index has had on a batch row
 
     @property
     def runnable(self) -> bool:
         return self.credits > 0 and self.next_index < self.job.units
 
     @property
+    def parked(self) -> bool:
+        """Out of credit with work left: its client is not reading."""
+        return self.credits <= 0 and self.next_index < self.job.units
+
+    @property
     def background(self) -> bool:
         return bool(getattr(self.job, "background", False))
+
+    def work(self) -> tuple[str, float]:
+        """Kind and size of chunk next_index, for the cost meter."""
+        return work_units(self.job, self.next_index)
 
     def priority(self) -> tuple:
         """Sort key for a free batch row: interactive first, then no audio yet, then least recently served."""
@@ -95,11 +120,19 @@ class ModelWorker:
         self.listener: socket.socket | None = None
         self.jobs: dict[Connection, ActiveJob] = {}   # in arrival order
         self.idle_conns: set[Connection] = set()     # connected, job message not read yet
+        self.outboxes: dict[Connection, Outbox] = {}  # every open connection's messages not yet written
+        self.closing: set[Connection] = set()         # last message queued: closed once it is written
         self.batch: list[ActiveJob] = []              # jobs holding a row of the engine's batch
+        self.parked_published = 0
         self.done = 0
         self.failed = 0
+        self.cost = CostMeter()
         self.stopping = False
         self.lifeline_closed = False
+        self.engine_failures = FailureStreak(settings.max_engine_failures)
+        self.step_failure: str | None = None    # an engine error in the current step
+        self.step_made_audio = False
+        self.broken: str | None = None          # why the engine is given up on
 
     # -- life cycle ---------------------------------------------------------------------------------
     def run(self) -> int:
@@ -117,10 +150,18 @@ class ModelWorker:
         self.board.set_state(self.slot, WorkerState.READY)
         log.info("slot %d: ready (pid %d)", self.slot, os.getpid())
         self.serve()
+        if self.broken:
+            # the board says so before the exit: front workers stop sending jobs here at once
+            self.board.set_state(self.slot, WorkerState.FAILED, self.broken)
+            log.error("slot %d: %s; exiting for a fresh engine", self.slot, self.broken)
+            return EXIT_ENGINE_BROKEN
         return 0
 
     def _publish_info(self) -> None:
-        self.board.publish_info(self.slot, {**dataclasses.asdict(self.info), "memory": self.engine.memory_stats()})
+        info = {**dataclasses.asdict(self.info), "memory": self.engine.memory_stats()}
+        info["outbox"] = {"parked_jobs": self.parked_published}
+        info["admission"] = {"rows": self.capacity, "per_unit": self.cost.per_unit}
+        self.board.publish_info(self.slot, info)
 
     def _listen(self) -> socket.socket:
         path = socket_path(self.run_dir, self.slot)
@@ -136,9 +177,9 @@ class ModelWorker:
 
     # -- the loop -----------------------------------------------------------------------------------
     def serve(self) -> None:
-        while not (self.stopping and not self.jobs):
+        while not (self.stopping and not self.jobs and not self.closing) and not self.broken:
             busy = any(job.runnable for job in self.jobs.values())
-            self._poll(timeout=0 if busy else 1.0)
+            self._poll(timeout=0 if busy else self._idle_wait())
             if self.lifeline_closed:
                 break
             batch = self._select_batch()
@@ -148,19 +189,63 @@ class ModelWorker:
                 batch = self._select_batch()
             if batch:
                 self._step(batch)
-            self.board.update_load(self.slot, len(self.jobs) + len(self.idle_conns), self.done, self.failed)
+            self._expire()
+            self._publish_load()
 
     def _poll(self, timeout: float) -> None:
-        waitables: list = [self.lifeline, *self.jobs, *self.idle_conns]
-        if not self.stopping:
-            waitables.append(self.listener)
-        for ready in wait(waitables, timeout):
-            if ready is self.listener:
-                self._accept()
-            elif ready is self.lifeline:
-                self._read_lifeline()
-            else:
-                self._read_message(ready)
+        """Wait for messages, new connections and sockets that can take more of an outbox. A new
+        connection is read again at once, without waiting for a step: jobs still in the listen
+        backlog would be invisible to the queue estimate."""
+        accepted = True
+        while accepted:
+            accepted = False
+            with selectors.PollSelector() as selector:
+                selector.register(self.lifeline, selectors.EVENT_READ)
+                if not self.stopping:
+                    selector.register(self.listener, selectors.EVENT_READ)
+                for conn, outbox in self.outboxes.items():
+                    events = 0 if conn in self.closing else selectors.EVENT_READ
+                    if not outbox.empty:
+                        events |= selectors.EVENT_WRITE
+                    if events:
+                        selector.register(conn, events)
+                ready = selector.select(timeout)
+            for key, events in ready:
+                if key.fileobj is self.listener:
+                    self._accept()
+                    accepted = True
+                elif key.fileobj is self.lifeline:
+                    self._read_lifeline()
+                else:
+                    self._serve_connection(key.fileobj, events)
+            timeout = 0
+
+    def _serve_connection(self, conn: Connection, events: int) -> None:
+        if events & selectors.EVENT_WRITE and not self._flush(conn):
+            return      # dropped: nothing left to read either
+        if events & selectors.EVENT_READ and conn in self.outboxes and conn not in self.closing:
+            self._read_message(conn)
+
+    def _idle_wait(self) -> float:
+        """How long an idle loop may sleep: at most a second, and not past the next park deadline."""
+        deadlines = [job.parked_since + self.settings.parked_timeout for job in self.jobs.values()
+                     if job.parked_since is not None]
+        return max(0.0, min([1.0, *(deadline - time.monotonic() for deadline in deadlines)]))
+
+    def _expire(self) -> int:
+        """Cancel jobs parked too long (or beyond the cap) and drop peers that took nothing for as long;
+        returns how many jobs stay parked."""
+        limit = self.settings.parked_timeout
+        for conn in [conn for conn, outbox in self.outboxes.items() if outbox.stalled_for() > limit]:
+            self._drop(conn, f"the front worker took no data for {limit:g} s")
+        cancel, parked = parking.review(list(self.jobs.values()), time.monotonic(), limit,
+                                        cap=self.settings.max_queued_jobs)
+        for active, reason in cancel:
+            self._cancel_parked(active, reason)
+        if parked != self.parked_published:
+            self.parked_published = parked
+            self._publish_info()
+        return parked
 
     def _read_lifeline(self) -> None:
         try:
@@ -174,7 +259,12 @@ class ModelWorker:
 
     def _accept(self) -> None:
         sock, _ = self.listener.accept()
-        self.idle_conns.add(Connection(sock.detach()))
+        self.connected(Connection(sock.detach()))
+
+    def connected(self, conn: Connection) -> None:
+        """A new connection from a front worker: its job message comes next."""
+        self.idle_conns.add(conn)
+        self.outboxes[conn] = Outbox(conn.fileno())
 
     def _read_message(self, conn: Connection) -> None:
         try:
@@ -210,12 +300,13 @@ class ModelWorker:
         self._send(conn, MemoryReport(self.slot, os.getpid(), collected, on_cuda, on_cuda and action.reset_peak,
                                       rss_before, process.memory_info().rss, accelerator_before,
                                       self.engine.memory_stats()))
-        self._close(conn)
+        self._retire(conn)
 
     def _admit(self, conn: Connection, job: SpeechJob | ConvertJob) -> None:
         self.idle_conns.discard(conn)
         active = ActiveJob(conn, job, credits=job.buffer_size)
         self.jobs[conn] = active
+        self._publish_load()       # at once, not after the next step: front workers admit on it
         if not self._send(conn, Accepted(self.slot, jobs_ahead=len(self.jobs) - 1)):
             return
         if not job.units:
@@ -246,14 +337,45 @@ class ModelWorker:
         self.batch = members
         return members
 
+    # -- admission --------------------------------------------------------------------------------
+    def queued_seconds(self) -> float:
+        """A new interactive job's wait for a row (chatterbox_server/admission/estimate.py)."""
+        members = set(self.batch)
+        holding, waiting = [], []
+        for active in self.jobs.values():       # arrival order: the order waiting jobs get rows
+            if not active.runnable or active.background:
+                continue
+            expected = self.cost.seconds(*active.work())
+            if active in members and active.stream is not None:
+                holding.append(expected - active.row_seconds)
+            elif active.pieces == 0:
+                waiting.append(expected)
+        return queued_seconds(self.capacity, holding, waiting)
+
+    def _publish_load(self) -> None:
+        active = len(self.jobs) - self.parked_published + len(self.idle_conns)
+        self.board.update_load(self.slot, active, self.done, self.failed)
+        self.board.set_queued_seconds(self.slot, self.queued_seconds())
+
     # -- synthesis ----------------------------------------------------------------------------------
     def _step(self, batch: list[ActiveJob]) -> None:
+        self.step_failure, self.step_made_audio = None, False
+        try:
+            self._advance(batch)
+        finally:
+            self._count_engine_health()
+
+    def _advance(self, batch: list[ActiveJob]) -> None:
+        started = time.perf_counter()
         opened = [active for active in batch if self._open_stream(active)]
         if not opened:
             return
-        started = time.perf_counter()
+        stepped = time.perf_counter()
         results = self.engine.step([active.stream for active in opened])
-        share = (time.perf_counter() - started) / len(opened)
+        finished = time.perf_counter()
+        share = (finished - stepped) / len(opened)
+        for active in opened:
+            active.row_seconds += finished - started     # each row waited for the stream openings too
         for active, result in zip(opened, results, strict=True):
             if active.conn not in self.jobs:
                 continue    # dropped while sending to an earlier job of this step
@@ -291,8 +413,20 @@ class ModelWorker:
             return
         log.error("slot %d: request %s failed on chunk %d:\n%s", self.slot, active.job.request_id,
                   active.next_index, "".join(traceback.format_exception(exc)))
-        self._fail(active.conn, JobFailed(f"synthesis failed: {type(exc).__name__}: {exc}",
-                                          kind="engine", status=500))
+        message = f"synthesis failed: {type(exc).__name__}: {exc}"
+        self._fail(active.conn, JobFailed(message, kind="engine", status=500))
+        self.step_failure = message[:200]
+
+    def _count_engine_health(self) -> None:
+        """One streak entry per step, not per job: every row of one failed batch (a transient
+        out-of-memory) counts once, while a sticky error fails step after step."""
+        if self.step_made_audio:
+            if self.engine_failures.succeeded():
+                self.board.set_engine_failures(self.slot, 0)
+        elif self.step_failure is not None:
+            if self.engine_failures.failed(self.step_failure):
+                self.broken = self.engine_failures.describe()
+            self.board.set_engine_failures(self.slot, self.engine_failures.count)
 
     def _deliver(self, active: ActiveJob, piece: Piece, seconds: float) -> None:
         stats = active.stats
@@ -300,6 +434,7 @@ class ModelWorker:
         stats.output_tokens += piece.output_tokens
         stats.synth_seconds += seconds
         active.last_served = time.monotonic()
+        self.step_made_audio = True
         audio = self._finish_audio(active, piece)
         if audio.size or (piece.last and active.pieces_in_chunk == 0):
             pcm = to_pcm16(audio)
@@ -314,6 +449,8 @@ class ModelWorker:
             return
         active.stream.close()
         active.stream = None
+        self.cost.observe(*active.work(), active.row_seconds)
+        active.row_seconds = 0.0
         active.next_index += 1
         if active in self.batch:
             self.batch.remove(active)    # the next chunk competes for a row again
@@ -343,12 +480,20 @@ class ModelWorker:
         self._send(active.conn, JobDone(stats.input_tokens, stats.output_tokens,
                                         stats.samples / self.info.sample_rate, stats.synth_seconds))
         self.done += 1
-        self._close(active.conn)
+        self._retire(active.conn)
 
     def _fail(self, conn: Connection, failure: JobFailed) -> None:
         self.failed += 1
         self._send(conn, failure)
-        self._close(conn)
+        self._retire(conn)
+
+    def _cancel_parked(self, active: ActiveJob, reason: str) -> None:
+        """Its client reads nothing: free the job's row, state and slot (the client's doing, not a failure)."""
+        log.info("slot %d: request %s cancelled after %d/%d chunks: %s", self.slot, active.job.request_id,
+                 active.next_index, active.job.units, reason)
+        failure = JobFailed(f"{reason}; the request was cancelled", kind="client", status=408)
+        if self._send(active.conn, failure):
+            self._retire(active.conn)
 
     def _drop(self, conn: Connection, reason: str) -> None:
         active = self.jobs.get(conn)
@@ -358,14 +503,50 @@ class ModelWorker:
         self._close(conn)
 
     def _send(self, conn: Connection, message: object) -> bool:
+        """Queue the message and write what the socket takes now; False if the connection was dropped."""
+        outbox = self.outboxes.get(conn)
+        if outbox is None:
+            return False
+        outbox.put(message)
+        return self._flush(conn)
+
+    def _flush(self, conn: Connection) -> bool:
+        """Write what the socket takes; closes a finished connection once empty. False if it is gone."""
+        outbox = self.outboxes.get(conn)
+        if outbox is None:
+            return False        # closed while handling an earlier event of the same poll
         try:
-            conn.send(message)
-            return True
-        except (OSError, EOFError):
+            empty = outbox.flush()
+        except PeerGone:
             self._drop(conn, "the front worker went away")
             return False
+        if empty and conn in self.closing:
+            self._close(conn)
+        return True
+
+    def _retire(self, conn: Connection) -> None:
+        """The connection's last message is queued: free its job now, close it once the message is out."""
+        outbox = self.outboxes.get(conn)
+        if outbox is None:
+            return              # already dropped
+        if outbox.empty:
+            self._close(conn)
+            return
+        self._forget_job(conn)
+        self.closing.add(conn)
 
     def _close(self, conn: Connection) -> None:
+        self._forget_job(conn)
+        self.closing.discard(conn)
+        outbox = self.outboxes.pop(conn, None)
+        if outbox is not None:
+            outbox.close()
+        conn.close()
+        if not self.jobs:
+            self.engine.release_memory()
+            self._publish_info()
+
+    def _forget_job(self, conn: Connection) -> None:
         active = self.jobs.pop(conn, None)
         if active is not None:
             if active.stream is not None:
@@ -374,10 +555,6 @@ class ModelWorker:
             if active in self.batch:
                 self.batch.remove(active)
         self.idle_conns.discard(conn)
-        conn.close()
-        if not self.jobs:
-            self.engine.release_memory()
-            self._publish_info()
 
 
 def run(slot: int, settings: Settings, run_dir: str, device: str, lifeline: Connection) -> None:

@@ -1,5 +1,10 @@
 """The pool supervisor: starts the model workers, notices their death and replaces them.
 
+A READY worker whose heartbeat on the board stands still for CHATTERBOX_CHUNK_TIMEOUT (a hung CUDA
+kernel, a SIGSTOP) is killed with SIGKILL and replaced like one that died; a worker that gives up
+on a broken engine exits with model_worker.EXIT_ENGINE_BROKEN and is replaced the same way. Why a
+slot's worker was last replaced stays in its board error across the restart, for /health.
+
 It runs as its own spawned process (title ``chatterbox-pool-supervisor``) because the gunicorn
 master's loop has no hook for this work and reaps every child it sees. Model workers are the
 supervisor's children, so their exit is seen here through their sentinels; the master only keeps
@@ -20,6 +25,7 @@ from multiprocessing.connection import Connection, wait
 from chatterbox_server.settings import Settings
 from workers import model_worker
 from workers.board import Board, WorkerState
+from workers.liveness import Silence, hang_reason
 
 log = logging.getLogger("chatterbox.supervisor")
 PROCESS_TITLE = "chatterbox-pool-supervisor"
@@ -46,6 +52,9 @@ class Slot:
     restarts: int = 0
     crashes_in_a_row: int = 0
     restart_at: float | None = None
+    silence: Silence | None = None      # measured while the worker is READY
+    kill_reason: str | None = None      # set when the supervisor killed it (hung)
+    exit_reason: str = ""               # why the previous worker went, carried on the board
 
 
 class Supervisor:
@@ -64,6 +73,7 @@ class Supervisor:
         while not self.stopping:
             self.board.supervisor_beat(os.getpid())
             self._watch(timeout=1.0)
+            self._kill_hung()
             self._restart_due()
         self._stop_all()
 
@@ -75,7 +85,8 @@ class Supervisor:
         process.start()
         child_end.close()
         slot.process, slot.lifeline, slot.started, slot.restart_at = process, parent_end, time.monotonic(), None
-        self.board.reset(slot.index, process.pid, slot.restarts)
+        slot.silence, slot.kill_reason = None, None
+        self.board.reset(slot.index, process.pid, slot.restarts, error=slot.exit_reason)
         log.info("model worker %d started (pid %d, device %s)", slot.index, process.pid, slot.device)
 
     def _watch(self, timeout: float) -> None:
@@ -94,6 +105,25 @@ class Supervisor:
         if message == "stop":
             self.stopping = True
 
+    def _kill_hung(self) -> None:
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.process is None or slot.kill_reason is not None:
+                continue
+            view = self.board.view(slot.index)
+            if view.state != WorkerState.READY:
+                slot.silence = None          # loading and warming up do not beat
+                continue
+            if slot.silence is None:
+                slot.silence = Silence(view.heartbeat, now)
+            reason = hang_reason(slot.silence.observe(view.heartbeat, now), self.settings.chunk_timeout, view.active)
+            if reason is None:
+                continue
+            log.error("model worker %d (pid %d) is %s; killing it", slot.index, slot.process.pid, reason)
+            slot.kill_reason = reason
+            self.board.set_state(slot.index, WorkerState.FAILED, reason)    # no new job goes there meanwhile
+            slot.process.kill()     # SIGKILL works on a stopped process too; the sentinel brings _reap
+
     def _reap(self, slot: Slot) -> None:
         process = slot.process
         process.join(timeout=5)
@@ -102,9 +132,15 @@ class Supervisor:
         lived = time.monotonic() - slot.started
         slot.crashes_in_a_row = 0 if lived > HEALTHY_AFTER_SECONDS else slot.crashes_in_a_row + 1
         delay = 0.0 if slot.crashes_in_a_row <= 1 else min(2.0 ** (slot.crashes_in_a_row - 1), MAX_BACKOFF_SECONDS)
-        reason = _describe_exit(process.exitcode)
-        previous = self.board.view(slot.index).last_error
-        self.board.set_state(slot.index, WorkerState.FAILED, f"{reason}; {previous}" if previous else reason)
+        if slot.kill_reason is not None:
+            reason = slot.exit_reason = slot.kill_reason
+        else:
+            reason = _describe_exit(process.exitcode)
+            previous = self.board.view(slot.index).last_error
+            if previous and previous != slot.exit_reason:       # the worker's own last words
+                reason = f"{reason}: {previous}"
+            slot.exit_reason = reason
+        self.board.set_state(slot.index, WorkerState.FAILED, slot.exit_reason)
         log.error("model worker %d (pid %d) %s after %.1f s; restarting in %.0f s", slot.index, process.pid,
                   reason, lived, delay)
         slot.restarts += 1
@@ -144,6 +180,8 @@ def _describe_exit(code: int | None) -> str:
             return f"was killed by signal {-code}"
     if code == model_worker.EXIT_LOAD_FAILED:
         return "could not load its engine"
+    if code == model_worker.EXIT_ENGINE_BROKEN:
+        return "gave up on its engine"
     return f"exited with code {code}"
 
 

@@ -75,6 +75,8 @@ def concat_mixed() -> Response:
     if len(uploads) != expected:
         raise ApiError(400, f"uploaded_files: expected {expected} uploaded files, got {len(uploads)}",
                        param="uploaded_files")
+    if any(segment["type"] == "tts" for segment in req["segments"]):
+        svc.pool.admit()    # once for the whole request: no tts segment is refused halfway (make_speech)
     items = [segment_item(svc, segment, position, uploads, rate) for position, segment in enumerate(req["segments"])]
     return finish(svc, items, req, rate, query["response_mode"], started,
                   {"segments": [{k: v for k, v in s.items() if v is not None} for s in req["segments"]],

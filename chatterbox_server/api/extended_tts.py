@@ -73,6 +73,7 @@ def tts() -> Response:
         raise ApiError(400, "text: nothing is left to speak after text preparation (sound_words_field, ...)",
                        param="text")
     voice = reference_voice(svc, req.reference_voice, info)
+    svc.pool.admit()        # once for the whole request: make_speech's takes are then held to the job cap only
     outcome = make_speech(svc, info, req, chunks, voice)
     headers.update(outcome.headers)
     store = folder_store(req.folder)
@@ -122,6 +123,7 @@ def synthesis_settings(req: ExtendedTtsRequest, allow_disable: bool) -> Synthesi
 # -- candidates -----------------------------------------------------------------------------------
 def make_speech(svc: Services, info: EngineInfo, req: ExtendedTtsRequest, chunks: list[str],
                 voice: VoiceRef) -> Outcome:
+    """The request's takes, chunk by chunk; the caller has let the request in (PoolClient.admit)."""
     seed = req.seed or speech.random_seed()
     cand = req.candidates
     settings = synthesis_settings(req, svc.settings.allow_disable_watermark)
@@ -169,7 +171,7 @@ def chunk_takes(svc: Services, info: EngineInfo, asr: AsrClient | None, req: Ext
     def synthesize_take(take_seed: int) -> bytes:
         job = SpeechJob(request_id=speech.new_request_id(), chunks=(text,), settings=settings, voice=voice,
                         seed=take_seed, buffer_size=CHUNK_BUFFER, text_preview=text[:80])
-        run = speech.SpeechRun.start(svc.pool, job, info, client, svc.progress)
+        run = speech.SpeechRun.start(svc.pool, job, info, client, svc.progress, admitted=True)
         try:
             return b"".join(chunk.pcm for chunk in run.audio())
         finally:

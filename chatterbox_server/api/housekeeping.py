@@ -109,6 +109,7 @@ def config() -> Response:
                        "output_retention_seconds": settings.output_retention_seconds,
                        "output_max_bytes": settings.output_max_bytes,
                        "max_queued_jobs_per_worker": settings.max_queued_jobs,
+                       "max_queued_seconds": settings.max_queued_seconds,
                        "queue_timeout_seconds": settings.queue_timeout},
         "engine": {"name": info.engine if info else settings.engine, "model": info.model if info else None,
                    "sample_rate": info.sample_rate if info else None,

@@ -149,6 +149,8 @@ class Runner:
                 return
             if outcome == "retry":
                 return self._requeue(job_id)
+            if outcome == "busy":                   # the pool is full: no failure, no attempt used up
+                return self._requeue(job_id, failed=False)
             start = len(texts)
         self._finish(job_id, job["output_format"], paths, info.sample_rate)
 
@@ -156,7 +158,7 @@ class Runner:
         try:
             handle = self.pool.submit(speech)
         except PoolBusy:
-            return "retry"
+            return "busy"
         except PoolError as exc:
             log.warning("long-text job %s: the pool refused a chunk (%s)", job_id, exc)
             return "retry"

@@ -31,7 +31,7 @@ def server(tmp_path_factory, chatterbox_checkpoint):
     server = start_server(tmp_path_factory.mktemp("batching"), engine="chatterbox",
                           checkpoint_dir=str(chatterbox_checkpoint), device="cpu", max_new_tokens=str(TOKEN_CAP),
                           max_batch="4", stream_tokens="4", front_workers="1", queue_timeout="600",
-                          chunk_timeout="600", ready_timeout=600)
+                          chunk_timeout="600", max_queued_seconds="0", ready_timeout=600)
     yield server
     server.stop()
 

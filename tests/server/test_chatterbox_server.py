@@ -37,7 +37,8 @@ def pcm_seconds(data: bytes) -> float:
 def chatterbox_server(tmp_path_factory, chatterbox_checkpoint):
     server = start_server(tmp_path_factory.mktemp("chatterbox"), engine="chatterbox",
                           checkpoint_dir=str(chatterbox_checkpoint), device="cpu", max_new_tokens=str(TOKEN_CAP),
-                          front_workers="1", queue_timeout="600", allow_disable_watermark="true", ready_timeout=600)
+                          front_workers="1", queue_timeout="600", chunk_timeout="600", max_queued_seconds="0",
+                          allow_disable_watermark="true", ready_timeout=600)
     yield server
     server.stop()
 

@@ -6,6 +6,7 @@ patching, as long as the test waits with gevent.sleep (never time.sleep) while r
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import io
 import os
@@ -72,13 +73,14 @@ def wait_idle(client: PoolClient, slots: int, timeout: float = 10.0) -> None:
     """Every slot READY with no job on the board (a previous test's job may still be draining)."""
     def idle():
         views = client.slots()
-        return len(views) == slots and all(v.state == WorkerState.READY and v.active == 0 for v in views)
+        return len(views) == slots and all(v.state == WorkerState.READY and v.active == 0
+                                           and not v.info.get("outbox", {}).get("parked_jobs") for v in views)
     wait_for(idle, timeout, what="idle ready workers")
 
 
-def start_pool(run_dir: str | None, workers: int) -> ModelPool:
+def start_pool(run_dir: str | None, workers: int, **overrides) -> ModelPool:
     settings = Settings.from_env({}, engine="tone", model_workers=workers, run_dir=run_dir or "",
-                                 graceful_timeout=5, log_level="warning")
+                                 **{"graceful_timeout": 5, "log_level": "warning", **overrides})
     pool = ModelPool(settings)
     pool.start()
     client = new_client(pool)
@@ -197,7 +199,8 @@ def test_credits_bound_what_the_worker_sends_ahead(client):
         assert len(audio) == 2, queued
         assert handle.messages.qsize() == 3
         assert not any(isinstance(m, JobDone) for m in queued)
-        assert client.slots()[0].active == 1        # the job waits for credits, still counted
+        view = client.slots()[0]                    # parked: it waits for credits, not counted as active
+        assert (view.active, view.info["outbox"]["parked_jobs"]) == (0, 1)
         chunks = list(handle.chunks())
     finally:
         handle.close()
@@ -206,6 +209,7 @@ def test_credits_bound_what_the_worker_sends_ahead(client):
 
 
 def test_cancel_drops_the_job_in_the_worker(client):
+    wait_idle(client, 1)                        # a parked job of an earlier test would finish in between
     before = client.slots()[0]
     handle = client.submit(make_job(*[f"word{i} [[sleep:0.3]]" for i in range(10)], buffer_size=3))
     chunks = handle.chunks()
@@ -226,9 +230,10 @@ def test_cancel_drops_the_job_in_the_worker(client):
 def test_cancel_while_the_job_waits_for_credits(client):
     handle = client.submit(make_job(*[f"chunk {i}" for i in range(6)], buffer_size=2))
     wait_for(lambda: handle.messages.qsize() >= 3, 2.0, what="Accepted and two chunks")
-    assert client.slots()[0].active == 1
+    wait_for(lambda: client.slots()[0].info["outbox"]["parked_jobs"] == 1, 1.0, what="the job to park")
     handle.close()
-    wait_for(lambda: client.slots()[0].active == 0, 1.5, what="the worker to drop the stalled job")
+    wait_for(lambda: client.slots()[0].info["outbox"]["parked_jobs"] == 0, 1.5,
+             what="the worker to drop the stalled job")
 
 
 def test_close_right_after_submit(client):
@@ -313,6 +318,44 @@ def test_queue_timeout(pool1):
     handle.close()
     assert 0.4 < time.monotonic() - started < 1.4
     assert info.value.status == 504 and info.value.code == "timeout"
+    client.board.close()
+
+
+# -- heartbeat timeouts ---------------------------------------------------------------------------
+def test_a_stream_waits_past_the_chunk_timeout_while_its_worker_beats(pool1):
+    """Three jobs take turns with 0.5 s chunks, so each waits about 1.5 s between its two chunks:
+    longer than the 1 s chunk timeout, but the worker beats after every step, so none times out."""
+    client = new_client(pool1, chunk_timeout=1.0)
+    wait_idle(client, 1)
+    handles = [client.submit(make_job("a [[sleep:0.5]]", "b [[sleep:0.5]]")) for _ in range(3)]
+    arrivals: dict[int, list[float]] = {}
+
+    def consume(number: int, handle: JobHandle) -> None:
+        arrivals[number] = []
+        for _ in handle.chunks():
+            arrivals[number].append(time.monotonic())
+        handle.close()
+    gevent.joinall([gevent.spawn(consume, n, h) for n, h in enumerate(handles)], timeout=15, raise_error=True)
+    assert all(len(times) == 2 for times in arrivals.values()), arrivals
+    assert max(times[1] - times[0] for times in arrivals.values()) > 1.2     # the gap really was long
+    client.board.close()
+
+
+@pytest.mark.parametrize("before_first_audio", [False, True])
+def test_a_silent_worker_times_the_stream_out(pool1, before_first_audio):
+    client = new_client(pool1, queue_timeout=30.0, chunk_timeout=1.0)
+    wait_idle(client, 1)
+    texts = ("[[sleep:2.5]] a",) if before_first_audio else ("a", "[[sleep:2.5]] b")
+    handle = client.submit(make_job(*texts))
+    chunks = handle.chunks()
+    if not before_first_audio:
+        next(chunks)
+    started = time.monotonic()
+    with pytest.raises(JobTimeout) as info:
+        next(chunks)
+    handle.close()
+    assert 0.9 < time.monotonic() - started < 2.2
+    assert info.value.status == 504 and "no progress" in str(info.value)
     client.board.close()
 
 
@@ -426,7 +469,9 @@ def test_pool_busy_when_the_queue_is_full(pool1):
     try:
         with pytest.raises(PoolBusy) as info:       # counted by this front worker, not yet by the board
             client.submit(make_job("x"))
-        assert info.value.status == 503 and info.value.code == "server_busy"
+        # healthy but full: 429 like OpenAI's rate limit (503 is for "no worker ready")
+        assert info.value.status == 429 and info.value.code == "rate_limit_exceeded"
+        assert info.value.retry_after == 5 and "CHATTERBOX_MAX_QUEUED_JOBS" in str(info.value)
         wait_for(lambda: held.messages.qsize() >= 1, 2.0, what="Accepted")
         with pytest.raises(PoolBusy):               # counted by the board
             client.submit(make_job("x"))
@@ -439,6 +484,75 @@ def test_pool_busy_when_the_queue_is_full(pool1):
     wait_idle(client, 1)
     assert client.connecting[0] == 0
     assert [c.index for c in collect(client.submit(make_job("x")))] == [0]
+    client.board.close()
+
+
+def test_queued_seconds_refuse_with_429_until_the_queue_drains(pool1):
+    """The worker publishes the wait of a newcomer; above the limit jobs are refused with a
+    Retry-After from the estimate, background jobs and further jobs of an admitted request excepted."""
+    client = PoolClient(pool1.run_dir, max_queued_jobs=16, queue_timeout=10, chunk_timeout=10, max_queued_seconds=0.9)
+    other_front_worker = new_client(pool1)                 # no wait limit: it fills the queue
+    wait_idle(client, 1)
+    # the worker learns its speed from finished chunks (earlier tests taught it others): 0.1 s for 15 characters
+    collect(client.submit(make_job(*["a [[sleep:0.1]]"] * 6)))
+    chunk = "[[sleep:0.6]] " + "x" * 76                    # 90 characters, 0.6 s: the same speed
+    held = [other_front_worker.submit(make_job(chunk, chunk)) for _ in range(3)]
+    try:
+        view = wait_for(lambda: next((v for v in client.slots() if v.queued_seconds > 0.9), None), 3.0,
+                        what="queued seconds over the limit")
+        # first chunks of ~0.6 s, at most three (the measured speed runs up to ~20% slow on a loaded machine)
+        assert view.queued_seconds < 2.4
+        with pytest.raises(PoolBusy) as info:
+            client.submit(make_job("x"))
+        assert info.value.status == 429 and info.value.code == "rate_limit_exceeded"
+        assert 1 <= info.value.retry_after <= 2
+        assert "CHATTERBOX_MAX_QUEUED_SECONDS" in str(info.value)
+        held.append(client.submit(dataclasses.replace(make_job("bulk"), background=True)))  # gives its row up
+        held.append(client.submit(make_job("y"), admitted=True))     # a further take of an admitted request
+    finally:
+        results = [collect(handle) for handle in held]
+    assert [len(chunks) for chunks in results] == [2, 2, 2, 1, 1]
+    assert client.slots()[0].queued_seconds == 0.0
+    assert [c.index for c in collect(client.submit(make_job("x")))] == [0]
+    client.board.close()
+    other_front_worker.board.close()
+
+
+def test_a_burst_is_counted_before_the_worker_reads_it(pool1):
+    """Jobs this front worker sent that the worker has not acknowledged yet count at the cost the
+    worker published: a burst faster than the board is refused past the limit, not let through."""
+    client = PoolClient(pool1.run_dir, max_queued_jobs=16, queue_timeout=10, chunk_timeout=10, max_queued_seconds=0.9)
+    wait_idle(client, 1)
+    collect(client.submit(make_job(*["a [[sleep:0.1]]"] * 6)))        # 0.1 s for 15 characters
+    wait_for(lambda: client.slots()[0].info.get("admission", {}).get("per_unit"), 2.0, what="a published cost")
+    chunk = "[[sleep:0.6]] " + "x" * 76
+    held = []
+    try:
+        with pytest.raises(PoolBusy):      # no gevent.sleep in between: no Accepted can have been read
+            for _ in range(4):
+                held.append(client.submit(make_job(chunk)))
+        # two at most: 2 x ~0.55 s is over the limit even while the board shows neither (one, when the
+        # worker has counted the first one but this front worker has not read its Accepted yet)
+        assert 1 <= len(held) <= 2 and client.connecting_seconds[0] > 0.5
+    finally:
+        for handle in held:
+            collect(handle)
+    assert client.connecting[0] == 0 and client.connecting_seconds[0] == 0.0
+    client.board.close()
+
+
+def test_a_stream_whose_client_stopped_reading_is_no_queued_work(pool1):
+    client = new_client(pool1)
+    wait_idle(client, 1)
+    collect(client.submit(make_job("a [[sleep:0.2]]")))    # a measured speed
+    parked = client.submit(make_job(*["b [[sleep:0.2]]"] * 50, buffer_size=1))
+    try:
+        chunks = parked.chunks()
+        next(chunks)                                        # then the client reads nothing more
+        gevent.sleep(0.6)
+        assert client.slots()[0].queued_seconds == 0.0      # 49 chunks left, none of them ahead of anyone
+    finally:
+        parked.close()
     client.board.close()
 
 
@@ -574,6 +688,75 @@ def test_a_worker_that_cannot_load_is_failed_and_retried_with_back_off(tmp_path,
         client.board.close()
     finally:
         pool.stop(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def strict_pool(tmp_path_factory, restore_environ):
+    """A pool whose supervisor kills a worker silent for 2.5 s (an idle one beats every second) and
+    whose workers give up on their engine after 2 engine failures in a row."""
+    pool = start_pool(str(tmp_path_factory.mktemp("strict") / "run"), workers=1, chunk_timeout=2.5,
+                      max_engine_failures=2, log_level="critical")
+    yield pool
+    pool.stop(timeout=5)
+
+
+def replaced(client: PoolClient, before) -> object:
+    """The slot's next worker, once it is ready."""
+    view = client.slots()[0]
+    return view.state == WorkerState.READY and view.restarts == before.restarts + 1 and view
+
+
+def test_a_hung_worker_is_killed_and_replaced(strict_pool):
+    client = new_client(strict_pool, chunk_timeout=30.0)        # the front waits: the supervisor acts
+    wait_idle(client, 1)
+    before = client.slots()[0]
+    handle = client.submit(make_job("a", "b [[sleep:0.3]]", "c"))
+    chunks = handle.chunks()
+    next(chunks)
+    os.kill(before.pid, signal.SIGSTOP)
+    started = time.monotonic()
+    with pytest.raises(PoolError) as info:
+        list(chunks)
+    handle.close()
+    assert info.value.status == 503 and info.value.code == "model_worker_died"
+    assert 2.0 < time.monotonic() - started < 5.0
+    view = wait_for(lambda: replaced(client, before), 10.0, what="a new worker")
+    assert view.pid != before.pid and process_gone(before.pid)
+    assert view.last_error.startswith("hung: no heartbeat for ") and "s while busy with 1 job" in view.last_error
+    assert [c.index for c in collect(client.submit(make_job("back")))] == [0]
+    client.board.close()
+
+
+def test_engine_failures_in_a_row_restart_the_worker(strict_pool):
+    client = new_client(strict_pool)
+    wait_idle(client, 1)
+    before = client.slots()[0]
+
+    def status_of_failure(text: str) -> int:
+        handle = client.submit(make_job(text))
+        with pytest.raises(PoolError) as info:
+            list(handle.chunks())
+        handle.close()
+        return info.value.status
+
+    def streak(count: int) -> None:
+        wait_for(lambda: client.slots()[0].engine_failures == count, 2.0, what=f"a streak of {count}")
+
+    assert status_of_failure("[[error]]") == 500
+    streak(1)
+    assert status_of_failure("[[fail]]") == 400         # a bad request neither counts nor ends the streak
+    streak(1)
+    assert len(collect(client.submit(make_job("fine")))) == 1      # audio ends it
+    streak(0)
+    assert status_of_failure("[[error]]") == 500
+    assert client.slots()[0].pid == before.pid
+    assert status_of_failure("[[error]]") == 500        # the second in a row: the engine is given up on
+    view = wait_for(lambda: replaced(client, before), 10.0, what="a new worker")
+    assert view.pid != before.pid and view.engine_failures == 0
+    assert view.last_error.startswith("gave up on its engine: 2 engine failures in a row (the last: "
+                                      "synthesis failed: RuntimeError")
+    assert len(collect(client.submit(make_job("fresh engine")))) == 1
+    client.board.close()
 
 
 def test_a_pool_that_never_started_leaves_no_run_dir():

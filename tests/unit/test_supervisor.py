@@ -4,7 +4,7 @@ import signal
 import pytest
 
 from chatterbox_server.settings import Settings
-from workers.model_worker import EXIT_LOAD_FAILED
+from workers.model_worker import EXIT_ENGINE_BROKEN, EXIT_LOAD_FAILED
 from workers.supervisor import _describe_exit, worker_devices
 
 
@@ -24,5 +24,6 @@ def test_one_slot_per_listed_device_and_worker(engine, device, per_device, expec
 def test_exit_descriptions():
     assert _describe_exit(-signal.SIGKILL) == "was killed by SIGKILL"
     assert _describe_exit(EXIT_LOAD_FAILED) == "could not load its engine"
+    assert _describe_exit(EXIT_ENGINE_BROKEN) == "gave up on its engine"
     assert _describe_exit(70) == "exited with code 70"
     assert _describe_exit(None) == "vanished"
