@@ -3,11 +3,12 @@ worker's view of its own jobs (plain records: no engine, no sockets)."""
 from __future__ import annotations
 
 import pytest
+from schedkit import bare_worker
 
 from chatterbox_server.admission.estimate import CostMeter, queued_seconds, retry_after
 from chatterbox_server.admission.rules import FULL_RETRY_SECONDS, Limits, WorkerLoad, admissible, refusal
 from chatterbox_server.settings import Settings, SettingsError
-from workers.engines.base import Engine, EngineInfo, Stream, SynthesisSettings, Synthesized, VoiceRef
+from workers.engines.base import EngineInfo, Stream, SynthesisSettings, VoiceRef
 from workers.model_worker import ActiveJob, ModelWorker
 from workers.protocol import ConvertJob, SpeechJob
 
@@ -95,21 +96,8 @@ def test_the_setting_is_declared_with_a_default_below_the_queue_timeout():
 
 
 # -- the model worker's own jobs ------------------------------------------------------------------
-class _Batched(Engine):
-    step_capacity = 64
-
-    def load(self) -> EngineInfo:  # pragma: no cover - never loaded here
-        raise NotImplementedError
-
-    def synthesize(self, text, settings, voice, seed) -> Synthesized:  # pragma: no cover
-        raise NotImplementedError
-
-
 def _worker(max_batch: int, per_char: float = 0.01) -> ModelWorker:
-    worker = ModelWorker.__new__(ModelWorker)
-    worker.settings = Settings(max_batch=max_batch)
-    worker.engine = _Batched()
-    worker.jobs, worker.batch = {}, []
+    worker = bare_worker(max_batch)
     worker.cost = CostMeter(per_unit={"speech": per_char, "convert": 0.5})
     return worker
 

@@ -1,28 +1,16 @@
 """The model worker's choice of batch rows, on plain job records (no engine, no sockets)."""
 from __future__ import annotations
 
+from schedkit import BatchedEngine, bare_worker
+
 from chatterbox_server.settings import Settings
-from workers.engines.base import Engine, EngineInfo, SynthesisSettings, Synthesized, VoiceRef
+from workers.engines.base import Engine, SynthesisSettings, VoiceRef
 from workers.model_worker import ActiveJob, ModelWorker
 from workers.protocol import SpeechJob
 
 
-class _Batched(Engine):
-    step_capacity = 64
-
-    def load(self) -> EngineInfo:  # pragma: no cover - never loaded here
-        raise NotImplementedError
-
-    def synthesize(self, text, settings, voice, seed) -> Synthesized:  # pragma: no cover
-        raise NotImplementedError
-
-
 def _worker(max_batch: int, engine: Engine | None = None) -> ModelWorker:
-    worker = ModelWorker.__new__(ModelWorker)
-    worker.settings = Settings(max_batch=max_batch)
-    worker.engine = engine or _Batched()
-    worker.jobs, worker.batch = {}, []
-    return worker
+    return bare_worker(max_batch, engine)
 
 
 def _job(worker: ModelWorker, name: str, *, background: bool = False, credits: int = 3, pieces: int = 0,
@@ -78,7 +66,7 @@ def test_whole_chunk_engines_take_one_job_per_step_whatever_max_batch_says():
     assert _names(worker._select_batch()) == ["a"]
 
 
-class _OneAtATime(_Batched):
+class _OneAtATime(BatchedEngine):
     step_capacity = 1
 
 
