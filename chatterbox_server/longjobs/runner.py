@@ -149,7 +149,7 @@ class Runner:
                 return
             if outcome == "retry":
                 return self._requeue(job_id)
-            if outcome == "busy":                   # the pool is full: no failure, no attempt used up
+            if outcome == "busy":                   # the pool is full or not ready: no failure, no attempt used up
                 return self._requeue(job_id, failed=False)
             start = len(texts)
         self._finish(job_id, job["output_format"], paths, info.sample_rate)
@@ -160,6 +160,9 @@ class Runner:
         except PoolBusy:
             return "busy"
         except PoolError as exc:
+            if exc.code == "model_unavailable":     # no model worker ready (loading, restarting): nothing ran
+                log.info("long-text job %s: waiting for a model worker (%s)", job_id, exc)
+                return "busy"
             log.warning("long-text job %s: the pool refused a chunk (%s)", job_id, exc)
             return "retry"
         watcher = gevent.spawn(self._watch, job_id, handle)

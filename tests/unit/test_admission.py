@@ -160,13 +160,16 @@ def test_voice_conversion_windows_are_costed_by_input_seconds():
 
 
 # -- long-text jobs -------------------------------------------------------------------------------
-def test_a_full_pool_never_uses_up_a_long_text_jobs_attempts(tmp_path, monkeypatch):
-    """A 429 from the pool is "come back later", not a failure: MAX_ATTEMPTS of them must not fail the job."""
+@pytest.mark.parametrize("refusal", ["full", "no worker ready"])
+def test_a_full_or_restarting_pool_never_uses_up_a_long_text_jobs_attempts(tmp_path, monkeypatch, refusal):
+    """A 429 (full) or a 503 before the job starts (no model worker ready: loading, or restarting
+    after a crash, which takes longer than five retries on a GPU) is "come back later", not a
+    failure: MAX_ATTEMPTS of them must not fail an accepted job."""
     import json
 
     from chatterbox_server.longjobs import runner as runner_module
     from chatterbox_server.longjobs.rules import PENDING
-    from chatterbox_server.pool_client import PoolBusy
+    from chatterbox_server.pool_client import PoolBusy, PoolError
     from chatterbox_server.store import db
     from chatterbox_server.store.jobs_db import JobStore
     from workers.engines.base import EngineInfo
@@ -176,7 +179,9 @@ def test_a_full_pool_never_uses_up_a_long_text_jobs_attempts(tmp_path, monkeypat
             return EngineInfo("tone", "tone", "cpu", 24000, ("tone",))
 
         def submit(self, job):  # noqa: ANN001, ANN201 - the PoolClient call the runner makes
-            raise PoolBusy("every model worker already holds 64 jobs", retry_after=5)
+            if refusal == "full":
+                raise PoolBusy("every model worker already holds 64 jobs", retry_after=5)
+            raise PoolError("no model worker is ready yet; try again shortly")
 
     class Voices:
         def resolve(self, name, info):  # noqa: ANN001, ANN201
