@@ -61,13 +61,26 @@ def bool_arg(name: str, default: bool | None = False) -> bool | None:
 
 def int_arg(name: str, default: int, low: int, high: int) -> int:
     """A whole-number query parameter within [low, high]; 400 naming it otherwise."""
+    return _bounded_arg(name, default, low, high, int, "a whole number")
+
+
+def float_arg(name: str, default: float | None, low: float, high: float) -> float | None:
+    """A number query parameter within [low, high]; 400 naming it otherwise."""
+    return _bounded_arg(name, default, low, high, float, "a number")
+
+
+def _bounded_arg(name: str, default: Any, low: Any, high: Any, convert: Any, kind: str) -> Any:
     raw = request.args.get(name)
     if raw is None:
         return default
     try:
-        value = int(raw)
+        value = convert(raw)
     except ValueError:
-        raise ApiError(400, f"{name}: must be a whole number", param=name) from None
-    if not low <= value <= high:
-        raise ApiError(400, f"{name}: must be between {low} and {high}", param=name)
+        raise ApiError(400, f"{name}: must be {kind}", param=name) from None
+    if not low <= value <= high:      # NaN fails this too
+        raise ApiError(400, f"{name}: must be between {_shown(low)} and {_shown(high)}", param=name)
     return value
+
+
+def _shown(bound: float) -> str:
+    return f"{bound:g}" if isinstance(bound, float) else str(bound)

@@ -9,9 +9,9 @@ from typing import Any
 
 import gevent
 import psutil
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
-from chatterbox_server.api.common import bool_arg
+from chatterbox_server.api.common import bool_arg, float_arg
 from chatterbox_server.api.management import management
 from chatterbox_server.errors import ApiError
 from chatterbox_server.pool_client import connect
@@ -191,16 +191,9 @@ def set_config() -> Response:
     old = thresholds()
     history = management().history
     for name, (_, low, high) in THRESHOLDS.items():
-        raw = request.args.get(name)
-        if raw is None:
-            continue
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ApiError(400, f"{name}: must be a number", param=name) from None
-        if not low <= value <= high:
-            raise ApiError(400, f"{name}: must be between {low:g} and {high:g}", param=name)
-        history.set_value(f"alert_{name}", value)
+        value = float_arg(name, None, low, high)
+        if value is not None:
+            history.set_value(f"alert_{name}", value)
     return jsonify({"status": "success", "message": "Memory alert thresholds updated", "old_thresholds": old,
                     "new_thresholds": thresholds(),
                     "note": "Stored in the database: every front worker and instance uses them, across restarts"})
