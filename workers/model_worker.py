@@ -232,9 +232,9 @@ class ModelWorker:
                      if job.parked_since is not None]
         return max(0.0, min([1.0, *(deadline - time.monotonic() for deadline in deadlines)]))
 
-    def _expire(self) -> int:
+    def _expire(self) -> None:
         """Cancel jobs parked too long (or beyond the cap) and drop peers that took nothing for as long;
-        returns how many jobs stay parked."""
+        `parked_published` keeps how many stay parked."""
         limit = self.settings.parked_timeout
         for conn in [conn for conn, outbox in self.outboxes.items() if outbox.stalled_for() > limit]:
             self._drop(conn, f"the front worker took no data for {limit:g} s")
@@ -245,7 +245,6 @@ class ModelWorker:
         if parked != self.parked_published:
             self.parked_published = parked
             self._publish_info()
-        return parked
 
     def _read_lifeline(self) -> None:
         try:
