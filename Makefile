@@ -1,33 +1,39 @@
 # chatterbox-server: `make run` installs what is missing and serves; `make test` runs every test.
+# Every install reads the locks/ files only (exact versions with hashes); `make lock` refreshes them.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
+LOCKED := $(PIP) install --require-hashes --no-deps
 
-.PHONY: install install-dev install-chatterbox run test test-fast fuzz bench lint clean
+.PHONY: install install-dev install-chatterbox run test test-fast smoke fuzz bench lint lock clean
 
+# The runtime: the server on the embedded hibari engine (about 560 MB in the virtualenv).
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt setup.cfg pyproject.toml
+$(VENV)/.installed: locks/runtime.txt setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip
-	$(PIP) install -r requirements.txt -e .
+	$(LOCKED) -r locks/runtime.txt
+	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@
 
+# The test and lint tools, on top of the runtime (locks/dev.txt holds both, resolved together).
 install-dev: $(VENV)/.dev-installed
 
-$(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.installed
-	$(PIP) install -r requirements-dev.txt "numpy<2"
+$(VENV)/.dev-installed: locks/dev.txt $(VENV)/.installed
+	$(LOCKED) -r locks/dev.txt
 	touch $@
 
 # torch, torchaudio and chatterbox-tts into the same virtualenv (several GB; CUDA builds run on CPU too).
 # chatterbox-tts pins torch 2.6, which this project replaces: its real runtime deps come from
-# requirements-chatterbox.txt and the package itself is installed without its pins.
+# locks/chatterbox.txt and the package itself is installed without its pins. The last step imports
+# the whole engine stack, so a pair of torch and torchaudio that does not load fails here.
 install-chatterbox: $(VENV)/.chatterbox-installed
 
-$(VENV)/.chatterbox-installed: requirements-chatterbox.txt $(VENV)/.installed
-	$(PIP) install -r requirements-chatterbox.txt
-	$(PIP) install --no-deps "chatterbox-tts==0.1.7"
+$(VENV)/.chatterbox-installed: locks/chatterbox.txt locks/chatterbox-tts.txt $(VENV)/.installed
+	$(LOCKED) -r locks/chatterbox.txt
+	$(LOCKED) -r locks/chatterbox-tts.txt
+	$(BIN)/python -m workers.engines.stack_check
 	touch $@
 
 run: install
@@ -40,6 +46,11 @@ test: install-dev install-chatterbox
 test-fast: install-dev
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not chatterbox"
 
+# The product as a user installs it: the examples of both seeds, the OpenAI SDK and the Extended
+# family against a server that `make run` started (SMOKE_URL), from a client environment of its own.
+smoke:
+	$(SMOKE_PYTHON) scripts/smoke_installed.py --url $(or $(SMOKE_URL),http://127.0.0.1:4123)
+
 # A nightly-sized fuzz: property tests of the pure parts and schemathesis on every route, with
 # many more examples than `make test` runs.
 fuzz: install-dev
@@ -49,8 +60,14 @@ fuzz: install-dev
 bench: install-dev
 	$(BIN)/python scripts/bench_streaming.py --output docs/benchmarks-latest.json
 
+# ruff, then deptry: every third-party module the product imports is a runtime requirement.
 lint: install-dev
 	$(BIN)/ruff check chatterbox_server workers tests scripts gunicorn.conf.py
+	scripts/check_deps.sh $(BIN)
+
+# Re-resolves locks/ from the requirements files (LOCK_FLAGS="" keeps today's pins where it can).
+lock: install-dev
+	UV=$(BIN)/uv scripts/lock.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
