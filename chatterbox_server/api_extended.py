@@ -19,6 +19,7 @@ from chatterbox_server import speech
 from chatterbox_server.api.tts_schema import clean_folder
 from chatterbox_server.encoders import CONTENT_TYPES, FILE_EXTENSIONS, encode_whole
 from chatterbox_server.errors import ApiError
+from chatterbox_server.header_text import attachment
 from chatterbox_server.outputs import OutputStore
 from chatterbox_server.services import Services
 from chatterbox_server.store import outputs_index
@@ -120,7 +121,7 @@ def output_url(filename: str, absolute: bool = False) -> str:
 
 def download_response(generated: Generated, headers: dict[str, str]) -> Response:
     first, *others = generated.formats
-    headers = {**headers, "Content-Disposition": f'attachment; filename="{generated.files[first]}"'}
+    headers = {**headers, "Content-Disposition": attachment(os.path.basename(generated.files[first]))}
     if others:
         headers["X-Alternative-Formats"] = "|".join(f"{fmt}:{output_url(generated.files[fmt])}" for fmt in others)
     return Response(generated.data[first], content_type=CONTENT_TYPES[first], headers=headers)

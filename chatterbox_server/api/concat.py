@@ -20,6 +20,7 @@ from chatterbox_server.audio.post import float_to_pcm16
 from chatterbox_server.bodies import form_fields, json_object, load
 from chatterbox_server.encoders import CONTENT_TYPES, FILE_EXTENSIONS, encode_whole
 from chatterbox_server.errors import ApiError
+from chatterbox_server.header_text import attachment, joined
 from chatterbox_server.hub import off_hub
 from chatterbox_server.outputs import OutputStore
 from chatterbox_server.services import Services, services
@@ -157,8 +158,8 @@ def finish(svc: Services, items: list, req: dict[str, Any], rate: int, mode: str
     if mode == "stream" and len(formats) == 1:
         fmt = formats[0]
         return Response(data[fmt], content_type=CONTENT_TYPES[fmt],
-                        headers={"Content-Disposition": f'attachment; filename="{names[fmt]}"',
-                                 "X-Output-Files": ",".join(names.values())})
+                        headers={"Content-Disposition": attachment(names[fmt]),
+                                 "X-Output-Files": joined(list(names.values()))})
     return jsonify({"success": True, "message": "Audio concatenation completed successfully",
                     "output_files": [names[fmt] for fmt in formats],
                     "output_urls": [output_url(names[fmt], absolute=True) for fmt in formats],

@@ -36,6 +36,7 @@ from chatterbox_server.audio import post
 from chatterbox_server.bodies import json_object, load
 from chatterbox_server.encoders import CONTENT_TYPES, encode_whole
 from chatterbox_server.errors import ApiError
+from chatterbox_server.header_text import attachment, header_value
 from chatterbox_server.hub import off_hub
 from chatterbox_server.outputs import OutputStore
 from chatterbox_server.services import Services, services
@@ -55,6 +56,7 @@ class Outcome:
     seed: int
     takes: list[dict[str, Any]] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
+    degraded: dict[str, str] = field(default_factory=dict)    # optional capability -> why it was off
 
 
 @bp.post("/tts")
@@ -76,6 +78,8 @@ def tts() -> Response:
     svc.pool.admit()        # once for the whole request: make_speech's takes are then held to the job cap only
     outcome = make_speech(svc, info, req, chunks, voice)
     headers.update(outcome.headers)
+    if outcome.degraded:
+        headers["X-Chatterbox-Degraded"] = ",".join(sorted(outcome.degraded))
     store = folder_store(req.folder)
     original = outcome.pcm
     audio = off_hub(after_synthesis, post.pcm16_to_float(outcome.pcm), info.sample_rate, req)
@@ -128,7 +132,7 @@ def make_speech(svc: Services, info: EngineInfo, req: ExtendedTtsRequest, chunks
     cand = req.candidates
     settings = synthesis_settings(req, svc.settings.allow_disable_watermark)
     outcome = Outcome(b"", seed)
-    asr = None if cand.bypass_whisper else whisper_client(svc, cand.whisper_model, cand.explicit, outcome)
+    asr = None if cand.bypass_whisper else whisper_client(svc, cand.whisper_model, outcome)
     per_chunk = cand.per_chunk if asr is not None or cand.bypass_whisper else 1
     pieces = []
     try:
@@ -145,21 +149,23 @@ def make_speech(svc: Services, info: EngineInfo, req: ExtendedTtsRequest, chunks
     return outcome
 
 
-def whisper_client(svc: Services, model: str, explicit: bool, outcome: Outcome) -> AsrClient | None:
-    """A connection to the Whisper process with `model` loaded. When it cannot run: a 503 if the
-    client asked for candidate checking itself; otherwise (the peer's defaults) None, which means
-    one unchecked take per chunk, said in a header."""
+def whisper_client(svc: Services, model: str, outcome: Outcome) -> AsrClient | None:
+    """A connection to the Whisper process with `model` loaded, or None when it cannot run here (no
+    model offline, no process): then each chunk gets one unchecked take, and the header and the JSON
+    answer say why. Whisper is optional; its absence degrades the request, never fails it."""
     asr = AsrClient(svc.pool.run_dir)
     try:
         asr.open()
         used = asr.probe(model)
     except ApiError as exc:
         asr.close()
-        if explicit:
-            raise
-        outcome.headers["X-Chatterbox-Whisper"] = f"unavailable, one unchecked take per chunk: {exc.message}"[:300]
+        outcome.degraded["whisper"] = header_value(f"Whisper {model!r} is unavailable, one unchecked take per "
+                                                   f"chunk: {exc.message}")
+        outcome.headers["X-Chatterbox-Whisper"] = outcome.degraded["whisper"]
+        log.warning("candidate check off for this request: %s", outcome.degraded["whisper"])
         return None
-    outcome.headers["X-Chatterbox-Whisper"] = f"{model} ({os.path.basename(used.model.rstrip('/')) or used.model})"
+    name = os.path.basename(used.model.rstrip("/")) or used.model
+    outcome.headers["X-Chatterbox-Whisper"] = header_value(f"{model} ({name})")
     return asr
 
 
@@ -261,7 +267,7 @@ def generation_parameters(req: ExtendedTtsRequest, seed: int) -> dict[str, Any]:
 def download_response(generated: Generated, return_format: str | None, headers: dict[str, str]) -> Response:
     fmt = return_format if return_format in generated.formats else generated.formats[0]
     store_name = generated.files[fmt]
-    headers = {**headers, "Content-Disposition": f'attachment; filename="{os.path.basename(store_name)}"'}
+    headers = {**headers, "Content-Disposition": attachment(os.path.basename(store_name))}
     others = [f for f in generated.formats if f != fmt]
     if others:
         headers["X-Alternative-Formats"] = "|".join(f"{f}:{output_url(generated.files[f])}" for f in others)
@@ -288,6 +294,7 @@ def url_response(generated: Generated, req: ExtendedTtsRequest, outcome: Outcome
         "chunks": chunks,
         "candidates": outcome.takes,
         "parameters": generation_parameters(req, outcome.seed),
+        "degraded": outcome.degraded,
     })
     response.headers.update(headers)
     return response

@@ -35,7 +35,6 @@ class Candidates:
     whisper_model: str
     use_faster_whisper: bool
     longest_on_fail: bool
-    explicit: bool                      # the client sent one of these fields itself
 
 
 @dataclass(frozen=True)
@@ -182,8 +181,6 @@ class ExtendedTtsSchema(Schema):
         if project and folder and project != folder:
             raise ValidationError({"folder": ["Cannot differ from project (folder is an alias of project)."]})
         reference = d["reference_audio_filename"]
-        candidate_fields = {"num_candidates_per_chunk", "max_attempts_per_candidate", "bypass_whisper_checking",
-                            "whisper_model_name", "use_faster_whisper", "use_longest_transcript_on_fail"}
         return ExtendedTtsRequest(
             text=d["text"], reference_voice=reference_voice_name(reference) if reference else None,
             exaggeration=d["exaggeration"], temperature=d["temperature"], cfg_weight=d["cfg_weight"],
@@ -194,7 +191,7 @@ class ExtendedTtsSchema(Schema):
             enable_batching=d["enable_batching"], smart_batch_short_sentences=d["smart_batch_short_sentences"],
             candidates=Candidates(d["num_candidates_per_chunk"], d["max_attempts_per_candidate"],
                                   d["bypass_whisper_checking"], d["whisper_model_name"], d["use_faster_whisper"],
-                                  d["use_longest_transcript_on_fail"], bool(self._sent & candidate_fields)),
+                                  d["use_longest_transcript_on_fail"]),
             after=AfterSynthesis(d["normalize_audio"], d["normalize_method"], d["normalize_level"],
                                  d["normalize_tp"], d["normalize_lra"], d["use_auto_editor"], d["ae_threshold"],
                                  d["ae_margin"], d["keep_original_wav_ae"], d["trim"], d["trim_threshold_ms"]),

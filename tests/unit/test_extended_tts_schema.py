@@ -17,7 +17,7 @@ def test_defaults_are_the_peers():
     assert (req.exaggeration, req.temperature, req.cfg_weight) == (0.5, 0.75, 1.0)
     assert req.seed is None and req.speed_factor == 1.0
     assert req.candidates.per_chunk == 3 and req.candidates.max_attempts == 3 and not req.candidates.bypass_whisper
-    assert req.candidates.whisper_model == "medium" and not req.candidates.explicit
+    assert req.candidates.whisper_model == "medium"
     assert req.text_options.to_lowercase and req.text_options.fix_dot_letters and req.smart_batch_short_sentences
     assert req.export_formats == ("wav", "mp3") and req.disable_watermark and req.folder == ""
     assert (req.after.ae_threshold, req.after.ae_margin, req.after.trim_threshold_ms) == (0.06, 0.2, 200)
@@ -55,11 +55,6 @@ def test_unknown_fields_stay_a_400():
     with pytest.raises(ValidationError) as info:
         load(voice="alloy")
     assert "voice" in info.value.messages
-
-
-def test_candidate_fields_sent_are_explicit():
-    assert load(bypass_whisper_checking=False).candidates.explicit
-    assert load(whisper_model_name="tiny").candidates.explicit
 
 
 def test_folder_is_an_alias_of_project():
