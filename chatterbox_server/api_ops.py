@@ -4,11 +4,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import gevent
 from flask import Blueprint, Response, jsonify
 
+from chatterbox_server.asr.availability import DEFAULT_MODEL, engine_availability, whisper_availability
+from chatterbox_server.asr.client import AsrClient
+from chatterbox_server.errors import ApiError
 from chatterbox_server.security import guards
 from chatterbox_server.services import Services, services
 from workers.board import SlotView, WorkerState
+from workers.engines.base import EngineInfo
 
 bp = Blueprint("ops", __name__)
 
@@ -40,7 +45,41 @@ def health_report(svc: Services, detailed: bool | None = None) -> dict[str, Any]
         "jobs_in_flight": in_flight,
         "queue_depth": max(in_flight - busy, 0),
         "jobs_parked": sum(parked_jobs(v) for v in ready),
+        "optional": optional_capabilities(svc, info, detailed),
     }
+
+
+_WHISPER_CACHE: dict[str, tuple[float, dict[str, Any]]] = {}
+WHISPER_STATUS_TTL = 10.0        # seconds a front worker reuses the speech-recognition process's answer
+WHISPER_STATUS_TIMEOUT = 0.5
+
+
+def optional_capabilities(svc: Services, info: EngineInfo | None, detailed: bool) -> dict[str, Any]:
+    """Which optional parts are off and why; `reason` (paths, error texts) for trusted callers only."""
+    capabilities = {"chatterbox_engine": engine_availability(info.engine if info else None, svc.settings.engine,
+                                                             info.fallback_reason if info else None),
+                    "whisper": whisper_status(svc.pool.run_dir)}
+    if not detailed:
+        capabilities = {name: {k: v for k, v in entry.items() if k != "reason"} for name, entry in capabilities.items()}
+    return capabilities
+
+
+def whisper_status(run_dir: str) -> dict[str, Any]:
+    cached = _WHISPER_CACHE.get(run_dir)
+    if cached and time.monotonic() - cached[0] < WHISPER_STATUS_TTL:
+        return cached[1]
+    asr = AsrClient(run_dir)
+    try:
+        asr.open()
+        report = whisper_availability(asr.status(DEFAULT_MODEL, WHISPER_STATUS_TIMEOUT))
+    except (ApiError, OSError, EOFError, gevent.Timeout) as exc:
+        why = exc.message if isinstance(exc, ApiError) else (f"no answer in {WHISPER_STATUS_TIMEOUT} s"
+                                                             if isinstance(exc, gevent.Timeout) else str(exc))
+        report = whisper_availability(None, why)
+    finally:
+        asr.close()
+    _WHISPER_CACHE[run_dir] = (time.monotonic(), report)
+    return report
 
 
 def _slot(view: SlotView, detailed: bool) -> dict[str, Any]:

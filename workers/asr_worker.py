@@ -48,6 +48,20 @@ class Probe:
 
 
 @dataclass(frozen=True)
+class Status:
+    """What can run, without loading anything: answered at once, even during a transcription."""
+    model: str = "medium"      # the name whose local availability is checked
+
+
+@dataclass(frozen=True)
+class AsrStatus:
+    loaded: tuple[str, ...]            # models in memory (hub names or local directories)
+    failed: tuple[tuple[str, str], ...]  # (model, why) of recent load failures
+    local: str | None                  # where `Status.model` would load from without a download, if anywhere
+    offline: bool                      # HF_HUB_OFFLINE: a model not on disk cannot be fetched
+
+
+@dataclass(frozen=True)
 class Transcript:
     text: str
     model: str                 # what actually ran: a hub name or a local directory
@@ -105,6 +119,25 @@ class Recognizer:
             self._model(path)
         return Transcript("", path)
 
+    def status(self, request: Status) -> AsrStatus:
+        now = time.monotonic()
+        failed = tuple((path, why) for path, (when, why) in list(self.failures.items())
+                       if now - when < FAILURE_MEMORY_SECONDS)
+        return AsrStatus(tuple(self.models), failed, self._local(request.model), _hub_offline())
+
+    def _local(self, name: str) -> str | None:
+        try:
+            path = resolve_model(name, self.model_dir)
+        except FileNotFoundError:
+            return None
+        if os.path.isdir(path):
+            return path
+        try:
+            from faster_whisper.utils import download_model
+            return download_model(path, local_files_only=True)
+        except Exception:  # noqa: BLE001 - not in the cache (or no faster-whisper): nothing local
+            return None
+
     def transcribe(self, request: Transcribe) -> Transcript:
         path = resolve_model(request.model, self.model_dir)
         with self.lock:
@@ -145,6 +178,10 @@ class Recognizer:
         return model
 
 
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 # -- the process ----------------------------------------------------------------------------------
 def serve_connection(conn: Connection, recognizer: Recognizer) -> None:
     try:
@@ -153,6 +190,9 @@ def serve_connection(conn: Connection, recognizer: Recognizer) -> None:
                 request = conn.recv()
             except (EOFError, OSError):
                 return
+            if isinstance(request, Status):
+                conn.send(recognizer.status(request))
+                continue
             if not isinstance(request, (Transcribe, Probe)):
                 conn.send(TranscribeFailed("not a transcription request", 400))
                 continue

@@ -9,7 +9,7 @@ import gevent
 
 from chatterbox_server.errors import ApiError
 from chatterbox_server.pool_client import CooperativeConnection, connect
-from workers.asr_worker import Probe, Transcribe, TranscribeFailed, Transcript, socket_path
+from workers.asr_worker import AsrStatus, Probe, Status, Transcribe, TranscribeFailed, Transcript, socket_path
 
 TRANSCRIBE_TIMEOUT = 600.0      # a first use may load (or download) the model
 
@@ -42,6 +42,16 @@ class AsrClient:
     def probe(self, model: str) -> Transcript:
         """Load the model (once per process) or raise ApiError 503 saying why it cannot run."""
         return self._ask(Probe(model))
+
+    def status(self, model: str, timeout: float) -> AsrStatus:
+        """What can run, without loading anything (OSError or gevent.Timeout when it cannot say)."""
+        assert self.conn is not None
+        with gevent.Timeout(timeout):
+            self.conn.send(Status(model))
+            reply = self.conn.recv()
+        if not isinstance(reply, AsrStatus):
+            raise OSError(f"unexpected reply {type(reply).__name__}")
+        return reply
 
     def transcribe(self, model: str, pcm: bytes, sample_rate: int, language: str | None) -> Transcript:
         return self._ask(Transcribe(model, pcm, sample_rate, language))

@@ -160,6 +160,18 @@ def test_without_a_whisper_model_every_request_is_served_and_says_why(hibari_ser
         assert response.content[:4] == b"RIFF"
 
 
+def test_health_lists_whisper_off_and_why_then_on_with_a_model(hibari_server, whisper_server):
+    """Issue 15: /health says which optional capabilities are off and why (the reason to trusted
+    callers: loopback here, no keys)."""
+    off = requests.get(f"{hibari_server.base}/health", timeout=10).json()["optional"]
+    assert off["whisper"]["available"] is False and off["whisper"]["code"] in ("no_local_model", "load_failed")
+    assert "HF_HUB_OFFLINE" in off["whisper"]["reason"]
+    assert off["chatterbox_engine"] == {"available": False, "code": "not_configured",
+                                        "reason": "CHATTERBOX_ENGINE=hibari"}
+    on = requests.get(f"{whisper_server.base}/health", timeout=10).json()["optional"]
+    assert on["whisper"]["available"] is True and on["whisper"]["code"] in ("on_disk", "loaded")
+
+
 # -- text preparation ------------------------------------------------------------------------------
 def test_text_preparation_fields_shape_what_is_spoken(whisper_server):
     text = "Call the F.B.I. today.[1] They  answer.12 Um, quickly."

@@ -1,6 +1,7 @@
 """Engine registry. Engines import their runtimes lazily: only model workers ever load one."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from chatterbox_server.settings import Settings
@@ -35,7 +36,7 @@ def load_engine(settings: Settings, device: str) -> tuple[Engine, EngineInfo]:
         engine = create_engine("chatterbox", settings, device)
         return engine, engine.load()
     except Exception as exc:  # noqa: BLE001 - any reason Chatterbox cannot run here means fall back
-        log.warning("engine auto: Chatterbox unavailable (%s: %s); using the embedded hibari engine",
-                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}" if str(exc) else type(exc).__name__
+        log.warning("engine auto: Chatterbox unavailable (%s); using the embedded hibari engine", reason)
     engine = create_engine("hibari", settings, device)
-    return engine, engine.load()
+    return engine, dataclasses.replace(engine.load(), fallback_reason=reason[:500])

@@ -34,6 +34,7 @@ class EngineInfo:
     supports_voice_conversion: bool = False
     languages: tuple[str, ...] = ()    # accepted `language` values; empty: English only
     native_speed: tuple[float, float] | None = None  # speed range the engine does itself
+    fallback_reason: str | None = None # CHATTERBOX_ENGINE=auto: why Chatterbox could not run here
 
 
 @dataclass(frozen=True)
