@@ -8,6 +8,7 @@ after the fork, in each worker, once gevent has patched the process.
 import os
 import shutil
 
+from chatterbox_server.lifecycle.announce import ready_line
 from chatterbox_server.security.keys import ApiKeys
 from chatterbox_server.settings import Settings
 
@@ -42,6 +43,8 @@ def when_ready(server):
     os.makedirs(metrics_dir)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     server.log.info("model pool started: state in %s", pool.run_dir)
+    pool.when_serving(lambda info: server.log.info(
+        ready_line(info.get("engine", "?"), info.get("model", "?"), _settings.bind_addresses)))
 
 
 def post_fork(server, worker):

@@ -13,12 +13,14 @@ import os
 import shutil
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from multiprocessing.connection import wait
 
 from chatterbox_server.settings import Settings
 from workers import supervisor
 from workers.asr_worker import AsrProcess
-from workers.board import Board
+from workers.board import Board, WorkerState
 
 log = logging.getLogger("chatterbox.pool")
 RUN_DIR_ENV = "CHATTERBOX_POOL_DIR"   # where front workers find the pool; set by the pool's owner
@@ -51,6 +53,22 @@ class ModelPool:
         self.watchdog = threading.Thread(target=self._watch_supervisor, name="pool-watchdog", daemon=True)
         self.watchdog.start()
         log.info("model pool: %d worker(s), engine %s, state in %s", slots, self.settings.engine, self.run_dir)
+
+    def when_serving(self, callback: Callable[[dict], None], timeout: float = 3600.0) -> None:
+        """Call `callback(engine info)` once, from a thread, when the first model worker is ready."""
+        def wait_for_a_worker() -> None:
+            board = Board.open(os.path.join(self.run_dir, "board"))
+            try:
+                deadline = time.monotonic() + timeout
+                while not self.stopping.is_set() and time.monotonic() < deadline:
+                    ready = [view for view in board.views() if view.state == WorkerState.READY and view.info]
+                    if ready:
+                        callback(ready[0].info)
+                        return
+                    time.sleep(0.5)      # not stopping.wait: front workers fork meanwhile (its lock)
+            finally:
+                board.close()
+        threading.Thread(target=wait_for_a_worker, name="pool-ready", daemon=True).start()
 
     def _spawn_supervisor(self) -> None:
         context = multiprocessing.get_context("spawn")
