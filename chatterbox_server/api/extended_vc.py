@@ -83,7 +83,9 @@ def voice_conversion() -> Response:
     svc = services()
     info = svc.require_engine()
     if not info.supports_voice_conversion:
-        raise ApiError(503, f"voice conversion needs the chatterbox engine; this server runs {info.engine}",
+        # a 400, not a 503: nothing will change by retrying; the server was set up without the engine
+        raise ApiError(400, f"voice conversion needs the chatterbox engine; this server runs {info.engine} "
+                            "(install it with make install-chatterbox, CHATTERBOX_ENGINE=chatterbox)",
                        code="voice_conversion_unavailable")
     temporary: list[str] = []
     try:

@@ -102,8 +102,8 @@ def test_bad_requests(tone_server, speaker, data, files, status, param):
     assert body["success"] is False and param in body["detail"]
 
 
-def test_hibari_answers_503_naming_the_engine(hibari_server):
+def test_hibari_answers_400_naming_the_engine(hibari_server):
     files = {"input_audio": ("in.wav", wav_bytes(recording(2.0), 16000))}
     response = requests.post(hibari_server.url("/api/v1/vc"), data={"target_voice_source": "x"}, files=files)
-    assert response.status_code == 503
+    assert response.status_code == 400 and response.json()["error_code"] == "VOICE_CONVERSION_UNAVAILABLE"
     assert "chatterbox engine" in response.json()["detail"]
