@@ -18,7 +18,10 @@ def create_engine(name: str, settings: Settings, device: str) -> Engine:
         from workers.engines.tone import ToneEngine
         return ToneEngine()
     if name == "chatterbox":
-        from workers.engines.chatterbox import ChatterboxEngine
+        try:
+            from workers.engines.chatterbox import ChatterboxEngine
+        except ImportError as exc:
+            raise ImportError(f"the Chatterbox engine stack is not installed (make install-chatterbox): {exc}") from exc
         return ChatterboxEngine(model=settings.model, device=device,
                                 checkpoint_dir=settings.checkpoint_dir or None,
                                 max_new_tokens=settings.max_new_tokens, stream_tokens=settings.stream_tokens,
