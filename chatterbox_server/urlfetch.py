@@ -68,14 +68,43 @@ def check_url(url: str, param: str) -> Target:
     return Target(scheme, parts.hostname, port or (443 if scheme == "https" else 80), path)
 
 
+# IPv6 ranges whose addresses carry an IPv4 address that a translator, relay or dual stack reaches:
+# judged by the IPv4 address they embed (RFC 6052, RFC 3056, RFC 4291, RFC 2765).
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")              # well-known NAT64 prefix, IPv4 in the last 32 bits
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")           # deprecated ::a.b.c.d
+IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # SIIT ::ffff:0:a.b.c.d
+# Ranges refused unless private addresses are allowed, whatever Python's is_global says of them:
+# local-use NAT64 (RFC 8215; where its IPv4 sits depends on the operator's prefix length) and
+# Teredo (a tunnel to whichever host its obfuscated client address names).
+TUNNELS = (ipaddress.IPv6Network("64:ff9b:1::/48"), ipaddress.IPv6Network("2001::/32"))
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for (mapped, translated, compatible, NAT64, 6to4)."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in NAT64 or ip in IPV4_TRANSLATED or (ip in IPV4_COMPATIBLE and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def address_allowed(address: str, allow_private: bool) -> bool:
     """Public unicast addresses always; private, loopback and link-local ones only when allowed;
-    multicast and unspecified addresses never."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    multicast and unspecified addresses never. An IPv6 address that embeds an IPv4 address is
+    judged by that IPv4 address; local-use NAT64 and Teredo count as private."""
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address.split("%", 1)[0])
     if ip.is_multicast or ip.is_unspecified:
         return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in network for network in TUNNELS):
+            return allow_private
+        inner = embedded_ipv4(ip)
+        if inner is not None:
+            ip = inner
+            if ip.is_multicast or ip.is_unspecified:
+                return False
     return ip.is_global or allow_private
 
 

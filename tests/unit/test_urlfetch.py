@@ -96,6 +96,42 @@ def test_address_rules(address, private_ok, allowed):
     assert urlfetch.address_allowed(address, private_ok) is allowed
 
 
+EMBEDDED_PRIVATE = [
+    "64:ff9b::7f00:1", "64:ff9b::a00:1", "64:ff9b::127.0.0.1", "64:ff9b::169.254.169.254",  # NAT64 /96
+    "64:ff9b:1::7f00:1", "64:ff9b:1:abcd::808:808",                                   # local-use NAT64 /48
+    "2002:7f00:1::", "2002:a9fe:a9fe::1", "2002:c0a8:1::",                              # 6to4
+    "::127.0.0.1", "::10.0.0.1", "::169.254.169.254",                                    # IPv4-compatible
+    "::ffff:127.0.0.1", "::ffff:10.1.2.3",                                               # IPv4-mapped
+    "::ffff:0:127.0.0.1", "::ffff:0:10.0.0.1", "::ffff:0:169.254.169.254",               # IPv4-translated
+    "2001:0:4136:e378:8000:63bf:80ff:fffe", "2001:0:5ef5:79fd::1",                        # Teredo
+]
+
+
+@pytest.mark.parametrize("address", EMBEDDED_PRIVATE)
+def test_ipv6_forms_that_embed_a_private_ipv4_address_are_refused(address):
+    assert urlfetch.address_allowed(address, False) is False
+    assert urlfetch.address_allowed(address, True) is True      # the setting that allows private ones
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::808:808", "2002:808:808::1", "::8.8.8.8", "::ffff:8.8.8.8",
+                                     "::ffff:0:8.8.8.8"])
+def test_ipv6_forms_that_embed_a_public_ipv4_address_are_judged_by_it(address):
+    assert urlfetch.address_allowed(address, False) is True
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::e000:1", "64:ff9b::", "2002::", "::ffff:0:0.0.0.0",
+                                     "::ffff:0:224.0.0.1", "2002:e000:1::"])
+def test_embedded_multicast_or_unspecified_is_never_fetched(address):
+    assert urlfetch.address_allowed(address, True) is False
+
+
+def test_a_name_resolving_to_an_embedded_private_address_is_refused(monkeypatch):
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [
+        (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("64:ff9b::a9fe:a9fe", 80, 0, 0))])
+    error = refused("http://nat64.test/a.wav", DENY)
+    assert error.status == 400 and "64:ff9b::a9fe:a9fe" in error.message
+
+
 def test_loopback_is_refused_by_default(server):
     error = refused(server + "/ok", DENY)
     assert error.status == 400 and "private" in error.message
