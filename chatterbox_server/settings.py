@@ -113,7 +113,8 @@ class Settings:
     url_fetch_max_bytes: int = setting(
         20 * 1024 * 1024, "Largest file `/api/v1/vc` downloads from a URL; above: 413.")
     url_fetch_timeout: float = setting(
-        30.0, "Seconds a URL download for `/api/v1/vc` may take, redirects included.")
+        30.0, "Seconds a URL download for `/api/v1/vc` may take in all: connecting, redirects, headers and "
+        "body, however slowly the server sends; past it the request gets 400 `url_timeout`.")
     run_dir: str = setting(
         "", "Directory for the model workers' sockets and state; empty: a private temporary directory.")
     log_level: str = setting("info", "Log level of every process.", LOG_LEVELS)

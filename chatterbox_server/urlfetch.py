@@ -9,12 +9,16 @@ checked again. The body is bounded in bytes and the whole fetch in time.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
+import urllib3.connection
 
 from chatterbox_server.errors import ApiError
 
@@ -122,35 +126,136 @@ def resolve(target: Target, policy: FetchPolicy, param: str) -> str:
     return addresses[0]
 
 
+class Deadline:
+    """Cuts a fetch's connection when its time is up, wherever the fetch is waiting.
+
+    urllib3's timeouts bound each connect and each recv, so a server that sends one byte just
+    inside the read timeout, forever, would hold the fetch (and its client) without end. At the
+    deadline a timer shuts the socket down (through a duplicate of its descriptor, which works for
+    TLS sockets and under gevent alike); the waiting read then ends, and `fired` tells the caller
+    why. The connection cancels the timer before it closes, so a reused descriptor is never hit.
+    """
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.fired = False
+        self._fd = -1
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def remaining(self) -> float:
+        return max(0.05, self.at - time.monotonic())
+
+    def expired(self) -> bool:
+        return self.fired or time.monotonic() >= self.at
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._fd = sock.fileno()
+            self._timer = threading.Timer(self.remaining(), self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._fd = -1
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._fd < 0:
+                return
+            self.fired = True
+            try:
+                probe = socket.socket(fileno=os.dup(self._fd))
+            except OSError:
+                return
+            try:
+                probe.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            finally:
+                probe.close()
+
+
+class _Watched:
+    """A urllib3 connection whose socket a Deadline watches from the moment it exists."""
+    deadline: Deadline
+
+    def __init__(self, *args: Any, deadline: Deadline, **kwargs: Any) -> None:
+        self.deadline = deadline
+        super().__init__(*args, **kwargs)
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()      # before the TLS handshake, which can be trickled too
+        self.deadline.watch(sock)
+        return sock
+
+    def close(self) -> None:
+        self.deadline.cancel()
+        super().close()
+
+
+class _WatchedHTTP(_Watched, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _WatchedHTTPS(_Watched, urllib3.connection.HTTPSConnection):
+    pass
+
+
 def fetch(url: str, policy: FetchPolicy, param: str) -> bytes:
-    deadline = time.monotonic() + policy.timeout
-    for _ in range(policy.max_redirects + 1):
-        target = check_url(url, param)
-        address = resolve(target, policy, param)
-        response = _request(target, address, deadline, policy, param)
-        try:
-            if response.status in REDIRECTS and response.headers.get("Location"):
-                url = urljoin(url, response.headers["Location"])
-                continue
-            if response.status != 200:
-                raise refuse(param, f"the server answered HTTP {response.status}", code="url_unreachable")
-            return _read_bounded(response, deadline, policy, param)
-        finally:
-            response.release_conn()
-            response.close()
+    """The body at `url`, within policy.timeout seconds in all (redirects, headers and body)."""
+    deadline = Deadline(time.monotonic() + policy.timeout)
+    try:
+        for _ in range(policy.max_redirects + 1):
+            target = check_url(url, param)
+            address = resolve(target, policy, param)
+            response = _request(target, address, deadline, policy, param)
+            try:
+                if response.status in REDIRECTS and response.headers.get("Location"):
+                    url = urljoin(url, response.headers["Location"])
+                    continue
+                if response.status != 200:
+                    raise refuse(param, f"the server answered HTTP {response.status}", code="url_unreachable")
+                return _read_bounded(response, deadline, policy, param)
+            finally:
+                deadline.cancel()
+                response.release_conn()
+                response.close()
+    finally:
+        deadline.cancel()
     raise refuse(param, f"more than {policy.max_redirects} redirects")
 
 
-def _request(target: Target, address: str, deadline: float, policy: FetchPolicy,
+def timed_out(policy: FetchPolicy, param: str) -> ApiError:
+    return refuse(param, f"the download took longer than {policy.timeout:g} s (CHATTERBOX_URL_FETCH_TIMEOUT)",
+                  code="url_timeout")
+
+
+def _timeout(exc: BaseException) -> bool:
+    """A connect or read timeout; urllib3's NewConnectionError (refused, unreachable) is a subclass
+    of ConnectTimeoutError but no timeout."""
+    return (isinstance(exc, urllib3.exceptions.TimeoutError)
+            and not isinstance(exc, urllib3.exceptions.NewConnectionError))
+
+
+def _request(target: Target, address: str, deadline: Deadline, policy: FetchPolicy,
              param: str) -> urllib3.BaseHTTPResponse:
-    remaining = max(0.1, deadline - time.monotonic())
+    remaining = deadline.remaining()
     timeout = urllib3.Timeout(connect=remaining, read=remaining)
     if target.scheme == "https":
         pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
             address, target.port, timeout=timeout, retries=False, maxsize=1,
-            server_hostname=target.host, assert_hostname=target.host, cert_reqs="CERT_REQUIRED")
+            server_hostname=target.host, assert_hostname=target.host, cert_reqs="CERT_REQUIRED",
+            deadline=deadline)
+        pool.ConnectionCls = _WatchedHTTPS
     else:
-        pool = urllib3.HTTPConnectionPool(address, target.port, timeout=timeout, retries=False, maxsize=1)
+        pool = urllib3.HTTPConnectionPool(address, target.port, timeout=timeout, retries=False, maxsize=1,
+                                          deadline=deadline)
+        pool.ConnectionCls = _WatchedHTTP
     default_port = 443 if target.scheme == "https" else 80
     host = target.host if target.port == default_port else f"{target.host}:{target.port}"
     if ":" in target.host and not host.startswith("["):
@@ -159,19 +264,23 @@ def _request(target: Target, address: str, deadline: float, policy: FetchPolicy,
         return pool.urlopen("GET", target.path, headers={"Host": host, "User-Agent": "chatterbox-server",
                                                           "Accept-Encoding": "identity"},
                             redirect=False, retries=False, preload_content=False, assert_same_host=False)
-    except urllib3.exceptions.HTTPError as exc:
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        deadline.cancel()
+        if deadline.expired() or _timeout(exc):
+            raise timed_out(policy, param) from None
         raise refuse(param, f"fetching the URL failed ({type(exc).__name__})", code="url_unreachable") from None
 
 
-def _read_bounded(response: urllib3.BaseHTTPResponse, deadline: float, policy: FetchPolicy, param: str) -> bytes:
+def _read_bounded(response: urllib3.BaseHTTPResponse, deadline: Deadline, policy: FetchPolicy,
+                  param: str) -> bytes:
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > policy.max_bytes:
         raise refuse(param, f"the file is {declared} bytes; the limit is {policy.max_bytes}", 413, "file_too_large")
     parts, total = [], 0
     try:
         while True:
-            if time.monotonic() > deadline:
-                raise refuse(param, f"the download took longer than {policy.timeout:g} s", code="url_timeout")
+            if deadline.expired():
+                raise timed_out(policy, param)
             chunk = response.read1(READ_SIZE)
             if not chunk:
                 break
@@ -180,6 +289,10 @@ def _read_bounded(response: urllib3.BaseHTTPResponse, deadline: float, policy: F
                 raise refuse(param, f"the file is larger than the limit of {policy.max_bytes} bytes", 413,
                               "file_too_large")
             parts.append(chunk)
-    except urllib3.exceptions.HTTPError as exc:
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        if deadline.expired() or _timeout(exc):
+            raise timed_out(policy, param) from None
         raise refuse(param, f"reading the URL failed ({type(exc).__name__})", code="url_unreachable") from None
+    if deadline.fired:              # the cut looked like the end of a body of undeclared length
+        raise timed_out(policy, param)
     return b"".join(parts)

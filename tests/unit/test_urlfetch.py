@@ -35,6 +35,29 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Location", "/ok" if hops == 0 else f"/redirect/{hops - 1}")
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif self.path == "/trickle-headers":
+            # one byte of the status line and headers at a time: every recv gets data well within
+            # any per-recv timeout, but the answer never ends (bounded here at 40 * 0.2 s)
+            head = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"p" * 40 + b"\r\nContent-Length: 4\r\n\r\nRIFF"
+            try:
+                for byte in head[:40]:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
+            self.close_connection = True
+        elif self.path == "/trickle-body":
+            # no Content-Length: a cut connection would look like the end of the file
+            self.send_response(200)
+            self.end_headers()
+            try:
+                for _ in range(40):
+                    self.wfile.write(b"t")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
         elif self.path == "/slow":
             self.send_response(200)
             self.end_headers()
@@ -151,6 +174,36 @@ def test_time_limit(server):
     started = time.monotonic()
     error = refused(server + "/slow", urlfetch.FetchPolicy(True, 10_000, timeout=1.0))
     assert error.code == "url_timeout" and time.monotonic() - started < 2.5
+
+
+def test_a_server_trickling_its_headers_is_cut_at_the_deadline(server):
+    """The timeout is one deadline for the whole fetch, not a limit on each recv."""
+    started = time.monotonic()
+    error = refused(server + "/trickle-headers", urlfetch.FetchPolicy(True, 10_000, timeout=1.0))
+    elapsed = time.monotonic() - started
+    assert error.code == "url_timeout" and error.status == 400, error.message
+    assert "1 s" in error.message and 0.9 < elapsed < 1.6, elapsed
+
+
+def test_a_trickled_body_is_cut_at_the_deadline_not_returned_truncated(server):
+    started = time.monotonic()
+    error = refused(server + "/trickle-body", urlfetch.FetchPolicy(True, 10_000, timeout=1.5))
+    elapsed = time.monotonic() - started
+    assert error.code == "url_timeout", error.message
+    assert 1.4 < elapsed < 1.9, elapsed
+
+
+def test_a_hung_server_is_cut_at_the_deadline():
+    """A server that accepts the connection and never answers (a stopped process's listen backlog)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        port = listener.getsockname()[1]
+        started = time.monotonic()
+        error = refused(f"http://127.0.0.1:{port}/a.wav", urlfetch.FetchPolicy(True, 10_000, timeout=1.0))
+        elapsed = time.monotonic() - started
+    assert error.code == "url_timeout" and error.status == 400, error.message
+    assert 0.9 < elapsed < 1.6, elapsed
 
 
 def test_redirects_are_followed_and_bounded(server):
