@@ -133,7 +133,9 @@ class Settings:
     allowed_hosts: str = setting(
         "", "Host names the server answers to, separated by commas (`.example.com` for a domain and its "
         "subdomains, `*` for any); other Host headers get 403 (DNS rebinding). Empty: `localhost`, `127.0.0.1` "
-        "and `::1` when every bind address is loopback and CHATTERBOX_TRUST_PROXY is 0, else any.")
+        "and `::1` when every bind address is loopback and CHATTERBOX_TRUST_PROXY is 0; otherwise any with API "
+        "keys, and without keys those names, any IP address, the names in CHATTERBOX_BIND and, for a 0.0.0.0 "
+        "or :: bind, this machine's host name.")
     cors_origins: str = setting(
         "", "Browser origins allowed to call the API, separated by commas (`*` for any); empty: no CORS headers.")
     graceful_timeout: int = setting(
