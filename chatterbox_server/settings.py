@@ -120,6 +120,9 @@ class Settings:
     log_level: str = setting("info", "Log level of every process.", LOG_LEVELS)
     trust_proxy: int = setting(
         0, "Number of reverse proxies in front (nginx: 1); their X-Forwarded-* headers are trusted.")
+    trust_proxy_prefix: bool = setting(
+        False, "With CHATTERBOX_TRUST_PROXY, also trust X-Forwarded-Prefix (the path the server is mounted "
+        "under, for the URLs it builds); on only when your proxy sets it, as the shipped nginx sites can.")
     api_key: str = setting(
         "", "When set, every request but /health must send `Authorization: Bearer <key>` (the OpenAI SDK's "
         "api_key) or `X-API-Key: <key>`; others get 401. Empty: no authentication.")

@@ -230,6 +230,19 @@ def test_an_output_deleted_between_listing_and_stat_is_left_out_not_a_500(env, m
         sorted(name for _, name in listed[1:])
 
 
+def test_x_forwarded_prefix_is_trusted_only_when_configured(env, tmp_path):
+    """A client that reaches gunicorn directly must not choose the path of the URLs the server builds."""
+    _, data, _ = env
+    store = OutputStore(str(data / "outputs"), 0, 0)
+    outputs_index.record_generation(store, store.store({"wav": wav(0.5)}), "tts", {})
+    header = {"X-Forwarded-Prefix": "/evil", "X-Forwarded-Host": "tts.example.org"}
+    for trusted, prefix in ((False, ""), (True, "/evil")):
+        app = create_app({"data_dir": str(data), "trust_proxy": 1, "trust_proxy_prefix": trusted,
+                          "allowed_hosts": "tts.example.org"})
+        url = app.test_client().get("/api/v1/outputs", headers=header).get_json()["files"][0]["url"]
+        assert url.startswith(f"http://tts.example.org{prefix}/outputs/"), (trusted, url)
+
+
 def test_vc_inputs_upload_list_and_delete(env):
     client, data, _ = env
     first = upload_input(client, "My talk (1).wav", text="hello there", folder_path="ep1")
