@@ -77,7 +77,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         CORS(app, origins=origins, expose_headers=EXPOSED_HEADERS)
     if settings.trust_proxy:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trust_proxy, x_proto=settings.trust_proxy,
-                                x_host=settings.trust_proxy, x_prefix=settings.trust_proxy)
+                                x_host=settings.trust_proxy,
+                                x_prefix=settings.trust_proxy if settings.trust_proxy_prefix else 0)
     return app
 
 

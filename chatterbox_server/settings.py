@@ -113,12 +113,16 @@ class Settings:
     url_fetch_max_bytes: int = setting(
         20 * 1024 * 1024, "Largest file `/api/v1/vc` downloads from a URL; above: 413.")
     url_fetch_timeout: float = setting(
-        30.0, "Seconds a URL download for `/api/v1/vc` may take, redirects included.")
+        30.0, "Seconds a URL download for `/api/v1/vc` may take in all: connecting, redirects, headers and "
+        "body, however slowly the server sends; past it the request gets 400 `url_timeout`.")
     run_dir: str = setting(
         "", "Directory for the model workers' sockets and state; empty: a private temporary directory.")
     log_level: str = setting("info", "Log level of every process.", LOG_LEVELS)
     trust_proxy: int = setting(
         0, "Number of reverse proxies in front (nginx: 1); their X-Forwarded-* headers are trusted.")
+    trust_proxy_prefix: bool = setting(
+        False, "With CHATTERBOX_TRUST_PROXY, also trust X-Forwarded-Prefix (the path the server is mounted "
+        "under, for the URLs it builds); on only when your proxy sets it, as the shipped nginx sites can.")
     api_key: str = setting(
         "", "When set, every request but /health must send `Authorization: Bearer <key>` (the OpenAI SDK's "
         "api_key) or `X-API-Key: <key>`; others get 401. Empty: no authentication.")
@@ -132,7 +136,9 @@ class Settings:
     allowed_hosts: str = setting(
         "", "Host names the server answers to, separated by commas (`.example.com` for a domain and its "
         "subdomains, `*` for any); other Host headers get 403 (DNS rebinding). Empty: `localhost`, `127.0.0.1` "
-        "and `::1` when every bind address is loopback and CHATTERBOX_TRUST_PROXY is 0, else any.")
+        "and `::1` when every bind address is loopback and CHATTERBOX_TRUST_PROXY is 0; otherwise any with API "
+        "keys, and without keys those names, any IP address, the names in CHATTERBOX_BIND and, for a 0.0.0.0 "
+        "or :: bind, this machine's host name.")
     cors_origins: str = setting(
         "", "Browser origins allowed to call the API, separated by commas (`*` for any); empty: no CORS headers.")
     graceful_timeout: int = setting(

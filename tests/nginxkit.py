@@ -1,7 +1,13 @@
-"""A real nginx on loopback for deployment tests: runs a shipped site file with its addresses replaced."""
+"""A real nginx on loopback for deployment tests: runs a shipped site file with its addresses replaced.
+
+The shipped sites serve HTTPS with certbot's certificate paths and redirect port 80; `local_site`
+points them at loopback ports, a throwaway self-signed certificate for 127.0.0.1 and a scratch
+ACME webroot.
+"""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -25,10 +31,14 @@ def nginx_binary() -> str:
     return shutil.which("nginx") or "/usr/sbin/nginx"
 
 
+CERTBOT_LIVE = re.compile(r"/etc/letsencrypt/live/[^/;]+/(fullchain|privkey)\.pem")
+
+
 @dataclass(frozen=True)
 class Nginx:
-    base: str
+    base: str                   # https:// when the site has a TLS server
     directory: Path
+    http_base: str = ""         # the port-80 server of a TLS site (redirects and ACME challenges)
 
     def access_lines(self) -> list[str]:
         path = self.directory / "access.log"
@@ -38,11 +48,37 @@ class Nginx:
         return (self.directory / "error.log").read_text(errors="replace")
 
 
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate and key for 127.0.0.1 (openssl; valid for a day)."""
+    cert, key = directory / "fullchain.pem", directory / "privkey.pem"
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                           "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                           "-keyout", str(key), "-out", str(cert)], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    return cert, key
+
+
+def local_site(site: str, directory: Path, http_port: int, https_port: int) -> str:
+    """A shipped TLS site on 127.0.0.1: `http_port` for port 80, `https_port` for 443, a self-signed
+    certificate in place of certbot's, and `directory`/webroot for the ACME challenges."""
+    assert "listen 80;" in site and "listen 443 ssl;" in site and CERTBOT_LIVE.search(site), "not a TLS site"
+    cert, key = self_signed_certificate(directory)
+    (directory / "webroot" / ".well-known" / "acme-challenge").mkdir(parents=True, exist_ok=True)
+    site = site.replace("listen 80;", f"listen 127.0.0.1:{http_port};")
+    site = site.replace("listen 443 ssl;", f"listen 127.0.0.1:{https_port} ssl;")
+    site = CERTBOT_LIVE.sub(lambda match: str(cert if match.group(1) == "fullchain" else key), site)
+    return site.replace("root /var/www/html;", f"root {directory / 'webroot'};")
+
+
 @contextmanager
-def run_nginx(directory: Path, site: str, port: int) -> Iterator[Nginx]:
-    """nginx in the foreground with `site` (already pointing at 127.0.0.1:`port`) as its only site."""
+def run_nginx(directory: Path, site: str, port: int, tls_port: int | None = None) -> Iterator[Nginx]:
+    """nginx in the foreground with `site` (already pointing at 127.0.0.1:`port`, and `tls_port` for a
+    site from `local_site`) as its only site."""
     (directory / "site.conf").write_text(site)
+    # as root, nginx's workers would run as nobody, who cannot read pytest's private tmp (the ACME webroot)
+    user = "user root;" if os.geteuid() == 0 else ""
     (directory / "nginx.conf").write_text(f"""
+{user}
 pid {directory}/nginx.pid;
 error_log {directory}/error.log info;
 events {{ worker_connections 256; }}
@@ -63,15 +99,17 @@ http {{
     process = subprocess.Popen([*command, "-g", "daemon off;"])
     try:
         deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.1)
-        yield Nginx(f"http://127.0.0.1:{port}", directory)
+        for listening in (port, tls_port or port):
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", listening), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise
+                    time.sleep(0.1)
+        plain = f"http://127.0.0.1:{port}"
+        yield Nginx(f"https://127.0.0.1:{tls_port}" if tls_port else plain, directory, plain)
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -26,7 +26,8 @@ SYNTHESIS_RULES = ("/api/v1/tts", "/api/v1/vc")
 def init_app(app: Flask, settings: Settings, run_dir: str) -> None:
     keys = ApiKeys.load(settings.api_key, settings.api_keys_file)
     app.extensions[KEYS] = keys
-    hosts = allowed_host_names(settings.allowed_hosts, settings.bind_addresses, settings.trust_proxy > 0)
+    hosts = allowed_host_names(settings.allowed_hosts, settings.bind_addresses, settings.trust_proxy > 0,
+                               keys.enabled)
     origins = tuple(part.strip() for part in settings.cors_origins.split(",") if part.strip())
     limits = StreamLimits(os.path.join(run_dir, "streams"), settings.max_streams_per_key)
 

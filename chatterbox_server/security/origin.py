@@ -8,9 +8,11 @@ the second, the Origin check the first.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from urllib.parse import urlsplit
 
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+IP_LITERALS = "<an IP address>"          # in an allowed-hosts tuple: any IP literal as Host
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -38,22 +40,58 @@ def loopback_bind(addresses: list[str]) -> bool:
     return True
 
 
-def allowed_host_names(setting: str, addresses: list[str], behind_proxy: bool) -> tuple[str, ...] | None:
-    """The Host names to accept; None accepts any. Empty setting: local names on a loopback bind
-    without a proxy (the default install), any otherwise."""
+def bind_host_names(addresses: list[str]) -> tuple[str, ...]:
+    """Names a client may use for this server by its bind addresses: a name written in
+    CHATTERBOX_BIND, and this machine's host name for a wildcard bind (0.0.0.0, ::)."""
+    names: list[str] = []
+    for address in addresses:
+        if address.startswith(("unix:", "fd://")):
+            continue
+        name = split_host(address) if ":" in address else address.strip().lower()
+        try:
+            wildcard = ipaddress.ip_address(name).is_unspecified
+        except ValueError:
+            names.append(name)
+            continue
+        if wildcard:
+            names.append(socket.gethostname().lower())
+    return tuple(dict.fromkeys(name for name in names if name))
+
+
+def allowed_host_names(setting: str, addresses: list[str], behind_proxy: bool,
+                       keys_enabled: bool = False) -> tuple[str, ...] | None:
+    """The Host names to accept; None accepts any. An empty setting means:
+    - on a loopback bind without a proxy (the default install): the local names only;
+    - else, with API keys: any (a DNS-rebinding page has no key, so it reaches only what needs none);
+    - else (no keys, reachable from a network): IP literals (a page at http://10.0.0.5/ is that
+      address's own origin, never a rebinding), the local names and the bind addresses' names."""
     names = tuple(part.strip().lower() for part in setting.split(",") if part.strip())
     if "*" in names:
         return None
     if names:
         return names
-    return LOCAL_NAMES if loopback_bind(addresses) and not behind_proxy else None
+    if loopback_bind(addresses) and not behind_proxy:
+        return LOCAL_NAMES
+    if keys_enabled:
+        return None
+    return (IP_LITERALS, *LOCAL_NAMES, *bind_host_names(addresses))
 
 
 def host_allowed(host: str, allowed: tuple[str, ...] | None) -> bool:
     if allowed is None:
         return True
     name = split_host(host)
+    if IP_LITERALS in allowed and _ip_literal(name):
+        return True
     return any(name == entry or (entry.startswith(".") and name.endswith(entry)) for entry in allowed)
+
+
+def _ip_literal(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def cross_site(method: str, origin: str | None, fetch_site: str | None, host: str,

@@ -57,7 +57,10 @@ def scan(store: OutputStore) -> list[dict[str, Any]]:
         key = paths.join(folder, base_of(name))
         if key not in sidecars:
             sidecars[key] = files.read_json(os.path.join(store.directory, key + SIDECAR_SUFFIX))
-        entries.append(_entry(store, folder, name, relative, sidecars[key]))
+        try:
+            entries.append(_entry(store, folder, name, relative, sidecars[key]))
+        except FileNotFoundError:       # deleted (another instance, retention) after the listing
+            continue
     entries.sort(key=lambda entry: (-entry["_created"], entry["path"]))
     return entries
 

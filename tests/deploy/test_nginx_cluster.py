@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from nginxkit import Nginx, requires_nginx, run_nginx
+from nginxkit import Nginx, local_site, requires_nginx, run_nginx
 from serverkit import ROOT, Server, free_port, start_server
 
 pytestmark = [pytest.mark.server, pytest.mark.slow, requires_nginx]
@@ -40,12 +40,13 @@ def cluster(tmp_path_factory):
         for name in ("a", "b"):
             (tmp / name).mkdir()
             servers.append(start_server(tmp / name, **settings))
-        port = free_port()
-        site = SITE.read_text().replace("listen 80;", f"listen 127.0.0.1:{port};")
+        port, tls_port = free_port(), free_port()
         addresses = iter(server.base.removeprefix("http://") for server in servers)
-        site = re.sub(r"server 10\.0\.0\.\d+:4123", lambda _: f"server {next(addresses)}", site)
+        site = re.sub(r"server 10\.0\.0\.\d+:4123", lambda _: f"server {next(addresses)}", SITE.read_text())
         (tmp / "nginx").mkdir()
-        with run_nginx(tmp / "nginx", site, port) as nginx:
+        site = local_site(site, tmp / "nginx", port, tls_port)
+        with pytest.MonkeyPatch.context() as patch, run_nginx(tmp / "nginx", site, port, tls_port) as nginx:
+            patch.setenv("REQUESTS_CA_BUNDLE", str(tmp / "nginx" / "fullchain.pem"))
             yield nginx, servers[0], servers[1]
     finally:
         for server in servers:
@@ -127,12 +128,21 @@ def location_directives(path: Path) -> dict[str, str]:
         dict(re.findall(r"^\s*(client_max_body_size)\s+([^;]*);", text, re.M))
 
 
+def tls_and_redirect(path: Path) -> tuple[str, list[str]]:
+    text = re.sub(r"#.*", "", path.read_text())
+    port_80 = re.search(r"server \{\s*listen 80;.*?\n\}", text, re.S).group(0)
+    return port_80, re.findall(r"^\s*((?:ssl_\w+|listen 443|add_header)[^;]*);", text, re.M)
+
+
 def test_cluster_site_keeps_every_proxy_setting_of_the_single_site():
     single, cluster = location_directives(SINGLE_SITE), location_directives(SITE)
     # a change to the single-instance site (timeouts, buffering, upload size) must be made here too
     assert {k: v for k, v in cluster.items() if k in single and k != "proxy_pass"} == \
         {k: v for k, v in single.items() if k != "proxy_pass"}
     assert cluster["proxy_next_upstream"] == "error timeout http_502 http_503"   # never non_idempotent
+    # the same TLS server and port-80 redirect, and a client's X-Forwarded-Prefix dropped the same way
+    assert tls_and_redirect(SITE) == tls_and_redirect(SINGLE_SITE)
+    assert 'proxy_set_header X-Forwarded-Prefix "";' in SITE.read_text()
     upstream = SITE.read_text()
     assert "least_conn;" in upstream and upstream.count("max_fails=") == 2
     # nginx must drop an idle upstream connection before gunicorn closes it, or a POST can meet the close
@@ -205,12 +215,13 @@ def loading_and_live(cluster, tmp_path):
     _, a, _ = cluster
     loading = ThreadingHTTPServer(("127.0.0.1", 0), LoadingBox)
     threading.Thread(target=loading.serve_forever, daemon=True).start()
-    port = free_port()
+    port, tls_port = free_port(), free_port()
     boxes = iter([f"127.0.0.1:{loading.server_port}", address(a)])
-    site = SITE.read_text().replace("listen 80;", f"listen 127.0.0.1:{port};")
-    site = re.sub(r"server 10\.0\.0\.\d+:4123", lambda _: f"server {next(boxes)}", site)
+    site = re.sub(r"server 10\.0\.0\.\d+:4123", lambda _: f"server {next(boxes)}", SITE.read_text())
+    site = local_site(site, tmp_path, port, tls_port)
     try:
-        with run_nginx(tmp_path, site, port) as nginx:
+        with pytest.MonkeyPatch.context() as patch, run_nginx(tmp_path, site, port, tls_port) as nginx:
+            patch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "fullchain.pem"))
             yield nginx, f"127.0.0.1:{loading.server_port}", a
     finally:
         loading.shutdown()

@@ -3,6 +3,7 @@ Flask's test client (no model needed: an empty board)."""
 from __future__ import annotations
 
 import os
+import socket
 import stat
 
 import pytest
@@ -124,6 +125,25 @@ def test_dns_rebinding_hosts_are_refused_on_the_default_bind(make_app):
     assert opened.get("/v1/models", headers={"Host": "tts.example.org"}).status_code == 200
 
 
+def test_a_network_bind_without_keys_still_refuses_rebinding_hosts(make_app):
+    """Reachable from the network and no key to guess: a hostile name resolving to this box must
+    not make a browser treat the server as that page's origin."""
+    for config in ({"bind": "0.0.0.0:4123"}, {"bind": "127.0.0.1:4123", "trust_proxy": 1}):
+        client = make_app(**config).test_client()
+        refused = client.get("/v1/models", headers={"Host": "rebind.attacker.example"})
+        assert refused.status_code == 403, config
+        assert "CHATTERBOX_ALLOWED_HOSTS" in refused.get_json()["error"]["message"]
+        for host in ("10.0.0.5:4123", "[fd00::5]:4123", "localhost:4123", "127.0.0.1"):
+            assert client.get("/v1/models", headers={"Host": host}).status_code == 200, (config, host)
+    wildcard = make_app(bind="0.0.0.0:4123").test_client()
+    assert wildcard.get("/v1/models", headers={"Host": socket.gethostname() + ":4123"}).status_code == 200
+    named = make_app(bind="0.0.0.0:4123", allowed_hosts="tts.example.org").test_client()
+    assert named.get("/v1/models", headers={"Host": "tts.example.org"}).status_code == 200
+    assert named.get("/v1/models", headers={"Host": "10.0.0.5"}).status_code == 403     # the list is the list
+    keyed = make_app(bind="0.0.0.0:4123", api_key=ALICE).test_client()     # a rebinding page has no key
+    assert keyed.get("/v1/models", headers={"Host": "any.example", **bearer(ALICE)}).status_code == 200
+
+
 def test_cross_site_form_posts_are_refused(make_app):
     client = make_app().test_client()
     form = {"input": "hello", "voice": "default"}
@@ -140,8 +160,13 @@ def test_cross_site_form_posts_are_refused(make_app):
 def test_origin_rules():
     assert loopback_bind(["127.0.0.1:4123", "[::1]:80", "localhost:1", "unix:/run/x.sock"])
     assert not loopback_bind(["0.0.0.0:4123"])
-    assert allowed_host_names("", ["127.0.0.1:1"], behind_proxy=True) is None
-    assert allowed_host_names("", ["0.0.0.0:1"], behind_proxy=False) is None
+    assert allowed_host_names("", ["127.0.0.1:1"], behind_proxy=True, keys_enabled=True) is None
+    assert allowed_host_names("", ["0.0.0.0:1"], behind_proxy=False, keys_enabled=True) is None
+    assert allowed_host_names("*", ["0.0.0.0:1"], behind_proxy=False) is None
+    keyless = allowed_host_names("", ["0.0.0.0:1", "tts-box.lan:2", "unix:/run/x.sock"], behind_proxy=False)
+    assert host_allowed("tts-box.lan:2", keyless) and host_allowed("10.0.0.5:1", keyless)
+    assert host_allowed("[fd00::5]:1", keyless) and host_allowed("localhost", keyless)
+    assert not host_allowed("rebind.attacker.example", keyless)
     assert host_allowed("[::1]:4123", allowed_host_names("", ["127.0.0.1:1"], False))
     assert host_allowed("a.example.com", (".example.com",)) and not host_allowed("example.com.evil", (".example.com",))
     assert not cross_site("GET", "https://evil.example", None, "localhost", ())

@@ -12,7 +12,7 @@ import pytest
 
 from chatterbox_server.app import create_app
 from chatterbox_server.outputs import OutputStore
-from chatterbox_server.store import outputs_index
+from chatterbox_server.store import outputs_index, paths
 from chatterbox_server.voices import pcm_to_wav
 from workers.board import Board
 
@@ -206,6 +206,41 @@ def test_outputs_list_their_generation_parameters_and_delete_with_their_metadata
     assert bulk["deleted_count"] == 2 and not any(n.endswith(".json") for n in os.listdir(data / "outputs" / "proj"))
     folders = client.get("/api/v1/outputs/folders").get_json()
     assert {folder["path"] for folder in folders["folders"]} == {"proj", "proj/ch1"}
+
+
+def test_an_output_deleted_between_listing_and_stat_is_left_out_not_a_500(env, monkeypatch):
+    """Another instance (or retention) deletes a file after the directory was listed."""
+    client, data, _ = env
+    store = OutputStore(str(data / "outputs"), 0, 0)
+    for index in range(3):
+        written = store.store({"wav": wav(0.5)}, now=1_700_000_000 + index)
+        outputs_index.record_generation(store, written, "tts", {"seed": index})
+    listed = sorted(entry for entry in paths.walk_files(store.directory) if entry[1].endswith(".wav"))
+    gone = listed[0]
+
+    def listing_then_a_deletion(directory):
+        names = list(real_walk(directory))
+        os.unlink(os.path.join(directory, *filter(None, gone)))      # after the listing, before the stat
+        return iter(names)
+    real_walk = paths.walk_files
+    monkeypatch.setattr(paths, "walk_files", listing_then_a_deletion)
+    response = client.get("/api/v1/outputs")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert sorted(entry["filename"] for entry in response.get_json()["files"]) == \
+        sorted(name for _, name in listed[1:])
+
+
+def test_x_forwarded_prefix_is_trusted_only_when_configured(env, tmp_path):
+    """A client that reaches gunicorn directly must not choose the path of the URLs the server builds."""
+    _, data, _ = env
+    store = OutputStore(str(data / "outputs"), 0, 0)
+    outputs_index.record_generation(store, store.store({"wav": wav(0.5)}), "tts", {})
+    header = {"X-Forwarded-Prefix": "/evil", "X-Forwarded-Host": "tts.example.org"}
+    for trusted, prefix in ((False, ""), (True, "/evil")):
+        app = create_app({"data_dir": str(data), "trust_proxy": 1, "trust_proxy_prefix": trusted,
+                          "allowed_hosts": "tts.example.org"})
+        url = app.test_client().get("/api/v1/outputs", headers=header).get_json()["files"][0]["url"]
+        assert url.startswith(f"http://tts.example.org{prefix}/outputs/"), (trusted, url)
 
 
 def test_vc_inputs_upload_list_and_delete(env):

@@ -35,6 +35,29 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Location", "/ok" if hops == 0 else f"/redirect/{hops - 1}")
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif self.path == "/trickle-headers":
+            # one byte of the status line and headers at a time: every recv gets data well within
+            # any per-recv timeout, but the answer never ends (bounded here at 40 * 0.2 s)
+            head = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"p" * 40 + b"\r\nContent-Length: 4\r\n\r\nRIFF"
+            try:
+                for byte in head[:40]:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
+            self.close_connection = True
+        elif self.path == "/trickle-body":
+            # no Content-Length: a cut connection would look like the end of the file
+            self.send_response(200)
+            self.end_headers()
+            try:
+                for _ in range(40):
+                    self.wfile.write(b"t")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
         elif self.path == "/slow":
             self.send_response(200)
             self.end_headers()
@@ -96,6 +119,42 @@ def test_address_rules(address, private_ok, allowed):
     assert urlfetch.address_allowed(address, private_ok) is allowed
 
 
+EMBEDDED_PRIVATE = [
+    "64:ff9b::7f00:1", "64:ff9b::a00:1", "64:ff9b::127.0.0.1", "64:ff9b::169.254.169.254",  # NAT64 /96
+    "64:ff9b:1::7f00:1", "64:ff9b:1:abcd::808:808",                                   # local-use NAT64 /48
+    "2002:7f00:1::", "2002:a9fe:a9fe::1", "2002:c0a8:1::",                              # 6to4
+    "::127.0.0.1", "::10.0.0.1", "::169.254.169.254",                                    # IPv4-compatible
+    "::ffff:127.0.0.1", "::ffff:10.1.2.3",                                               # IPv4-mapped
+    "::ffff:0:127.0.0.1", "::ffff:0:10.0.0.1", "::ffff:0:169.254.169.254",               # IPv4-translated
+    "2001:0:4136:e378:8000:63bf:80ff:fffe", "2001:0:5ef5:79fd::1",                        # Teredo
+]
+
+
+@pytest.mark.parametrize("address", EMBEDDED_PRIVATE)
+def test_ipv6_forms_that_embed_a_private_ipv4_address_are_refused(address):
+    assert urlfetch.address_allowed(address, False) is False
+    assert urlfetch.address_allowed(address, True) is True      # the setting that allows private ones
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::808:808", "2002:808:808::1", "::8.8.8.8", "::ffff:8.8.8.8",
+                                     "::ffff:0:8.8.8.8"])
+def test_ipv6_forms_that_embed_a_public_ipv4_address_are_judged_by_it(address):
+    assert urlfetch.address_allowed(address, False) is True
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::e000:1", "64:ff9b::", "2002::", "::ffff:0:0.0.0.0",
+                                     "::ffff:0:224.0.0.1", "2002:e000:1::"])
+def test_embedded_multicast_or_unspecified_is_never_fetched(address):
+    assert urlfetch.address_allowed(address, True) is False
+
+
+def test_a_name_resolving_to_an_embedded_private_address_is_refused(monkeypatch):
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [
+        (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("64:ff9b::a9fe:a9fe", 80, 0, 0))])
+    error = refused("http://nat64.test/a.wav", DENY)
+    assert error.status == 400 and "64:ff9b::a9fe:a9fe" in error.message
+
+
 def test_loopback_is_refused_by_default(server):
     error = refused(server + "/ok", DENY)
     assert error.status == 400 and "private" in error.message
@@ -115,6 +174,36 @@ def test_time_limit(server):
     started = time.monotonic()
     error = refused(server + "/slow", urlfetch.FetchPolicy(True, 10_000, timeout=1.0))
     assert error.code == "url_timeout" and time.monotonic() - started < 2.5
+
+
+def test_a_server_trickling_its_headers_is_cut_at_the_deadline(server):
+    """The timeout is one deadline for the whole fetch, not a limit on each recv."""
+    started = time.monotonic()
+    error = refused(server + "/trickle-headers", urlfetch.FetchPolicy(True, 10_000, timeout=1.0))
+    elapsed = time.monotonic() - started
+    assert error.code == "url_timeout" and error.status == 400, error.message
+    assert "1 s" in error.message and 0.9 < elapsed < 1.6, elapsed
+
+
+def test_a_trickled_body_is_cut_at_the_deadline_not_returned_truncated(server):
+    started = time.monotonic()
+    error = refused(server + "/trickle-body", urlfetch.FetchPolicy(True, 10_000, timeout=1.5))
+    elapsed = time.monotonic() - started
+    assert error.code == "url_timeout", error.message
+    assert 1.4 < elapsed < 1.9, elapsed
+
+
+def test_a_hung_server_is_cut_at_the_deadline():
+    """A server that accepts the connection and never answers (a stopped process's listen backlog)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        port = listener.getsockname()[1]
+        started = time.monotonic()
+        error = refused(f"http://127.0.0.1:{port}/a.wav", urlfetch.FetchPolicy(True, 10_000, timeout=1.0))
+        elapsed = time.monotonic() - started
+    assert error.code == "url_timeout" and error.status == 400, error.message
+    assert 0.9 < elapsed < 1.6, elapsed
 
 
 def test_redirects_are_followed_and_bounded(server):
