@@ -76,16 +76,60 @@ def test_the_key_command_creates_a_private_file_and_refuses_a_duplicate(tmp_path
 
 
 # -- what callers see -----------------------------------------------------------------------------
-def test_health_shows_pids_and_errors_only_with_a_key(make_app, keys_file):
+ROOT_KEY = "root-key-0123456789abcdefgh"
+
+
+def test_health_shows_pids_and_errors_only_to_an_admin_key(make_app, keys_file):
+    with open(keys_file, "a") as f:
+        f.write(f"root:{ROOT_KEY} admin\n")
     client = make_app(api_keys_file=keys_file).test_client()
     slot = client.get("/health").get_json()["workers"]["slots"][0]
     assert "pid" not in slot and "last_error" not in slot and "state" in slot
     slot = client.get("/health", headers=bearer(ALICE)).get_json()["workers"]["slots"][0]
+    assert "pid" not in slot and "last_error" not in slot          # a user's key: no PIDs, no error texts
+    slot = client.get("/health", headers=bearer(ROOT_KEY)).get_json()["workers"]["slots"][0]
     assert "pid" in slot and "last_error" in slot
     remote = make_app().test_client().get("/health", environ_base={"REMOTE_ADDR": "203.0.113.9"})
     assert "pid" not in remote.get_json()["workers"]["slots"][0]       # no keys: only local callers
     assert make_app().test_client().get("/memory", environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code == 403
-    assert client.get("/memory", headers=bearer(ALICE)).status_code == 200
+    assert make_app().test_client().get("/memory").status_code == 200   # no keys, on this machine
+    assert client.get("/memory", headers=bearer(ALICE)).status_code == 403
+    assert client.get("/memory", headers=bearer(ROOT_KEY)).status_code == 200
+
+
+def test_info_shows_pids_only_to_an_admin_key(make_app, keys_file):
+    with open(keys_file, "a") as f:
+        f.write(f"root:{ROOT_KEY} admin\n")
+    client = make_app(api_keys_file=keys_file).test_client()
+    memory = client.get("/v1/info", headers=bearer(ALICE)).get_json()["memory_info"]
+    assert "cpu_memory_mb" in memory and not {"front_worker", "model_workers", "system"} & set(memory)
+    memory = client.get("/v1/status?include_memory=true", headers=bearer(BOB)).get_json()["memory_info"]
+    assert "front_worker" not in memory
+    memory = client.get("/v1/info", headers=bearer(ROOT_KEY)).get_json()["memory_info"]
+    assert memory["front_worker"]["pid"] == os.getpid()
+
+
+@pytest.mark.parametrize("line, admin", [("carol:0123456789abcdef0 admin", True),
+                                         ("carol:0123456789abcdef0", False),
+                                         ("carol:0123456789abcdef0   admin  # ops", True)])
+def test_the_word_admin_after_a_key_marks_an_admin_key(line, admin):
+    entry = parse_keys(line)[0]
+    assert (entry.name, entry.secret, entry.admin) == ("carol", b"0123456789abcdef0", admin)
+
+
+@pytest.mark.parametrize("line", ["carol:0123456789abcdef0 root", "carol:0123456789abcdef0 admin admin",
+                                  "carol:0123456789abcdef0 and-more"])
+def test_anything_else_after_a_key_stops_the_start(line):
+    with pytest.raises(KeysFileError, match="line 1: after the key only the word `admin`"):
+        parse_keys(line)
+
+
+def test_the_key_command_marks_an_admin_key_and_the_single_key_is_one(tmp_path, capsys):
+    path = str(tmp_path / "keys")
+    assert keys_cli.main(["create", "ops", "--admin", "--file", path]) == 0
+    assert keys_cli.main(["create", "user", "--file", path]) == 0
+    loaded = keys_cli.ApiKeys.load("single-key-0123456789", path)
+    assert loaded.admins == {"ops", "default"} and loaded.is_admin("ops") and not loaded.is_admin("user")
 
 
 def test_outputs_need_a_key(make_app, keys_file, tmp_path):
@@ -94,7 +138,11 @@ def test_outputs_need_a_key(make_app, keys_file, tmp_path):
     (tmp_path / "data" / "outputs" / "tts_2026-01-01_000000_000_0123456789abcdef.wav").write_bytes(b"RIFF")
     path = "/outputs/tts_2026-01-01_000000_000_0123456789abcdef.wav"
     assert client.get(path).status_code == 401
+    assert client.get(path, headers=bearer(BOB)).status_code == 404      # no owner recorded: an admin's only
+    (tmp_path / "data" / "outputs" / "tts_2026-01-01_000000_000_0123456789abcdef.json").write_text(
+        '{"generation_type": "tts", "owner": "bob"}')
     assert client.get(path, headers=bearer(BOB)).status_code == 200
+    assert client.get(path, headers=bearer(ALICE)).status_code == 404    # bob's: not found, not forbidden
 
 
 def test_status_shows_a_text_preview_only_to_the_key_that_sent_it(make_app, keys_file):
