@@ -2,6 +2,7 @@
 Flask's test client (no model needed: an empty board)."""
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -233,3 +234,56 @@ def test_deeply_nested_json_is_a_400(make_app, path):
     client = make_app().test_client()
     response = client.post(path, data="[" * 100_000 + "]" * 100_000, content_type="application/json")
     assert response.status_code == 400
+
+
+# -- /api/v1/health: open, so nothing private, and cheap ----------------------------------------
+def test_extended_health_shows_no_sizes_memory_or_error_texts_without_an_admin_key(make_app, keys_file):
+    from chatterbox_server.api import housekeeping
+    with open(keys_file, "a") as f:
+        f.write(f"root:{ROOT_KEY} admin\n")
+    app = make_app(api_keys_file=keys_file)
+    client = app.test_client()
+    with app.test_request_context():
+        housekeeping.error_log(app.extensions["chatterbox"]).record(
+            404, "voice_not_found", "POST /api/v1/tts", "no voice 'alice-private-voice'", owner="alice")
+    housekeeping._cache.clear()
+    for headers in ({}, bearer(ALICE)):
+        body = client.get("/api/v1/health", headers=headers).get_json()
+        assert {"status", "workers", "metrics", "system_info", "resource_status", "warnings",
+                "error_summary"} <= set(body)                                   # the peer's shape stays
+        assert "directories" not in body["resource_status"] and "memory" not in body["resource_status"]
+        assert set(body["system_info"]) == {"cpu_count"}
+        assert body["error_summary"]["total_errors"] == 1
+        assert "alice-private-voice" not in json.dumps(body)
+    body = client.get("/api/v1/health", headers=bearer(ROOT_KEY)).get_json()
+    assert "outputs" in body["resource_status"]["directories"] and "memory_percent" in body["system_info"]
+    assert "alice-private-voice" in json.dumps(body["error_summary"])
+
+
+def test_extended_health_walks_data_dir_at_most_once_per_interval(make_app, keys_file, monkeypatch):
+    from chatterbox_server.api import housekeeping
+    with open(keys_file, "a") as f:
+        f.write(f"root:{ROOT_KEY} admin\n")
+    client = make_app(api_keys_file=keys_file).test_client()
+    walks = []
+    real_walk = os.walk
+    monkeypatch.setattr(housekeeping.os, "walk", lambda path, *a, **k: walks.append(path) or real_walk(path, *a, **k))
+    housekeeping._cache.clear()
+    for _ in range(5):
+        assert client.get("/api/v1/health").status_code in (200, 503)
+    assert walks == []                                  # an open probe never walks
+    for _ in range(5):
+        client.get("/api/v1/health", headers=bearer(ROOT_KEY))
+    first = len(walks)
+    assert first > 0 and len(walks) == first            # once, then the cached answer for the interval
+    monkeypatch.setattr(housekeeping, "HEALTH_CACHE_SECONDS", 0.0)
+    client.get("/api/v1/health", headers=bearer(ROOT_KEY))
+    assert len(walks) == 2 * first                      # past the interval it measures again
+
+
+def test_a_directory_walk_is_bounded(tmp_path):
+    from chatterbox_server.api.housekeeping import directory_usage
+    for i in range(10):
+        (tmp_path / f"f{i}").write_bytes(b"x" * 10)
+    assert directory_usage(str(tmp_path)) == (100, 10)
+    assert directory_usage(str(tmp_path), max_files=4) == (40, 4)
