@@ -155,11 +155,12 @@ def finish(svc: Services, items: list, req: dict[str, Any], rate: int, mode: str
     formats = list(dict.fromkeys(req["export_formats"]))
     pcm = float_to_pcm16(audio)
     data = {fmt: off_hub(encode_whole, fmt, pcm, rate) for fmt in formats}
-    names = store_files(output_store(), data, req["output_filename"])
+    store = output_store()
+    names = store_files(store, data, req["output_filename"])
     owner = guards.workspace()
     try:        # the metadata says whose file it is: without it only an admin key would see it
         off_hub(lambda: outputs_index.record_generation(
-            output_store(), names, "concat", parameters, duration_seconds=info["total_duration_seconds"],
+            store, names, "concat", parameters, duration_seconds=info["total_duration_seconds"],
             sample_rate=rate, owner=owner))
     except OSError:
         log.exception("writing the metadata of %s failed", names)
