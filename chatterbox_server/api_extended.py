@@ -21,6 +21,7 @@ from chatterbox_server.encoders import CONTENT_TYPES, FILE_EXTENSIONS, encode_wh
 from chatterbox_server.errors import ApiError
 from chatterbox_server.header_text import attachment
 from chatterbox_server.outputs import OutputStore
+from chatterbox_server.security import guards
 from chatterbox_server.services import Services
 from chatterbox_server.store import outputs_index
 from workers.engines.base import EngineInfo, VoiceRef
@@ -91,7 +92,7 @@ def synthesize(svc: Services, job: SpeechJob | ConvertJob, info: EngineInfo) -> 
 
 def encode_and_store(store: OutputStore, formats: tuple[str, ...], pcm: bytes, sample_rate: int,
                      generation_type: str = "tts", parameters: dict[str, Any] | None = None, tag: str = "",
-                     source_files: list[str] | None = None, folder: str = "") -> Generated:
+                     source_files: list[str] | None = None, folder: str = "", owner: str | None = None) -> Generated:
     """Encode every format, write them under one base name with their generation metadata beside
     them (see store.outputs_index), then apply the retention limits."""
     data = {fmt: encode_whole(fmt, pcm, sample_rate) for fmt in formats}
@@ -101,7 +102,7 @@ def encode_and_store(store: OutputStore, formats: tuple[str, ...], pcm: bytes, s
     try:
         outputs_index.record_generation(store, files, generation_type, parameters or {},
                                         duration_seconds=round(len(pcm) / 2 / sample_rate, 3),
-                                        sample_rate=sample_rate, source_files=source_files)
+                                        sample_rate=sample_rate, source_files=source_files, owner=owner)
     except OSError:         # the audio is written: a full disk costs its listing metadata, not the request
         log.exception("writing the metadata of %s failed", files)
     try:
@@ -147,7 +148,8 @@ def url_response(generated: Generated, job: SpeechJob | ConvertJob, seconds: flo
 @outputs_bp.get("/outputs/<path:filename>", merge_slashes=False)
 def output_file(filename: str) -> Response:
     store = output_store()
-    if store.locate(filename) is None:          # a regular file in the store or its folders, no links
+    path = store.locate(filename)               # a regular file in the store or its folders, no links
+    if path is None or not guards.owns(outputs_index.owner_of(path)):     # another key's: not found either
         raise ApiError(404, "no such output file", code="not_found")
     extension = filename.rsplit(".", 1)[-1].lower()
     content_type = next((CONTENT_TYPES[fmt] for fmt, ext in FILE_EXTENSIONS.items() if ext == extension),

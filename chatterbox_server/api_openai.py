@@ -137,7 +137,7 @@ def list_models() -> Response:
 
 @bp.get("/status/progress")
 def progress() -> Response:
-    active = services().progress.all_active(guards.can_see_text)
+    active = services().progress.all_active(guards.can_see_text, guards.admin_caller())
     wanted = request.args.get("request_id")
     if wanted:
         match = next((entry for entry in active if entry["request_id"] == wanted), None)

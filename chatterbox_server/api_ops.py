@@ -19,8 +19,8 @@ bp = Blueprint("ops", __name__)
 
 
 def health_report(svc: Services, detailed: bool | None = None) -> dict[str, Any]:
-    """The health report; PIDs and last errors only for a trusted caller (see guards.trusted_caller)."""
-    detailed = guards.trusted_caller() if detailed is None else detailed
+    """The health report; PIDs and last errors only for an admin caller (see guards.admin_caller)."""
+    detailed = guards.admin_caller() if detailed is None else detailed
     views = svc.pool.slots()
     ready = [v for v in views if v.state == WorkerState.READY]
     alive = [v for v in views if v.state in (WorkerState.READY, WorkerState.STARTING)]

@@ -50,9 +50,11 @@ class Progress:
             json.dump(list(self.active.values()), f)
         os.replace(temporary, self.path)
 
-    def all_active(self, can_see_text: Callable[[str | None], bool] = lambda owner: True) -> list[dict[str, Any]]:
+    def all_active(self, can_see_text: Callable[[str | None], bool] = lambda owner: True,
+                   show_pids: bool = True) -> list[dict[str, Any]]:
         """Every request in flight on any live front worker, oldest first, as the seed's progress object;
-        the text previews of requests `can_see_text` refuses (by the key that sent them) are None."""
+        the text previews of requests `can_see_text` refuses (by the key that sent them) are None, and
+        so is every front_worker_pid unless `show_pids`."""
         entries: list[dict[str, Any]] = []
         for path in glob.glob(os.path.join(self.directory, "*.json")):
             if not pid_alive(int(os.path.basename(path).split(".")[0])):
@@ -62,8 +64,9 @@ class Progress:
                     entries.extend(json.load(f))
             except (OSError, ValueError):
                 continue
-        return [describe(entry, hide_text=not can_see_text(entry.get("owner")))
-                for entry in sorted(entries, key=lambda e: e["started_at"])]
+        described = [describe(entry, hide_text=not can_see_text(entry.get("owner")))
+                     for entry in sorted(entries, key=lambda e: e["started_at"])]
+        return described if show_pids else [{**entry, "front_worker_pid": None} for entry in described]
 
 
 def describe(entry: dict[str, Any], now: float | None = None, hide_text: bool = False) -> dict[str, Any]:

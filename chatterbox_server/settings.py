@@ -167,6 +167,9 @@ class Settings:
         1, "Long-text jobs synthesizing at once, across every front worker and instance on the database.")
     longtext_max_active: int = setting(
         100, "Long-text jobs pending, running or paused at once; above it new jobs get 429.")
+    longtext_max_active_per_key: int = setting(
+        20, "Long-text jobs one API key may have pending, running or paused at once (with keys; an admin key "
+        "too); above it its new jobs get 429. 0: only CHATTERBOX_LONGTEXT_MAX_ACTIVE applies.")
     longtext_retention_seconds: int = setting(
         7 * 86400, "Finished (completed, failed, cancelled) long-text jobs and their audio are deleted this many "
         "seconds after they ended; 0: kept until deleted.")
@@ -202,7 +205,8 @@ class Settings:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
         for name in ("stream_tokens", "output_retention_seconds", "output_max_bytes", "queue_timeout",
                      "chunk_timeout", "trust_proxy", "graceful_timeout", "url_fetch_timeout", "max_streams_per_key",
-                     "housekeeping_interval", "longtext_retention_seconds", "max_engine_failures"):
+                     "housekeeping_interval", "longtext_retention_seconds", "max_engine_failures",
+                     "longtext_max_active_per_key"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{env_name(name)} cannot be negative")
         if self.parked_timeout <= 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -23,11 +24,14 @@ from chatterbox_server.errors import ApiError
 from chatterbox_server.header_text import attachment, joined
 from chatterbox_server.hub import off_hub
 from chatterbox_server.outputs import OutputStore
+from chatterbox_server.security import guards
 from chatterbox_server.services import Services, services
+from chatterbox_server.store import outputs_index
 from chatterbox_server.text.prep import plan_chunks
 from chatterbox_server.voices import decode_upload
 
 bp = Blueprint("extended_concat", __name__)
+log = logging.getLogger("chatterbox.concat")
 DEFAULT_RATE = 24000
 MAX_CLIP_SECONDS = 3600.0
 
@@ -94,7 +98,7 @@ def read_output(svc: Services, name: str, rate: int, param: str) -> np.ndarray:
     folder, _, base = name.strip().rpartition("/")
     store = output_store() if not folder else output_folder(folder)
     path = store.path_for(base) if store is not None else None
-    if path is None:
+    if path is None or not guards.owns(outputs_index.owner_of(path)):     # another key's file: not found
         raise ApiError(404, f"{param}: no output file {name!r}; see GET /api/v1/outputs", param=param,
                        code="file_not_found")
     with open(path, "rb") as f:
@@ -152,7 +156,15 @@ def finish(svc: Services, items: list, req: dict[str, Any], rate: int, mode: str
     formats = list(dict.fromkeys(req["export_formats"]))
     pcm = float_to_pcm16(audio)
     data = {fmt: off_hub(encode_whole, fmt, pcm, rate) for fmt in formats}
-    names = store_files(output_store(), data, req["output_filename"])
+    store = output_store()
+    names = store_files(store, data, req["output_filename"])
+    owner = guards.workspace()
+    try:        # the metadata says whose file it is: without it only an admin key would see it
+        off_hub(lambda: outputs_index.record_generation(
+            store, names, "concat", parameters, duration_seconds=info["total_duration_seconds"],
+            sample_rate=rate, owner=owner))
+    except OSError:
+        log.exception("writing the metadata of %s failed", names)
     elapsed = round(time.monotonic() - started, 3)
     clips = sum(1 for item in items if isinstance(item, joiner.Clip))
     if mode == "stream" and len(formats) == 1:

@@ -13,6 +13,7 @@ from chatterbox_server.api_extended import output_store
 from chatterbox_server.bodies import form_fields
 from chatterbox_server.errors import ApiError
 from chatterbox_server.hub import off_hub
+from chatterbox_server.security import guards
 from chatterbox_server.services import services
 from chatterbox_server.store import outputs_index, paging, paths
 from chatterbox_server.store.vc_inputs import VcInputStore, safe_filename
@@ -45,8 +46,13 @@ def decode_vc_input(data: bytes, max_bytes: int, param: str) -> tuple[Any, str, 
 
 
 # -- outputs --------------------------------------------------------------------------------------
+def own_outputs() -> list[dict[str, Any]]:
+    """The outputs of the caller's workspace (every one for an admin key or without keys)."""
+    return [entry for entry in outputs_index.scan(output_store()) if guards.owns(entry["_owner"])]
+
+
 def output_entries(query: dict[str, Any]) -> list[dict[str, Any]]:
-    entries = outputs_index.scan(output_store())
+    entries = own_outputs()
     wanted = set(paging.name_list(query["filenames"]))
     for name in wanted:
         paths.clean_relative(name, "filenames")
@@ -69,7 +75,7 @@ def list_outputs() -> Response:
 @bp.get("/outputs/folders")
 def output_folders() -> Response:
     store = output_store()
-    names = [entry["path"] for entry in outputs_index.scan(store)]
+    names = [entry["path"] for entry in own_outputs()]
     return jsonify({"success": True, **paths.folder_tree(store.directory, names)})
 
 
@@ -77,17 +83,19 @@ def _locate_output(filename: str) -> str:
     """A folder-qualified output path, or a bare file name found in exactly one folder."""
     relative = paths.clean_relative(filename, "filename", allow_empty=False)
     store = output_store()
-    if store.locate(relative) is not None or "/" in relative:
-        return relative
-    matches = [entry["path"] for entry in outputs_index.scan(store) if entry["filename"] == relative]
-    return matches[0] if len(matches) == 1 else relative
+    path = store.locate(relative)
+    if path is not None or "/" in relative:
+        return relative if path is None or guards.owns(outputs_index.owner_of(path)) else ""
+    matches = [entry["path"] for entry in own_outputs() if entry["filename"] == relative]
+    return matches[0] if len(matches) == 1 else ""
 
 
 @bp.delete("/output/<path:filename>")
 def delete_output(filename: str) -> Response:
     query = list_query()
     require_confirm(query, "an output")
-    deleted = outputs_index.delete(output_store(), _locate_output(filename))
+    located = _locate_output(filename)          # "" for another key's file: not found, like a missing one
+    deleted = outputs_index.delete(output_store(), located) if located else []
     if not deleted:
         raise ApiError(404, f"output {filename!r} not found", param="filename", code="not_found")
     return jsonify(deletion(deleted, "output file(s)"))
@@ -123,7 +131,7 @@ def upload_vc_input() -> tuple[Response, int]:
     name = safe_filename(upload.filename, fmt)
     meta = {"text": text, "format": fmt, "duration_seconds": round(seconds, 3),
             "sample_rate": VC_INPUT_RATE, "original_filename": upload.filename}
-    entry = off_hub(vc_inputs().add, data, name, folder, meta, overwrite)
+    entry = off_hub(vc_inputs().add, data, name, folder, meta, overwrite, guards.workspace(), guards.owner_check())
     return jsonify({"success": True, "message": f"VC input {entry['path']!r} uploaded", "metadata": entry,
                     "filename": entry["filename"], "path": entry["path"]}), 201
 
@@ -132,7 +140,7 @@ def vc_input_entries(query: dict[str, Any]) -> list[dict[str, Any]]:
     wanted = set(paging.name_list(query["filenames"]))
     for name in wanted:
         paths.clean_relative(name, "filenames")
-    return [entry for entry in vc_inputs().scan()
+    return [entry for entry in vc_inputs().scan(guards.owner_check())
             if (not wanted or entry["filename"] in wanted or entry["path"] in wanted)
             and paging.in_folder(entry["folder_path"] or "", query["folder"])
             and paging.matches(query["search"], (entry["filename"], entry["folder_path"], entry["text"]))]
@@ -147,14 +155,14 @@ def list_vc_inputs() -> Response:
 @bp.get("/vc_inputs/folders")
 def vc_input_folders() -> Response:
     store = vc_inputs()
-    return jsonify({"success": True, **paths.folder_tree(store.directory, store.names())})
+    return jsonify({"success": True, **paths.folder_tree(store.directory, store.names(guards.owner_check()))})
 
 
 @bp.delete("/vc_input/<path:filename>")
 def delete_vc_input(filename: str) -> Response:
     query = list_query()
     require_confirm(query, "a VC input")
-    deleted = vc_inputs().delete(filename)
+    deleted = vc_inputs().delete(filename, owns=guards.owner_check())
     if not deleted:
         raise ApiError(404, f"VC input {filename!r} not found", param="filename", code="not_found")
     return jsonify(deletion(deleted, "VC input(s)"))
@@ -168,5 +176,5 @@ def delete_vc_inputs() -> Response:
     store = vc_inputs()
     deleted: list[str] = []
     for entry in vc_input_entries(query):
-        deleted += store.delete(entry["path"])
+        deleted += store.delete(entry["path"], owns=guards.owner_check())
     return jsonify(deletion(deleted, "VC input(s)"))

@@ -39,7 +39,9 @@ from chatterbox_server.errors import ApiError
 from chatterbox_server.header_text import attachment, header_value
 from chatterbox_server.hub import off_hub
 from chatterbox_server.outputs import OutputStore
+from chatterbox_server.security import guards
 from chatterbox_server.services import Services, services
+from chatterbox_server.store import outputs_index
 from chatterbox_server.text.prep import plan_chunks
 from workers.engines.base import EngineInfo, SynthesisSettings, VoiceRef
 from workers.protocol import SpeechJob
@@ -84,9 +86,9 @@ def tts() -> Response:
     original = outcome.pcm
     audio = off_hub(after_synthesis, post.pcm16_to_float(outcome.pcm), info.sample_rate, req)
     generated = off_hub(encode_and_store, store, req.export_formats, post.float_to_pcm16(audio), info.sample_rate,
-                        "tts", generation_parameters(req, outcome.seed))
+                        "tts", generation_parameters(req, outcome.seed), "", None, "", guards.workspace())
     if req.after.auto_editor and req.after.keep_original_wav_ae:
-        keep_original(store, generated, original, info.sample_rate)
+        keep_original(store, generated, original, info.sample_rate, guards.workspace())
     generated.files.update({key: relative_name(store, name) for key, name in generated.files.items()})
     headers.update({"X-Request-Id": request_id, "X-Generation-Seed": str(outcome.seed)})
     headers.update(watermark_header(req, info, settings.allow_disable_watermark))
@@ -235,10 +237,13 @@ def relative_name(store: OutputStore, name: str) -> str:
     return name if prefix == "." else f"{prefix}/{name}"
 
 
-def keep_original(store: OutputStore, generated: Generated, pcm: bytes, rate: int) -> None:
-    """keep_original_wav_ae: the take before silence removal, beside the edited files."""
+def keep_original(store: OutputStore, generated: Generated, pcm: bytes, rate: int, owner: str | None) -> None:
+    """keep_original_wav_ae: the take before silence removal, beside the edited files (a base name
+    of its own, so its own metadata: the workspace it belongs to)."""
     base = generated.files[generated.formats[0]].rsplit(".", 1)[0]
     name = off_hub(store.write_atomic, f"{base}_original.wav", encode_whole("wav", pcm, rate))
+    off_hub(lambda: outputs_index.record_generation(store, {"wav": name}, "tts", {"original_of": base},
+                                                    owner=owner))
     generated.files["original_wav"] = name
 
 

@@ -27,6 +27,7 @@ from chatterbox_server.errors import ApiError
 from chatterbox_server.extended_schemas import EXPORT_FORMATS, TtsQuerySchema, VcFormSchema, reference_voice_name
 from chatterbox_server.hub import off_hub
 from chatterbox_server.schemas import in_range, one_of, seed_field
+from chatterbox_server.security import guards
 from chatterbox_server.services import Services, services
 from chatterbox_server.voices import MAX_SECONDS, MIN_SECONDS, STORED_RATE, decode_upload, write_temporary_wav
 from workers.audio import plan_windows
@@ -119,7 +120,8 @@ def voice_conversion() -> Response:
                   "chunk_sec": chunk, "overlap_sec": overlap, "disable_watermark": form.get("disable_watermark"),
                   "export_formats": list(form["export_formats"]), "seed": job.seed}
     generated = off_hub(encode_and_store, output_store(), form["export_formats"], pcm, info.sample_rate,
-                        "vc", parameters, vc_tag(parameters), [input_name, parameters["target_voice_source"]])
+                        "vc", parameters, vc_tag(parameters), [input_name, parameters["target_voice_source"]], "",
+                        guards.workspace())
     headers = {"X-Request-Id": job.request_id, "X-Generation-Seed": str(job.seed),
                watermark.HEADER: watermark.watermark_note(info.engine, disable, allowed)}
     if mode == "url":
@@ -163,7 +165,7 @@ def json_source(svc: Services, source: str, temporary: list[str]) -> tuple[tuple
     if urlfetch.is_url(source):
         data = urlfetch.fetch(source, fetch_policy(svc), param)
         return off_hub(store_input, svc, data, param, temporary), source
-    found = vc_inputs().locate(source, param)
+    found = vc_inputs().locate(source, param, guards.owner_check())      # another key's input: not found
     if found is None:
         raise ApiError(404, f"{param}: no VC input {source!r}; upload it with POST /api/v1/vc_input or see "
                             "GET /api/v1/vc_inputs", param=param, code="file_not_found")

@@ -1,6 +1,11 @@
 """Health and housekeeping of the Extended API (seed 002): /api/v1/health, config, metrics,
 resources, cleanup and errors. Every answer comes from live data: the pool's board, the outputs
 directory, the process table, the request counters and the error log every front worker writes.
+
+/api/v1/health answers without a key, so it keeps the peer's shape but shows the private parts
+(directory sizes, the machine's memory, error texts with voice and file names) to an admin caller
+only, and it stays cheap: what costs a file walk or a read of the error log is measured off the
+hub, at most once per HEALTH_CACHE_SECONDS per front worker, and bounded (MAX_WALK_FILES).
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import gevent.lock
 import psutil
 from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client import CollectorRegistry
@@ -22,7 +28,9 @@ from chatterbox_server.api_extended import output_store
 from chatterbox_server.api_ops import health_report
 from chatterbox_server.errors import ApiError
 from chatterbox_server.extended_schemas import EXPORT_FORMATS
+from chatterbox_server.hub import off_hub
 from chatterbox_server.outputs import TEMP_MAX_AGE
+from chatterbox_server.security import guards
 from chatterbox_server.services import Services, services
 from chatterbox_server.store.errorlog import ErrorLog
 from chatterbox_server.telemetry import AUDIO_SECONDS, FIRST_AUDIO, SPEECH_REQUESTS
@@ -32,6 +40,26 @@ bp = Blueprint("housekeeping", __name__)
 STARTED = time.time()
 WARN_PERCENT = 80.0
 HISTORY_KEPT = 10
+HEALTH_CACHE_SECONDS = 30.0
+MAX_WALK_FILES = 200_000          # a directory walk stops here and says it is a lower bound
+PUBLIC_ERROR_FIELDS = ("total_errors", "by_category", "by_severity", "unresolved_count", "window_hours")
+_cache: dict[str, tuple[float, Any]] = {}
+_cache_locks: dict[str, gevent.lock.Semaphore] = {}
+
+
+def cached(name: str, compute: Any, seconds: float | None = None) -> Any:
+    """compute() run off the hub, at most once per `seconds` (HEALTH_CACHE_SECONDS) in this front
+    worker: probes that arrive meanwhile share the last answer, those during a run wait for it."""
+    seconds = HEALTH_CACHE_SECONDS if seconds is None else seconds
+    hit = _cache.get(name)
+    if hit is not None and time.monotonic() - hit[0] < seconds:
+        return hit[1]
+    with _cache_locks.setdefault(name, gevent.lock.Semaphore()):
+        hit = _cache.get(name)
+        if hit is None or time.monotonic() - hit[0] >= seconds:
+            hit = (time.monotonic(), off_hub(compute))
+            _cache[name] = hit
+    return hit[1]
 
 
 def error_log(svc: Services | None = None) -> ErrorLog:
@@ -42,7 +70,7 @@ def record_error(status: int, code: str, message: str) -> None:
     """Called for every error answer of either family (app.error_response)."""
     try:
         operation = f"{request.method} {request.url_rule.rule if request.url_rule else request.path}"
-        error_log().record(status, code, operation, message)
+        error_log().record(status, code, operation, message, owner=guards.workspace())
     except (OSError, RuntimeError, KeyError):
         pass                    # the log must never turn an error answer into a 500
 
@@ -68,8 +96,14 @@ def health() -> tuple[Response, int]:
     report = health_report(svc)
     info = svc.engine_info()
     status = {"ok": "healthy", "loading": "loading"}.get(report["status"], "unhealthy")
-    resources = resource_status(svc)
-    errors = error_log(svc).summary()
+    errors = cached("error_summary", error_log(svc).summary)
+    if guards.admin_caller():
+        resources = cached("resource_status", lambda: resource_status(svc))
+        system = system_info()
+    else:       # the peer's fields, without sizes, memory or error texts (names of voices and files)
+        resources = {"timestamp": now_iso(), "warnings": [], "whisper_process": whisper_running(svc)}
+        system = {"cpu_count": psutil.cpu_count()}
+        errors = {name: errors[name] for name in PUBLIC_ERROR_FIELDS}
     uptime = time.time() - server_started()
     body = {
         "status": status,
@@ -84,7 +118,7 @@ def health() -> tuple[Response, int]:
         "engine": report["engine"], "model": report["model"], "device": report["device"],
         "workers": report["workers"],
         "metrics": request_metrics(),
-        "system_info": system_info(),
+        "system_info": system,
         "resource_status": resources,
         "warnings": resources["warnings"] or None,
         "error_summary": errors if errors["total_errors"] else None,
@@ -181,11 +215,15 @@ def _process(pid: int) -> dict[str, Any]:
         return {"pid": pid, "rss_bytes": None}
 
 
-def directory_usage(path: str) -> tuple[int, int]:
-    """(bytes, files) of the regular files under `path`, symlinks not followed."""
-    size = count = 0
+def directory_usage(path: str, max_files: int = MAX_WALK_FILES) -> tuple[int, int]:
+    """(bytes, files) of the regular files under `path`, symlinks not followed; at most `max_files`
+    looked at (the sums are then a lower bound)."""
+    size = count = seen = 0
     for root, _, names in os.walk(path):
         for name in names:
+            seen += 1
+            if seen > max_files:
+                return size, count
             try:
                 info = os.lstat(os.path.join(root, name))
             except OSError:
@@ -223,13 +261,18 @@ def resource_status(svc: Services) -> dict[str, Any]:
     status["memory"] = {"percent": memory.percent, "available_bytes": memory.available}
     if memory.percent >= 95:
         status["warnings"].append(f"memory {memory.percent:.1f}% used")
-    status["whisper_process"] = os.path.exists(asr_socket(svc.pool.run_dir))
+    status["whisper_process"] = whisper_running(svc)
     return status
+
+
+def whisper_running(svc: Services) -> bool:
+    return os.path.exists(asr_socket(svc.pool.run_dir))
 
 
 @bp.get("/resources")
 def resources() -> Response:
-    return jsonify(resource_status(services()))
+    svc = services()
+    return jsonify(off_hub(resource_status, svc))       # a walk of DATA_DIR: never on the hub
 
 
 # -- cleanup --------------------------------------------------------------------------------------
@@ -304,8 +347,8 @@ def cleanup_status() -> Response:
 # -- errors ---------------------------------------------------------------------------------------
 @bp.get("/errors/summary")
 def errors_summary() -> Response:
-    log = error_log()
-    return jsonify({**log.summary(), "recent_errors": log.recent(5)})
+    log, owns = error_log(), guards.owner_check()        # a key sees its own errors; an admin key every one
+    return jsonify({**log.summary(owns=owns), "recent_errors": log.recent(5, owns)})
 
 
 @bp.get("/errors/recent")
@@ -317,7 +360,8 @@ def errors_recent() -> Response:
         raise ApiError(400, f"count: must be a whole number, got {raw!r}", param="count") from None
     if count < 0:
         raise ApiError(400, "count: cannot be negative", param="count")
-    log = error_log()
-    return jsonify({"recent_errors": log.recent(min(count, 50)), "total_stored": len(log.read())})
+    log, owns = error_log(), guards.owner_check()
+    return jsonify({"recent_errors": log.recent(min(count, 50), owns),
+                    "total_stored": sum(1 for r in log.read() if owns(r.owner))})
 
 

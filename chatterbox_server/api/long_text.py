@@ -33,6 +33,7 @@ from chatterbox_server.longjobs.rules import (
     RETRYABLE,
 )
 from chatterbox_server.schemas import OPENAI_MODELS
+from chatterbox_server.security import guards
 from chatterbox_server.services import services
 from chatterbox_server.speech import random_seed
 from chatterbox_server.store.jobs_db import SORTS, paused_values
@@ -45,7 +46,8 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 # -- helpers --------------------------------------------------------------------------------------
 def _job(job_id: str) -> dict[str, Any]:
-    row = management().jobs.get(job_id)
+    """The caller's job; another key's job is "not found" too, so its existence does not leak."""
+    row = management().jobs.get(job_id, guards.scope())
     if row is None:
         raise ApiError(404, f"long-text job {job_id!r} not found", param="job_id", code="job_not_found")
     return row
@@ -76,18 +78,24 @@ def _create_response(row: dict[str, Any], message: str) -> dict[str, Any]:
             "total_chunks": row["total_chunks"], "status_url": links["status_url"], "sse_url": links["sse_url"]}
 
 
-def _new_job(text: str, voice: str | None, fmt: str, params: dict[str, Any], extra: dict[str, Any]) -> dict:
+def _new_job(text: str, voice: str | None, fmt: str, params: dict[str, Any], extra: dict[str, Any],
+             owner: str | None) -> dict:
     mgmt = management()
     if mgmt.jobs.count_active() >= mgmt.settings.longtext_max_active:
         raise ApiError(429, f"{mgmt.settings.longtext_max_active} long-text jobs are already pending, running or "
                             "paused; wait for some to finish or cancel them", code="too_many_jobs", retry_after=30)
+    per_key = mgmt.settings.longtext_max_active_per_key
+    if owner is not None and per_key and mgmt.jobs.count_active(owner) >= per_key:
+        raise ApiError(429, f"the API key {owner!r} already has {per_key} long-text jobs pending, running or "
+                            "paused (CHATTERBOX_LONGTEXT_MAX_ACTIVE_PER_KEY); wait for some to finish or cancel "
+                            "them", code="too_many_jobs", retry_after=30)
     chunks = chunk_texts(text, params["streaming_strategy"], params["streaming_chunk_size"])
     if not chunks:
         raise ApiError(400, "input: contains nothing to speak", param="input")
     job_id = str(uuid.uuid4())
     row = {"id": job_id, "text": text, "text_length": len(text),
            "text_hash": hashlib.sha256(text.encode()).hexdigest(), "voice": voice,
-           "parameters": json.dumps(params), "output_format": fmt, **extra}
+           "parameters": json.dumps(params), "output_format": fmt, "owner": owner, **extra}
     mgmt.jobs.create(row, chunks)
     mgmt.runner.poke()
     return mgmt.jobs.get(job_id)
@@ -110,7 +118,7 @@ def create_job() -> Response:
     params["seed"] = req["seed"] if req["seed"] is not None else random_seed()
     row = _new_job(req["input"], req["voice"], req["response_format"] or "mp3", params,
                    {"session_id": req["session_id"], "display_name": req["display_name"],
-                    "tags": json.dumps(req["tags"])})
+                    "tags": json.dumps(req["tags"])}, guards.workspace())
     return jsonify(_create_response(row, "Job submitted for processing"))
 
 
@@ -120,8 +128,8 @@ def list_jobs() -> Response:
     status = _choice_arg("status", rules.STATUSES)
     limit = int_arg("limit", 20, 1, 100)
     jobs = management().jobs
-    rows = jobs.list(status=status, limit=limit)
-    counts = jobs.status_counts()
+    rows = jobs.list(status=status, limit=limit, scope=guards.scope())
+    counts = jobs.status_counts(guards.scope())
     return jsonify({"jobs": [rules.list_item(row) for row in rows], "total_jobs": sum(counts.values()),
                     "active_jobs": counts.get(PENDING, 0) + counts.get(rules.PROCESSING, 0),
                     "completed_jobs": counts.get(COMPLETED, 0)})
@@ -174,12 +182,13 @@ def download(job_id: str) -> Response:
 def job_events(job_id: str) -> Response:
     _job(job_id)
     jobs = management().jobs
+    scope = guards.scope()          # read once: the generator runs after the request context
 
     def events() -> Iterator[bytes]:
         last: tuple | None = None
         quiet_since = time.monotonic()
         while True:
-            row = jobs.get(job_id)
+            row = jobs.get(job_id, scope)
             if row is None:
                 yield _event("error", job_id, {"message": f"job {job_id} was deleted"})
                 return
@@ -282,7 +291,7 @@ def _retry(row: dict[str, Any], preserve_chunks: bool, new_parameters: dict | No
     original = row["original_job_id"] or row["id"]
     new_row = _new_job(row["text"], row["voice"], row["output_format"], params, {
         "session_id": row["session_id"], "display_name": row["display_name"], "tags": row["tags"],
-        "retry_count": row["retry_count"] + 1, "original_job_id": original})
+        "retry_count": row["retry_count"] + 1, "original_job_id": original}, row["owner"])
     if preserve_chunks and not changed:
         _copy_chunks(row["id"], new_row["id"])
     return management().jobs.get(new_row["id"])
@@ -311,7 +320,7 @@ def bulk() -> Response:
     jobs = management().jobs
     failed: list[str] = []
     for job_id in body["job_ids"]:
-        row = jobs.get(job_id)
+        row = jobs.get(job_id, guards.scope())          # another key's job fails like a missing one
         ok = row is not None
         if ok and body["action"] == "delete":
             ok = _delete(job_id)
@@ -338,8 +347,9 @@ def history() -> Response:
                      search=request.args.get("search"), is_archived=bool_arg("is_archived", None),
                      start=_date_arg("start_date"), end=_date_arg("end_date"),
                      sort=_choice_arg("sort", tuple(SORTS), "completed_desc"),
-                     limit=int_arg("limit", 50, 1, 100), offset=int_arg("offset", 0, 0, 10**9))
-    counts = jobs.status_counts()
+                     limit=int_arg("limit", 50, 1, 100), offset=int_arg("offset", 0, 0, 10**9),
+                     scope=guards.scope())
+    counts = jobs.status_counts(guards.scope())
     return jsonify({"jobs": [rules.list_item(row) for row in rows], "total_jobs": sum(counts.values()),
                     "active_jobs": counts.get(PENDING, 0) + counts.get(rules.PROCESSING, 0),
                     "completed_jobs": counts.get(COMPLETED, 0)})
@@ -347,7 +357,7 @@ def history() -> Response:
 
 @bp.get("/audio/speech/long-history/stats")
 def history_stats() -> Response:
-    return jsonify(rules.history_stats(management().jobs.all_rows(request.args.get("session_id"))))
+    return jsonify(rules.history_stats(management().jobs.all_rows(request.args.get("session_id"), guards.scope())))
 
 
 @bp.delete("/audio/speech/long/history")
@@ -357,7 +367,8 @@ def clear_history() -> Response:
     session_id = request.args.get("session_id")
     cleared = failed = 0
     for status in FINISHED:
-        for row in management().jobs.list(status=status, session_id=session_id, limit=10**6):
+        for row in management().jobs.list(status=status, session_id=session_id, limit=10**6,
+                                          scope=guards.scope()):
             if _delete(row["id"]):
                 cleared += 1
             else:

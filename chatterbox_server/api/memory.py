@@ -22,14 +22,14 @@ from workers.model_worker import socket_path
 from workers.protocol import MemoryAction, MemoryReport
 
 
-def _trusted_only() -> None:
-    if not guards.trusted_caller():      # PIDs and the machine's memory: like /health's details
-        raise ApiError(403, "/memory is for callers with an API key (without keys: callers on this machine)",
-                       code="not_allowed")
+def _admin_only() -> None:
+    if not guards.admin_caller():      # PIDs, the machine's memory, actions on every worker: like /health's details
+        raise ApiError(403, "/memory is for an admin API key (`name:key admin` in the keys file; without keys: "
+                            "callers on this machine)", code="not_allowed")
 
 
 bp = Blueprint("memory", __name__)
-bp.before_request(_trusted_only)
+bp.before_request(_admin_only)
 MB = 1024 * 1024
 ACTION_TIMEOUT = 60.0            # a model worker answers between two chunks
 THRESHOLDS = {"cpu_memory_percent": (85.0, 50.0, 95.0), "gpu_memory_mb": (8192.0, 1024.0, 32768.0)}
@@ -60,9 +60,11 @@ def _server_rss(fallback: int) -> int:
         return fallback
 
 
-def process_memory() -> dict[str, Any]:
+def process_memory(detailed: bool | None = None) -> dict[str, Any]:
     """The peer's memory_info fields for the whole server, with the per-process detail beside them
-    (`front_worker` is the one answering)."""
+    (`front_worker` is the one answering): PIDs and the machine's memory for an admin caller only
+    (see guards.admin_caller), the peer's fields for everyone."""
+    detailed = guards.admin_caller() if detailed is None else detailed
     svc = services()
     front = psutil.Process(os.getpid()).memory_info()
     workers, gpu = [], {"allocated_bytes": 0, "reserved_bytes": 0, "peak_allocated_bytes": 0}
@@ -80,8 +82,9 @@ def process_memory() -> dict[str, Any]:
         info.update(gpu_memory_allocated_mb=round(gpu["allocated_bytes"] / MB, 2),
                     gpu_memory_reserved_mb=round(gpu["reserved_bytes"] / MB, 2),
                     gpu_memory_max_allocated_mb=round(gpu["peak_allocated_bytes"] / MB, 2))
-    info.update(front_worker={"pid": os.getpid(), "rss_bytes": front.rss, "vms_bytes": front.vms},
-                model_workers=workers, system=dict(system._asdict()))
+    if detailed:
+        info.update(front_worker={"pid": os.getpid(), "rss_bytes": front.rss, "vms_bytes": front.vms},
+                    model_workers=workers, system=dict(system._asdict()))
     return info
 
 

@@ -32,7 +32,8 @@ class RecordingProgress(Progress):
             "start_time": time.time(), "text_length": len(text),
             "text_preview": text[:100] + ("..." if len(text) > 100 else "") if text else text_preview,
             "voice_source": str(voice or "default")[:128],
-            "parameters": {k: data[k] for k in RECORDED_PARAMETERS if k in data}, "total_chunks": total_chunks}
+            "parameters": {k: data[k] for k in RECORDED_PARAMETERS if k in data}, "total_chunks": total_chunks,
+            "owner": self.active[request_id]["owner"]}      # the key's workspace: only it sees the text
         try:
             self.history.request_started()
         except Exception:  # noqa: BLE001 - history must never fail a request

@@ -17,17 +17,18 @@ bp = Blueprint("status_history", __name__)
 
 
 def current_statistics() -> dict[str, Any]:
-    active = services().progress.all_active(guards.can_see_text)
+    active = services().progress.all_active(guards.can_see_text, guards.admin_caller())
     return statistics(management().history.totals(), bool(active))
 
 
 def history_records(limit: int) -> list[dict[str, Any]]:
-    return [describe_entry(row) for row in management().history.history(limit)]
+    """The caller's own records (with keys; an admin key and a server without keys: everyone's)."""
+    return [describe_entry(row) for row in management().history.history(limit, guards.scope())]
 
 
 def processing_status() -> dict[str, Any]:
     """The peer's status object (its newest active request, or idle), plus every active request."""
-    active = services().progress.all_active(guards.can_see_text)
+    active = services().progress.all_active(guards.can_see_text, guards.admin_caller())
     total = int(management().history.totals()["total_requests"])
     base: dict[str, Any] = {"active_requests": len(active), "requests": active, "total_requests": total}
     if not active:
@@ -70,6 +71,6 @@ def stats() -> Response:
 def clear() -> Response:
     if not bool_arg("confirm"):
         raise ApiError(400, "confirm: clearing the request history requires confirm=true", param="confirm")
-    cleared = management().history.clear()
+    cleared = management().history.clear(guards.scope())
     return jsonify({"success": True, "message": "TTS request history cleared successfully",
                     "cleared_records": cleared})

@@ -1,12 +1,17 @@
 """The app's request guards, in order: Host, Origin, API key, concurrent streams per key.
 
 Also answers who the caller is, for what only some callers may see: other requests' text
-previews (/v1/status) and the workers' PIDs and last errors (/health).
+previews (/v1/status) and the workers' PIDs and last errors (/health), and which workspace the
+caller works in. With keys, every key has its own workspace, named by the key's name: history,
+outputs, long jobs, VC inputs and voices carry their owner, a key sees and acts on its own only,
+and an admin key (`name:key admin` in the keys file) on all. Without keys the server is one
+workspace, as it always was.
 """
 from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable
 
 from flask import Flask, Response, current_app, g, request
 
@@ -81,6 +86,51 @@ def caller_name() -> str | None:
     return g.get("api_key_name")
 
 
+def _keys() -> ApiKeys | None:
+    return current_app.extensions.get(KEYS)
+
+
+def keys_enabled() -> bool:
+    keys = _keys()
+    return keys is not None and keys.enabled
+
+
+def sees_all() -> bool:
+    """Whether the caller acts on every workspace: no keys configured (one workspace) or an admin key."""
+    keys = _keys()
+    return keys is None or not keys.enabled or keys.is_admin(caller_name())
+
+
+def scope() -> str | None:
+    """The workspace the stores restrict this caller to: None for every one (see sees_all), else
+    the key's name. Things made before keys were configured (no owner) are then an admin's only."""
+    return None if sees_all() else caller_name()
+
+
+def workspace() -> str | None:
+    """The owner recorded on what this request creates: the key's name; None without keys."""
+    return caller_name() if keys_enabled() else None
+
+
+def owns(owner: str | None) -> bool:
+    """Whether the caller may see and act on a thing owned by `owner`."""
+    return sees_all() or (owner is not None and owner == caller_name())
+
+
+def owner_check() -> Callable[[str | None], bool]:
+    """`owns` as a plain function that needs no request context (for work done off the hub)."""
+    every, caller = sees_all(), caller_name()
+    return lambda owner: every or (owner is not None and owner == caller)
+
+
+def admin_caller() -> bool:
+    """PIDs, the machine's memory and error texts: an admin key; without keys, a caller on this machine."""
+    keys = _keys()
+    if keys is not None and keys.enabled:
+        return keys.is_admin(caller_name())
+    return trusted_caller()
+
+
 def trusted_caller() -> bool:
     """A caller with a valid key; without keys configured, a caller on this machine."""
     keys: ApiKeys | None = current_app.extensions.get(KEYS)
@@ -93,8 +143,7 @@ def trusted_caller() -> bool:
 
 
 def can_see_text(owner: str | None) -> bool:
-    """Text previews: with keys, only the key that sent the request sees its text."""
-    keys: ApiKeys | None = current_app.extensions.get(KEYS)
-    if keys is not None and keys.enabled:
-        return caller_name() is not None and owner == caller_name()
+    """Text previews: with keys, only the key that sent the request (and an admin key) sees its text."""
+    if keys_enabled():
+        return caller_name() is not None and owns(owner)
     return trusted_caller()

@@ -1,7 +1,11 @@
 """API keys: one from CHATTERBOX_API_KEY, any number of named ones from CHATTERBOX_API_KEYS_FILE.
 
-The keys file has one `name:key` a line (`#` starts a comment). Create it, or add a key to it, with
-    python -m chatterbox_server.security.keys create NAME --file /etc/chatterbox-server/api-keys
+The keys file has one `name:key` a line (`#` starts a comment); the word `admin` after the key
+(`name:key admin`) marks an admin key, which sees and acts on every key's workspace (history,
+outputs, long jobs, VC inputs, voices) and the server's PIDs and error texts. Every other key has
+its own workspace, named by the key's name. The single CHATTERBOX_API_KEY (named "default") is an
+admin key: it is the operator's. Create a key, or add one to the file, with
+    python -m chatterbox_server.security.keys create NAME [--admin] --file /etc/chatterbox-server/api-keys
 which prints the new key once. A keys file that is named but missing, unreadable or empty stops
 the server from starting: a typo must never open the server to everyone. No Flask here.
 """
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 
 KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 KEY_PREFIX = "cbx-"
+FLAGS = ("admin",)
 
 
 class KeysFileError(ValueError):
@@ -25,12 +30,23 @@ class KeysFileError(ValueError):
 
 
 @dataclass(frozen=True)
+class KeyEntry:
+    name: str
+    secret: bytes
+    admin: bool = False
+
+
+@dataclass(frozen=True)
 class ApiKeys:
     keys: tuple[tuple[str, bytes], ...] = ()     # (name, secret)
+    admins: frozenset[str] = frozenset()         # names of the admin keys
 
     @property
     def enabled(self) -> bool:
         return bool(self.keys)
+
+    def is_admin(self, name: str | None) -> bool:
+        return name is not None and name in self.admins
 
     def identify(self, sent: str) -> str | None:
         """The name of the key `sent`, or None. Compares with every key in constant time."""
@@ -43,29 +59,35 @@ class ApiKeys:
 
     @classmethod
     def load(cls, single_key: str = "", keys_file: str = "") -> ApiKeys:
-        keys: list[tuple[str, bytes]] = [("default", single_key.encode())] if single_key else []
+        entries = [KeyEntry("default", single_key.encode(), admin=True)] if single_key else []
         if keys_file:
-            keys.extend(read_keys_file(keys_file))
-        return cls(tuple(keys))
+            entries.extend(read_keys_file(keys_file))
+        return cls(tuple((entry.name, entry.secret) for entry in entries),
+                   frozenset(entry.name for entry in entries if entry.admin))
 
 
-def parse_keys(text: str, source: str = "keys file") -> list[tuple[str, bytes]]:
-    keys: list[tuple[str, bytes]] = []
+def parse_keys(text: str, source: str = "keys file") -> list[KeyEntry]:
+    keys: list[KeyEntry] = []
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        name, separator, secret = line.partition(":")
-        name, secret = name.strip(), secret.strip()
+        name, separator, rest = line.partition(":")
+        secret, *flags = rest.split() or [""]   # two keys of one name share a workspace (rotation)
+        name = name.strip()
         if not separator or not KEY_NAME.fullmatch(name) or len(secret) < 16:
             raise KeysFileError(f"{source} line {number}: expected `name:key` with a key of at least 16 characters")
-        keys.append((name, secret.encode()))
+        unknown = [flag for flag in flags if flag not in FLAGS]
+        if unknown or len(flags) > len(set(flags)):
+            raise KeysFileError(f"{source} line {number}: after the key only the word `admin` may follow, "
+                                f"got {' '.join(flags)!r} (a key holds no spaces)")
+        keys.append(KeyEntry(name, secret.encode(), admin="admin" in flags))
     if not keys:
         raise KeysFileError(f"{source} holds no key")
     return keys
 
 
-def read_keys_file(path: str) -> list[tuple[str, bytes]]:
+def read_keys_file(path: str) -> list[KeyEntry]:
     try:
         with open(path, encoding="utf-8") as f:
             return parse_keys(f.read(), path)
@@ -77,17 +99,17 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def append_key(path: str, name: str, group: str = "") -> str:
+def append_key(path: str, name: str, group: str = "", admin: bool = False) -> str:
     """Add a fresh key named `name` to the keys file (mode 0600, or 0640 owned by `group` so the
     service user can read it); returns the key."""
     if not KEY_NAME.fullmatch(name):
         raise KeysFileError(f"{name!r}: key names are letters, digits, '_', '.', '@' or '-'")
-    if os.path.exists(path) and any(existing == name for existing, _ in read_keys_file(path)):
+    if os.path.exists(path) and any(entry.name == name for entry in read_keys_file(path)):
         raise KeysFileError(f"{path} already has a key named {name!r}")
     key = new_key()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "a", encoding="utf-8") as f:
-        f.write(f"{name}:{key}\n")
+        f.write(f"{name}:{key}{' admin' if admin else ''}\n")
     if group:
         shutil.chown(path, group=group)
         os.chmod(path, 0o640)
@@ -103,11 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--file", default=os.environ.get("CHATTERBOX_API_KEYS_FILE", ""),
                         help="the keys file (default: $CHATTERBOX_API_KEYS_FILE)")
     create.add_argument("--group", default="", help="make the file readable by this group (the service's)")
+    create.add_argument("--admin", action="store_true",
+                        help="an admin key: sees and acts on every key's workspace, PIDs and error texts")
     args = parser.parse_args(argv)
     if not args.file:
         parser.error("name the keys file with --file or CHATTERBOX_API_KEYS_FILE")
     try:
-        print(append_key(args.file, args.name, args.group))
+        print(append_key(args.file, args.name, args.group, args.admin))
     except (KeysFileError, LookupError, PermissionError) as exc:
         print(exc, file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
@@ -26,6 +27,7 @@ class ErrorRecord:
     message: str
     category: str              # validation, authentication, not_found, resource, capacity, generation, internal
     severity: str              # low, medium, high, critical
+    owner: str | None = None   # the API key's workspace: its texts name its voices and files
 
     def describe(self) -> dict:
         return {**asdict(self), "timestamp": datetime.fromtimestamp(self.timestamp, timezone.utc).isoformat(),
@@ -51,10 +53,11 @@ class ErrorLog:
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def record(self, status: int, error_code: str, operation: str, message: str, now: float | None = None) -> None:
+    def record(self, status: int, error_code: str, operation: str, message: str, now: float | None = None,
+               owner: str | None = None) -> None:
         category, severity = classify(status)
         entry = ErrorRecord(time.time() if now is None else now, status, error_code, operation,
-                            message[:MESSAGE_CHARS], category, severity)
+                            message[:MESSAGE_CHARS], category, severity, owner)
         line = (json.dumps(asdict(entry), separators=(",", ":")) + "\n").encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
@@ -87,12 +90,14 @@ class ErrorLog:
                 continue        # a line cut by a concurrent shrink
         return records
 
-    def recent(self, count: int) -> list[dict]:
-        return [r.describe() for r in reversed(self.read()[-count:])] if count > 0 else []
+    def recent(self, count: int, owns: Callable[[str | None], bool] = lambda owner: True) -> list[dict]:
+        mine = [r for r in self.read() if owns(r.owner)]
+        return [r.describe() for r in reversed(mine[-count:])] if count > 0 else []
 
-    def summary(self, hours: float = 24.0, now: float | None = None) -> dict:
+    def summary(self, hours: float = 24.0, now: float | None = None,
+                owns: Callable[[str | None], bool] = lambda owner: True) -> dict:
         since = (time.time() if now is None else now) - hours * 3600
-        window = [r for r in self.read() if r.timestamp >= since]
+        window = [r for r in self.read() if r.timestamp >= since and owns(r.owner)]
         return {
             "total_errors": len(window),
             "by_category": dict(Counter(r.category for r in window)),

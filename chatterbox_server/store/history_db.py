@@ -48,15 +48,21 @@ class HistoryStore:
             newest = conn.execute(select(func.max(request_history.c.id))).scalar_one()
             conn.execute(delete(request_history).where(request_history.c.id <= newest - self.max_records))
 
-    def history(self, limit: int) -> list[dict[str, Any]]:
+    def history(self, limit: int, scope: str | None = None) -> list[dict[str, Any]]:
+        """The newest records: every workspace's (`scope` None) or one owner's."""
+        query = select(request_history)
+        if scope is not None:
+            query = query.where(request_history.c.owner == scope)
         with reading(self.engine) as conn:
-            rows = conn.execute(select(request_history).order_by(request_history.c.id.desc())
-                                .limit(limit)).mappings().all()
+            rows = conn.execute(query.order_by(request_history.c.id.desc()).limit(limit)).mappings().all()
         return [dict(row) for row in rows]
 
-    def clear(self) -> int:
+    def clear(self, scope: str | None = None) -> int:
+        query = delete(request_history)
+        if scope is not None:
+            query = query.where(request_history.c.owner == scope)
         with self.engine.begin() as conn:
-            return conn.execute(delete(request_history)).rowcount
+            return conn.execute(query).rowcount
 
     def totals(self) -> dict[str, float]:
         with reading(self.engine) as conn:

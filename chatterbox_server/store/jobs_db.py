@@ -28,6 +28,11 @@ SORTS = {
 }
 
 
+def _scoped(query, scope: str | None):  # noqa: ANN001, ANN202 - a Select
+    """Restrict `query` to one workspace (an owner); None: every workspace (see security.guards.scope)."""
+    return query if scope is None else query.where(long_jobs.c.owner == scope)
+
+
 class JobStore:
     def __init__(self, engine: Engine, lease_seconds: float) -> None:
         self.engine = engine
@@ -45,9 +50,10 @@ class JobStore:
                 conn.execute(insert(long_job_chunks),
                              [{"job_id": row["id"], "idx": i, "text": t} for i, t in enumerate(chunks)])
 
-    def get(self, job_id: str) -> dict[str, Any] | None:
+    def get(self, job_id: str, scope: str | None = None) -> dict[str, Any] | None:
+        """The job, or None when there is none or it belongs to another workspace than `scope`."""
         with reading(self.engine) as conn:
-            row = conn.execute(select(long_jobs).where(long_jobs.c.id == job_id)).mappings().first()
+            row = conn.execute(_scoped(select(long_jobs).where(long_jobs.c.id == job_id), scope)).mappings().first()
         return dict(row) if row else None
 
     def chunks(self, job_id: str) -> list[dict[str, Any]]:
@@ -58,7 +64,8 @@ class JobStore:
 
     def list(self, *, status: str | None = None, session_id: str | None = None, search: str | None = None,
              is_archived: bool | None = None, start: float | None = None, end: float | None = None,
-             sort: str = "created_desc", limit: int = 20, offset: int = 0) -> list[dict[str, Any]]:
+             sort: str = "created_desc", limit: int = 20, offset: int = 0,
+             scope: str | None = None) -> list[dict[str, Any]]:
         query = select(*[c for c in long_jobs.c if c.name != "text"],
                        func.substr(long_jobs.c.text, 1, 100).label("text_preview"))
         conditions = []
@@ -76,22 +83,24 @@ class JobStore:
             conditions.append(long_jobs.c.created_at >= start)
         if end is not None:
             conditions.append(long_jobs.c.created_at <= end)
-        query = query.where(and_(*conditions)) if conditions else query
+        query = _scoped(query.where(and_(*conditions)) if conditions else query, scope)
         query = query.order_by(SORTS[sort], long_jobs.c.created_at.desc()).limit(limit).offset(offset)
         with reading(self.engine) as conn:
             return [dict(row) for row in conn.execute(query).mappings().all()]
 
-    def status_counts(self) -> dict[str, int]:
+    def status_counts(self, scope: str | None = None) -> dict[str, int]:
         with reading(self.engine) as conn:
-            rows = conn.execute(select(long_jobs.c.status, func.count()).group_by(long_jobs.c.status)).all()
+            rows = conn.execute(_scoped(select(long_jobs.c.status, func.count()), scope)
+                                .group_by(long_jobs.c.status)).all()
         return {status: count for status, count in rows}
 
-    def all_rows(self, session_id: str | None = None) -> list[dict[str, Any]]:
+    def all_rows(self, session_id: str | None = None, scope: str | None = None) -> list[dict[str, Any]]:
         query = select(long_jobs.c.status, long_jobs.c.voice, long_jobs.c.created_at,
                        long_jobs.c.output_duration_seconds, long_jobs.c.output_size_bytes,
                        long_jobs.c.total_processing_time_ms)
         if session_id:
             query = query.where(long_jobs.c.session_id == session_id)
+        query = _scoped(query, scope)
         with reading(self.engine) as conn:
             return [dict(row) for row in conn.execute(query).mappings().all()]
 
@@ -123,10 +132,11 @@ class JobStore:
             result = conn.execute(delete(long_jobs).where(long_jobs.c.id == job_id))
         return result.rowcount == 1
 
-    def count_active(self) -> int:
+    def count_active(self, scope: str | None = None) -> int:
+        """Jobs pending, running or paused: every workspace's, or one owner's."""
         with reading(self.engine) as conn:
-            return conn.execute(select(func.count()).select_from(long_jobs)
-                                .where(long_jobs.c.status.in_(ACTIVE))).scalar_one()
+            return conn.execute(_scoped(select(func.count()).select_from(long_jobs)
+                                        .where(long_jobs.c.status.in_(ACTIVE)), scope)).scalar_one()
 
     # -- the runner's side ------------------------------------------------------------------------
     def claim(self, owner: str, max_running: int, owner_dead: Callable[[str], bool]) -> dict[str, Any] | None:

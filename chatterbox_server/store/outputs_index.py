@@ -28,9 +28,10 @@ def base_of(filename: str) -> str:
 def record_generation(store: OutputStore, written: Mapping[str, str], generation_type: str,
                       parameters: Mapping[str, Any], *, duration_seconds: float | None = None,
                       sample_rate: int | None = None, source_files: list[str] | None = None,
-                      extra: Mapping[str, Any] | None = None) -> str:
+                      extra: Mapping[str, Any] | None = None, owner: str | None = None) -> str:
     """Store the metadata of one generation beside its files. `written` is what OutputStore.store
-    returned ({format or extension: relative file name}); returns the sidecar's relative name."""
+    returned ({format or extension: relative file name}); `owner` is the workspace (the API key's
+    name; None without keys). Returns the sidecar's relative name."""
     first = next(iter(written.values()))
     folder, name = paths.split(first)
     relative = paths.join(folder, base_of(name) + SIDECAR_SUFFIX)
@@ -41,7 +42,7 @@ def record_generation(store: OutputStore, written: Mapping[str, str], generation
         "source_files": list(source_files or []), "created": now.timestamp(),
         "created_date": now.isoformat(timespec="milliseconds"), "duration_seconds": duration_seconds,
         "sample_rate": sample_rate, "files": {key: paths.split(value)[1] for key, value in written.items()},
-        **dict(extra or {})})
+        **dict(extra or {}), "owner": owner})
     return relative
 
 
@@ -80,7 +81,19 @@ def _entry(store: OutputStore, folder: str, name: str, relative: str, meta: dict
             "file_size_bytes": info.st_size, "duration_seconds": duration,
             "format": AUDIO_FORMATS[name.rsplit(".", 1)[-1].lower()], "parameters": meta.get("parameters"),
             "source_files": meta.get("source_files") or None, "folder_path": folder or None,
-            "path": relative, "_created": created}
+            "path": relative, "_created": created, "_owner": _owner(meta)}
+
+
+def _owner(meta: Mapping[str, Any]) -> str | None:
+    owner = meta.get("owner")
+    return owner if isinstance(owner, str) else None
+
+
+def owner_of(path: str) -> str | None:
+    """The workspace that made the output file at `path` (from its base name's metadata); None
+    when it has none: made without keys, before workspaces, or by hand."""
+    directory, name = os.path.split(path)
+    return _owner(files.read_json(os.path.join(directory, base_of(name) + SIDECAR_SUFFIX)) or {})
 
 
 def public(entry: dict[str, Any]) -> dict[str, Any]:

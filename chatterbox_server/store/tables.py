@@ -42,6 +42,7 @@ long_jobs = Table(
     Column("total_processing_time_ms", Integer, nullable=False, default=0),
     Column("lease_owner", String(200)),
     Column("lease_expires", Float),
+    Column("owner", String(64), index=True),            # the API key's name; NULL: no keys (one workspace)
 )
 
 long_job_chunks = Table(
@@ -71,6 +72,7 @@ request_history = Table(
     Column("total_chunks", Integer, nullable=False),
     Column("audio_seconds", Float, nullable=False),
     Column("error_message", Text),
+    Column("owner", String(64), index=True),
 )
 
 # Running totals that outlive the bounded history: name -> value.

@@ -2,6 +2,7 @@
 Flask's test client (no model needed: an empty board)."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -77,16 +78,60 @@ def test_the_key_command_creates_a_private_file_and_refuses_a_duplicate(tmp_path
 
 
 # -- what callers see -----------------------------------------------------------------------------
-def test_health_shows_pids_and_errors_only_with_a_key(make_app, keys_file):
+ROOT_KEY = "root-key-0123456789abcdefgh"
+
+
+def test_health_shows_pids_and_errors_only_to_an_admin_key(make_app, keys_file):
+    with open(keys_file, "a") as f:
+        f.write(f"root:{ROOT_KEY} admin\n")
     client = make_app(api_keys_file=keys_file).test_client()
     slot = client.get("/health").get_json()["workers"]["slots"][0]
     assert "pid" not in slot and "last_error" not in slot and "state" in slot
     slot = client.get("/health", headers=bearer(ALICE)).get_json()["workers"]["slots"][0]
+    assert "pid" not in slot and "last_error" not in slot          # a user's key: no PIDs, no error texts
+    slot = client.get("/health", headers=bearer(ROOT_KEY)).get_json()["workers"]["slots"][0]
     assert "pid" in slot and "last_error" in slot
     remote = make_app().test_client().get("/health", environ_base={"REMOTE_ADDR": "203.0.113.9"})
     assert "pid" not in remote.get_json()["workers"]["slots"][0]       # no keys: only local callers
     assert make_app().test_client().get("/memory", environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code == 403
-    assert client.get("/memory", headers=bearer(ALICE)).status_code == 200
+    assert make_app().test_client().get("/memory").status_code == 200   # no keys, on this machine
+    assert client.get("/memory", headers=bearer(ALICE)).status_code == 403
+    assert client.get("/memory", headers=bearer(ROOT_KEY)).status_code == 200
+
+
+def test_info_shows_pids_only_to_an_admin_key(make_app, keys_file):
+    with open(keys_file, "a") as f:
+        f.write(f"root:{ROOT_KEY} admin\n")
+    client = make_app(api_keys_file=keys_file).test_client()
+    memory = client.get("/v1/info", headers=bearer(ALICE)).get_json()["memory_info"]
+    assert "cpu_memory_mb" in memory and not {"front_worker", "model_workers", "system"} & set(memory)
+    memory = client.get("/v1/status?include_memory=true", headers=bearer(BOB)).get_json()["memory_info"]
+    assert "front_worker" not in memory
+    memory = client.get("/v1/info", headers=bearer(ROOT_KEY)).get_json()["memory_info"]
+    assert memory["front_worker"]["pid"] == os.getpid()
+
+
+@pytest.mark.parametrize("line, admin", [("carol:0123456789abcdef0 admin", True),
+                                         ("carol:0123456789abcdef0", False),
+                                         ("carol:0123456789abcdef0   admin  # ops", True)])
+def test_the_word_admin_after_a_key_marks_an_admin_key(line, admin):
+    entry = parse_keys(line)[0]
+    assert (entry.name, entry.secret, entry.admin) == ("carol", b"0123456789abcdef0", admin)
+
+
+@pytest.mark.parametrize("line", ["carol:0123456789abcdef0 root", "carol:0123456789abcdef0 admin admin",
+                                  "carol:0123456789abcdef0 and-more"])
+def test_anything_else_after_a_key_stops_the_start(line):
+    with pytest.raises(KeysFileError, match="line 1: after the key only the word `admin`"):
+        parse_keys(line)
+
+
+def test_the_key_command_marks_an_admin_key_and_the_single_key_is_one(tmp_path, capsys):
+    path = str(tmp_path / "keys")
+    assert keys_cli.main(["create", "ops", "--admin", "--file", path]) == 0
+    assert keys_cli.main(["create", "user", "--file", path]) == 0
+    loaded = keys_cli.ApiKeys.load("single-key-0123456789", path)
+    assert loaded.admins == {"ops", "default"} and loaded.is_admin("ops") and not loaded.is_admin("user")
 
 
 def test_outputs_need_a_key(make_app, keys_file, tmp_path):
@@ -95,7 +140,11 @@ def test_outputs_need_a_key(make_app, keys_file, tmp_path):
     (tmp_path / "data" / "outputs" / "tts_2026-01-01_000000_000_0123456789abcdef.wav").write_bytes(b"RIFF")
     path = "/outputs/tts_2026-01-01_000000_000_0123456789abcdef.wav"
     assert client.get(path).status_code == 401
+    assert client.get(path, headers=bearer(BOB)).status_code == 404      # no owner recorded: an admin's only
+    (tmp_path / "data" / "outputs" / "tts_2026-01-01_000000_000_0123456789abcdef.json").write_text(
+        '{"generation_type": "tts", "owner": "bob"}')
     assert client.get(path, headers=bearer(BOB)).status_code == 200
+    assert client.get(path, headers=bearer(ALICE)).status_code == 404    # bob's: not found, not forbidden
 
 
 def test_status_shows_a_text_preview_only_to_the_key_that_sent_it(make_app, keys_file):
@@ -210,3 +259,56 @@ def test_deeply_nested_json_is_a_400(make_app, path):
     client = make_app().test_client()
     response = client.post(path, data="[" * 100_000 + "]" * 100_000, content_type="application/json")
     assert response.status_code == 400
+
+
+# -- /api/v1/health: open, so nothing private, and cheap ----------------------------------------
+def test_extended_health_shows_no_sizes_memory_or_error_texts_without_an_admin_key(make_app, keys_file):
+    from chatterbox_server.api import housekeeping
+    with open(keys_file, "a") as f:
+        f.write(f"root:{ROOT_KEY} admin\n")
+    app = make_app(api_keys_file=keys_file)
+    client = app.test_client()
+    with app.test_request_context():
+        housekeeping.error_log(app.extensions["chatterbox"]).record(
+            404, "voice_not_found", "POST /api/v1/tts", "no voice 'alice-private-voice'", owner="alice")
+    housekeeping._cache.clear()
+    for headers in ({}, bearer(ALICE)):
+        body = client.get("/api/v1/health", headers=headers).get_json()
+        assert {"status", "workers", "metrics", "system_info", "resource_status", "warnings",
+                "error_summary"} <= set(body)                                   # the peer's shape stays
+        assert "directories" not in body["resource_status"] and "memory" not in body["resource_status"]
+        assert set(body["system_info"]) == {"cpu_count"}
+        assert body["error_summary"]["total_errors"] == 1
+        assert "alice-private-voice" not in json.dumps(body)
+    body = client.get("/api/v1/health", headers=bearer(ROOT_KEY)).get_json()
+    assert "outputs" in body["resource_status"]["directories"] and "memory_percent" in body["system_info"]
+    assert "alice-private-voice" in json.dumps(body["error_summary"])
+
+
+def test_extended_health_walks_data_dir_at_most_once_per_interval(make_app, keys_file, monkeypatch):
+    from chatterbox_server.api import housekeeping
+    with open(keys_file, "a") as f:
+        f.write(f"root:{ROOT_KEY} admin\n")
+    client = make_app(api_keys_file=keys_file).test_client()
+    walks = []
+    real_walk = os.walk
+    monkeypatch.setattr(housekeeping.os, "walk", lambda path, *a, **k: walks.append(path) or real_walk(path, *a, **k))
+    housekeeping._cache.clear()
+    for _ in range(5):
+        assert client.get("/api/v1/health").status_code in (200, 503)
+    assert walks == []                                  # an open probe never walks
+    for _ in range(5):
+        client.get("/api/v1/health", headers=bearer(ROOT_KEY))
+    first = len(walks)
+    assert first > 0 and len(walks) == first            # once, then the cached answer for the interval
+    monkeypatch.setattr(housekeeping, "HEALTH_CACHE_SECONDS", 0.0)
+    client.get("/api/v1/health", headers=bearer(ROOT_KEY))
+    assert len(walks) == 2 * first                      # past the interval it measures again
+
+
+def test_a_directory_walk_is_bounded(tmp_path):
+    from chatterbox_server.api.housekeeping import directory_usage
+    for i in range(10):
+        (tmp_path / f"f{i}").write_bytes(b"x" * 10)
+    assert directory_usage(str(tmp_path)) == (100, 10)
+    assert directory_usage(str(tmp_path), max_files=4) == (40, 4)

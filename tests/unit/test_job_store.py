@@ -163,3 +163,32 @@ def test_readers_do_not_wait_for_a_writer(engine):
     assert time.monotonic() - started < 1.0
     transaction.commit()
     writer.close()
+
+
+# -- workspaces -----------------------------------------------------------------------------------
+def test_a_scope_sees_only_its_owners_jobs(engine):
+    store = JobStore(engine, 5)
+    for job_id, owner in (("a1", "alice"), ("a2", "alice"), ("b1", "bob"), ("old", None)):
+        store.create({"id": job_id, "text": f"{owner}'s secret text", "text_length": 10, "text_hash": "h",
+                      "voice": None, "parameters": "{}", "output_format": "wav", "owner": owner}, ["c0"])
+    assert store.get("b1", scope="alice") is None and store.get("a1", scope="alice")["owner"] == "alice"
+    assert store.get("b1")["owner"] == "bob"                                  # no scope: every workspace
+    assert {row["id"] for row in store.list(scope="alice", limit=10)} == {"a1", "a2"}
+    assert {row["id"] for row in store.list(search="secret", scope="bob", limit=10)} == {"b1"}
+    assert {row["id"] for row in store.list(limit=10)} == {"a1", "a2", "b1", "old"}
+    assert store.status_counts("bob") == {PENDING: 1} and store.status_counts() == {PENDING: 4}
+    assert len(store.all_rows(scope="alice")) == 2
+    assert store.count_active("alice") == 2 and store.count_active("carol") == 0 and store.count_active() == 4
+
+
+def test_a_scope_reads_and_clears_only_its_owners_history(engine):
+    history = HistoryStore(engine, max_records=10)
+    for i, owner in enumerate(("alice", "bob", "alice", None)):
+        history.record({"request_id": f"r{i}", "endpoint": "/v1/audio/speech", "status": "completed",
+                        "start_time": 10.0, "end_time": 12.0, "text_length": 10, "text_preview": f"{owner} text",
+                        "voice_source": "default", "parameters": {}, "total_chunks": 1, "audio_seconds": 1.0,
+                        "error_message": None, "owner": owner})
+    assert [row["request_id"] for row in history.history(10, scope="alice")] == ["r2", "r0"]
+    assert [row["request_id"] for row in history.history(10)] == ["r3", "r2", "r1", "r0"]
+    assert history.clear(scope="bob") == 1
+    assert [row["request_id"] for row in history.history(10)] == ["r3", "r2", "r0"]

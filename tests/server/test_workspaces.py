@@ -1,0 +1,141 @@
+"""Workspaces on a real server (tone engine, two front workers): with two user keys, neither sees
+nor touches the other's request text, long jobs, outputs or VC inputs (another key's object is
+"not found", 404, so its existence does not leak); an admin key sees all; PIDs only for the admin;
+one key cannot take every long-job slot."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import requests
+from serverkit import Server, start_server
+
+from chatterbox_server.voices import pcm_to_wav
+
+pytestmark = pytest.mark.server
+ALICE, BOB, ROOT = "alice-key-0123456789abcdef", "bob-key-0123456789abcdefgh", "root-key-0123456789abcdefg"
+LONG = "/v1/audio/speech/long"
+SECRET = "Alice's secret plan is in this sentence"
+SOURCE = pcm_to_wav((0.4 * np.sin(2 * np.pi * 220 * np.arange(48000) / 16000) * 32767).astype(np.int16), 16000)
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("workspaces")
+    (tmp / "api-keys").write_text(f"alice:{ALICE}\nbob:{BOB}\nroot:{ROOT} admin\n")
+    server = start_server(tmp, engine="tone", front_workers="2", graceful_timeout="5",
+                          api_keys_file=str(tmp / "api-keys"), longtext_max_active_per_key="2")
+    yield server
+    server.stop()
+
+
+def get(server: Server, path: str, key: str, base: str | None = None) -> requests.Response:
+    return requests.get((base or server.base) + path, headers=auth(key), timeout=20)
+
+
+def test_request_history_text_is_the_senders_own(server):
+    spoken = requests.post(server.url("/v1/audio/speech"), headers=auth(ALICE), timeout=60,
+                           json={"input": SECRET, "response_format": "wav"})
+    assert spoken.status_code == 200
+    time.sleep(0.5)
+    for path in ("/v1/status/history?limit=50", "/v1/status?include_history=true&history_limit=20", "/v1/info"):
+        assert SECRET not in get(server, path, BOB).text, path
+    assert SECRET in get(server, "/v1/status/history?limit=50", ALICE).text
+    assert SECRET in get(server, "/v1/status/history?limit=50", ROOT).text
+    cleared = requests.post(server.url("/v1/status/history/clear?confirm=true"), headers=auth(BOB), timeout=10)
+    assert cleared.status_code == 200 and cleared.json()["cleared_records"] == 0   # bob clears only his own
+    assert SECRET in get(server, "/v1/status/history?limit=50", ALICE).text
+
+
+def test_pids_are_for_the_admin_key_only(server):
+    info = get(server, "/v1/info", BOB).json()
+    assert "front_worker" not in info["memory_info"] and "model_workers" not in info["memory_info"]
+    assert "pid" not in get(server, "/health", BOB).json()["workers"]["slots"][0]
+    assert get(server, "/memory", BOB).status_code == 403
+    assert get(server, "/v1/info", ROOT).json()["memory_info"]["front_worker"]["pid"] > 0
+
+
+def test_long_jobs_are_the_owners_own(server):
+    body = {"input": f"{SECRET}. [[sleep:30]] And more.", "response_format": "wav", "streaming_chunk_size": 50}
+    created = requests.post(server.url(LONG), json=body, headers=auth(ALICE), timeout=10)
+    assert created.status_code == 200, created.text
+    job_id = created.json()["job_id"]
+    assert get(server, f"{LONG}/{job_id}", ALICE).status_code == 200
+    for path in (f"{LONG}/{job_id}", f"{LONG}/jobs/{job_id}", f"{LONG}/{job_id}/details",
+                 f"{LONG}/{job_id}/download", f"{LONG}/{job_id}/sse"):
+        answer = get(server, path, BOB)
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "job_not_found", path
+    for method, path in (("PUT", f"{LONG}/{job_id}/pause"), ("PUT", f"{LONG}/{job_id}/resume"),
+                         ("DELETE", f"{LONG}/{job_id}?action=cancel"), ("DELETE", f"{LONG}/{job_id}?action=delete"),
+                         ("PATCH", f"{LONG}/{job_id}"), ("POST", f"{LONG}/{job_id}/retry")):
+        answer = requests.request(method, server.url(path), headers=auth(BOB), json={"display_name": "x"}, timeout=10)
+        assert answer.status_code == 404, (method, path, answer.text)
+    bulk = requests.post(server.url(f"{LONG}/bulk"), headers=auth(BOB), timeout=10,
+                         json={"job_ids": [job_id], "action": "delete", "confirm": True})
+    assert bulk.json()["failed_jobs"] == [job_id]
+    for path in (LONG, f"{LONG}/jobs", "/v1/audio/speech/long-history?search=secret",
+                 "/v1/audio/speech/long-history/stats"):
+        listing = get(server, path, BOB).text
+        assert job_id not in listing and SECRET not in listing, path
+    assert get(server, "/v1/audio/speech/long-history/stats", BOB).json()["total_jobs"] == 0
+    assert job_id in get(server, LONG, ALICE).text and job_id in get(server, LONG, ROOT).text
+    assert get(server, f"{LONG}/{job_id}", ALICE).json()["status"] in ("pending", "processing")
+    # two active jobs per key: alice's third gets 429 naming the limit, bob still has his own slots
+    second = requests.post(server.url(LONG), json=body, headers=auth(ALICE), timeout=10)
+    third = requests.post(server.url(LONG), json=body, headers=auth(ALICE), timeout=10)
+    assert second.status_code == 200 and third.status_code == 429
+    assert "CHATTERBOX_LONGTEXT_MAX_ACTIVE_PER_KEY" in third.json()["error"]["message"]
+    assert requests.post(server.url(LONG), json=body, headers=auth(BOB), timeout=10).status_code == 200
+    for jid in (job_id, second.json()["job_id"]):
+        assert requests.delete(server.url(f"{LONG}/{jid}?action=delete"), headers=auth(ROOT), timeout=10).ok
+
+
+def test_outputs_are_the_owners_own(server):
+    base = server.extended_base
+    made = requests.post(base + "/api/v1/tts?response_mode=url", headers=auth(ALICE), timeout=60,
+                         json={"text": SECRET, "export_formats": ["wav"]})
+    assert made.status_code == 200, made.text
+    name = made.json()["output_files"][0]["filename"]
+    assert get(server, f"/outputs/{name}", ALICE, base).status_code == 200
+    assert get(server, f"/outputs/{name}", ROOT, base).status_code == 200
+    assert get(server, f"/outputs/{name}", BOB, base).status_code == 404
+    for path in ("/api/v1/outputs", f"/api/v1/outputs?search={name[:8]}", "/api/v1/outputs/folders"):
+        assert name not in get(server, path, BOB, base).text and SECRET not in get(server, path, BOB, base).text
+    assert name in get(server, "/api/v1/outputs", ALICE, base).text
+    assert SECRET in get(server, "/api/v1/outputs", ALICE, base).text
+    joined = requests.post(base + "/api/v1/concat", headers=auth(BOB), json={"files": [name, name]}, timeout=30)
+    assert joined.status_code == 404, joined.text                      # bob cannot read it through concat
+    deleted = requests.delete(base + f"/api/v1/output/{name}?confirm=true", headers=auth(BOB), timeout=10)
+    assert deleted.status_code == 404
+    bulk = requests.delete(base + f"/api/v1/outputs?confirm=true&search={name}", headers=auth(BOB), timeout=10)
+    assert bulk.json().get("deleted_count", 0) == 0
+    assert get(server, f"/outputs/{name}", ALICE, base).status_code == 200       # still there
+    own = requests.post(base + "/api/v1/concat", headers=auth(ALICE), json={"files": [name, name]}, timeout=30)
+    assert own.status_code == 200, own.text
+    joined_name = own.headers["X-Output-Files"].split(",")[0]
+    assert get(server, f"/outputs/{joined_name}", BOB, base).status_code == 404  # concat output: alice's too
+    assert get(server, f"/outputs/{joined_name}", ALICE, base).status_code == 200
+
+
+def test_vc_inputs_are_the_owners_own(server):
+    base = server.extended_base
+    up = requests.post(base + "/api/v1/vc_input", headers=auth(ALICE), timeout=30,
+                       files={"vc_input_file": ("talk.wav", SOURCE)}, data={"text": SECRET})
+    assert up.status_code == 201, up.text
+    assert "talk.wav" in get(server, "/api/v1/vc_inputs", ALICE, base).text
+    listing = get(server, "/api/v1/vc_inputs", BOB, base).text
+    assert "talk.wav" not in listing and SECRET not in listing
+    assert requests.delete(base + "/api/v1/vc_input/talk.wav?confirm=true", headers=auth(BOB),
+                           timeout=10).status_code == 404
+    taken = requests.post(base + "/api/v1/vc_input", headers=auth(BOB), timeout=30,
+                          files={"vc_input_file": ("talk.wav", SOURCE)}, data={"overwrite": "true"})
+    assert taken.status_code == 409 and "taken" in taken.json()["detail"]       # no overwrite of alice's file
+    converted = requests.post(base + "/api/v1/vc", headers=auth(BOB), timeout=30,
+                              json={"input_audio_source": "talk.wav", "target_voice_source": "default"})
+    assert converted.status_code == 404, converted.text
+    assert SECRET in get(server, "/api/v1/vc_inputs", ROOT, base).text
