@@ -11,7 +11,7 @@ from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from chatterbox_server import api_docs, api_extended, api_openai, api_ops, metrics, web
+from chatterbox_server import api_docs, api_extended, api_openai, api_ops, bodies, metrics, web
 from chatterbox_server.api import (
     concat,
     extended_files,
@@ -22,6 +22,7 @@ from chatterbox_server.api import (
     management,
     voice_library,
 )
+from chatterbox_server.budget.cost import json_too_large
 from chatterbox_server.errors import ApiError, default_code
 from chatterbox_server.housekeeping import timer as housekeeping_timer
 from chatterbox_server.lifecycle import draining
@@ -71,6 +72,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.after_request(_count_speech_request)
     draining.init_app(app, run_dir)
     guards.init_app(app, settings, run_dir)
+    bodies.init_app(app)                # after the guards: a caller without a key gets 401 first
     housekeeping_timer.start(settings)
     if settings.cors_origins:
         origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
@@ -133,6 +135,8 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
         message = error.description or error.name
+        if error.code == 413 and request.is_json:
+            return error_response(json_too_large(request.content_length, app.config["SETTINGS"].max_json_bytes))
         if error.code == 413:
             limit = app.config["SETTINGS"].max_upload_bytes
             message = f"the request body is larger than the upload limit of {limit} bytes"

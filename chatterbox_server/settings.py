@@ -91,6 +91,34 @@ class Settings:
         "engine steps whose requests failed with an unexpected exception (e.g. a sticky CUDA error; the rows "
         "of one failed batch count once, bad requests not at all) and made no audio. Audio ends the streak. "
         "0: never.")
+    max_json_bytes: int = setting(
+        2 * 1024 * 1024, "Largest JSON request body on any route; above: 413 before it is parsed. Bodies over 64 KiB "
+        "are parsed off the event loop (a 2 MiB body of small items takes about 60 ms to parse).")
+    max_prepared_chars: int = setting(
+        16384, "Longest text `/api/v1/tts` (and each `tts` segment of `/api/v1/concat/mixed`) may grow to while "
+        "its `sound_words_field` replacements are applied (counted replacement by replacement, so a chain of "
+        "replacements stops at the limit); never less than CHATTERBOX_MAX_INPUT_CHARS; above: 413.")
+    max_sound_words: int = setting(
+        200, "Most `sound_words_field` entries (replacements and removals) in one text: each is a pass over the "
+        "text; above: 413.")
+    max_takes: int = setting(
+        5000, "Most candidate takes (synthesis jobs, each heard by Whisper) one request may need in the worst case: "
+        "chunks x num_candidates_per_chunk x max_attempts_per_candidate (one attempt with bypass_whisper_checking), "
+        "summed over the `tts` segments of `/api/v1/concat/mixed`; above: 413 before any synthesis. The default "
+        "admits any text of 4,096 characters with the default 3 candidates x 3 attempts (at most 512 chunks).")
+    max_synthesis_chars: int = setting(
+        40960, "Most characters one request may have synthesized in the worst case: the prepared text's characters "
+        "x num_candidates_per_chunk x max_attempts_per_candidate (as for CHATTERBOX_MAX_TAKES), summed over the "
+        "`tts` segments of `/api/v1/concat/mixed`; above: 413 before any synthesis. The default admits 4,096 "
+        "characters with 10 candidates x 1 attempt or 3 x 3, and 409 characters with 10 x 10.")
+    max_concat_items: int = setting(
+        1000, "Most entries (files and silences) in one `/api/v1/concat` request; above: 413.")
+    max_concat_seconds: float = setting(
+        3600.0, "Longest output of `/api/v1/concat` and `/concat/mixed`: silences and pauses are counted before "
+        "any file is read, clips as each is decoded; above: 413.")
+    max_concat_bytes: int = setting(
+        1024 ** 3, "Most bytes of audio files one `/api/v1/concat` or `/concat/mixed` request reads and decodes "
+        "(server files and uploads together), counted before any is decoded; above: 413.")
     data_dir: str = setting("data", "Directory for voices and generated files.")
     max_upload_bytes: int = setting(
         20 * 1024 * 1024, "Largest uploaded audio file (voice_file, library voices, input_audio); above: 413.")
@@ -200,7 +228,8 @@ class Settings:
         for name in ("max_batch", "model_workers", "front_workers", "worker_connections", "max_input_chars",
                      "max_stream_input_chars", "max_queued_jobs", "max_new_tokens", "max_upload_bytes",
                      "url_fetch_max_bytes", "longtext_max_chars", "longtext_max_running", "longtext_max_active",
-                     "history_max_records"):
+                     "history_max_records", "max_json_bytes", "max_prepared_chars", "max_sound_words", "max_takes",
+                     "max_synthesis_chars", "max_concat_items", "max_concat_bytes"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
         for name in ("stream_tokens", "output_retention_seconds", "output_max_bytes", "queue_timeout",
@@ -211,6 +240,8 @@ class Settings:
                 raise SettingsError(f"{env_name(name)} cannot be negative")
         if self.parked_timeout <= 0:
             raise SettingsError(f"{env_name('parked_timeout')} must be more than 0")
+        if self.max_concat_seconds <= 0:
+            raise SettingsError(f"{env_name('max_concat_seconds')} must be more than 0")
         if self.max_queued_seconds < 0:
             raise SettingsError(f"{env_name('max_queued_seconds')} cannot be negative")
         if self.longtext_lease_seconds < 1:

@@ -8,12 +8,19 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
 from chatterbox_server.audio.concat import SILENCE_RANGE_MS, silence_ms
+from chatterbox_server.encoders import FILE_EXTENSIONS
 from chatterbox_server.extended_schemas import RESPONSE_MODES
 from chatterbox_server.schemas import WholeNumber, in_range, one_of
 
 CONCAT_FORMATS = ("wav", "mp3", "flac")
 SEGMENT_TYPES = ("server_file", "upload", "silence", "tts")
 OUTPUT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def output_base(name: str) -> str:
+    """output_filename without a known audio extension: the base every format's file is named after."""
+    stem, dot, extension = name.rpartition(".")
+    return stem if dot and extension.lower() in FILE_EXTENSIONS.values() else name
 
 
 def check_silence(item: str) -> None:
@@ -38,7 +45,8 @@ class JoinFields(Schema):
 
     @validates("output_filename")
     def _check_name(self, value: str | None, data_key: str) -> None:
-        if value is not None and not OUTPUT_NAME.fullmatch(value.rsplit(".", 1)[0] if "." in value else value):
+        """The whole name is checked (the view keeps it all but a known extension): "x./a" is a folder."""
+        if value is not None and not OUTPUT_NAME.fullmatch(output_base(value)):
             raise ValidationError("Letters, digits, '_', '-' and '.', up to 100 characters, no folders.")
 
     @validates_schema

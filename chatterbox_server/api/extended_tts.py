@@ -34,6 +34,7 @@ from chatterbox_server.asr.client import AsrClient
 from chatterbox_server.asr.select import Take, choose, make_takes
 from chatterbox_server.audio import post
 from chatterbox_server.bodies import json_object, load
+from chatterbox_server.budget.cost import Ledger, Limits, prepared_chunks
 from chatterbox_server.encoders import CONTENT_TYPES, encode_whole
 from chatterbox_server.errors import ApiError
 from chatterbox_server.header_text import attachment, header_value
@@ -42,7 +43,6 @@ from chatterbox_server.outputs import OutputStore
 from chatterbox_server.security import guards
 from chatterbox_server.services import Services, services
 from chatterbox_server.store import outputs_index
-from chatterbox_server.text.prep import plan_chunks
 from workers.engines.base import EngineInfo, SynthesisSettings, VoiceRef
 from workers.protocol import SpeechJob
 
@@ -70,12 +70,16 @@ def tts() -> Response:
     svc = services()
     body = with_voice_defaults(svc.voices, json_object(), "reference_audio_filename", ExtendedTtsSchema, SPEED_NAMES)
     req: ExtendedTtsRequest = load(ExtendedTtsSchema(max_input_chars=settings.max_input_chars), body)
-    info = svc.require_engine()
-    headers = engine_notes(req, info)
-    chunks = plan_chunks(req.text, req.text_options, req.enable_batching, req.smart_batch_short_sentences)
+    limits = Limits.of(settings)
+    chunks = off_hub(prepared_chunks, req.text, req.text_options, req.enable_batching,
+                     req.smart_batch_short_sentences, limits)
     if not chunks:
         raise ApiError(400, "text: nothing is left to speak after text preparation (sound_words_field, ...)",
                        param="text")
+    cand = req.candidates
+    Ledger(limits).add_text(chunks, cand.per_chunk, cand.max_attempts, cand.bypass_whisper)
+    info = svc.require_engine()
+    headers = engine_notes(req, info)
     voice = reference_voice(svc, req.reference_voice, info)
     svc.pool.admit()        # once for the whole request: make_speech's takes are then held to the job cap only
     outcome = make_speech(svc, info, req, chunks, voice)

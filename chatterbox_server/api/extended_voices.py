@@ -53,6 +53,8 @@ def check_default_parameters(value: Any) -> dict[str, Any]:
             value = json.loads(value)
         except ValueError:
             raise MetadataError("default_parameters", "is not valid JSON") from None
+        except RecursionError:      # no ValueError
+            raise MetadataError("default_parameters", "is nested too deeply") from None
     if not isinstance(value, dict):
         raise MetadataError("default_parameters", "must be a JSON object of synthesis fields")
     schema = ExtendedTtsSchema(max_input_chars=current_app.config["SETTINGS"].max_input_chars)

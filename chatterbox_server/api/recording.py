@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import has_request_context, request
 
+from chatterbox_server.bodies import json_or_none
 from chatterbox_server.progress import Progress
 from chatterbox_server.store.history_db import HistoryStore
 
@@ -57,5 +58,5 @@ class RecordingProgress(Progress):
 def _request_fields() -> dict[str, Any]:
     if not has_request_context():
         return {}
-    data = request.get_json(silent=True) if request.is_json else request.form.to_dict()
+    data = json_or_none() if request.is_json else request.form.to_dict()
     return data if isinstance(data, dict) else {}

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, send_file
 
+from chatterbox_server.bodies import json_or_none
 from chatterbox_server.errors import ApiError
 from chatterbox_server.hub import off_hub
 from chatterbox_server.services import Services, services
@@ -29,7 +30,7 @@ def field(*names: str) -> str:
     """A form field, or the same key of a JSON body (the peer takes forms; JSON is friendlier)."""
     source: dict[str, Any] = dict(request.form)
     if request.is_json:
-        body = request.get_json(silent=True)
+        body = json_or_none()
         if isinstance(body, dict):
             source.update(body)
     for name in names:

@@ -25,7 +25,7 @@ from chatterbox_server.settings import Settings
 OPEN_PATHS = ("/health", "/api/v1/health")     # load balancers probe these without a key
 OPEN_BLUEPRINTS = ("web", "docs")              # the web app and the API docs: pages that hold no data
 KEYS = "chatterbox.keys"
-SYNTHESIS_RULES = ("/api/v1/tts", "/api/v1/vc")
+SYNTHESIS_RULES = ("/api/v1/tts", "/api/v1/vc", "/api/v1/concat/mixed")     # mixed: its tts segments
 
 
 def init_app(app: Flask, settings: Settings, run_dir: str) -> None:

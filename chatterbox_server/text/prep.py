@@ -2,11 +2,17 @@
 
 Each function mirrors what the peer does with the same field name, so a request gives the same
 spoken text on both servers; the order of the steps is the peer's too (see `prepare`).
+
+sound_words_field replacements can grow the text (`a=>b b b`, then `b=>c c c`: each level
+multiplies it), so `PrepLimits` bounds the work before and while it is done: the number of rules
+(each is a pass over the text), and the length of the text, counted replacement by replacement
+inside each pass, so no pass can build a text longer than the limit. Over a limit: `TextTooLarge`.
 """
 from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from chatterbox_server.chunking import sentences, split_text
@@ -14,6 +20,23 @@ from chatterbox_server.chunking import sentences, split_text
 BATCH_MAX_CHARS = 400           # enable_batching: sentences packed up to this many characters
 SHORT_SENTENCE_CHARS = 20       # smart_batch_short_sentences: shorter ones are joined to a neighbour
 CHUNK_MAX_CHARS = 500           # no chunk is longer (the peer truncates; we cut at clauses or words)
+
+
+@dataclass(frozen=True)
+class PrepLimits:
+    max_chars: int = 0          # longest text while and after it is prepared; 0: no limit
+    max_rules: int = 0          # most sound_words_field entries; 0: no limit
+
+
+NO_LIMITS = PrepLimits()
+
+
+class TextTooLarge(ValueError):
+    """Text preparation would go over a limit: `what` is "chars" or "rules"."""
+
+    def __init__(self, what: str, limit: int, found: int) -> None:
+        super().__init__(f"{what}: {found} over the limit of {limit}")
+        self.what, self.limit, self.found = what, limit, found
 
 
 @dataclass(frozen=True)
@@ -55,13 +78,16 @@ def parse_sound_words(field: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def apply_sound_words(text: str, pairs: list[tuple[str, str]]) -> str:
+def apply_sound_words(text: str, pairs: list[tuple[str, str]], limits: PrepLimits = NO_LIMITS) -> str:
     """Replace or remove each pattern, case-insensitively, then tidy the commas and spaces left over."""
+    if limits.max_rules and len(pairs) > limits.max_rules:
+        raise TextTooLarge("rules", limits.max_rules, len(pairs))
     for pattern, replacement in pairs:
         word = re.escape(pattern)
         if replacement:
-            text = re.sub(rf"(?i)({word})(['\u2019]s?)", lambda m, r=replacement: r + "'s" if m.group(2) else r, text)
-            text = re.sub(rf"(?i)\b{word}\b", lambda _m, r=replacement: r, text)
+            text = _bounded_sub(rf"(?i)({word})(['\u2019]s?)",
+                                lambda m, r=replacement: r + "'s" if m.group(2) else r, text, limits.max_chars)
+            text = _bounded_sub(rf"(?i)\b{word}\b", lambda _m, r=replacement: r, text, limits.max_chars)
         else:
             text = re.sub(rf"(?i)(,? ?)?\b{word}\b(,? ?)?", " ", text)
             text = re.sub(rf"(?i)(,? ?)?{word}(,? ?)?", " ", text)   # sounds like "*sigh*" have no word edges
@@ -72,10 +98,28 @@ def apply_sound_words(text: str, pairs: list[tuple[str, str]]) -> str:
     return re.sub(r"\s{2,}", " ", text).strip()
 
 
-def prepare(text: str, options: TextOptions) -> str:
+def _bounded_sub(pattern: str, replace: Callable[[re.Match], str], text: str, max_chars: int) -> str:
+    """re.sub that stops (TextTooLarge) as soon as the text it builds would pass `max_chars`."""
+    if not max_chars:
+        return re.sub(pattern, replace, text)
+    length = len(text)
+
+    def counted(match: re.Match) -> str:
+        nonlocal length
+        out = replace(match)
+        grown = len(out) - (match.end() - match.start())
+        length += grown
+        if grown > 0 and length > max_chars:
+            raise TextTooLarge("chars", max_chars, length)
+        return out
+
+    return re.sub(pattern, counted, text)
+
+
+def prepare(text: str, options: TextOptions, limits: PrepLimits = NO_LIMITS) -> str:
     """The text the engine speaks, after every enabled step, in the peer's order."""
     if options.sound_words_field.strip():
-        text = apply_sound_words(text, parse_sound_words(options.sound_words_field))
+        text = apply_sound_words(text, parse_sound_words(options.sound_words_field), limits)
     if options.to_lowercase:
         text = text.lower()
     if options.normalize_spacing:
@@ -124,10 +168,11 @@ def join_short_sentences(items: list[str], min_chars: int = SHORT_SENTENCE_CHARS
     return groups
 
 
-def plan_chunks(text: str, options: TextOptions, enable_batching: bool, smart_batch_short_sentences: bool) -> list[str]:
+def plan_chunks(text: str, options: TextOptions, enable_batching: bool, smart_batch_short_sentences: bool,
+                limits: PrepLimits = NO_LIMITS) -> list[str]:
     """The chunks (one candidate set each). The text is cut into sentences before it is lowercased:
     capitals are what tell a sentence end from an abbreviation."""
-    cased = prepare(text, dataclasses.replace(options, to_lowercase=False))
+    cased = prepare(text, dataclasses.replace(options, to_lowercase=False), limits)
     items = [s.lower() if options.to_lowercase else s for s in sentences(cased) if _speakable(s)]
     if enable_batching:
         grouped = group_sentences(items)

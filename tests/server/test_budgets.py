@@ -1,0 +1,189 @@
+"""Request budgets against a real server (tone engine): hostile requests of every kind are answered
+in well under 3 s with a 4xx naming the limit, before any synthesis; no front worker is stalled
+(/health p95 stays under 250 ms meanwhile) or restarted."""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+import requests
+from serverkit import Server, start_server
+
+pytestmark = pytest.mark.server
+CHEAP = {"bypass_whisper_checking": True, "num_candidates_per_chunk": 1, "export_formats": ["wav"]}
+CHAIN = "a=>" + " ".join(["b"] * 30) + ", b=>" + " ".join(["c"] * 30)    # x30 per level
+SHORT_SENTENCES = ("Abc def ghi jkl mno. " * 200)[:4096]                     # 196 chunks
+DEEP = "[" * 50_000 + "]" * 50_000
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Server]:
+    server = start_server(tmp_path_factory.mktemp("budget"), engine="tone", front_workers="2", model_workers="1")
+    yield server
+    server.stop()
+
+
+def hostile_requests(server: Server) -> dict[str, tuple[str, dict]]:
+    """name -> (path, requests keyword arguments) of requests each over one budget."""
+    ext = server.extended_base
+    tts = ext + "/api/v1/tts?response_mode=url"
+    return {
+        "takes": (tts, {"json": {"text": SHORT_SENTENCES, "num_candidates_per_chunk": 10,
+                                 "max_attempts_per_candidate": 10}}),
+        "chain": (tts, {"json": {**CHEAP, "text": "a a a a " * 500, "sound_words_field": CHAIN}}),
+        "rules": (tts, {"json": {**CHEAP, "text": "hello there " * 340,
+                                 "sound_words_field": ",".join(f"w{i}" for i in range(1000))}}),
+        "silences": (ext + "/api/v1/concat", {"json": {"files": ["x.wav"] + ["(10s)"] * 20_000}}),   # 180 KB
+        "hour_of_silence": (ext + "/api/v1/concat", {"json": {"files": ["x.wav"] + ["(10s)"] * 361}}),
+        "mixed": (ext + "/api/v1/concat/mixed", {"json": {"segments": [
+            {"type": "tts", "tts": {**CHEAP, "text": "a a a a " * 500, "sound_words_field": CHAIN}}] * 100}}),
+        "mixed_takes": (ext + "/api/v1/concat/mixed", {"json": {"segments": [
+            {"type": "tts", "tts": {"text": SHORT_SENTENCES}}] * 100}}),
+        "big_json": (ext + "/api/v1/tts", {"data": b'{"text": "' + b"a" * (3 * 1024 * 1024) + b'"}',
+                                           "headers": {"Content-Type": "application/json"}}),
+        "deep_json": (server.url("/v1/audio/speech"), {"data": DEEP, "headers": {"Content-Type": "application/json"}}),
+    }
+
+
+EXPECTED = {"takes": (413, "CHATTERBOX_MAX_TAKES"), "chain": (413, "CHATTERBOX_MAX_PREPARED_CHARS"),
+            "rules": (413, "CHATTERBOX_MAX_SOUND_WORDS"), "silences": (413, "CHATTERBOX_MAX_CONCAT_ITEMS"),
+            "hour_of_silence": (413, "CHATTERBOX_MAX_CONCAT_SECONDS"),
+            "mixed": (413, "CHATTERBOX_MAX_PREPARED_CHARS"), "mixed_takes": (413, "CHATTERBOX_MAX_SYNTHESIS_CHARS"),
+            "big_json": (413, "CHATTERBOX_MAX_JSON_BYTES"), "deep_json": (400, "nested too deeply")}
+
+
+def message(response: requests.Response) -> str:
+    body = response.json()
+    return body["detail"] if "detail" in body else body["error"]["message"]
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_each_hostile_request_is_refused_fast_and_names_its_limit(server, kind):
+    url, kwargs = hostile_requests(server)[kind]
+    started = time.monotonic()
+    response = requests.post(url, timeout=30, **kwargs)
+    elapsed = time.monotonic() - started
+    status, limit = EXPECTED[kind]
+    assert response.status_code == status, response.text[:500]
+    assert limit in message(response) and elapsed < 3, (message(response), elapsed)
+
+
+def test_the_refusal_names_the_field_and_comes_before_any_synthesis(server):
+    url, kwargs = hostile_requests(server)["mixed_takes"]
+    before = requests.get(server.url("/v1/status/statistics"), timeout=5)
+    response = requests.post(url, timeout=30, **kwargs)
+    assert response.status_code == 413 and response.json()["error_code"] == "OVER_BUDGET"
+    assert response.json()["detail"].startswith("segments[1].tts.text needs up to ")
+    after = requests.get(server.url("/v1/status/statistics"), timeout=5)
+    if before.status_code == 200:
+        assert before.json() == after.json()        # no take ran
+
+
+def test_the_default_limits_admit_ordinary_requests(server):
+    ext = server.extended_base
+    ok = requests.post(ext + "/api/v1/tts?response_mode=url", timeout=60,
+                       json={**CHEAP, "text": "Um, hello there. Quickly now.",
+                             "sound_words_field": "um, quickly=>slowly"})
+    assert ok.status_code == 200, ok.text
+    name = ok.json()["output_files"][0]["filename"]
+    joined = requests.post(ext + "/api/v1/concat?response_mode=url", timeout=60,
+                           json={"files": [name, "(1s)", name], "output_filename": "joined.v2.wav"})
+    assert joined.status_code == 200, joined.text
+    assert joined.json()["output_files"] == ["joined.v2.wav"]
+    mixed = requests.post(ext + "/api/v1/concat/mixed?response_mode=url", timeout=60,
+                          json={"segments": [{"type": "server_file", "source": name},
+                                             {"type": "silence", "source": "(1s)"},
+                                             {"type": "tts", "tts": {**CHEAP, "text": "And goodbye."}}]})
+    assert mixed.status_code == 200, mixed.text
+    assert mixed.json()["total_duration_seconds"] > 1
+
+
+@pytest.mark.parametrize("name", ["x./a", "x./a.wav", "x.mp3/.."])
+def test_a_concat_output_name_with_a_folder_is_a_400_before_the_work(server, name):
+    response = requests.post(server.extended_base + "/api/v1/concat", timeout=30,
+                             json={"files": ["(1s)", "nothing-here.wav"], "output_filename": name})
+    assert response.status_code == 400 and "output_filename" in message(response), response.text
+
+
+def test_deep_json_is_never_a_500(server):
+    """RecursionError is no ValueError: each place that parses JSON turns it into a 400."""
+    ext = server.extended_base
+    deep_json = {"data": DEEP, "headers": {"Content-Type": "application/json"}}
+    cases = {
+        "concat/mixed request_json": requests.post(ext + "/api/v1/concat/mixed", data={"request_json": DEEP},
+                                                   timeout=30),
+        "voice default_parameters": requests.post(ext + "/api/v1/voice", timeout=30,
+                                                  files={"voice_file": ("v.wav", b"RIFF0000WAVE", "audio/wav")},
+                                                  data={"name": "deep", "default_parameters": DEEP}),
+        "library default voice": requests.post(server.url("/v1/voices/default"), timeout=30, **deep_json),
+        "library alias": requests.post(server.url("/v1/voices/nobody/aliases"), timeout=30, **deep_json),
+        "speech": requests.post(server.url("/v1/audio/speech"), timeout=30, **deep_json),
+    }
+    wrong = {what: response.status_code for what, response in cases.items() if not 400 <= response.status_code < 500}
+    assert not wrong, wrong
+
+
+def front_workers(server: Server) -> set[int]:
+    return {child.pid for child in psutil.Process(server.process.pid).children()
+            if "model" not in " ".join(child.cmdline())}
+
+
+def test_health_stays_fast_while_hostile_requests_are_in_flight(server):
+    hostile = hostile_requests(server)
+    workers = front_workers(server)
+    stop = threading.Event()
+    answers: list[tuple[str, int, float]] = []
+
+    def attack(kinds: list[str]) -> None:
+        session = requests.Session()
+        while not stop.is_set():
+            for kind in kinds:
+                url, kwargs = hostile[kind]
+                started = time.monotonic()
+                try:
+                    status = session.post(url, timeout=10, **kwargs).status_code
+                except requests.RequestException:
+                    status = 0
+                answers.append((kind, status, time.monotonic() - started))
+
+    kinds = sorted(hostile)
+    threads = [threading.Thread(target=attack, args=(kinds[i::3],), daemon=True) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    latencies = []
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        assert requests.get(server.url("/health"), timeout=5).status_code == 200
+        latencies.append(time.monotonic() - started)
+        time.sleep(0.05)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=15)
+    latencies.sort()
+    p95 = latencies[int(len(latencies) * 0.95)]
+    print(f"/health p95 {p95 * 1000:.0f} ms over {len(latencies)} probes, {len(answers)} hostile answers")
+    assert p95 < 0.25, (p95, latencies[-5:])
+    assert len(answers) > len(hostile), answers
+    for kind, status, elapsed in answers:
+        assert status == EXPECTED[kind][0] and elapsed < 3, (kind, status, elapsed)
+    assert front_workers(server) == workers                          # none killed or restarted
+
+
+def test_concat_mixed_counts_against_the_per_key_stream_limit(tmp_path):
+    server = start_server(tmp_path, engine="tone", front_workers="1", model_workers="1", max_streams_per_key="1")
+    try:
+        slow = threading.Thread(target=requests.post, daemon=True,
+                                args=(server.extended_base + "/api/v1/tts",),
+                                kwargs={"json": {**CHEAP, "text": "Slow words. [[sleep:4]]"}, "timeout": 30})
+        slow.start()
+        time.sleep(1.0)
+        response = requests.post(server.extended_base + "/api/v1/concat/mixed", timeout=30,
+                                 json={"segments": [{"type": "tts", "tts": {**CHEAP, "text": "Hello."}}]})
+        assert response.status_code == 429, response.text
+        slow.join(timeout=30)
+    finally:
+        server.stop()

@@ -1,0 +1,159 @@
+"""Request budgets (chatterbox_server/budget/cost.py, text/prep.py's PrepLimits): every cost is
+bounded before the work it stands for, and a request over a limit is a 413 naming the setting."""
+from __future__ import annotations
+
+import time
+import tracemalloc
+
+import pytest
+from marshmallow import ValidationError
+
+from chatterbox_server.api.concat_schema import ConcatSchema, output_base
+from chatterbox_server.budget.cost import Ledger, Limits, pauses_seconds, prepared_chunks, worst_case_takes
+from chatterbox_server.errors import ApiError
+from chatterbox_server.settings import Settings
+from chatterbox_server.text.prep import PrepLimits, TextOptions, TextTooLarge, plan_chunks, prepare
+
+LIMITS = Limits.of(Settings())
+CHAIN = "a=>" + " ".join(["b"] * 30) + ", b=>" + " ".join(["c"] * 30)    # each level multiplies the text by 30
+
+
+def test_a_replacement_chain_grows_the_text_without_limits_and_stops_at_the_limit_with_them():
+    grown = prepare("a a a a a", TextOptions(sound_words_field=CHAIN))
+    assert len(grown) > 8000                                    # 9 characters became 8,999
+    with pytest.raises(TextTooLarge) as caught:
+        prepare("a a a a a " * 400, TextOptions(sound_words_field=CHAIN), PrepLimits(max_chars=16384))
+    assert caught.value.what == "chars" and caught.value.limit == 16384
+
+
+def test_one_pass_is_stopped_inside_the_pass_not_after_it():
+    """2,048 words each replaced by 10,000 characters would be 20 MB; the pass stops at the limit."""
+    field = "a=>" + "x" * 9_990
+    tracemalloc.start()
+    started = time.perf_counter()
+    with pytest.raises(TextTooLarge):
+        prepare("a " * 2048, TextOptions(sound_words_field=field), PrepLimits(max_chars=16384))
+    elapsed = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert elapsed < 0.5 and peak < 2 * 1024 * 1024, (elapsed, peak)
+
+
+def test_a_text_already_longer_than_the_limit_may_still_shrink():
+    text = "um hello there. " * 100
+    assert "um" not in prepare(text, TextOptions(sound_words_field="um=>u"), PrepLimits(max_chars=100))
+
+
+def test_rules_are_counted_before_any_pass():
+    field = ",".join(f"w{i}" for i in range(1000))
+    started = time.perf_counter()
+    with pytest.raises(TextTooLarge) as caught:
+        prepare("hello " * 680, TextOptions(sound_words_field=field), PrepLimits(max_rules=200))
+    assert caught.value.what == "rules" and caught.value.found == 1000
+    assert time.perf_counter() - started < 0.05
+
+
+def test_the_default_rule_limit_bounds_the_work_of_a_full_text():
+    """200 removals (the default) on 4,096 characters: the work a request may cost (1,000 took 0.66 s)."""
+    field = ",".join(f"w{i}" for i in range(LIMITS.sound_words))
+    started = time.perf_counter()
+    prepare(("The quick brown fox jumps over the lazy dog. " * 100)[:4096], TextOptions(sound_words_field=field),
+            LIMITS.prep)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_over_the_text_limits_is_a_413_naming_the_setting_and_the_field():
+    with pytest.raises(ApiError) as caught:
+        prepared_chunks("a a a a a " * 400, TextOptions(sound_words_field=CHAIN), False, True, LIMITS,
+                        "segments[3].tts")
+    error = caught.value
+    assert error.status == 413 and error.param == "segments[3].tts.sound_words_field"
+    assert "CHATTERBOX_MAX_PREPARED_CHARS" in error.message
+    with pytest.raises(ApiError) as caught:
+        prepared_chunks("hello", TextOptions(sound_words_field=",".join(f"w{i}" for i in range(201))), False, True,
+                        LIMITS)
+    assert caught.value.status == 413 and "CHATTERBOX_MAX_SOUND_WORDS" in caught.value.message
+    assert caught.value.param == "sound_words_field"
+
+
+def test_the_prepared_text_limit_is_never_below_the_input_limit():
+    assert Limits.of(Settings(max_input_chars=50_000)).prepared_chars == 50_000
+
+
+def test_worst_case_takes():
+    assert worst_case_takes(1024, 10, 10, False) == 102_400
+    assert worst_case_takes(1024, 10, 10, True) == 10_240
+
+
+def test_too_many_takes_is_a_413_before_any_synthesis():
+    ledger = Ledger(LIMITS)
+    with pytest.raises(ApiError) as caught:
+        ledger.add_text(["x."] * 1024, 10, 10, False)
+    error = caught.value
+    assert error.status == 413 and error.code == "over_budget" and error.param == "max_attempts_per_candidate"
+    assert "102400 takes" in error.message and "CHATTERBOX_MAX_TAKES" in error.message
+
+
+def test_takes_add_up_over_segments():
+    ledger = Ledger(LIMITS)
+    for position in range(55):
+        ledger.add_text(["x."] * 10, 3, 3, False, f"segments[{position}].tts")      # 90 takes each
+    with pytest.raises(ApiError) as caught:
+        ledger.add_text(["x."] * 10, 3, 3, False, "segments[55].tts")
+    assert caught.value.param == "segments[55].tts.max_attempts_per_candidate"
+    assert "segments before it" in caught.value.message
+
+
+def test_the_default_takes_limit_admits_every_full_length_text_with_default_candidates():
+    """The most chunks a 4,096-character text can have: sentences joined up to 20 characters."""
+    text = ("Abc def ghi jkl mno. " * 200)[:Settings().max_input_chars]
+    chunks = prepared_chunks(text, TextOptions(), False, True, LIMITS)
+    Ledger(LIMITS).add_text(chunks, 3, 3, False)
+    tiny = ("Ab. " * 1024)[:Settings().max_input_chars]
+    chunks = prepared_chunks(tiny, TextOptions(), False, True, LIMITS)
+    assert len(chunks) == 512
+    Ledger(LIMITS).add_text(chunks, 3, 3, False)
+    Ledger(LIMITS).add_text(prepared_chunks(text, TextOptions(), False, True, LIMITS), 10, 1, True)
+
+
+def test_characters_times_candidates_times_attempts_are_bounded():
+    """Few chunks, but long ones, with every candidate and attempt: the characters synthesized count."""
+    chunks = prepared_chunks("Hello there, this is a sentence. " * 124, TextOptions(), True, True, LIMITS)
+    assert len(chunks) < 20
+    with pytest.raises(ApiError) as caught:
+        Ledger(LIMITS).add_text(chunks, 10, 10, False)
+    assert caught.value.status == 413 and "CHATTERBOX_MAX_SYNTHESIS_CHARS" in caught.value.message
+    assert caught.value.param == "max_attempts_per_candidate"
+
+
+def test_concat_seconds_items_and_bytes():
+    ledger = Ledger(LIMITS)
+    with pytest.raises(ApiError) as caught:
+        ledger.add_seconds(20_000 * 10.0, "files")
+    assert caught.value.status == 413 and "CHATTERBOX_MAX_CONCAT_SECONDS" in caught.value.message
+    assert caught.value.param == "files"
+    with pytest.raises(ApiError) as caught:
+        Ledger(LIMITS).add_items(20_001, "files")
+    assert "CHATTERBOX_MAX_CONCAT_ITEMS" in caught.value.message
+    with pytest.raises(ApiError) as caught:
+        Ledger(LIMITS).add_bytes(2 * 1024 ** 3, "files[0]")
+    assert "CHATTERBOX_MAX_CONCAT_BYTES" in caught.value.message
+    assert pauses_seconds(3, 500, 200) == pytest.approx(1.4)
+    assert pauses_seconds(3, 0, 200) == 0
+
+
+@pytest.mark.parametrize("name", ["x./a", "x./a.wav", "a/b", "x.mp3/..", "../x"])
+def test_concat_output_names_with_a_folder_are_refused(name):
+    with pytest.raises(ValidationError) as caught:
+        ConcatSchema().load({"files": ["a.wav", "b.wav"], "output_filename": name})
+    assert "output_filename" in caught.value.messages
+
+
+@pytest.mark.parametrize("name, base", [("mix.wav", "mix"), ("mix.MP3", "mix"), ("mix.v2", "mix.v2"), ("mix", "mix")])
+def test_concat_output_names(name, base):
+    assert output_base(name) == base
+    ConcatSchema().load({"files": ["a.wav", "b.wav"], "output_filename": name})
+
+
+def test_plan_chunks_is_unchanged_without_limits():
+    assert plan_chunks("Um. Hello there.", TextOptions(sound_words_field="um"), False, True) == ["hello there."]
