@@ -46,10 +46,15 @@ test: install-dev install-chatterbox
 test-fast: install-dev
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not chatterbox"
 
-# The product as a user installs it: the examples of both seeds, the OpenAI SDK and the Extended
-# family against a server that `make run` started (SMOKE_URL), from a client environment of its own.
+# The product as a user installs it: tests/installed (both seeds' examples, the OpenAI SDK, the
+# Extended family) against a server that `make run` started, from any environment with the test
+# tools (SMOKE_PYTHON; .ci/run uses a client virtualenv of its own, apart from the server's).
+SMOKE_PYTHON ?= $(BIN)/python
+SMOKE_URL ?= http://127.0.0.1:4123
+SMOKE_EXTENDED_URL ?= http://127.0.0.1:7860
 smoke:
-	$(SMOKE_PYTHON) scripts/smoke_installed.py --url $(or $(SMOKE_URL),http://127.0.0.1:4123)
+	CHATTERBOX_INSTALLED_URL=$(SMOKE_URL) CHATTERBOX_INSTALLED_EXTENDED_URL=$(SMOKE_EXTENDED_URL) \
+		$(SMOKE_PYTHON) -m pytest tests/installed -p no:cacheprovider
 
 # A nightly-sized fuzz: property tests of the pure parts and schemathesis on every route, with
 # many more examples than `make test` runs.
