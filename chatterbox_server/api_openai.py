@@ -12,6 +12,7 @@ from chatterbox_server.bodies import form_fields, json_object, load, uploaded
 from chatterbox_server.encoders import CONTENT_TYPES
 from chatterbox_server.errors import ApiError
 from chatterbox_server.hub import off_hub
+from chatterbox_server.language_notes import degraded_headers, language_note
 from chatterbox_server.progress import IDLE
 from chatterbox_server.schemas import OPENAI_MODELS, SpeechRequest, SpeechRequestSchema
 from chatterbox_server.security import guards
@@ -108,6 +109,7 @@ def respond(req: SpeechRequest, progressive: bool, voice_file: bytes | None) -> 
                "X-Chatterbox-Chunks": str(len(job.chunks))}
     if ignored:
         headers["X-Chatterbox-Ignored-Fields"] = ",".join(ignored)
+    headers.update(degraded_headers(language_note(info, req.language)))
     if req.stream_format == "sse":
         return Response(speech.server_sent_events(run, req.response_format), mimetype="text/event-stream",
                         headers={**headers, **STREAM_HEADERS})

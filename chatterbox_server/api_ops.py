@@ -10,6 +10,7 @@ from flask import Blueprint, Response, jsonify
 from chatterbox_server.asr.availability import DEFAULT_MODEL, engine_availability, whisper_availability
 from chatterbox_server.asr.client import AsrClient
 from chatterbox_server.errors import ApiError
+from chatterbox_server.language_notes import language_extras_availability
 from chatterbox_server.security import guards
 from chatterbox_server.services import Services, services
 from workers.board import SlotView, WorkerState
@@ -58,7 +59,8 @@ def optional_capabilities(svc: Services, info: EngineInfo | None, detailed: bool
     """Which optional parts are off and why; `reason` (paths, error texts) for trusted callers only."""
     capabilities = {"chatterbox_engine": engine_availability(info.engine if info else None, svc.settings.engine,
                                                              info.fallback_reason if info else None),
-                    "whisper": whisper_status(svc.pool.run_dir)}
+                    "whisper": whisper_status(svc.pool.run_dir),
+                    "language_extras": language_extras_availability(info)}
     if not detailed:
         capabilities = {name: {k: v for k, v in entry.items() if k != "reason"} for name, entry in capabilities.items()}
     return capabilities

@@ -18,7 +18,7 @@ import gevent
 import numpy as np
 from flask import Blueprint, Response, copy_current_request_context, current_app, jsonify, request
 
-from chatterbox_server import speech
+from chatterbox_server import language_notes, speech
 from chatterbox_server.api import watermark
 from chatterbox_server.api.tts_schema import ExtendedQuerySchema, ExtendedTtsRequest, ExtendedTtsSchema
 from chatterbox_server.api.voice_defaults import EXTENDED_NAMES as SPEED_NAMES
@@ -39,6 +39,7 @@ from chatterbox_server.encoders import CONTENT_TYPES, encode_whole
 from chatterbox_server.errors import ApiError
 from chatterbox_server.header_text import attachment, header_value
 from chatterbox_server.hub import off_hub
+from chatterbox_server.language_notes import language_note
 from chatterbox_server.outputs import OutputStore
 from chatterbox_server.security import guards
 from chatterbox_server.services import Services, services
@@ -84,6 +85,10 @@ def tts() -> Response:
     svc.pool.admit()        # once for the whole request: make_speech's takes are then held to the job cap only
     outcome = make_speech(svc, info, req, chunks, voice)
     headers.update(outcome.headers)
+    note = language_note(info, req.language)
+    if note:
+        outcome.degraded[language_notes.CAPABILITY] = note
+        headers[language_notes.HEADER] = note
     if outcome.degraded:
         headers["X-Chatterbox-Degraded"] = ",".join(sorted(outcome.degraded))
     store = folder_store(req.folder)

@@ -148,3 +148,24 @@ def test_auto_picks_chatterbox_when_its_weights_load(tmp_path, chatterbox_checkp
         assert "Chatterbox unavailable" not in server.log()
     finally:
         server.stop()
+
+
+def test_a_language_without_its_extra_package_is_spoken_and_says_so(tmp_path, chatterbox_checkpoint):
+    """Issue 15: spacy-pkuseg (Chinese segmentation) is not installed; pykakasi (Japanese) is."""
+    server = start_server(tmp_path, engine="chatterbox", model="multilingual",
+                          checkpoint_dir=str(chatterbox_checkpoint), device="cpu", max_new_tokens=str(TOKEN_CAP),
+                          front_workers="1", queue_timeout="600", chunk_timeout="600", max_queued_seconds="0",
+                          ready_timeout=600)
+    try:
+        extras = server.health()["optional"]["language_extras"]
+        assert extras["available"] is False and "zh" in extras["languages"] and "ja" not in extras["languages"]
+        chinese = speak(server, input="你好。", language="zh")
+        assert chinese.headers["X-Chatterbox-Degraded"] == "language_extras"
+        assert chinese.headers["X-Chatterbox-Language-Extras"].startswith("zh: Chinese word segmentation is off")
+        assert "X-Chatterbox-Degraded" not in speak(server, input="こんにちは。", language="ja").headers
+        extended = requests.post(f"{server.extended_base}/api/v1/tts?response_mode=url", timeout=300,
+                                 json={"text": "你好。", "language": "zh", "bypass_whisper_checking": True})
+        assert extended.status_code == 200, extended.text
+        assert "spacy-pkuseg" in extended.json()["degraded"]["language_extras"]
+    finally:
+        server.stop()

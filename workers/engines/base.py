@@ -35,6 +35,7 @@ class EngineInfo:
     languages: tuple[str, ...] = ()    # accepted `language` values; empty: English only
     native_speed: tuple[float, float] | None = None  # speed range the engine does itself
     fallback_reason: str | None = None # CHATTERBOX_ENGINE=auto: why Chatterbox could not run here
+    language_extras_missing: dict[str, str] = field(default_factory=dict)  # language -> what it goes without
 
 
 @dataclass(frozen=True)

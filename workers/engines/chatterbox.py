@@ -33,6 +33,7 @@ from workers.engines.base import (
     Synthesized,
     VoiceRef,
 )
+from workers.engines.language_extras import missing_extras
 from workers.engines.s3gen_stream import S3GenStreamer, WindowVocoder
 from workers.engines.t3_batch import Sampling, Sequence, T3Batch
 
@@ -217,6 +218,7 @@ class ChatterboxEngine(Engine):
             supports_voice_conversion=self.model != "turbo",
             languages=self._languages,
             native_speed=None,
+            language_extras_missing=missing_extras(self._languages),
         )
 
     def memory_stats(self) -> dict | None:
