@@ -87,7 +87,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 EXPOSED_HEADERS = ["Content-Disposition", "X-Alternative-Formats", "X-Request-Id", "X-Chatterbox-Seed",
                    "X-Generation-Seed", "X-Chatterbox-Chunks", "X-Chatterbox-Ignored-Fields",
                    "X-Chatterbox-Whisper", "X-Chatterbox-Watermark", "X-Chatterbox-Speed-Library",
-                   "X-Chatterbox-Return-Format", "X-Output-Files"]
+                   "X-Chatterbox-Return-Format", "X-Output-Files", "X-Chatterbox-Degraded",
+                   "X-Chatterbox-Language-Extras"]
 
 
 def _count_speech_request(response: Response) -> Response:
