@@ -156,6 +156,12 @@ class Settings:
     database_url: str = setting(
         "", "Database for long-text jobs and request history: empty for SQLite in DATA_DIR/chatterbox.db "
         "(one box, any number of processes; not on NFS), or `postgresql://user:pass@host/db` for several boxes.")
+    database_connect_timeout: float = setting(
+        5.0, "Seconds to open a PostgreSQL connection before the request that needs it gets 503 "
+        "(whole seconds, at least 2). Speech never waits on the database.")
+    database_timeout: float = setting(
+        10.0, "Seconds one database operation (connect, migrate, query) may take before it is abandoned "
+        "and its request gets 503; a hung database costs each request that needs it at most this long.")
     longtext_max_chars: int = setting(200_000, "Longest `input` accepted by `/v1/audio/speech/long`.")
     longtext_max_running: int = setting(
         1, "Long-text jobs synthesizing at once, across every front worker and instance on the database.")
@@ -203,6 +209,9 @@ class Settings:
             raise SettingsError(f"{env_name('parked_timeout')} must be more than 0")
         if self.max_queued_seconds < 0:
             raise SettingsError(f"{env_name('max_queued_seconds')} cannot be negative")
+        for name in ("database_connect_timeout", "database_timeout"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{env_name(name)} must be more than 0")
         if self.longtext_lease_seconds < 1:
             raise SettingsError(f"{env_name('longtext_lease_seconds')} must be at least 1")
         if not self.bind_addresses:
