@@ -173,6 +173,9 @@ class Settings:
     longtext_lease_seconds: float = setting(
         30.0, "A running long-text job's lease; a job whose runner died moves to another after this long "
         "(at once when the dead runner was on the same host).")
+    longtext_max_sse: int = setting(
+        50, "Long-job progress streams (`.../sse`) open at once per front worker; above it 429. Each reads "
+        "its job's row once a second.")
     history_max_records: int = setting(1000, "Requests kept in `/v1/status/history` (statistics count all).")
 
     @classmethod
@@ -197,7 +200,7 @@ class Settings:
         for name in ("max_batch", "model_workers", "front_workers", "worker_connections", "max_input_chars",
                      "max_stream_input_chars", "max_queued_jobs", "max_new_tokens", "max_upload_bytes",
                      "url_fetch_max_bytes", "longtext_max_chars", "longtext_max_running", "longtext_max_active",
-                     "history_max_records"):
+                     "longtext_max_sse", "history_max_records"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
         for name in ("stream_tokens", "output_retention_seconds", "output_max_bytes", "queue_timeout",

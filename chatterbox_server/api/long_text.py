@@ -38,7 +38,8 @@ from chatterbox_server.speech import random_seed
 from chatterbox_server.store.jobs_db import SORTS, paused_values
 
 bp = Blueprint("long_text", __name__)
-SSE_POLL_SECONDS = 0.5
+SSE_POLL_SECONDS = 1.0             # one read of the job's row a second per stream, and streams are capped
+_open_streams = [0]                # this front worker's open progress streams
 SSE_KEEPALIVE_SECONDS = 15.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -180,6 +181,11 @@ def download(job_id: str) -> Response:
 def job_events(job_id: str) -> Response:
     _job(job_id)
     jobs = management().jobs
+    limit = management().settings.longtext_max_sse
+    if _open_streams[0] >= limit:
+        raise ApiError(429, f"{limit} long-job progress streams are already open on this worker "
+                            "(CHATTERBOX_LONGTEXT_MAX_SSE); poll the job's status_url instead",
+                       code="too_many_streams", retry_after=5)
 
     def events() -> Iterator[bytes]:
         last: tuple | None = None
@@ -207,7 +213,14 @@ def job_events(job_id: str) -> Response:
                 return
             gevent.sleep(SSE_POLL_SECONDS)
 
-    return Response(events(), mimetype="text/event-stream", headers=SSE_HEADERS)
+    response = Response(events(), mimetype="text/event-stream", headers=SSE_HEADERS)
+    _open_streams[0] += 1
+    response.call_on_close(_stream_closed)         # also when the client left before the first event
+    return response
+
+
+def _stream_closed() -> None:
+    _open_streams[0] -= 1
 
 
 def _event(name: str, job_id: str, data: dict[str, Any]) -> bytes:

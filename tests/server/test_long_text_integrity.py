@@ -8,6 +8,7 @@ import time
 
 import pytest
 import requests
+from serverkit import start_server
 from sqlalchemy import update
 from test_long_text import LONG, completed, create, done_chunks, job, story, tone, wait_for
 
@@ -127,5 +128,25 @@ def test_a_retry_reuses_the_chunks_made_and_ends_with_the_same_audio(tmp_path):
         retried = response.json()["job_id"]
         assert done_chunks(job(server, retried)) >= made      # recorded with the job, before any claim
         assert completed(server, retried) == reference
+    finally:
+        server.stop()
+
+
+def test_long_job_progress_streams_are_capped_per_worker_and_free_their_slot(tmp_path):
+    server = start_server(tmp_path, engine="tone", front_workers="1", longtext_max_sse="1")
+    try:
+        job_id = create(server, story(6, 0.5))
+        url = server.url(f"{LONG}/{job_id}/sse")
+        with requests.get(url, stream=True, timeout=30) as first:
+            assert first.status_code == 200
+            next(first.iter_content(chunk_size=None))
+            second = requests.get(url, stream=True, timeout=10)
+            assert second.status_code == 429, second.text
+            assert "CHATTERBOX_LONGTEXT_MAX_SSE" in second.json()["error"]["message"]
+        deadline = time.monotonic() + 10
+        while (third := requests.get(url, stream=True, timeout=10)).status_code != 200:
+            assert time.monotonic() < deadline, "the closed stream's slot never came back"
+            time.sleep(0.5)
+        third.close()
     finally:
         server.stop()
