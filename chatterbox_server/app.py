@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import errno
 import logging
 import os
 from typing import Any
@@ -36,6 +37,8 @@ from workers.pool import RUN_DIR_ENV, ModelPool
 
 log = logging.getLogger("chatterbox.app")
 UPLOAD_OVERHEAD_BYTES = 1024 * 1024     # form fields and multipart framing around an upload
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL_RETRY_SECONDS = 60
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -145,5 +148,10 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:
+        if isinstance(error, OSError) and error.errno in DISK_FULL:
+            # the writers remove their temporary files; the client may try again once there is room
+            log.error("%s %s: the disk is full (%s)", request.method, request.path, error)
+            return error_response(ApiError(507, "the server's disk is full; try again later",
+                                           code="insufficient_storage", retry_after=DISK_FULL_RETRY_SECONDS))
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(ApiError(500, f"internal error: {type(error).__name__}"))

@@ -190,6 +190,12 @@ class Settings:
     database_url: str = setting(
         "", "Database for long-text jobs and request history: empty for SQLite in DATA_DIR/chatterbox.db "
         "(one box, any number of processes; not on NFS), or `postgresql://user:pass@host/db` for several boxes.")
+    database_connect_timeout: float = setting(
+        5.0, "Seconds to open a PostgreSQL connection before the request that needs it gets 503 "
+        "(whole seconds, at least 2). Speech never waits on the database.")
+    database_timeout: float = setting(
+        10.0, "Seconds one database operation (connect, migrate, query) may take before it is abandoned "
+        "and its request gets 503; a hung database costs each request that needs it at most this long.")
     longtext_max_chars: int = setting(200_000, "Longest `input` accepted by `/v1/audio/speech/long`.")
     longtext_max_running: int = setting(
         1, "Long-text jobs synthesizing at once, across every front worker and instance on the database.")
@@ -204,6 +210,9 @@ class Settings:
     longtext_lease_seconds: float = setting(
         30.0, "A running long-text job's lease; a job whose runner died moves to another after this long "
         "(at once when the dead runner was on the same host).")
+    longtext_max_sse: int = setting(
+        50, "Long-job progress streams (`.../sse`) open at once per front worker; above it 429. Each reads "
+        "its job's row once a second.")
     history_max_records: int = setting(1000, "Requests kept in `/v1/status/history` (statistics count all).")
 
     @classmethod
@@ -228,8 +237,8 @@ class Settings:
         for name in ("max_batch", "model_workers", "front_workers", "worker_connections", "max_input_chars",
                      "max_stream_input_chars", "max_queued_jobs", "max_new_tokens", "max_upload_bytes",
                      "url_fetch_max_bytes", "longtext_max_chars", "longtext_max_running", "longtext_max_active",
-                     "history_max_records", "max_json_bytes", "max_prepared_chars", "max_sound_words", "max_takes",
-                     "max_synthesis_chars", "max_concat_items", "max_concat_bytes"):
+                     "longtext_max_sse", "history_max_records", "max_json_bytes", "max_prepared_chars",
+                     "max_sound_words", "max_takes", "max_synthesis_chars", "max_concat_items", "max_concat_bytes"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
         for name in ("stream_tokens", "output_retention_seconds", "output_max_bytes", "queue_timeout",
@@ -244,6 +253,9 @@ class Settings:
             raise SettingsError(f"{env_name('max_concat_seconds')} must be more than 0")
         if self.max_queued_seconds < 0:
             raise SettingsError(f"{env_name('max_queued_seconds')} cannot be negative")
+        for name in ("database_connect_timeout", "database_timeout"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{env_name(name)} must be more than 0")
         if self.longtext_lease_seconds < 1:
             raise SettingsError(f"{env_name('longtext_lease_seconds')} must be at least 1")
         if not self.bind_addresses:

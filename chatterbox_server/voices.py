@@ -97,8 +97,12 @@ def write_temporary_voice(directory: str, data: bytes, max_bytes: int) -> str:
 def write_temporary_wav(directory: str, samples: np.ndarray, rate: int) -> str:
     os.makedirs(directory, exist_ok=True)
     fd, path = tempfile.mkstemp(prefix=upload_prefix(), suffix=".wav", dir=directory)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pcm_to_wav(samples, rate))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(pcm_to_wav(samples, rate))
+    except BaseException:
+        os.unlink(path)             # a full disk leaves no half file behind
+        raise
     return path
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from chatterbox_server.bodies import json_object, load
 from chatterbox_server.chunking import chunk_texts
 from chatterbox_server.encoders import CONTENT_TYPES
 from chatterbox_server.errors import ApiError
+from chatterbox_server.hub import off_hub
 from chatterbox_server.longjobs import files, rules
 from chatterbox_server.longjobs.rules import (
     CANCELLABLE,
@@ -39,7 +39,8 @@ from chatterbox_server.speech import random_seed
 from chatterbox_server.store.jobs_db import SORTS, paused_values
 
 bp = Blueprint("long_text", __name__)
-SSE_POLL_SECONDS = 0.5
+SSE_POLL_SECONDS = 1.0             # one read of the job's row a second per stream, and streams are capped
+_open_streams = [0]                # this front worker's open progress streams
 SSE_KEEPALIVE_SECONDS = 15.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -79,7 +80,8 @@ def _create_response(row: dict[str, Any], message: str) -> dict[str, Any]:
 
 
 def _new_job(text: str, voice: str | None, fmt: str, params: dict[str, Any], extra: dict[str, Any],
-             owner: str | None) -> dict:
+             owner: str | None, job_id: str | None = None,
+             done: dict[int, dict[str, Any]] | None = None) -> dict:
     mgmt = management()
     if mgmt.jobs.count_active() >= mgmt.settings.longtext_max_active:
         raise ApiError(429, f"{mgmt.settings.longtext_max_active} long-text jobs are already pending, running or "
@@ -92,11 +94,11 @@ def _new_job(text: str, voice: str | None, fmt: str, params: dict[str, Any], ext
     chunks = chunk_texts(text, params["streaming_strategy"], params["streaming_chunk_size"])
     if not chunks:
         raise ApiError(400, "input: contains nothing to speak", param="input")
-    job_id = str(uuid.uuid4())
+    job_id = job_id or str(uuid.uuid4())
     row = {"id": job_id, "text": text, "text_length": len(text),
            "text_hash": hashlib.sha256(text.encode()).hexdigest(), "voice": voice,
            "parameters": json.dumps(params), "output_format": fmt, "owner": owner, **extra}
-    mgmt.jobs.create(row, chunks)
+    mgmt.jobs.create(row, chunks, done)
     mgmt.runner.poke()
     return mgmt.jobs.get(job_id)
 
@@ -110,8 +112,7 @@ def create_job() -> Response:
     info = svc.require_engine()
     if req["model"] is not None and req["model"] not in (*info.model_names, *OPENAI_MODELS):
         raise ApiError(400, f"model {req['model']!r} is not served here", param="model", code="model_not_found")
-    if req["language"] is not None and req["language"] not in info.languages and req["language"] != "en":
-        raise ApiError(400, f"language {req['language']!r} is not supported", param="language")
+    _check_language(req["language"], info)
     svc.voices.resolve(req["voice"], info)          # 400 now for a voice that does not exist
     params = {name: req[name] for name in ("exaggeration", "cfg_weight", "temperature", "speed", "language",
                                             "streaming_strategy", "streaming_chunk_size")}
@@ -120,6 +121,12 @@ def create_job() -> Response:
                    {"session_id": req["session_id"], "display_name": req["display_name"],
                     "tags": json.dumps(req["tags"])}, guards.workspace())
     return jsonify(_create_response(row, "Job submitted for processing"))
+
+
+def _check_language(language: str | None, info: Any, param: str = "language") -> None:
+    if language is not None and language not in info.languages and language != "en":
+        raise ApiError(400, f"{param}: language {language!r} is not supported by this model "
+                            f"(supported: {', '.join(info.languages) or 'en'})", param=param)
 
 
 @bp.get("/audio/speech/long")
@@ -183,6 +190,11 @@ def job_events(job_id: str) -> Response:
     _job(job_id)
     jobs = management().jobs
     scope = guards.scope()          # read once: the generator runs after the request context
+    limit = management().settings.longtext_max_sse
+    if _open_streams[0] >= limit:
+        raise ApiError(429, f"{limit} long-job progress streams are already open on this worker "
+                            "(CHATTERBOX_LONGTEXT_MAX_SSE); poll the job's status_url instead",
+                       code="too_many_streams", retry_after=5)
 
     def events() -> Iterator[bytes]:
         last: tuple | None = None
@@ -210,7 +222,14 @@ def job_events(job_id: str) -> Response:
                 return
             gevent.sleep(SSE_POLL_SECONDS)
 
-    return Response(events(), mimetype="text/event-stream", headers=SSE_HEADERS)
+    response = Response(events(), mimetype="text/event-stream", headers=SSE_HEADERS)
+    _open_streams[0] += 1
+    response.call_on_close(_stream_closed)         # also when the client left before the first event
+    return response
+
+
+def _stream_closed() -> None:
+    _open_streams[0] -= 1
 
 
 def _event(name: str, job_id: str, data: dict[str, Any]) -> bytes:
@@ -230,7 +249,8 @@ def pause(job_id: str) -> Response:
 @bp.put("/audio/speech/long/<job_id>/resume")
 def resume(job_id: str) -> Response:
     row = _job(job_id)
-    if not management().jobs.transition(job_id, (PAUSED,), {"status": PENDING, "processing_paused_at": None}):
+    if not management().jobs.transition(job_id, (PAUSED,), {"status": PENDING, "processing_paused_at": None,
+                                                                 "error": None}):
         raise ApiError(409, f"cannot resume job in {row['status']} state", code="invalid_state")
     management().runner.poke()
     return jsonify({"message": f"Job {job_id} resumed successfully", "status": PENDING})
@@ -279,37 +299,66 @@ def _retry(row: dict[str, Any], preserve_chunks: bool, new_parameters: dict | No
         raise ApiError(400, f"cannot retry job in {row['status']} state; only failed or cancelled jobs",
                        code="invalid_state")
     params = json.loads(row["parameters"])
-    unknown = sorted(set(new_parameters or {}) - set(rules.RETRY_PARAMETERS))
+    new_parameters = dict(new_parameters or {})
+    unknown = sorted(set(new_parameters) - set(rules.RETRY_PARAMETERS))
     if unknown:
         raise ApiError(400, f"new_parameters: cannot change {unknown[0]!r}; allowed: "
                             f"{', '.join(rules.RETRY_PARAMETERS)}", param="new_parameters")
-    checked = load(rules.LongTextRequestSchema(max_input_chars=len(row["text"]) + 1),
-                   {"input": row["text"], **{k: v for k, v in params.items() if k in rules.RETRY_PARAMETERS},
-                    **(new_parameters or {})})
-    changed = any(checked[k] != params.get(k) for k in rules.RETRY_PARAMETERS if k in (new_parameters or {}))
-    params.update({k: checked[k] for k in rules.RETRY_PARAMETERS if k in (new_parameters or {})})
+    try:
+        checked = load(rules.LongTextRequestSchema(max_input_chars=len(row["text"]) + 1),
+                       {"input": row["text"], **{k: v for k, v in params.items() if k in rules.RETRY_PARAMETERS},
+                        **new_parameters})
+    except ApiError as exc:
+        raise ApiError(exc.status, f"new_parameters.{exc.message}", code=exc.code,
+                       param=f"new_parameters.{exc.param}" if exc.param else "new_parameters") from None
+    if "language" in new_parameters:
+        _check_language(checked["language"], services().require_engine(), "new_parameters.language")
+    if "seed" in new_parameters and checked["seed"] is None:
+        checked["seed"] = random_seed()             # null: a new random seed, as on creation
+    changed = any(checked[k] != params.get(k) for k in rules.RETRY_PARAMETERS if k in new_parameters)
+    params.update({k: checked[k] for k in rules.RETRY_PARAMETERS if k in new_parameters})
     original = row["original_job_id"] or row["id"]
-    new_row = _new_job(row["text"], row["voice"], row["output_format"], params, {
-        "session_id": row["session_id"], "display_name": row["display_name"], "tags": row["tags"],
-        "retry_count": row["retry_count"] + 1, "original_job_id": original}, row["owner"])
-    if preserve_chunks and not changed:
-        _copy_chunks(row["id"], new_row["id"])
-    return management().jobs.get(new_row["id"])
+    job_id = str(uuid.uuid4())
+    # reused chunks are linked in before the job exists, and recorded with it in one transaction:
+    # no runner can claim it half-copied
+    done = _reuse_chunks(row["id"], job_id) if preserve_chunks and not changed else {}
+    try:
+        return _new_job(row["text"], row["voice"], row["output_format"], params, {
+            "session_id": row["session_id"], "display_name": row["display_name"], "tags": row["tags"],
+            "retry_count": row["retry_count"] + 1, "original_job_id": original}, row["owner"], job_id=job_id,
+            done=done)
+    except BaseException:
+        files.remove_job_files(management().jobs_root, job_id)
+        raise
 
 
-def _copy_chunks(source: str, target: str) -> None:
-    """Chunks already made are the same audio (same text, settings and seed): reuse their files."""
-    mgmt = management()
-    for chunk in mgmt.jobs.chunks(source):
-        if not chunk["audio_file"]:
+def _reuse_chunks(source: str, target: str) -> dict[int, dict[str, Any]]:
+    """Chunks already made are the same audio (same text, settings and seed): hard-link their files
+    (a copy where links fail), off the hub."""
+    root = management().jobs_root
+    pairs: list[tuple[int, str, str]] = []
+    done: dict[int, dict[str, Any]] = {}
+    for chunk in management().jobs.chunks(source):
+        path = files.recorded_path(root, source, chunk["audio_file"])
+        if path is None:
             continue
-        path = files.chunk_path(mgmt.jobs_root, source, chunk["idx"])
-        if os.path.isfile(path):
-            destination = files.chunk_path(mgmt.jobs_root, target, chunk["idx"])
-            os.makedirs(os.path.dirname(destination), exist_ok=True)
-            shutil.copyfile(path, destination)
-            mgmt.jobs.chunk_done(target, chunk["idx"], os.path.basename(destination), chunk["samples"] or 0,
-                                 chunk["synth_ms"] or 0)
+        destination = files.chunk_path(root, target, chunk["idx"])
+        pairs.append((chunk["idx"], path, destination))
+        done[chunk["idx"]] = {"audio_file": os.path.basename(destination), "samples": chunk["samples"] or 0,
+                              "synth_ms": chunk["synth_ms"] or 0}
+
+    def link_all() -> set[int]:
+        missing = set()
+        for idx, path, destination in pairs:
+            try:
+                files.link_or_copy(path, destination)
+            except FileNotFoundError:
+                missing.add(idx)
+        return missing
+
+    for idx in off_hub(link_all):
+        done.pop(idx)
+    return done
 
 
 @bp.post("/audio/speech/long/bulk")

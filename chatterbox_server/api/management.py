@@ -26,6 +26,7 @@ class Management:
     history: HistoryStore
     runner: Runner
     jobs_root: str
+    database: db.Database | None = None
 
 
 def install(app: Flask, svc: Services) -> None:
@@ -33,16 +34,20 @@ def install(app: Flask, svc: Services) -> None:
     from chatterbox_server.api.recording import RecordingProgress
 
     settings = svc.settings
-    engine = db.make_engine(db.database_url(settings.database_url, settings.data_dir))
-    db.migrate(engine, settings.data_dir)
+    # nothing here touches the database: it may be down while the server starts (speech needs none);
+    # the schema is brought up to date by the first operation that reaches it
+    engine = db.make_engine(db.database_url(settings.database_url, settings.data_dir),
+                            settings.database_connect_timeout)
+    database = db.Database(engine, settings.data_dir, timeout=settings.database_timeout)
     jobs_root = os.path.join(settings.data_dir, "longtext")
     os.makedirs(jobs_root, exist_ok=True)
-    jobs = JobStore(engine, settings.longtext_lease_seconds)
-    history = HistoryStore(engine, settings.history_max_records)
-    svc.progress = RecordingProgress(svc.progress.directory, history)
+    jobs = JobStore(engine, settings.longtext_lease_seconds, database)
+    history = HistoryStore(engine, settings.history_max_records, database)
+    svc.progress = RecordingProgress(svc.progress.directory, history, background=_under_gevent())
     runner = Runner(jobs, svc.pool, svc.voices, jobs_root, settings.longtext_max_running,
                     settings.longtext_retention_seconds)
-    app.extensions["chatterbox_management"] = Management(settings, jobs, history, runner, jobs_root)
+    app.extensions["chatterbox_management"] = Management(settings, jobs, history, runner, jobs_root,
+                                                                 database)
     for module in (long_text, status_history, info, memory):
         app.register_blueprint(module.bp, url_prefix="/v1", name=f"{module.bp.name}_v1")
         app.register_blueprint(module.bp, url_prefix="", name=f"{module.bp.name}_root")

@@ -11,6 +11,7 @@ jobs, which model workers run only when no interactive request is waiting.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from chatterbox_server.hub import off_hub
 from chatterbox_server.longjobs import files
 from chatterbox_server.longjobs.rules import COMPLETED, FAILED, PENDING, PROCESSING
 from chatterbox_server.pool_client import PoolBusy, PoolClient, PoolError
-from chatterbox_server.store.jobs_db import JobStore
+from chatterbox_server.store.jobs_db import JobStore, paused_values
 from chatterbox_server.voices import VoiceLibrary
 from workers.engines.base import SynthesisSettings
 from workers.protocol import SpeechJob
@@ -37,6 +38,7 @@ POLL_SECONDS = 1.0
 SWEEP_SECONDS = 60.0
 MAX_ATTEMPTS = 5            # model worker crashes or timeouts on one job before it fails
 RETRY_PAUSE_SECONDS = 2.0
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 BUFFER_CHUNKS = 8           # the model worker may run this far ahead of a busy front worker
 
 
@@ -76,6 +78,7 @@ class Runner:
         self.running: dict[str, gevent.Greenlet] = {}
         self.loop: gevent.Greenlet | None = None
         self.next_sweep = 0.0
+        self.database_down = False
 
     def start(self) -> None:
         self.loop = gevent.spawn(self._loop)
@@ -89,7 +92,14 @@ class Runner:
             try:
                 self._sweep_if_due()
                 if self._claim_one():
+                    self.database_down = False
                     continue
+                self.database_down = False
+            except SQLAlchemyError as exc:      # down or hung: said once, tried again each poll
+                if not self.database_down:
+                    log.warning("long-text runner: the database is unavailable (%s); retrying",
+                                str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+                self.database_down = True
             except Exception:  # noqa: BLE001 - a database hiccup must not end the loop
                 log.exception("long-text runner: claim loop error; retrying")
             self.wake.wait(POLL_SECONDS)
@@ -109,6 +119,14 @@ class Runner:
     def _run_guarded(self, job: dict) -> None:
         try:
             self.run(job)
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                raise
+            # no room for the next chunk: keep every chunk made so far, pause, and let an operator
+            # (or the user, once space is free) resume; failing would throw the work away
+            log.error("long-text job %s: the disk is full (%s); the job is paused", job["id"], exc)
+            self.store.release(job["id"], self.owner, {
+                **paused_values(), "error": "paused: the disk is full; resume it once there is room"})
         except SQLAlchemyError as exc:
             # the database is unreachable: leave the job as it is; its lease expires and a runner
             # (this one, once the database answers) continues it from its first missing chunk
@@ -134,27 +152,35 @@ class Runner:
             return
         chunks = self.store.chunks(job_id)
         texts = [c["text"] for c in chunks]
-        paths = [files.chunk_path(self.jobs_root, job_id, c["idx"]) for c in chunks]
-        start = next((i for i, c in enumerate(chunks) if not (c["audio_file"] and os.path.exists(paths[i]))),
-                     len(chunks))
+        start = self._first_missing(job_id, chunks)
         settings = SynthesisSettings(speed=params["speed"], exaggeration=params["exaggeration"],
                                      cfg_weight=params["cfg_weight"], temperature=params["temperature"],
                                      language=params.get("language"))
-        while start < len(texts):
+        if start < len(texts):
             speech = SpeechJob(request_id=f"long-{job_id}-{start}", chunks=tuple(texts[start:]), settings=settings,
                                voice=voice, seed=params["seed"] + start, buffer_size=BUFFER_CHUNKS,
                                text_preview=texts[start][:80], background=True)
-            outcome = self._synthesize(job_id, speech, start, paths)
+            outcome = self._synthesize(job_id, speech, start)
             if outcome == "stop":
                 return
             if outcome == "retry":
                 return self._requeue(job_id)
             if outcome == "busy":                   # the pool is full or not ready: no failure, no attempt used up
                 return self._requeue(job_id, failed=False)
-            start = len(texts)
+        chunks = self.store.chunks(job_id)
+        if self._first_missing(job_id, chunks) < len(chunks):     # a file went missing meanwhile: go again
+            return self._requeue(job_id, failed=False)
+        paths = [files.recorded_path(self.jobs_root, job_id, c["audio_file"]) for c in chunks]
         self._finish(job_id, job["output_format"], paths, info.sample_rate)
 
-    def _synthesize(self, job_id: str, speech: SpeechJob, start: int, paths: list[str]) -> str:
+    def _first_missing(self, job_id: str, chunks: list[dict]) -> int:
+        for i, chunk in enumerate(chunks):
+            path = files.recorded_path(self.jobs_root, job_id, chunk["audio_file"])
+            if path is None or not os.path.exists(path):
+                return i
+        return len(chunks)
+
+    def _synthesize(self, job_id: str, speech: SpeechJob, start: int) -> str:
         try:
             handle = self.pool.submit(speech)
         except PoolBusy:
@@ -170,16 +196,25 @@ class Runner:
             self.store.chunk_started(job_id, start)
             for chunk in handle.chunks():
                 idx = start + chunk.index
-                off_hub(files.write_atomically, paths[idx], chunk.pcm)
-                self.store.chunk_done(job_id, idx, os.path.basename(paths[idx]), len(chunk.pcm) // 2,
-                                      int(chunk.synth_seconds * 1000))
+                path = files.chunk_path(self.jobs_root, job_id, idx)       # a name of this write's own
+                off_hub(files.write_atomically, path, chunk.pcm)
+                recorded, replaced = self.store.chunk_done(job_id, idx, os.path.basename(path), len(chunk.pcm) // 2,
+                                                           int(chunk.synth_seconds * 1000), self.owner)
+                if not recorded:
+                    # another runner holds the job now (or it was paused, cancelled, deleted):
+                    # this file is no chunk of it
+                    files.remove_quietly(path)
+                    log.info("long-text job %s: chunk %d not recorded, the job is no longer ours", job_id, idx)
+                    handle.cancel("the job's lease passed to another runner")
+                    self._forget_if_deleted(job_id)
+                    return "stop"
+                files.remove_quietly(files.recorded_path(self.jobs_root, job_id, replaced))
             return "done"
         except PoolError as exc:
             if handle.cancel_reason:
                 log.info("long-text job %s: stopped (%s)", job_id, handle.cancel_reason)
                 self.store.drop_lease(job_id, self.owner)
-                if self.store.get(job_id) is None:      # deleted: a chunk written meanwhile must not linger
-                    files.remove_job_files(self.jobs_root, job_id)
+                self._forget_if_deleted(job_id)
                 return "stop"
             if exc.status < 500:
                 self.store.release(job_id, self.owner, {"status": FAILED, "error": str(exc)})
@@ -189,6 +224,10 @@ class Runner:
         finally:
             watcher.kill(block=False)
             handle.close()
+
+    def _forget_if_deleted(self, job_id: str) -> None:
+        if self.store.get(job_id) is None:      # deleted: a chunk written meanwhile must not linger
+            files.remove_job_files(self.jobs_root, job_id)
 
     def _watch(self, job_id: str, handle) -> None:  # noqa: ANN001 - a pool_client.JobHandle
         """Renew the lease; stop the job at once when it was paused, cancelled, deleted or taken over."""

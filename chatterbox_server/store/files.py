@@ -4,7 +4,8 @@ Two server instances may share one DATA_DIR. A file is written to a temporary na
 directory, flushed and renamed over its final name, so a reader sees the old file or the new one,
 never half of one. A read-modify-write of shared metadata holds an exclusive `flock` on a lock file
 of its store; the critical sections do no network I/O and never yield to gevent, so a lock is held
-for milliseconds.
+for milliseconds. Waiting for a lock never blocks the gevent hub: the lock is tried without
+blocking and retried after a cooperative sleep, up to a deadline.
 """
 from __future__ import annotations
 
@@ -13,10 +14,27 @@ import fcntl
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from typing import Any
 
 TEMP_PREFIX = ".tmp-"
+LOCK_WAIT_SECONDS = 30.0
+LOCK_RETRY_SECONDS = 0.01
+
+
+def flock_exclusive(fd: int, timeout: float = LOCK_WAIT_SECONDS) -> None:
+    """Take an exclusive flock on `fd` without blocking the process (under gevent, time.sleep
+    yields to the other greenlets); TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"a lock was held by another process for over {timeout:.0f} s") from None
+            time.sleep(LOCK_RETRY_SECONDS)
 
 
 def atomic_write(path: str, data: bytes, durable: bool = True) -> None:
@@ -56,7 +74,7 @@ def locked(directory: str, name: str = ".lock") -> Iterator[None]:
     os.makedirs(directory, exist_ok=True)
     fd = os.open(os.path.join(directory, name), os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        flock_exclusive(fd)
         yield
     finally:
         os.close(fd)        # closing releases the lock

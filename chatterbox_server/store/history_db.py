@@ -7,18 +7,23 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from chatterbox_server.store.db import reading
+from chatterbox_server.store.db import Database, guard_methods, reading
 from chatterbox_server.store.tables import counters, request_history
 
 COUNTERS = ("total_requests", "completed_requests", "error_requests", "sum_duration_seconds",
             "sum_text_length", "sum_audio_seconds", "memory_counter_base")
 
 
+@guard_methods
 class HistoryStore:
-    def __init__(self, engine: Engine, max_records: int) -> None:
+    def __init__(self, engine: Engine, max_records: int, database: Database | None = None) -> None:
         self.engine = engine
         self.max_records = max_records
-        self._ensure_counters()
+        self.database = database
+        if database is None:
+            self._ensure_counters()
+        else:
+            database.on_ready(self._ensure_counters)        # once the database answers, not at boot
 
     def _ensure_counters(self) -> None:
         for name in COUNTERS:

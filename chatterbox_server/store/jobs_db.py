@@ -2,7 +2,8 @@
 
 Every state change is one short transaction. A runner owns a job only while its lease is valid:
 it claims the job, extends the lease while it works and loses the job to another runner once the
-lease expires (or at once when the owner is a dead process on this same host).
+lease expires (or at once when the owner is a dead process on this same host). Lease times come
+from the database's clock (db_now), and a chunk is recorded only for the runner holding the lease.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
 
 from chatterbox_server.longjobs.rules import ACTIVE, FINISHED, PAUSED, PENDING, PROCESSING
-from chatterbox_server.store.db import reading, serialize
+from chatterbox_server.store.db import Database, db_now, guard_methods, reading, serialize
 from chatterbox_server.store.tables import long_job_chunks, long_jobs
 
 SORTS = {
@@ -33,22 +34,30 @@ def _scoped(query, scope: str | None):  # noqa: ANN001, ANN202 - a Select
     return query if scope is None else query.where(long_jobs.c.owner == scope)
 
 
+@guard_methods
 class JobStore:
-    def __init__(self, engine: Engine, lease_seconds: float) -> None:
+    def __init__(self, engine: Engine, lease_seconds: float, database: Database | None = None) -> None:
         self.engine = engine
         self.lease_seconds = lease_seconds
+        self.database = database
 
     # -- creation and reading ---------------------------------------------------------------------
-    def create(self, row: dict[str, Any], chunks: list[str]) -> None:
+    def create(self, row: dict[str, Any], chunks: list[str], done: dict[int, dict[str, Any]] | None = None) -> None:
+        """A new job; `done` (a retry's reused chunks: idx -> audio_file, samples, synth_ms) is recorded
+        in the same transaction, so no runner can claim the job before its chunks are there."""
         now = time.time()
-        values = {"created_at": now, "updated_at": now, "completed_chunks": 0, "tags": "[]",
+        done = {idx: value for idx, value in (done or {}).items() if 0 <= idx < len(chunks)}
+        values = {"created_at": now, "updated_at": now, "completed_chunks": len(done), "tags": "[]",
                   "is_archived": False, "retry_count": 0, "attempts": 0, "total_processing_time_ms": 0,
                   "status": PENDING, "total_chunks": len(chunks), **row}
         with self.engine.begin() as conn:
             conn.execute(insert(long_jobs).values(**values))
             if chunks:
-                conn.execute(insert(long_job_chunks),
-                             [{"job_id": row["id"], "idx": i, "text": t} for i, t in enumerate(chunks)])
+                conn.execute(insert(long_job_chunks), [
+                    {"job_id": row["id"], "idx": i, "text": t, "audio_file": None, "samples": None,
+                     "synth_ms": None, "completed_at": None,
+                     **({**done[i], "completed_at": now} if i in done else {})}
+                    for i, t in enumerate(chunks)])
 
     def get(self, job_id: str, scope: str | None = None) -> dict[str, Any] | None:
         """The job, or None when there is none or it belongs to another workspace than `scope`."""
@@ -141,9 +150,9 @@ class JobStore:
     # -- the runner's side ------------------------------------------------------------------------
     def claim(self, owner: str, max_running: int, owner_dead: Callable[[str], bool]) -> dict[str, Any] | None:
         """Take the oldest runnable job if fewer than `max_running` jobs hold a valid lease."""
-        now = time.time()
         with self.engine.begin() as conn:
             serialize(conn)
+            now = db_now(conn)
             processing = conn.execute(select(long_jobs.c.id, long_jobs.c.lease_owner, long_jobs.c.lease_expires,
                                              long_jobs.c.created_at)
                                       .where(long_jobs.c.status == PROCESSING)).all()
@@ -166,8 +175,8 @@ class JobStore:
 
     def heartbeat(self, job_id: str, owner: str) -> str | None:
         """Extend the lease; returns the job's status, or None when this owner no longer holds it."""
-        now = time.time()
         with self.engine.begin() as conn:
+            now = db_now(conn)
             result = conn.execute(update(long_jobs)
                                   .where(long_jobs.c.id == job_id, long_jobs.c.lease_owner == owner,
                                          long_jobs.c.status == PROCESSING)
@@ -187,22 +196,34 @@ class JobStore:
                                                        long_job_chunks.c.idx == idx).values(started_at=now))
             conn.execute(update(long_jobs).where(long_jobs.c.id == job_id).values(current_chunk=idx))
 
-    def chunk_done(self, job_id: str, idx: int, audio_file: str, samples: int, synth_ms: int) -> None:
+    def chunk_done(self, job_id: str, idx: int, audio_file: str, samples: int, synth_ms: int,
+                   owner: str) -> tuple[bool, str | None]:
+        """Record chunk `idx` as `audio_file` if `owner` still holds the job's lease.
+
+        Returns (recorded, the file it replaces). A runner that lost its lease records nothing (its
+        file is its own, under a name of its own, and it removes it); the holder's file wins even
+        over an earlier one, whose file is then no longer the chunk's.
+        """
         now = time.time()
         with self.engine.begin() as conn:
-            result = conn.execute(update(long_job_chunks)
-                                  .where(long_job_chunks.c.job_id == job_id, long_job_chunks.c.idx == idx,
-                                         long_job_chunks.c.audio_file.is_(None))
-                                  .values(audio_file=audio_file, samples=samples, completed_at=now,
-                                          synth_ms=synth_ms))
-            if result.rowcount == 1:
-                conn.execute(update(long_jobs).where(long_jobs.c.id == job_id).values(
-                    completed_chunks=long_jobs.c.completed_chunks + 1, updated_at=now, current_chunk=idx + 1,
-                    total_processing_time_ms=long_jobs.c.total_processing_time_ms + synth_ms))
+            # the job row's lock orders this against a claim that moves the lease (SQLite: BEGIN IMMEDIATE)
+            holder = conn.execute(select(long_jobs.c.lease_owner, long_jobs.c.status)
+                                  .where(long_jobs.c.id == job_id).with_for_update()).first()
+            if holder is None or holder.lease_owner != owner or holder.status != PROCESSING:
+                return False, None
+            previous = conn.execute(select(long_job_chunks.c.audio_file).where(
+                long_job_chunks.c.job_id == job_id, long_job_chunks.c.idx == idx)).scalar_one_or_none()
+            conn.execute(update(long_job_chunks)
+                         .where(long_job_chunks.c.job_id == job_id, long_job_chunks.c.idx == idx)
+                         .values(audio_file=audio_file, samples=samples, completed_at=now, synth_ms=synth_ms))
+            conn.execute(update(long_jobs).where(long_jobs.c.id == job_id).values(
+                completed_chunks=long_jobs.c.completed_chunks + (0 if previous else 1), updated_at=now,
+                current_chunk=idx + 1, total_processing_time_ms=long_jobs.c.total_processing_time_ms + synth_ms))
             # the next chunk is already being synthesized (the model worker runs ahead of us)
             conn.execute(update(long_job_chunks).where(long_job_chunks.c.job_id == job_id,
                                                        long_job_chunks.c.idx == idx + 1,
                                                        long_job_chunks.c.started_at.is_(None)).values(started_at=now))
+        return True, previous if previous != audio_file else None
 
     def release(self, job_id: str, owner: str, values: dict[str, Any],
                 only_if: tuple[str, ...] = (PROCESSING,)) -> bool:

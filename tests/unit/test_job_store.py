@@ -110,10 +110,42 @@ def test_pause_resume_and_cancel_follow_the_rules(engine):
 def test_chunk_progress_counts_each_chunk_once(engine):
     store = JobStore(engine, lease_seconds=60)
     add_job(store, "a", chunks=3)
-    store.chunk_done("a", 0, "chunk-00000.pcm", 100, 5)
-    store.chunk_done("a", 0, "chunk-00000.pcm", 100, 5)             # a second runner's duplicate
+    store.claim("r", 1, never_dead)
+    assert store.chunk_done("a", 0, "chunk-00000-x.pcm", 100, 5, owner="r") == (True, None)
+    assert store.chunk_done("a", 0, "chunk-00000-y.pcm", 100, 5, owner="r") == (True, "chunk-00000-x.pcm")
     row = store.get("a")
-    assert row["completed_chunks"] == 1 and row["total_processing_time_ms"] == 5
+    assert row["completed_chunks"] == 1
+    assert store.chunks("a")[0]["audio_file"] == "chunk-00000-y.pcm"
+
+
+def test_only_the_lease_holder_records_a_chunk(engine):
+    """Runner 1 stalls past its lease, runner 2 takes the job over: runner 1's late chunk is refused,
+    so the chunk recorded is always the file of the runner that held the lease when it wrote."""
+    store = JobStore(engine, lease_seconds=1)
+    add_job(store, "a", chunks=3)
+    store.claim("runner-1", 1, never_dead)
+    assert store.chunk_done("a", 0, "chunk-00000-r1.pcm", 100, 5, owner="runner-1")[0]
+    time.sleep(1.2)
+    assert store.claim("runner-2", 1, never_dead)["lease_owner"] == "runner-2"
+    assert store.chunk_done("a", 1, "chunk-00001-r2.pcm", 100, 5, owner="runner-2")[0]
+    assert store.chunk_done("a", 1, "chunk-00001-r1.pcm", 100, 5, owner="runner-1") == (False, None)
+    assert store.chunk_done("a", 2, "chunk-00002-r1.pcm", 100, 5, owner="runner-1") == (False, None)
+    assert store.heartbeat("a", "runner-1") is None
+    chunks = store.chunks("a")
+    assert [c["audio_file"] for c in chunks] == ["chunk-00000-r1.pcm", "chunk-00001-r2.pcm", None]
+    assert store.get("a")["completed_chunks"] == 2
+    store.transition("a", (PROCESSING,), paused_values())
+    assert store.chunk_done("a", 2, "chunk-00002-r2.pcm", 100, 5, owner="runner-2") == (False, None)
+
+
+def test_a_retrys_reused_chunks_are_there_before_it_can_be_claimed(engine):
+    store = JobStore(engine, lease_seconds=60)
+    store.create({"id": "b", "text": "x", "text_length": 1, "text_hash": "h", "voice": None,
+                  "parameters": json.dumps({"seed": 1}), "output_format": "wav"}, ["c0", "c1", "c2"],
+                 done={0: {"audio_file": "chunk-00000-a.pcm", "samples": 10, "synth_ms": 3}})
+    row = store.get("b")
+    assert row["completed_chunks"] == 1 and row["status"] == PENDING
+    assert [c["audio_file"] for c in store.chunks("b")] == ["chunk-00000-a.pcm", None, None]
 
 
 def test_retention_sweep_removes_finished_jobs_and_their_files(engine, tmp_path):
