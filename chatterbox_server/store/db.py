@@ -197,6 +197,16 @@ class Database:
             self.ready = True
             log.info("database ready (%s)", self.engine.dialect.name)
 
+    def availability(self, recent: float = 30.0) -> dict[str, Any]:
+        """For /health's `optional`: the database serves long jobs and the request history only."""
+        effect = "long jobs and the request history answer 503; speech is served"
+        if self.failed_at is not None and time.monotonic() - self.failed_at < recent:
+            return {"available": False, "code": "unreachable", "reason": self.last_error, "effect": effect}
+        if not self.ready:
+            return {"available": None, "code": "not_used_yet",
+                    "reason": f"{self.engine.dialect.name}: connects and migrates on first use"}
+        return {"available": True, "code": "ready", "reason": self.engine.dialect.name}
+
     @contextmanager
     def operation(self) -> Iterator[None]:
         if self.failed_at is not None and time.monotonic() - self.failed_at < self.pause:

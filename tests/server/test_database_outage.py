@@ -56,6 +56,10 @@ def test_the_server_boots_and_speaks_with_postgresql_down(tmp_path):
         response = requests.post(server.url(LONG), json={"input": "A long story.", "response_format": "wav"},
                                  timeout=30)
         assert response.status_code == 503 and response.json()["error"]["code"] == "database_unavailable"
+        # /health says so (each front worker knows what its own requests met)
+        states = [server.health()["optional"]["database"] for _ in range(8)]
+        assert all(state["available"] is not True for state in states)
+        assert any(state["code"] == "unreachable" and state["reason"] for state in states), states
         assert server.process.poll() is None
         assert "Worker failed to boot" not in server.log()
     finally:
