@@ -68,7 +68,8 @@ def tts() -> Response:
     query = load(ExtendedQuerySchema(), request.args.to_dict())
     settings = current_app.config["SETTINGS"]
     svc = services()
-    body = with_voice_defaults(svc.voices, json_object(), "reference_audio_filename", ExtendedTtsSchema, SPEED_NAMES)
+    body = with_voice_defaults(svc.voices, json_object(), "reference_audio_filename", ExtendedTtsSchema, SPEED_NAMES,
+                               guards.owner_check())
     req: ExtendedTtsRequest = load(ExtendedTtsSchema(max_input_chars=settings.max_input_chars), body)
     limits = Limits.of(settings)
     chunks = off_hub(prepared_chunks, req.text, req.text_options, req.enable_batching,

@@ -10,6 +10,7 @@ from flask import Flask, Response, current_app
 from sqlalchemy.exc import SQLAlchemyError
 
 from chatterbox_server.longjobs.runner import Runner
+from chatterbox_server.security import guards
 from chatterbox_server.services import Services
 from chatterbox_server.settings import Settings
 from chatterbox_server.store import db
@@ -41,7 +42,8 @@ def install(app: Flask, svc: Services) -> None:
     history = HistoryStore(engine, settings.history_max_records)
     svc.progress = RecordingProgress(svc.progress.directory, history)
     runner = Runner(jobs, svc.pool, svc.voices, jobs_root, settings.longtext_max_running,
-                    settings.longtext_retention_seconds)
+                    settings.longtext_retention_seconds,
+                    lambda owner: guards.owner_check_for(app.extensions.get(guards.KEYS), owner))
     app.extensions["chatterbox_management"] = Management(settings, jobs, history, runner, jobs_root)
     for module in (long_text, status_history, info, memory):
         app.register_blueprint(module.bp, url_prefix="/v1", name=f"{module.bp.name}_v1")
