@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import RAISE, Schema, ValidationError, fields
 
+from chatterbox_server.api import disk_quota
 from chatterbox_server.api.common import deletion, list_query, paged, require_confirm, require_criteria, upload_flag
 from chatterbox_server.api.tts_schema import ExtendedTtsSchema
 from chatterbox_server.bodies import form_fields, json_object, load
@@ -167,7 +168,7 @@ def upload_voice() -> tuple[Response, int]:
     fields_ = {**changes, "original_filename": upload.filename, "language": form["language"]}
     library = services().voices
     stored = off_hub(library.add, voice_id, upload.read(), upload_flag(form["overwrite"], "overwrite"), folder,
-                     fields_, guards.workspace(), guards.owner_check(), shared)
+                     fields_, guards.workspace(), guards.owner_check(), shared, disk_quota.room_check())
     entry = voice_entry(stored, library)
     return jsonify({"success": True, "message": f"voice {stored.name!r} added",
                     "voice": {**stored.describe(), "display_name": stored.display_name,

@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, send_file
 
+from chatterbox_server.api import disk_quota
 from chatterbox_server.api.common import upload_flag
 from chatterbox_server.bodies import json_or_none
 from chatterbox_server.errors import ApiError
@@ -92,7 +93,7 @@ def upload_voice() -> tuple[Response, int]:
     library = services().voices
     stored = off_hub(library.add, name, upload.read(), False, "",
                      {"language": language, "original_filename": upload.filename}, guards.workspace(),
-                     guards.owner_check(), shared)
+                     guards.owner_check(), shared, disk_quota.room_check())
     info = voice_info(stored, library)
     return jsonify({**info, "message": "Voice uploaded successfully", "voice": info}), 201
 

@@ -168,10 +168,11 @@ class VoiceLibrary:
     # -- writing --------------------------------------------------------------------------------------
     def add(self, name: str, data: bytes, replace: bool = False, folder: str = "",
             fields: dict | None = None, owner: str | None = None, owns: Owns = everyone,
-            shared: bool = False) -> StoredVoice:
+            shared: bool = False, room: Callable[[int], None] | None = None) -> StoredVoice:
         """Store an upload as `folder/name` for the workspace `owner`. 409 when the id exists and
         `replace` is false, or when it is another workspace's (which no overwrite replaces; a
-        replaced voice keeps its owner)."""
+        replaced voice keeps its owner). `room` (the disk quota) is told the bytes this adds and
+        raises to refuse them."""
         check_name(name)
         folder = paths.clean_relative(folder, "folder_path")
         voice_id, base = self.locate(paths.join(folder, name), "name")
@@ -187,6 +188,8 @@ class VoiceLibrary:
                                param="name", code="voice_exists")
             if voice_id in self.aliases:
                 raise ApiError(409, f"{voice_id!r} is already an alias", param="name", code="voice_exists")
+            if room is not None:
+                room(len(wav) - (os.path.getsize(existing.path) if existing is not None else 0))
             meta = sidecar(seconds, source_format, STORED_RATE, len(wav), **(fields or {}))
             meta.update(owner=existing.owner if existing is not None else owner, shared=bool(shared))
             os.makedirs(os.path.dirname(base), exist_ok=True)

@@ -274,3 +274,60 @@ def test_a_shared_voice_works_for_both_and_stays_its_owners(server):
 def test_cleanup_of_every_workspace_is_for_the_admin(server):
     assert send(server, "POST", "/v1/voices/cleanup", BOB).status_code == 403
     assert send(server, "POST", "/v1/voices/cleanup", ROOT).status_code == 200
+
+
+QUOTA = 200_000          # one 3 s voice (24 kHz WAV, about 144 KB) fits, a second one does not
+
+
+@pytest.fixture(scope="module")
+def quota_server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("quota")
+    (tmp / "api-keys").write_text(f"alice:{ALICE}\nbob:{BOB}\nroot:{ROOT} admin\n")
+    server = start_server(tmp, engine="tone", front_workers="1", graceful_timeout="5",
+                          api_keys_file=str(tmp / "api-keys"), disk_quota_per_key_bytes=str(QUOTA))
+    yield server
+    server.stop()
+
+
+def refused(answer: requests.Response) -> bool:
+    return answer.status_code == 507 and "CHATTERBOX_DISK_QUOTA_PER_KEY_BYTES" in answer.text
+
+
+def test_each_key_is_held_to_its_disk_quota(quota_server):
+    server, base = quota_server, quota_server.extended_base
+    voice = {"voice_file": ("ref.wav", VOICE)}
+    assert send(server, "POST", "/v1/voices", ALICE, data={"name": "first"}, files=voice).status_code == 201
+    second = send(server, "POST", "/api/v1/voice", ALICE, base, data={"name": "second"}, files=voice)
+    assert refused(second), second.text
+    assert get(server, "/v1/voices/second", ALICE).status_code == 404          # nothing half-written
+    vc_input = send(server, "POST", "/api/v1/vc_input", ALICE, base, files={"vc_input_file": ("talk.wav", SOURCE)})
+    assert refused(vc_input) and "talk.wav" not in get(server, "/api/v1/vc_inputs", ALICE, base).text
+    # generations are checked before any synthesis: allowed while below, refused once full, no file made
+    for _ in range(10):
+        before = get(server, "/api/v1/outputs", ALICE, base).json()["total_files"]
+        made = send(server, "POST", "/api/v1/tts", ALICE, base, json={"text": "hello there, this is a test",
+                                                                      "export_formats": ["wav"]})
+        if made.status_code != 200:
+            break
+    assert refused(made), made.text
+    assert get(server, "/api/v1/outputs", ALICE, base).json()["total_files"] == before
+    name = get(server, "/api/v1/outputs", ALICE, base).json()["files"][0]["filename"]
+    for path, kwargs in (("/api/v1/concat", {"json": {"files": [name, name]}}),
+                         ("/api/v1/concat/mixed", {"json": {"segments": [{"type": "tts",
+                                                                          "tts": {"text": "hi there"}}]}}),
+                         ("/api/v1/vc", {"files": {"input_audio": ("in.wav", SOURCE)},
+                                         "data": {"target_voice_source": "first"}})):
+        answer = send(server, "POST", path, ALICE, base, **kwargs)
+        assert refused(answer), (path, answer.text)
+    assert speak(server, ALICE, "first").status_code == 200        # speech stores nothing: not held to it
+    # another key has its own quota; an admin key is not held to one
+    assert send(server, "POST", "/v1/voices", BOB, data={"name": "second"}, files=voice).status_code == 201
+    assert send(server, "POST", "/api/v1/tts", BOB, base, json={"text": "hi there"}).status_code == 200
+    for name in ("root1", "root2"):
+        assert send(server, "POST", "/v1/voices", ROOT, data={"name": name}, files=voice).status_code == 201
+    # deleting frees room again
+    for entry in get(server, "/api/v1/outputs", ALICE, base).json()["files"]:
+        assert send(server, "DELETE", f"/api/v1/output/{entry['path']}?confirm=true", ALICE, base).ok
+    assert refused(send(server, "POST", "/api/v1/voice", ALICE, base, data={"name": "third"}, files=voice))
+    assert send(server, "DELETE", "/v1/voices/first", ALICE).ok
+    assert send(server, "POST", "/api/v1/voice", ALICE, base, data={"name": "third"}, files=voice).status_code == 201
