@@ -71,13 +71,15 @@ class Generated:
 
 # -- POST /api/v1/tts: chatterbox_server/api/extended_tts.py ---------------------------------------
 def reference_voice(svc: Services, name: str | None, info: EngineInfo) -> VoiceRef:
-    """A library voice for reference_audio_filename: 404 when there is none by that name."""
+    """A library voice for reference_audio_filename: 404 when there is none by that name (or the
+    caller does not see it: another workspace's private voice)."""
     param = "reference_audio_filename"
-    if name is not None and name not in svc.voices.available(info) and svc.voices.find(name) is None:
+    owns = guards.owner_check()
+    if name is not None and name not in svc.voices.available(info, owns) and svc.voices.find(name, owns) is None:
         raise ApiError(404, f"{param}: no reference audio {name!r} in the voice library; see GET /api/v1/voices "
                             "or upload one with POST /api/v1/voice", param=param, code="reference_not_found")
     try:
-        return svc.voices.resolve(name, info, param=param)
+        return svc.voices.resolve(name, info, param=param, owns=owns)
     except ApiError as exc:
         raise ApiError(exc.status, f"{param}: {exc.message}", param=param, code=exc.code) from None
 

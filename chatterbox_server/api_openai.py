@@ -37,7 +37,8 @@ def form_body() -> tuple[dict[str, Any], bytes | None]:
 
 def parse_speech(data: dict[str, Any], streaming: bool) -> SpeechRequest:
     settings = current_app.config["SETTINGS"]
-    data = with_voice_defaults(services().voices, data, "voice", SpeechRequestSchema, OPENAI_NAMES)
+    data = with_voice_defaults(services().voices, data, "voice", SpeechRequestSchema, OPENAI_NAMES,
+                               guards.owner_check())
     limit = settings.max_stream_input_chars if streaming else settings.max_input_chars
     return load(SpeechRequestSchema(max_input_chars=limit), data)
 
@@ -95,7 +96,7 @@ def respond(req: SpeechRequest, progressive: bool, voice_file: bytes | None) -> 
         temporary_voice = off_hub(write_temporary_voice, svc.upload_dir, voice_file, svc.settings.max_upload_bytes)
         voice = VoiceRef("voice_file", temporary_voice)
     else:
-        voice = svc.voices.resolve(req.voice, info)
+        voice = svc.voices.resolve(req.voice, info, owns=guards.owner_check())
     request_id = speech.new_request_id()
     job = speech.build_job(req, voice, request_id, streaming=progressive or req.stream_format == "sse")
     try:

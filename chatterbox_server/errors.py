@@ -40,5 +40,6 @@ def default_code(status: int) -> str:
 def short_reason(status: int) -> str:
     return {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
             429: "Too many requests",
-            413: "Payload too large", 415: "Unsupported media type", 503: "Service unavailable", 504: "Timed out"}.get(
+            413: "Payload too large", 415: "Unsupported media type", 503: "Service unavailable", 504: "Timed out",
+            507: "Insufficient storage"}.get(
         status, "Internal server error")

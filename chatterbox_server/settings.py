@@ -204,6 +204,10 @@ class Settings:
     longtext_max_active_per_key: int = setting(
         20, "Long-text jobs one API key may have pending, running or paused at once (with keys; an admin key "
         "too); above it its new jobs get 429. 0: only CHATTERBOX_LONGTEXT_MAX_ACTIVE applies.")
+    disk_quota_per_key_bytes: int = setting(
+        0, "Bytes of outputs, VC inputs and voices one API key's workspace may hold (with keys; admin keys are "
+        "not held to it). A write past it gets 507 naming this setting, checked before any synthesis: an upload "
+        "by its size, a generation once the workspace is full. 0: no quota.")
     longtext_retention_seconds: int = setting(
         7 * 86400, "Finished (completed, failed, cancelled) long-text jobs and their audio are deleted this many "
         "seconds after they ended; 0: kept until deleted.")
@@ -244,7 +248,7 @@ class Settings:
         for name in ("stream_tokens", "output_retention_seconds", "output_max_bytes", "queue_timeout",
                      "chunk_timeout", "trust_proxy", "graceful_timeout", "url_fetch_timeout", "max_streams_per_key",
                      "housekeeping_interval", "longtext_retention_seconds", "max_engine_failures",
-                     "longtext_max_active_per_key"):
+                     "longtext_max_active_per_key", "disk_quota_per_key_bytes"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{env_name(name)} cannot be negative")
         if self.parked_timeout <= 0:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Response, jsonify, request
 
+from chatterbox_server.api import disk_quota
 from chatterbox_server.api.concat_schema import ConcatSchema, MixedConcatSchema, output_base
 from chatterbox_server.api.extended_tts import after_synthesis, make_speech
 from chatterbox_server.api.tts_schema import ExtendedQuerySchema, ExtendedTtsRequest, ExtendedTtsSchema
@@ -47,6 +48,7 @@ def concat() -> Response:
     query = load(ExtendedQuerySchema(), request.args.to_dict())
     body = json_object()
     req = load(ConcatSchema(), body)
+    disk_quota.require_room()   # the joined file is stored
     svc = services()
     rate = sample_rate(svc)
     ledger = Ledger(Limits.of(svc.settings))
@@ -86,6 +88,7 @@ def concat_mixed() -> Response:
             raise ApiError(400, "request_json: must be a JSON object", param="request_json")
         uploads = [f.read() for f in request.files.getlist("uploaded_files")]
     req = load(MixedConcatSchema(), body)
+    disk_quota.require_room()   # the joined file is stored: refused before any tts segment is spoken
     svc = services()
     rate = sample_rate(svc)
     expected = 1 + max((s["index"] for s in req["segments"] if s["type"] == "upload"), default=-1)

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from flask.blueprints import BlueprintSetupState
 
+from chatterbox_server.api import disk_quota
 from chatterbox_server.api.common import deletion, list_query, paged, require_confirm, require_criteria, upload_flag
 from chatterbox_server.api_extended import output_store
 from chatterbox_server.bodies import form_fields
@@ -127,6 +128,7 @@ def upload_vc_input() -> tuple[Response, int]:
     text = clean_text(form.get("text"), "text", TEXT_MAX)
     overwrite = upload_flag(form.get("overwrite"), "overwrite")
     data = upload.read()
+    disk_quota.require_room(len(data))          # stored as uploaded: its size is what it adds
     samples, fmt, seconds = off_hub(decode_vc_input, data, services().settings.max_upload_bytes, "vc_input_file")
     name = safe_filename(upload.filename, fmt)
     meta = {"text": text, "format": fmt, "duration_seconds": round(seconds, 3),

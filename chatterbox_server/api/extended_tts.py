@@ -19,7 +19,7 @@ import numpy as np
 from flask import Blueprint, Response, copy_current_request_context, current_app, jsonify, request
 
 from chatterbox_server import language_notes, speech
-from chatterbox_server.api import watermark
+from chatterbox_server.api import disk_quota, watermark
 from chatterbox_server.api.tts_schema import ExtendedQuerySchema, ExtendedTtsRequest, ExtendedTtsSchema
 from chatterbox_server.api.voice_defaults import EXTENDED_NAMES as SPEED_NAMES
 from chatterbox_server.api.voice_defaults import with_voice_defaults
@@ -69,7 +69,8 @@ def tts() -> Response:
     query = load(ExtendedQuerySchema(), request.args.to_dict())
     settings = current_app.config["SETTINGS"]
     svc = services()
-    body = with_voice_defaults(svc.voices, json_object(), "reference_audio_filename", ExtendedTtsSchema, SPEED_NAMES)
+    body = with_voice_defaults(svc.voices, json_object(), "reference_audio_filename", ExtendedTtsSchema, SPEED_NAMES,
+                               guards.owner_check())
     req: ExtendedTtsRequest = load(ExtendedTtsSchema(max_input_chars=settings.max_input_chars), body)
     limits = Limits.of(settings)
     chunks = off_hub(prepared_chunks, req.text, req.text_options, req.enable_batching,
@@ -82,6 +83,7 @@ def tts() -> Response:
     info = svc.require_engine()
     headers = engine_notes(req, info)
     voice = reference_voice(svc, req.reference_voice, info)
+    disk_quota.require_room()   # the output is stored: refused before any synthesis when the workspace is full
     svc.pool.admit()        # once for the whole request: make_speech's takes are then held to the job cap only
     outcome = make_speech(svc, info, req, chunks, voice)
     headers.update(outcome.headers)

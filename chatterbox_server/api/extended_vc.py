@@ -12,7 +12,7 @@ from flask import Blueprint, Response, request
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from chatterbox_server import speech, urlfetch
-from chatterbox_server.api import watermark
+from chatterbox_server.api import disk_quota, watermark
 from chatterbox_server.api.extended_files import decode_vc_input, vc_inputs
 from chatterbox_server.api_extended import (
     download_response,
@@ -88,6 +88,7 @@ def voice_conversion() -> Response:
         raise ApiError(400, f"voice conversion needs the chatterbox engine; this server runs {info.engine} "
                             "(install it with make install-chatterbox, CHATTERBOX_ENGINE=chatterbox)",
                        code="voice_conversion_unavailable")
+    disk_quota.require_room()   # the output is stored: refused before any work when the workspace is full
     temporary: list[str] = []
     try:
         if request.mimetype == "application/json":

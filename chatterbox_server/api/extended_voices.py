@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import RAISE, Schema, ValidationError, fields
 
+from chatterbox_server.api import disk_quota
 from chatterbox_server.api.common import deletion, list_query, paged, require_confirm, require_criteria, upload_flag
 from chatterbox_server.api.tts_schema import ExtendedTtsSchema
 from chatterbox_server.bodies import form_fields, json_object, load
@@ -14,6 +15,7 @@ from chatterbox_server.errors import ApiError
 from chatterbox_server.extended_schemas import voice_name_from_filename
 from chatterbox_server.hub import off_hub
 from chatterbox_server.schemas import first_error
+from chatterbox_server.security import guards
 from chatterbox_server.services import services
 from chatterbox_server.store import paging, paths
 from chatterbox_server.store.voice_library import StoredVoice, VoiceLibrary
@@ -41,7 +43,7 @@ def voice_entry(voice: StoredVoice, library: VoiceLibrary) -> dict[str, Any]:
             "default_parameters": voice.default_parameters, "tags": meta.get("tags") or [],
             "created_date": meta.get("created_date"), "created": voice.created, "last_used": meta.get("last_used"),
             "usage_count": meta.get("usage_count", 0), "folder_path": voice.folder or None,
-            "aliases": library.aliases_of(voice.name)}
+            "aliases": library.aliases_of(voice.name), "shared": voice.shared, "owner": voice.owner}
 
 
 def check_default_parameters(value: Any) -> dict[str, Any]:
@@ -82,6 +84,7 @@ class MetadataUpdateSchema(Schema):
     tags = fields.Raw(load_default=None)
     folder_path = fields.Raw(load_default=None)
     default_parameters = fields.Raw(load_default=None)
+    shared = fields.Raw(load_default=None)
 
 
 class VoiceUploadForm(Schema):
@@ -97,6 +100,7 @@ class VoiceUploadForm(Schema):
     default_parameters = fields.String(load_default=None)
     overwrite = fields.String(load_default=None)
     language = fields.String(load_default=None)
+    shared = fields.String(load_default=None)
 
 
 def metadata_changes(data: dict[str, Any]) -> dict[str, Any]:
@@ -113,6 +117,9 @@ def metadata_changes(data: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(data["folder_path"], str):
             raise MetadataError("folder_path", "must be a string")
         changes["folder_path"] = paths.clean_relative(data["folder_path"], "folder_path")
+    if data.get("shared") is not None:
+        shared = data["shared"]
+        changes["shared"] = shared if isinstance(shared, bool) else upload_flag(shared, "shared")
     return changes
 
 
@@ -133,7 +140,8 @@ def list_voices() -> Response:
     query = list_query()
     svc = services()
     library = svc.voices
-    entries = [voice_entry(voice, library) for voice in library.list()]
+    owns = guards.owner_check()
+    entries = [voice_entry(voice, library) for voice in library.list(owns)]
     entries = [entry for entry in entries
                if paging.in_folder(entry["folder_path"] or "", query["folder"])
                and (not query["tag"] or query["tag"] in entry["tags"])
@@ -141,7 +149,7 @@ def list_voices() -> Response:
                                                     entry["folder_path"], *entry["tags"]))]
     info = svc.engine_info()
     body = paged(entries, query, "voices")
-    body.update({"default": library.default_voice or (info.default_voice if info else "default"),
+    body.update({"default": library.default_for(owns) or (info.default_voice if info else "default"),
                  "built_in": list(info.voices) if info else [],
                  "cloning_supported": bool(info and info.supports_cloning)})
     return jsonify(body)
@@ -156,10 +164,11 @@ def upload_voice() -> tuple[Response, int]:
     voice_id, display_name = voice_id_for(form["name"], upload.filename)
     changes = metadata_changes({**form, "name": display_name})
     folder = changes.pop("folder_path", "")
+    shared = changes.pop("shared", False)
     fields_ = {**changes, "original_filename": upload.filename, "language": form["language"]}
     library = services().voices
     stored = off_hub(library.add, voice_id, upload.read(), upload_flag(form["overwrite"], "overwrite"), folder,
-                     fields_)
+                     fields_, guards.workspace(), guards.owner_check(), shared, disk_quota.room_check())
     entry = voice_entry(stored, library)
     return jsonify({"success": True, "message": f"voice {stored.name!r} added",
                     "voice": {**stored.describe(), "display_name": stored.display_name,
@@ -172,7 +181,7 @@ def update_metadata(filename: str) -> Response:
     data = load(MetadataUpdateSchema(), json_object())
     library = services().voices
     library.locate(filename, "filename")
-    stored = library.update(filename, metadata_changes(data))
+    stored = library.update(filename, metadata_changes(data), guards.owner_check())
     if stored is None:
         raise ApiError(404, f"voice {filename!r} not found", param="filename", code="voice_not_found")
     return jsonify({"success": True, "message": f"metadata of {stored.name!r} updated",
@@ -185,7 +194,7 @@ def delete_voice(filename: str) -> Response:
     require_confirm(query, "a voice")
     library = services().voices
     library.locate(filename, "filename")
-    deleted = library.delete(filename)
+    deleted = library.delete(filename, guards.owner_check())
     if not deleted:
         raise ApiError(404, f"voice {filename!r} not found", param="filename", code="voice_not_found")
     return jsonify(deletion(deleted, "voice(s)"))
@@ -201,7 +210,10 @@ def delete_voices() -> Response:
     for name in wanted:
         library.locate(name, "filenames")
     deleted: list[str] = []
-    for voice in library.list():
+    owns = guards.owner_check()
+    for voice in library.list(owns):
+        if not owns(voice.owner):          # another workspace's shared voice: never in a bulk delete
+            continue
         entry = voice_entry(voice, library)
         if wanted and not wanted & {voice.name, entry["url"], voice.stem, f"{voice.stem}.wav"}:
             continue
@@ -211,11 +223,21 @@ def delete_voices() -> Response:
             continue
         if not paging.matches(query["search"], (entry["name"], voice.name, entry["description"], *entry["tags"])):
             continue
-        deleted += library.delete(voice.name)
+        deleted += library.delete(voice.name, owns)
     return jsonify(deletion(deleted, "voice(s)"))
 
 
 @bp.get("/voices/folders")
 def voice_folders() -> Response:
     library = services().voices
-    return jsonify({"success": True, **paths.folder_tree(library.directory, library.names())})
+    names = library.names(guards.owner_check())
+    tree = paths.folder_tree(library.directory, names)
+    if not guards.sees_all():           # only the folders that lead to a voice this key sees
+        held = {paths.split(name)[0] for name in names}
+        tree["folders"] = [entry for entry in tree["folders"]
+                           if any(folder == entry["path"] or folder.startswith(entry["path"] + "/") for folder in held)]
+        for entry in tree["folders"]:
+            entry["subfolders"] = [sub for sub in entry["subfolders"]
+                                   if any(folder == sub or folder.startswith(sub + "/") for folder in held)]
+        tree["total_folders"] = len(tree["folders"])
+    return jsonify({"success": True, **tree})

@@ -113,7 +113,7 @@ def create_job() -> Response:
     if req["model"] is not None and req["model"] not in (*info.model_names, *OPENAI_MODELS):
         raise ApiError(400, f"model {req['model']!r} is not served here", param="model", code="model_not_found")
     _check_language(req["language"], info)
-    svc.voices.resolve(req["voice"], info)          # 400 now for a voice that does not exist
+    svc.voices.resolve(req["voice"], info, owns=guards.owner_check())   # 400 now for a voice it cannot use
     params = {name: req[name] for name in ("exaggeration", "cfg_weight", "temperature", "speed", "language",
                                             "streaming_strategy", "streaming_chunk_size")}
     params["seed"] = req["seed"] if req["seed"] is not None else random_seed()

@@ -10,6 +10,7 @@ from flask import Flask, Response, current_app
 from sqlalchemy.exc import SQLAlchemyError
 
 from chatterbox_server.longjobs.runner import Runner
+from chatterbox_server.security import guards
 from chatterbox_server.services import Services
 from chatterbox_server.settings import Settings
 from chatterbox_server.store import db
@@ -45,9 +46,9 @@ def install(app: Flask, svc: Services) -> None:
     history = HistoryStore(engine, settings.history_max_records, database)
     svc.progress = RecordingProgress(svc.progress.directory, history, background=_under_gevent())
     runner = Runner(jobs, svc.pool, svc.voices, jobs_root, settings.longtext_max_running,
-                    settings.longtext_retention_seconds)
-    app.extensions["chatterbox_management"] = Management(settings, jobs, history, runner, jobs_root,
-                                                                 database)
+                    settings.longtext_retention_seconds,
+                    lambda owner: guards.owner_check_for(app.extensions.get(guards.KEYS), owner))
+    app.extensions["chatterbox_management"] = Management(settings, jobs, history, runner, jobs_root, database)
     for module in (long_text, status_history, info, memory):
         app.register_blueprint(module.bp, url_prefix="/v1", name=f"{module.bp.name}_v1")
         app.register_blueprint(module.bp, url_prefix="", name=f"{module.bp.name}_root")

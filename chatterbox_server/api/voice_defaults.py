@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import Schema
 
-from chatterbox_server.store.voice_library import VoiceLibrary
+from chatterbox_server.store.voice_library import Owns, VoiceLibrary, everyone
 
 # default_parameters use the Extended names; the OpenAI family calls speed_factor `speed`
 EXTENDED_NAMES = {"speed": "speed_factor"}
@@ -25,13 +25,13 @@ def merge_defaults(data: Mapping[str, Any], defaults: Mapping[str, Any], accepte
 
 
 def with_voice_defaults(library: VoiceLibrary, data: dict[str, Any], voice_field: str, schema: type[Schema],
-                        renames: Mapping[str, str]) -> dict[str, Any]:
+                        renames: Mapping[str, str], owns: Owns = everyone) -> dict[str, Any]:
     """The request body with the default_parameters of the library voice it names (or of the
     library's default voice when it names none). Anything unusable is left to the schema's checks."""
     requested = data.get(voice_field)
     if requested is not None and not isinstance(requested, str):
         return data
-    stored = library.stored_for(requested)
+    stored = library.stored_for(requested, owns)      # never another workspace's private voice
     if stored is None or not stored.default_parameters:
         return data
     accepted = set(schema._declared_fields) - {"input", "text", voice_field}

@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 
 import gevent
 import gevent.event
@@ -29,7 +30,7 @@ from chatterbox_server.longjobs import files
 from chatterbox_server.longjobs.rules import COMPLETED, FAILED, PENDING, PROCESSING
 from chatterbox_server.pool_client import PoolBusy, PoolClient, PoolError
 from chatterbox_server.store.jobs_db import JobStore, paused_values
-from chatterbox_server.voices import VoiceLibrary
+from chatterbox_server.store.voice_library import Owns, VoiceLibrary, everyone
 from workers.engines.base import SynthesisSettings
 from workers.protocol import SpeechJob
 
@@ -66,10 +67,12 @@ def owner_dead(owner: str) -> bool:
 
 class Runner:
     def __init__(self, store: JobStore, pool: PoolClient, voices: VoiceLibrary, jobs_root: str,
-                 max_running: int, retention_seconds: int) -> None:
+                 max_running: int, retention_seconds: int,
+                 access: Callable[[str | None], Owns] = lambda _: everyone) -> None:
         self.store = store
         self.pool = pool
         self.voices = voices
+        self.access = access            # a job's owner -> the voices it may use (security.guards.owner_check_for)
         self.jobs_root = jobs_root
         self.max_running = max_running
         self.retention_seconds = retention_seconds
@@ -146,7 +149,7 @@ class Runner:
         if info is None:                        # the model workers went away since the claim
             return self._requeue(job_id, failed=False)
         try:
-            voice = self.voices.resolve(job["voice"], info)
+            voice = self.voices.resolve(job["voice"], info, owns=self.access(job.get("owner")))
         except ApiError as exc:
             self.store.release(job_id, self.owner, {"status": FAILED, "error": str(exc)})
             return

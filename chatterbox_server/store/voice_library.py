@@ -6,6 +6,7 @@ No client string becomes a path without store.paths; every write is atomic. No F
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chatterbox_server.errors import ApiError
@@ -16,6 +17,11 @@ from chatterbox_server.voices import NAME_PATTERN, STORED_RATE, check_name, deco
 from workers.engines.base import EngineInfo, VoiceRef
 
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".webm", ".mp4")
+Owns = Callable[[str | None], bool]     # whether the caller may act on a thing of this owner (security.guards)
+
+
+def everyone(_: str | None) -> bool:
+    return True
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,20 @@ class StoredVoice:
         value = self.meta.get("default_parameters")
         return value if isinstance(value, dict) else {}
 
+    @property
+    def owner(self) -> str | None:
+        """The workspace (API key name) that uploaded it; None: made without keys or before workspaces."""
+        owner = self.meta.get("owner")
+        return owner if isinstance(owner, str) else None
+
+    @property
+    def shared(self) -> bool:
+        """Shared on purpose by its owner: every key sees and uses it; only the owner (or an admin) changes it."""
+        return self.meta.get("shared") is True
+
+    def visible_to(self, owns: Owns) -> bool:
+        return self.shared or owns(self.owner)
+
     def describe(self) -> dict:
         return {"name": self.name, "duration_seconds": round(self.duration_seconds, 3),
                 "source_format": self.source_format, "created": self.created}
@@ -52,7 +72,13 @@ class StoredVoice:
 class VoiceLibrary:
     """Voices under `directory` (optionally in folders), their metadata beside them, and the
     library's aliases and default voice in `state_dir`. Every write is atomic; read-modify-writes
-    hold the library lock, so server instances sharing DATA_DIR keep each other's changes."""
+    hold the library lock, so server instances sharing DATA_DIR keep each other's changes.
+
+    Workspaces: a voice's metadata records its `owner` (the API key's name) and whether it is
+    `shared`. Methods take `owns` (security.guards.owner_check()): a voice is visible when it is
+    shared or `owns(owner)`; one that is not answers like one that does not exist. Changing or
+    deleting a visible voice also needs `owns(owner)` (else 403). Voice ids are one namespace for
+    every workspace (aliases, the default voice and long jobs name voices by id)."""
 
     def __init__(self, directory: str, max_upload_bytes: int, aliases: dict[str, str] | None = None,
                  default_voice: str = "", state_dir: str | None = None) -> None:
@@ -73,11 +99,12 @@ class VoiceLibrary:
         return self.state.read().default_voice or self.env_default
 
     # -- reading --------------------------------------------------------------------------------------
-    def names(self) -> list[str]:
+    def names(self, owns: Owns = everyone) -> list[str]:
         found = set(paths.walk_files(self.directory))
-        return sorted(paths.join(folder, name[:-5]) for folder, name in found
-                      if name.endswith(".json") and NAME_PATTERN.fullmatch(name[:-5])
-                      and (folder, name[:-5] + ".wav") in found)
+        every = sorted(paths.join(folder, name[:-5]) for folder, name in found
+                       if name.endswith(".json") and NAME_PATTERN.fullmatch(name[:-5])
+                       and (folder, name[:-5] + ".wav") in found)
+        return every if owns is everyone else [name for name in every if self.get(name, owns) is not None]
 
     def locate(self, reference: str, param: str = "voice") -> tuple[str, str]:
         """(voice id, absolute path without extension) of a reference like "folder/x.wav"; PathError
@@ -92,7 +119,7 @@ class VoiceLibrary:
         voice_id = paths.join(folder, name)
         return voice_id, paths.confine(self.directory, voice_id, param)
 
-    def get(self, reference: str) -> StoredVoice | None:
+    def get(self, reference: str, owns: Owns = everyone) -> StoredVoice | None:
         try:
             voice_id, base = self.locate(reference)
         except paths.PathError:
@@ -101,50 +128,79 @@ class VoiceLibrary:
         audio_path = base + ".wav"
         if meta is None or not os.path.isfile(audio_path) or os.path.islink(audio_path):
             return None
-        return StoredVoice(voice_id, audio_path, float(meta.get("duration_seconds", 0.0)),
-                           str(meta.get("source_format", "wav")), float(meta.get("created", 0.0)), meta)
+        stored = StoredVoice(voice_id, audio_path, float(meta.get("duration_seconds", 0.0)),
+                             str(meta.get("source_format", "wav")), float(meta.get("created", 0.0)), meta)
+        return stored if stored.visible_to(owns) else None
 
-    def find(self, reference: str) -> StoredVoice | None:
-        """A voice by id, or by its bare name when exactly one folder holds a voice of that name."""
-        stored = self.get(reference)
+    def find(self, reference: str, owns: Owns = everyone) -> StoredVoice | None:
+        """A voice by id, or by its bare name when exactly one folder holds a voice of that name
+        (among those `owns` lets the caller see)."""
+        stored = self.get(reference, owns)
         if stored is not None or "/" in reference:
             return stored
         try:
             wanted = paths.split(self.locate(reference)[0])[1]
         except paths.PathError:
             return None
-        matches = [name for name in self.names() if paths.split(name)[1] == wanted]
-        return self.get(matches[0]) if len(matches) == 1 else None
+        matches = [name for name in self.names(owns) if paths.split(name)[1] == wanted]
+        return self.get(matches[0], owns) if len(matches) == 1 else None
 
-    def list(self) -> list[StoredVoice]:
-        return [voice for voice in map(self.get, self.names()) if voice is not None]
+    def list(self, owns: Owns = everyone) -> list[StoredVoice]:
+        return [voice for voice in (self.get(name, owns) for name in self.names(owns)) if voice is not None]
+
+    def visible_aliases(self, owns: Owns = everyone) -> dict[str, str]:
+        """The aliases whose target the caller sees (or that name no library voice: a built-in one)."""
+        return {alias: target for alias, target in self.aliases.items()
+                if owns is everyone or self.get(target) is None or self.get(target, owns) is not None}
+
+    def _changeable(self, reference: str, owns: Owns) -> StoredVoice | None:
+        """The voice a change names: None when the caller does not see it; 403 when the caller sees
+        it (shared) but it is another workspace's."""
+        stored = self.find(reference, owns)
+        if stored is not None and not owns(stored.owner):
+            raise ApiError(403, f"voice {stored.name!r} is shared by another workspace: only its owner or an "
+                                "admin key may change or delete it", param="name", code="voice_not_owned")
+        return stored
 
     def aliases_of(self, voice_id: str) -> list[str]:
         return sorted(alias for alias, target in self.aliases.items() if target == voice_id)
 
     # -- writing --------------------------------------------------------------------------------------
     def add(self, name: str, data: bytes, replace: bool = False, folder: str = "",
-            fields: dict | None = None) -> StoredVoice:
+            fields: dict | None = None, owner: str | None = None, owns: Owns = everyone,
+            shared: bool = False, room: Callable[[int], None] | None = None) -> StoredVoice:
+        """Store an upload as `folder/name` for the workspace `owner`. 409 when the id exists and
+        `replace` is false, or when it is another workspace's (which no overwrite replaces; a
+        replaced voice keeps its owner). `room` (the disk quota) is told the bytes this adds and
+        raises to refuse them."""
         check_name(name)
         folder = paths.clean_relative(folder, "folder_path")
         voice_id, base = self.locate(paths.join(folder, name), "name")
         pcm, source_format, seconds = decode_reference(data, self.max_upload_bytes)
         wav = pcm_to_wav(pcm, STORED_RATE)
         with self.state.lock():
-            if self.get(voice_id) is not None and not replace:
+            existing = self.get(voice_id)
+            if existing is not None and not owns(existing.owner):
+                raise ApiError(409, f"the voice name {voice_id!r} is taken; choose another name or folder",
+                               param="name", code="voice_exists")
+            if existing is not None and not replace:
                 raise ApiError(409, f"voice {voice_id!r} exists; delete it first or send overwrite=true",
                                param="name", code="voice_exists")
             if voice_id in self.aliases:
                 raise ApiError(409, f"{voice_id!r} is already an alias", param="name", code="voice_exists")
+            if room is not None:
+                room(len(wav) - (os.path.getsize(existing.path) if existing is not None else 0))
+            meta = sidecar(seconds, source_format, STORED_RATE, len(wav), **(fields or {}))
+            meta.update(owner=existing.owner if existing is not None else owner, shared=bool(shared))
             os.makedirs(os.path.dirname(base), exist_ok=True)
             files.atomic_write(base + ".wav", wav)
-            files.write_json(base + ".json", sidecar(seconds, source_format, STORED_RATE, len(wav), **(fields or {})))
+            files.write_json(base + ".json", meta)
         return self.get(voice_id)
 
-    def delete(self, reference: str) -> list[str]:
+    def delete(self, reference: str, owns: Owns = everyone) -> list[str]:
         """Delete a voice, its aliases and its default-voice setting; the deleted files, [] if none."""
         with self.state.lock():
-            stored = self.find(reference)
+            stored = self._changeable(reference, owns)
             if stored is None:
                 return []
             base = stored.path[:-4]
@@ -152,14 +208,14 @@ class VoiceLibrary:
             self._forget(stored.name, None)
         return deleted
 
-    def update(self, reference: str, changes: dict) -> StoredVoice | None:
-        """Change metadata fields (display_name, description, tags, default_parameters, language) and,
-        with `folder_path`, move the voice to another folder. None when there is no such voice."""
+    def update(self, reference: str, changes: dict, owns: Owns = everyone) -> StoredVoice | None:
+        """Change metadata fields (display_name, description, tags, default_parameters, language,
+        shared) and, with `folder_path`, move the voice to another folder. None when there is no such voice."""
         with self.state.lock():
-            stored = self.find(reference)
+            stored = self._changeable(reference, owns)
             if stored is None:
                 return None
-            meta = {**stored.meta, **{k: v for k, v in changes.items() if k != "folder_path"}}
+            meta = {**stored.meta, **{k: v for k, v in changes.items() if k not in ("folder_path", "owner")}}
             target = stored.name
             if "folder_path" in changes:
                 folder = paths.clean_relative(changes["folder_path"], "folder_path")
@@ -168,11 +224,11 @@ class VoiceLibrary:
             files.write_json(base + ".json", meta)
         return self.get(target)
 
-    def rename(self, reference: str, new_name: str) -> StoredVoice | None:
+    def rename(self, reference: str, new_name: str, owns: Owns = everyone) -> StoredVoice | None:
         """A new id in the same folder; aliases and the default follow. None when there is no such voice."""
         check_name(new_name)
         with self.state.lock():
-            stored = self.find(reference)
+            stored = self._changeable(reference, owns)
             if stored is None:
                 return None
             target = self._move(stored, paths.join(stored.folder, new_name), "new_name")
@@ -203,10 +259,10 @@ class VoiceLibrary:
         if aliases != state.aliases or default != state.default_voice:
             self.state.write(LibraryState(aliases, default))
 
-    def add_alias(self, reference: str, alias: str) -> list[str] | None:
+    def add_alias(self, reference: str, alias: str, owns: Owns = everyone) -> list[str] | None:
         alias = check_alias(alias)
         with self.state.lock():
-            stored = self.find(reference)
+            stored = self._changeable(reference, owns)
             if stored is None:
                 return None
             if alias in self.env_aliases:
@@ -218,10 +274,10 @@ class VoiceLibrary:
             self.state.write(state)
         return self.aliases_of(stored.name)
 
-    def remove_alias(self, reference: str, alias: str) -> list[str] | None:
+    def remove_alias(self, reference: str, alias: str, owns: Owns = everyone) -> list[str] | None:
         """The voice's remaining aliases; None when the voice or its alias does not exist."""
         with self.state.lock():
-            stored = self.find(reference)
+            stored = self._changeable(reference, owns)
             state = self.state.read()
             if stored is None or state.aliases.get(alias) != stored.name:
                 return None
@@ -229,9 +285,15 @@ class VoiceLibrary:
             self.state.write(state)
         return self.aliases_of(stored.name)
 
-    def set_default(self, reference: str) -> StoredVoice | None:
+    def set_default(self, reference: str, owns: Owns = everyone, require_shared: bool = False) -> StoredVoice | None:
+        """Make a voice the server-wide default; None when the caller sees no such voice. With
+        `require_shared` (keys configured) only a shared voice can be every key's default: 409 else."""
         with self.state.lock():
-            stored = self.find(self.aliases.get(reference, reference))
+            stored = self.find(self.aliases.get(reference, reference), owns)
+            if stored is not None and require_shared and not stored.shared:
+                raise ApiError(409, f"voice {stored.name!r} is private to its workspace; the default voice is every "
+                                    "key's, so share it first (shared=true)", param="voice_name",
+                               code="voice_not_shared")
             if stored is not None:
                 state = self.state.read()
                 self.state.write(LibraryState(state.aliases, stored.name))
@@ -267,20 +329,29 @@ class VoiceLibrary:
         return removed
 
     # -- resolving a request's voice ------------------------------------------------------------------
-    def available(self, info: EngineInfo) -> list[str]:
-        names = {"default", *info.voices, *OPENAI_VOICES, *self.aliases}
+    def available(self, info: EngineInfo, owns: Owns = everyone) -> list[str]:
+        names = {"default", *info.voices, *OPENAI_VOICES, *self.visible_aliases(owns)}
         if info.supports_cloning:
-            names.update(self.names())
+            names.update(self.names(owns))
         return sorted(names)
 
-    def resolve(self, requested: str | None, info: EngineInfo, param: str = "voice") -> VoiceRef:
-        name = self.aliases.get(requested or "", requested) or self.default_voice or "default"
+    def default_for(self, owns: Owns = everyone) -> str:
+        """The default voice as this caller gets it: "" (the built-in one) when the server-wide
+        default is a library voice the caller does not see (another workspace's private voice)."""
+        default = self.default_voice
+        if default and owns is not everyone and self.find(default) is not None and self.find(default, owns) is None:
+            return ""
+        return default
+
+    def resolve(self, requested: str | None, info: EngineInfo, param: str = "voice",
+                owns: Owns = everyone) -> VoiceRef:
+        name = self.aliases.get(requested or "", requested) or self.default_for(owns) or "default"
         if name in ("default", *OPENAI_VOICES, *info.voices):
-            return self._built_in_or_default(info)
-        stored = self.find(name)
+            return self._built_in_or_default(info, owns)
+        stored = self.find(name, owns)
         if stored is None:
             raise ApiError(400, f"unknown voice {requested!r}; available voices: "
-                                f"{', '.join(self.available(info))}", param=param, code="voice_not_found")
+                                f"{', '.join(self.available(info, owns))}", param=param, code="voice_not_found")
         if not info.supports_cloning:
             raise ApiError(400, f"voice {name!r} is a cloned voice: the {info.engine} engine has only its "
                                 f"built-in voice; cloning needs the chatterbox engine", param=param,
@@ -302,14 +373,14 @@ class VoiceLibrary:
         except OSError:
             pass
 
-    def stored_for(self, requested: str | None) -> StoredVoice | None:
+    def stored_for(self, requested: str | None, owns: Owns = everyone) -> StoredVoice | None:
         """The library voice a request's voice field (or the default) ends up using, if any."""
-        name = self.aliases.get(requested or "", requested) or self.default_voice
-        return self.find(name) if name and name not in ("default", *OPENAI_VOICES) else None
+        name = self.aliases.get(requested or "", requested) or self.default_for(owns)
+        return self.find(name, owns) if name and name not in ("default", *OPENAI_VOICES) else None
 
-    def _built_in_or_default(self, info: EngineInfo) -> VoiceRef:
-        default = self.default_voice
-        stored = self.find(default) if default and info.supports_cloning else None
+    def _built_in_or_default(self, info: EngineInfo, owns: Owns = everyone) -> VoiceRef:
+        default = self.default_for(owns)
+        stored = self.find(default, owns) if default and info.supports_cloning else None
         if stored is not None:
             return VoiceRef(stored.name, stored.path)
         return VoiceRef(info.default_voice)

@@ -129,3 +129,76 @@ def test_resolving_a_voice_counts_its_use(library):
     with pytest.raises(ApiError) as caught:
         library.resolve("../narrator", info)
     assert caught.value.status == 400
+
+
+# -- workspaces: owners, shared voices, voices made before workspaces ------------------------------
+def key_of(name: str):
+    """`owns` of a plain (non-admin) key, as security.guards.owner_check() builds it."""
+    return lambda owner: owner is not None and owner == name
+
+
+def test_a_private_voice_is_its_owners_only(library):
+    from workers.engines.base import EngineInfo
+    info = EngineInfo("tone", "tone", "cpu", RATE, ("tone",), supports_cloning=True)
+    alice, bob = key_of("alice"), key_of("bob")
+    library.add("secret", wav(), folder="a", owner="alice", owns=alice)
+    library.add_alias("a/secret", "hidden", alice)
+    assert library.names(alice) == ["a/secret"] and library.names(bob) == []
+    assert library.find("secret", alice).owner == "alice"
+    assert library.find("secret", bob) is None and library.find("a/secret.wav", bob) is None
+    assert library.list(bob) == [] and "hidden" not in library.visible_aliases(bob)
+    assert library.resolve("secret", info, owns=alice).name == "a/secret"
+    for name in ("secret", "hidden", "a/secret"):
+        with pytest.raises(ApiError) as caught:
+            library.resolve(name, info, owns=bob)
+        assert caught.value.code == "voice_not_found" and "secret" not in caught.value.message.split(";")[1]
+    assert "a/secret" not in library.available(info, bob) and "hidden" not in library.available(info, bob)
+    assert library.stored_for("secret", bob) is None
+    # every change answers like a voice that does not exist
+    assert library.delete("secret", bob) == [] and library.update("secret", {"shared": True}, bob) is None
+    assert library.rename("secret", "mine", bob) is None and library.add_alias("secret", "x", bob) is None
+    assert library.remove_alias("secret", "hidden", bob) is None and library.set_default("secret", bob) is None
+    with pytest.raises(ApiError) as caught:     # its name is taken, and no overwrite replaces it
+        library.add("secret", wav(), True, "a", owner="bob", owns=bob)
+    assert caught.value.status == 409 and "taken" in caught.value.message
+    assert library.get("a/secret").owner == "alice" and not library.get("a/secret").shared
+
+
+def test_a_shared_voice_is_everyones_to_use_and_its_owners_to_change(library):
+    from workers.engines.base import EngineInfo
+    info = EngineInfo("tone", "tone", "cpu", RATE, ("tone",), supports_cloning=True)
+    alice, bob = key_of("alice"), key_of("bob")
+    library.add("common", wav(), owner="alice", owns=alice, shared=True)
+    assert library.find("common", bob).shared and library.resolve("common", info, owns=bob).name == "common"
+    for change in (lambda: library.delete("common", bob), lambda: library.update("common", {"shared": False}, bob),
+                   lambda: library.rename("common", "mine", bob), lambda: library.add_alias("common", "x", bob),
+                   lambda: library.add("common", wav(), True, owner="bob", owns=bob)):
+        with pytest.raises(ApiError) as caught:
+            change()
+        assert caught.value.status in (403, 409)
+    assert library.get("common").owner == "alice"
+    library.update("common", {"shared": False}, alice)
+    with pytest.raises(ApiError) as caught:     # the default is every key's: a private voice cannot be it
+        library.set_default("common", alice, require_shared=True)
+    assert caught.value.code == "voice_not_shared" and library.default_voice == ""
+    library.update("common", {"shared": True, "owner": "bob"}, alice)     # the owner is never a field to change
+    assert library.get("common").owner == "alice"
+    assert library.set_default("common", bob, require_shared=True).name == "common"
+    assert library.resolve(None, info, owns=bob).name == "common"
+    library.update("common", {"shared": False}, alice)
+    assert library.resolve(None, info, owns=bob).name == info.default_voice     # not bob's now: the built-in one
+    assert library.resolve(None, info, owns=alice).name == "common" and library.stored_for(None, bob) is None
+
+
+def test_voices_made_before_workspaces_are_an_admins_until_shared(library):
+    from chatterbox_server.security.guards import owner_check_for
+    from chatterbox_server.security.keys import ApiKeys
+    keys = ApiKeys((("alice", b"k" * 16), ("root", b"r" * 16)), frozenset({"root"}))
+    library.add("old", wav())                                   # no keys: no owner
+    assert library.get("old").owner is None
+    alice, root = owner_check_for(keys, "alice"), owner_check_for(keys, "root")
+    assert library.find("old", alice) is None and library.find("old", root).name == "old"
+    assert owner_check_for(ApiKeys(), "anyone")(None)           # without keys: one workspace, as before
+    assert owner_check_for(keys, None)("alice")                 # a job made without keys: checked when made
+    library.update("old", {"shared": True}, root)
+    assert library.find("old", alice).name == "old"
