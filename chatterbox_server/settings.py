@@ -184,6 +184,14 @@ class Settings:
     whisper_device: str = setting(
         "auto", "Where the speech-recognition process runs Whisper: `auto` (CUDA when present), `cpu`, `cuda`.",
         WHISPER_DEVICES)
+    whisper_concurrency: int = setting(
+        0, "Transcriptions the speech-recognition process runs at once, for different requests (the model gets "
+        "as many CTranslate2 workers; each costs memory). 0: 4 on CUDA, 2 on CPU (at most the cores).")
+    whisper_wait_seconds: float = setting(
+        10.0, "Longest a `/api/v1/tts` take waits for Whisper when every slot (CHATTERBOX_WHISPER_CONCURRENCY) is "
+        "busy with other requests; then that request's check is off, as when Whisper is unavailable (one unchecked "
+        "take per chunk from there, header `X-Chatterbox-Degraded: whisper`), so no client's many takes hold "
+        "another's request.")
     allow_disable_watermark: bool = setting(
         False, "Honour `disable_watermark` on `/api/v1` (Chatterbox's Perth watermark); off: every file keeps "
         "its watermark and a request that asks otherwise is told so in `X-Chatterbox-Watermark`.")
@@ -235,13 +243,15 @@ class Settings:
         for name in ("stream_tokens", "output_retention_seconds", "output_max_bytes", "queue_timeout",
                      "chunk_timeout", "trust_proxy", "graceful_timeout", "url_fetch_timeout", "max_streams_per_key",
                      "housekeeping_interval", "longtext_retention_seconds", "max_engine_failures",
-                     "longtext_max_active_per_key"):
+                     "longtext_max_active_per_key", "whisper_concurrency"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{env_name(name)} cannot be negative")
         if self.parked_timeout <= 0:
             raise SettingsError(f"{env_name('parked_timeout')} must be more than 0")
         if self.max_concat_seconds <= 0:
             raise SettingsError(f"{env_name('max_concat_seconds')} must be more than 0")
+        if self.whisper_wait_seconds < 0:
+            raise SettingsError(f"{env_name('whisper_wait_seconds')} cannot be negative")
         if self.max_queued_seconds < 0:
             raise SettingsError(f"{env_name('max_queued_seconds')} cannot be negative")
         if self.longtext_lease_seconds < 1:
