@@ -119,6 +119,12 @@ class Settings:
     max_concat_bytes: int = setting(
         1024 ** 3, "Most bytes of audio files one `/api/v1/concat` or `/concat/mixed` request reads and decodes "
         "(server files and uploads together), counted before any is decoded; above: 413.")
+    max_whole_file_seconds: float = setting(
+        300.0, "Longest a whole-file answer (`/v1/audio/speech` without streaming, `/api/v1/tts`, "
+        "`/api/v1/concat/mixed`, `/api/v1/vc`) may be estimated to take before its first byte: its worst-case "
+        "synthesis (every round of candidates) at the speed the model workers measured, plus the queue; before "
+        "any is measured, a conservative speed per character (docs/api.md). Kept under the proxy's read "
+        "timeout (nginx's 360 s); above: 413 pointing to streaming or a long job, before any work. 0: no limit.")
     data_dir: str = setting("data", "Directory for voices and generated files.")
     max_upload_bytes: int = setting(
         20 * 1024 * 1024, "Largest uploaded audio file (voice_file, library voices, input_audio); above: 413.")
@@ -250,6 +256,8 @@ class Settings:
             raise SettingsError(f"{env_name('parked_timeout')} must be more than 0")
         if self.max_concat_seconds <= 0:
             raise SettingsError(f"{env_name('max_concat_seconds')} must be more than 0")
+        if self.max_whole_file_seconds < 0:
+            raise SettingsError(f"{env_name('max_whole_file_seconds')} cannot be negative")
         if self.whisper_wait_seconds < 0:
             raise SettingsError(f"{env_name('whisper_wait_seconds')} cannot be negative")
         if self.max_queued_seconds < 0:

@@ -34,7 +34,7 @@ from chatterbox_server.asr.client import BUSY, AsrClient
 from chatterbox_server.asr.select import Take, choose, make_takes
 from chatterbox_server.audio import post
 from chatterbox_server.bodies import json_object, load
-from chatterbox_server.budget.cost import Ledger, Limits, prepared_chunks
+from chatterbox_server.budget.cost import Ledger, Limits, check_whole_file, prepared_chunks
 from chatterbox_server.encoders import CONTENT_TYPES, encode_whole
 from chatterbox_server.errors import ApiError
 from chatterbox_server.header_text import attachment, header_value
@@ -77,7 +77,9 @@ def tts() -> Response:
         raise ApiError(400, "text: nothing is left to speak after text preparation (sound_words_field, ...)",
                        param="text")
     cand = req.candidates
-    Ledger(limits).add_text(chunks, cand.per_chunk, cand.max_attempts, cand.bypass_whisper)
+    ledger = Ledger(limits)
+    ledger.add_text(chunks, cand.per_chunk, cand.max_attempts, cand.bypass_whisper)
+    check_whole_file(ledger, svc.pool.speed(), "text")         # every answer of /api/v1/tts is a whole file
     info = svc.require_engine()
     headers = engine_notes(req, info)
     voice = reference_voice(svc, req.reference_voice, info)
