@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from chatterbox_server.errors import ApiError
 from chatterbox_server.settings import Settings, env_name
-from chatterbox_server.text.prep import PrepLimits, TextOptions, TextTooLarge, plan_chunks
+from chatterbox_server.text.prep import PrepLimits, TextOptions, TextTooLarge, parse_sound_words, plan_chunks
 
 STATUS = 413
 CODE = "over_budget"
@@ -184,6 +184,20 @@ def check_whole_file(ledger: Ledger, speed: Speed, param: str | None = None) -> 
                                              "(/v1/audio/speech/stream) or a long job (/v1/audio/speech/long), or "
                                              "send a shorter text", param)
     return seconds
+
+
+def check_stored_sound_words(words: str, max_rules: int, max_chars: int,
+                             param: str = "default_parameters.sound_words_field") -> None:
+    """A voice's stored sound_words_field, checked when it is stored (every later request with the
+    voice would apply it): at most CHATTERBOX_MAX_SOUND_WORDS entries and CHATTERBOX_MAX_INPUT_CHARS
+    characters, else a 400 naming the limit."""
+    if len(words) > max_chars:
+        raise ApiError(400, f"{param}: is {len(words)} characters, over the limit of {max_chars} "
+                            f"({env_name('max_input_chars')})", param=param, code="invalid_value")
+    rules = len(parse_sound_words(words))
+    if rules > max_rules:
+        raise ApiError(400, f"{param}: has {rules} entries, over the limit of {max_rules} "
+                            f"({env_name('max_sound_words')})", param=param, code="invalid_value")
 
 
 def json_too_large(size: int | None, limit: int) -> ApiError:
