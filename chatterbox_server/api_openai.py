@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from chatterbox_server import speech
 from chatterbox_server.api.voice_defaults import OPENAI_NAMES, with_voice_defaults
 from chatterbox_server.bodies import form_fields, json_object, load, uploaded
+from chatterbox_server.budget.cost import Ledger, Limits, check_whole_file
 from chatterbox_server.encoders import CONTENT_TYPES
 from chatterbox_server.errors import ApiError
 from chatterbox_server.hub import off_hub
@@ -88,6 +89,11 @@ def respond(req: SpeechRequest, progressive: bool, voice_file: bytes | None) -> 
     svc = services()
     info = svc.require_engine()
     ignored = check_engine_fields(req, info)
+    if not progressive and req.stream_format != "sse":      # nothing is sent until the whole file is made
+        chunks = speech.split_text(req.input, req.streaming_strategy, req.streaming_chunk_size)
+        ledger = Ledger(Limits.of(svc.settings))
+        ledger.add_text([chunk.text for chunk in chunks], 1, 1, True)
+        check_whole_file(ledger, svc.pool.speed(), "input")
     temporary_voice = None
     if voice_file is not None:
         if not info.supports_cloning:

@@ -29,6 +29,7 @@ from gevent import socket as gsocket
 
 from chatterbox_server.admission.estimate import in_flight_seconds
 from chatterbox_server.admission.rules import Limits, WorkerLoad, admissible, refusal
+from chatterbox_server.budget.cost import Speed
 from workers.board import Board, SlotView, WorkerState, pid_alive
 from workers.engines.base import EngineInfo
 from workers.liveness import Silence, check_interval
@@ -257,6 +258,20 @@ class PoolClient:
             refused = refusal(loads, self.limits)
             raise PoolBusy(refused.message, retry_after=refused.retry_after)
         return [ready[slot] for slot in slots]
+
+    def speed(self) -> Speed:
+        """How fast the ready workers synthesize (their published admission costs) and the shortest
+        queue among them: what a whole-file request's time is estimated from (budget/cost.py)."""
+        ready = self.ready_slots()
+        costs = [(view.info.get("admission") or {}) for view in ready]
+        per_unit = [cost.get("per_unit") or {} for cost in costs]
+        per_char = max((unit.get("speech") or 0.0 for unit in per_unit), default=0.0)
+        per_second = max((unit.get("convert") or 0.0 for unit in per_unit), default=0.0)
+        rows = sum(int(cost.get("rows") or 1) for cost in costs)
+        queued = min((view.queued_seconds + self.connecting_seconds[view.slot] for view in ready), default=0.0)
+        info = ready[0].info if ready else {}
+        return Speed(per_char or None, per_second or None, rows, queued, str(info.get("engine") or ""),
+                     str(info.get("device") or ""))
 
     def submit(self, job: SpeechJob | ConvertJob, admitted: bool = False) -> JobHandle:
         """Send the job to the least-loaded ready worker with room; raises as `admit` does.

@@ -119,6 +119,12 @@ class Settings:
     max_concat_bytes: int = setting(
         1024 ** 3, "Most bytes of audio files one `/api/v1/concat` or `/concat/mixed` request reads and decodes "
         "(server files and uploads together), counted before any is decoded; above: 413.")
+    max_whole_file_seconds: float = setting(
+        300.0, "Longest a whole-file answer (`/v1/audio/speech` without streaming, `/api/v1/tts`, "
+        "`/api/v1/concat/mixed`, `/api/v1/vc`) may be estimated to take before its first byte: its worst-case "
+        "synthesis (every round of candidates) at the speed the model workers measured, plus the queue; before "
+        "any is measured, a conservative speed per character (docs/api.md). Kept under the proxy's read "
+        "timeout (nginx's 360 s); above: 413 pointing to streaming or a long job, before any work. 0: no limit.")
     data_dir: str = setting("data", "Directory for voices and generated files.")
     max_upload_bytes: int = setting(
         20 * 1024 * 1024, "Largest uploaded audio file (voice_file, library voices, input_audio); above: 413.")
@@ -184,6 +190,14 @@ class Settings:
     whisper_device: str = setting(
         "auto", "Where the speech-recognition process runs Whisper: `auto` (CUDA when present), `cpu`, `cuda`.",
         WHISPER_DEVICES)
+    whisper_concurrency: int = setting(
+        0, "Transcriptions the speech-recognition process runs at once, for different requests (the model gets "
+        "as many CTranslate2 workers; each costs memory). 0: 4 on CUDA, 2 on CPU (at most the cores).")
+    whisper_wait_seconds: float = setting(
+        10.0, "Longest a `/api/v1/tts` take waits for Whisper when every slot (CHATTERBOX_WHISPER_CONCURRENCY) is "
+        "busy with other requests; then that request's check is off, as when Whisper is unavailable (one unchecked "
+        "take per chunk from there, header `X-Chatterbox-Degraded: whisper`), so no client's many takes hold "
+        "another's request.")
     allow_disable_watermark: bool = setting(
         False, "Honour `disable_watermark` on `/api/v1` (Chatterbox's Perth watermark); off: every file keeps "
         "its watermark and a request that asks otherwise is told so in `X-Chatterbox-Watermark`.")
@@ -248,13 +262,17 @@ class Settings:
         for name in ("stream_tokens", "output_retention_seconds", "output_max_bytes", "queue_timeout",
                      "chunk_timeout", "trust_proxy", "graceful_timeout", "url_fetch_timeout", "max_streams_per_key",
                      "housekeeping_interval", "longtext_retention_seconds", "max_engine_failures",
-                     "longtext_max_active_per_key", "disk_quota_per_key_bytes"):
+                     "longtext_max_active_per_key", "disk_quota_per_key_bytes", "whisper_concurrency"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{env_name(name)} cannot be negative")
         if self.parked_timeout <= 0:
             raise SettingsError(f"{env_name('parked_timeout')} must be more than 0")
         if self.max_concat_seconds <= 0:
             raise SettingsError(f"{env_name('max_concat_seconds')} must be more than 0")
+        if self.max_whole_file_seconds < 0:
+            raise SettingsError(f"{env_name('max_whole_file_seconds')} cannot be negative")
+        if self.whisper_wait_seconds < 0:
+            raise SettingsError(f"{env_name('whisper_wait_seconds')} cannot be negative")
         if self.max_queued_seconds < 0:
             raise SettingsError(f"{env_name('max_queued_seconds')} cannot be negative")
         for name in ("database_connect_timeout", "database_timeout"):

@@ -3,8 +3,13 @@
 Front workers never load Whisper (it would stall their gevent hub and cost each of them the
 model's memory). One spawned process owns it, titled ``chatterbox-asr-worker``, and serves
 transcription requests on a Unix socket in the pool's run directory with the same framing as the
-model workers (``multiprocessing.connection``); a thread per connection, one transcription at a
-time. Models load on first use and stay cached by name. It exits when its owner closes the lifeline.
+model workers (``multiprocessing.connection``); a thread per connection (one per request). Models
+load on first use, once per model under a lock, and stay cached by name. Transcriptions of different
+requests run at once up to CHATTERBOX_WHISPER_CONCURRENCY (the model is built with as many
+CTranslate2 workers, so concurrent calls really run in parallel); a transcription that cannot start
+within its request's wait is answered Busy at once, and that request is served without the check,
+so one client's many takes cannot hold every other client's check. It exits when its owner closes
+the lifeline.
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ class Transcribe:
     pcm: bytes                 # PCM16 little-endian mono
     sample_rate: int
     language: str | None = None
+    wait: float | None = None  # seconds it may wait for a free slot; None: as long as it takes
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,8 @@ class AsrStatus:
     failed: tuple[tuple[str, str], ...]  # (model, why) of recent load failures
     local: str | None                  # where `Status.model` would load from without a download, if anywhere
     offline: bool                      # HF_HUB_OFFLINE: a model not on disk cannot be fetched
+    concurrency: int = 1               # transcriptions that may run at once
+    running: int = 0                   # transcriptions running now
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,7 @@ class Transcript:
 class TranscribeFailed:
     message: str
     status: int = 503
+    busy: bool = False         # no slot freed within the request's wait: nothing failed, the check was skipped
 
 
 # -- the models -----------------------------------------------------------------------------------
@@ -105,25 +114,47 @@ def token_budget(samples: int) -> int:
     return int(min(440, 8 * seconds + 16))
 
 
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    try:
+        import ctranslate2
+        return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    except Exception:  # noqa: BLE001 - no CTranslate2 (or no driver): nothing loads on CUDA either
+        return "cpu"
+
+
+def default_concurrency(device: str, cpus: int | None = None) -> int:
+    """CHATTERBOX_WHISPER_CONCURRENCY=0: on CUDA 4 transcriptions at once (small models use little of a
+    GPU, and a take is short); on CPU 2, never more than the cores (each gets its share of them)."""
+    if device.startswith("cuda"):
+        return 4
+    return max(1, min(2, cpus if cpus is not None else (os.cpu_count() or 1)))
+
+
 class Recognizer:
-    def __init__(self, model_dir: str, device: str) -> None:
+    def __init__(self, model_dir: str, device: str, concurrency: int = 1) -> None:
         self.model_dir = model_dir
-        self.device = device
+        self.device = resolve_device(device)
+        self.concurrency = concurrency if concurrency > 0 else default_concurrency(self.device)
         self.models: dict[str, object] = {}
         self.failures: dict[str, tuple[float, str]] = {}
-        self.lock = threading.Lock()
+        self.load_lock = threading.Lock()          # one load at a time, and each model loaded once
+        self.slots = threading.BoundedSemaphore(self.concurrency)
+        self.running = 0
+        self.counting = threading.Lock()
 
     def probe(self, request: Probe) -> Transcript:
         path = resolve_model(request.model, self.model_dir)
-        with self.lock:
-            self._model(path)
+        self._model(path)
         return Transcript("", path)
 
     def status(self, request: Status) -> AsrStatus:
         now = time.monotonic()
         failed = tuple((path, why) for path, (when, why) in list(self.failures.items())
                        if now - when < FAILURE_MEMORY_SECONDS)
-        return AsrStatus(tuple(self.models), failed, self._local(request.model), _hub_offline())
+        return AsrStatus(tuple(self.models), failed, self._local(request.model), _hub_offline(),
+                         self.concurrency, self.running)
 
     def _local(self, name: str) -> str | None:
         try:
@@ -138,42 +169,56 @@ class Recognizer:
         except Exception:  # noqa: BLE001 - not in the cache (or no faster-whisper): nothing local
             return None
 
-    def transcribe(self, request: Transcribe) -> Transcript:
+    def transcribe(self, request: Transcribe) -> Transcript | TranscribeFailed:
         path = resolve_model(request.model, self.model_dir)
-        with self.lock:
-            model = self._model(path)
+        model = self._model(path)
+        audio = to_whisper_audio(request.pcm, request.sample_rate)        # before taking a slot
+        if not self.slots.acquire(timeout=request.wait if request.wait is None else max(0.0, request.wait)):
+            return TranscribeFailed(f"Whisper is busy: {self.concurrency} transcriptions of other requests "
+                                    f"kept it for over {request.wait:g} s (CHATTERBOX_WHISPER_WAIT_SECONDS)",
+                                    503, busy=True)
+        try:
+            with self.counting:
+                self.running += 1
             language = request.language if model.model.is_multilingual else "en"
-            audio = to_whisper_audio(request.pcm, request.sample_rate)
             segments, _ = model.transcribe(audio, language=language, beam_size=2, temperature=0.0,
                                            condition_on_previous_text=False, without_timestamps=True,
                                            vad_filter=False, max_new_tokens=token_budget(audio.size))
             text = " ".join(segment.text.strip() for segment in segments).strip()
+        finally:
+            with self.counting:
+                self.running -= 1
+            self.slots.release()
         return Transcript(text, path)
 
     def _model(self, path: str) -> object:
-        """The loaded model; a model that failed to load is not retried for FAILURE_MEMORY_SECONDS
-        (an offline hub would otherwise be asked again by every request)."""
-        if path in self.models:
-            return self.models[path]
-        failed = self.failures.get(path)
-        if failed and time.monotonic() - failed[0] < FAILURE_MEMORY_SECONDS:
-            raise RuntimeError(failed[1])
-        try:
-            return self._load(path)
-        except Exception as exc:
-            self.failures[path] = (time.monotonic(), f"{type(exc).__name__}: {exc}")
-            raise
+        """The loaded model, loaded once however many requests ask at once; a model that failed to
+        load is not retried for FAILURE_MEMORY_SECONDS (an offline hub would otherwise be asked
+        again by every request)."""
+        model = self.models.get(path)
+        if model is not None:
+            return model
+        with self.load_lock:
+            if path in self.models:
+                return self.models[path]
+            failed = self.failures.get(path)
+            if failed and time.monotonic() - failed[0] < FAILURE_MEMORY_SECONDS:
+                raise RuntimeError(failed[1])
+            try:
+                return self._load(path)
+            except Exception as exc:
+                self.failures[path] = (time.monotonic(), f"{type(exc).__name__}: {exc}")
+                raise
 
     def _load(self, path: str) -> object:
         from faster_whisper import WhisperModel
         device = self.device
-        if device == "auto":
-            import ctranslate2
-            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
         compute = "int8" if device == "cpu" else "float16"
-        log.info("loading Whisper model %s on %s (%s)", path, device, compute)
-        model = WhisperModel(path, device=device, compute_type=compute,
-                             cpu_threads=min(4, os.cpu_count() or 1))
+        # each of the concurrent transcriptions gets its share of at most 4 cores (more only slows it)
+        threads = max(1, min(4, (os.cpu_count() or 1) // self.concurrency))
+        log.info("loading Whisper model %s on %s (%s, %d at once)", path, device, compute, self.concurrency)
+        model = WhisperModel(path, device=device, compute_type=compute, cpu_threads=threads,
+                             num_workers=self.concurrency)
         self.models[path] = model
         return model
 
@@ -222,7 +267,7 @@ def run(settings: Settings, run_dir: str, lifeline: Connection) -> None:
         os.unlink(path)
     listener = Listener(path, family="AF_UNIX")
     os.chmod(path, 0o600)
-    recognizer = Recognizer(settings.whisper_model_dir, settings.whisper_device)
+    recognizer = Recognizer(settings.whisper_model_dir, settings.whisper_device, settings.whisper_concurrency)
     threading.Thread(target=_accept_forever, args=(listener, recognizer), daemon=True).start()
     try:
         wait([lifeline])          # the owner said stop, or died: either way the lifeline is readable

@@ -25,7 +25,7 @@ from chatterbox_server.api_extended import output_folder, output_store, output_u
 from chatterbox_server.audio import concat as joiner
 from chatterbox_server.audio.post import float_to_pcm16
 from chatterbox_server.bodies import form_fields, json_object, load, loads_field
-from chatterbox_server.budget.cost import Ledger, Limits, pauses_seconds, prepared_chunks
+from chatterbox_server.budget.cost import Ledger, Limits, check_whole_file, pauses_seconds, prepared_chunks
 from chatterbox_server.encoders import CONTENT_TYPES, FILE_EXTENSIONS, encode_whole
 from chatterbox_server.errors import ApiError
 from chatterbox_server.header_text import attachment, joined
@@ -100,6 +100,7 @@ def concat_mixed() -> Response:
     clips = sum(1 for segment in req["segments"] if segment["type"] != "silence")
     ledger.add_seconds(pauses(req, clips), "segments")
     if any(segment["type"] == "tts" for segment in req["segments"]):
+        check_whole_file(ledger, svc.pool.speed(), "segments")
         svc.pool.admit()    # once for the whole request: no tts segment is refused halfway (make_speech)
     items = []
     for position, (segment, plan) in enumerate(zip(req["segments"], plans, strict=True)):

@@ -30,11 +30,11 @@ from chatterbox_server.api_extended import (
     output_url,
     reference_voice,
 )
-from chatterbox_server.asr.client import AsrClient
+from chatterbox_server.asr.client import BUSY, AsrClient
 from chatterbox_server.asr.select import Take, choose, make_takes
 from chatterbox_server.audio import post
 from chatterbox_server.bodies import json_object, load
-from chatterbox_server.budget.cost import Ledger, Limits, prepared_chunks
+from chatterbox_server.budget.cost import Ledger, Limits, check_whole_file, prepared_chunks
 from chatterbox_server.encoders import CONTENT_TYPES, encode_whole
 from chatterbox_server.errors import ApiError
 from chatterbox_server.header_text import attachment, header_value
@@ -79,7 +79,9 @@ def tts() -> Response:
         raise ApiError(400, "text: nothing is left to speak after text preparation (sound_words_field, ...)",
                        param="text")
     cand = req.candidates
-    Ledger(limits).add_text(chunks, cand.per_chunk, cand.max_attempts, cand.bypass_whisper)
+    ledger = Ledger(limits)
+    ledger.add_text(chunks, cand.per_chunk, cand.max_attempts, cand.bypass_whisper)
+    check_whole_file(ledger, svc.pool.speed(), "text")         # every answer of /api/v1/tts is a whole file
     info = svc.require_engine()
     headers = engine_notes(req, info)
     voice = reference_voice(svc, req.reference_voice, info)
@@ -150,7 +152,11 @@ def make_speech(svc: Services, info: EngineInfo, req: ExtendedTtsRequest, chunks
     pieces = []
     try:
         for index, text in enumerate(chunks):
-            takes, audio = chunk_takes(svc, info, asr, req, settings, voice, seed, index, text, per_chunk)
+            if asr is not None and "whisper" in outcome.degraded:      # Whisper was busy: the rest unchecked
+                asr.close()
+                asr, per_chunk = None, 1
+            takes, audio = chunk_takes(svc, info, asr, req, settings, voice, seed, index, text, per_chunk,
+                                       outcome)
             best, why = choose(takes, cand.longest_on_fail)
             pieces.append(audio[(best.candidate, best.attempt)])
             outcome.takes.extend({**take.describe(), "selected": take is best,
@@ -184,7 +190,7 @@ def whisper_client(svc: Services, model: str, outcome: Outcome) -> AsrClient | N
 
 def chunk_takes(svc: Services, info: EngineInfo, asr: AsrClient | None, req: ExtendedTtsRequest,
                 settings: SynthesisSettings, voice: VoiceRef, seed: int, index: int, text: str,
-                per_chunk: int) -> tuple[list[Take], dict[tuple[int, int], bytes]]:
+                per_chunk: int, outcome: Outcome) -> tuple[list[Take], dict[tuple[int, int], bytes]]:
     client = request.environ.get("gunicorn.socket")      # read here: greenlets have no request context
 
     def synthesize_take(take_seed: int) -> bytes:
@@ -208,8 +214,20 @@ def chunk_takes(svc: Services, info: EngineInfo, asr: AsrClient | None, req: Ext
             gevent.killall([g for g in greenlets if not g.dead])
         return [g.value for g in greenlets]
 
-    def hear(pcm: bytes) -> str:
-        return asr.transcribe(req.candidates.whisper_model, pcm, info.sample_rate, req.language).text
+    def hear(pcm: bytes) -> str | None:
+        """What Whisper heard, or None when it stayed busy with other requests past
+        CHATTERBOX_WHISPER_WAIT_SECONDS: the request goes on unchecked (degraded), never waits longer."""
+        try:
+            return asr.transcribe(req.candidates.whisper_model, pcm, info.sample_rate, req.language,
+                                  wait=svc.settings.whisper_wait_seconds).text
+        except ApiError as exc:
+            if exc.code != BUSY:
+                raise
+            outcome.degraded["whisper"] = header_value(f"Whisper was busy with other requests, the rest unchecked "
+                                                       f"(one take per chunk): {exc.message}")
+            outcome.headers["X-Chatterbox-Whisper"] = outcome.degraded["whisper"]
+            log.warning("candidate check off for the rest of this request: %s", exc.message)
+            return None
 
     return make_takes(index, text, seed, per_chunk, req.candidates.max_attempts, synthesize_round,
                       lambda pcm: len(pcm) / 2 / info.sample_rate, hear if asr is not None else None)

@@ -23,6 +23,7 @@ from chatterbox_server.api_extended import (
     url_response,
 )
 from chatterbox_server.bodies import form_fields, json_object, load
+from chatterbox_server.budget.cost import Ledger, Limits, check_whole_file
 from chatterbox_server.errors import ApiError
 from chatterbox_server.extended_schemas import EXPORT_FORMATS, TtsQuerySchema, VcFormSchema, reference_voice_name
 from chatterbox_server.hub import off_hub
@@ -113,6 +114,9 @@ def voice_conversion() -> Response:
         disable = bool(form.get("disable_watermark"))       # multipart: not sent means keep it
         allowed = svc.settings.allow_disable_watermark
         job = convert_job(source, voice, form["seed"], chunk, overlap, watermark.keeps_watermark(disable, allowed))
+        ledger = Ledger(Limits.of(svc.settings))
+        ledger.convert_seconds = source[1] / VC_INPUT_RATE
+        check_whole_file(ledger, svc.pool.speed(), "input_audio")
         pcm = synthesize(svc, job, info)
     finally:
         for path in temporary:

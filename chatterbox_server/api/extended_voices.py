@@ -11,6 +11,7 @@ from chatterbox_server.api import disk_quota
 from chatterbox_server.api.common import deletion, list_query, paged, require_confirm, require_criteria, upload_flag
 from chatterbox_server.api.tts_schema import ExtendedTtsSchema
 from chatterbox_server.bodies import form_fields, json_object, load
+from chatterbox_server.budget.cost import check_stored_sound_words
 from chatterbox_server.errors import ApiError
 from chatterbox_server.extended_schemas import voice_name_from_filename
 from chatterbox_server.hub import off_hub
@@ -70,6 +71,10 @@ def check_default_parameters(value: Any) -> dict[str, Any]:
     except ValidationError as exc:
         field, message = first_error(exc)
         raise MetadataError("default_parameters", f"{field}: {message}") from None
+    words = renamed.get("sound_words_field")
+    if isinstance(words, str) and words.strip():
+        settings = current_app.config["SETTINGS"]
+        check_stored_sound_words(words, settings.max_sound_words, settings.max_input_chars)
     return renamed
 
 

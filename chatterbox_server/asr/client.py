@@ -12,6 +12,7 @@ from chatterbox_server.pool_client import CooperativeConnection, connect
 from workers.asr_worker import AsrStatus, Probe, Status, Transcribe, TranscribeFailed, Transcript, socket_path
 
 TRANSCRIBE_TIMEOUT = 600.0      # a first use may load (or download) the model
+BUSY = "whisper_busy"
 
 
 class AsrClient:
@@ -53,8 +54,11 @@ class AsrClient:
             raise OSError(f"unexpected reply {type(reply).__name__}")
         return reply
 
-    def transcribe(self, model: str, pcm: bytes, sample_rate: int, language: str | None) -> Transcript:
-        return self._ask(Transcribe(model, pcm, sample_rate, language))
+    def transcribe(self, model: str, pcm: bytes, sample_rate: int, language: str | None,
+                   wait: float | None = None) -> Transcript:
+        """ApiError 503 code `whisper_busy` when no slot frees within `wait` seconds (other requests hold
+        every one): nothing failed, the caller serves the request without the check."""
+        return self._ask(Transcribe(model, pcm, sample_rate, language, wait))
 
     def _ask(self, message: object) -> Transcript:
         assert self.conn is not None
@@ -67,6 +71,8 @@ class AsrClient:
         except (EOFError, OSError):
             raise ApiError(503, "the speech-recognition process stopped during the check",
                            code="whisper_unavailable", retry_after=5) from None
+        if isinstance(reply, TranscribeFailed) and reply.busy:
+            raise ApiError(503, reply.message, code=BUSY, retry_after=5)
         if isinstance(reply, TranscribeFailed):
             raise ApiError(reply.status, f"whisper_model_name: {reply.message}", param="whisper_model_name",
                            code="whisper_unavailable")

@@ -74,20 +74,24 @@ def choose(takes: list[Take], use_longest_transcript_on_fail: bool) -> tuple[Tak
 
 def make_takes(index: int, text: str, seed: int, per_chunk: int, max_attempts: int,
                synthesize: Callable[[list[int]], list[bytes]], seconds_of: Callable[[bytes], float],
-               hear: Callable[[bytes], str] | None) -> tuple[list[Take], dict[tuple[int, int], bytes]]:
+               hear: Callable[[bytes], str | None] | None) -> tuple[list[Take], dict[tuple[int, int], bytes]]:
     """Every take of one chunk: rounds of `per_chunk` candidates (each with its derived seed; a
     round's takes are synthesized together, so several model workers can share it), stopping
     after the first round in which one passes; one round when nothing hears them (`hear` None).
-    Returns the takes and their audio by (candidate, attempt)."""
+    `hear` answering None means the check went off (Whisper busy): that take and the rest of the
+    round stay unheard and no further round is made. Returns the takes and their audio by
+    (candidate, attempt)."""
     takes: list[Take] = []
     audio: dict[tuple[int, int], bytes] = {}
+    checking = hear is not None
     for attempt in range(max_attempts if hear is not None else 1):
         seeds = [candidate_seed(seed, index, candidate, attempt) for candidate in range(per_chunk)]
         for candidate, (take_seed, data) in enumerate(zip(seeds, synthesize(seeds), strict=True)):
             audio[(candidate, attempt)] = data
-            heard = hear(data) if hear is not None else None
+            heard = hear(data) if checking else None
+            checking = checking and heard is not None
             score = similarity(text, heard) if heard is not None else None
             takes.append(Take(index, candidate, attempt, take_seed, seconds_of(data), heard, score))
-        if hear is None or any(take.passed for take in takes):
+        if not checking or any(take.passed for take in takes):
             break
     return takes, audio

@@ -17,11 +17,12 @@ names the setting and the field of the request that drives it, so the client kno
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from chatterbox_server.errors import ApiError
 from chatterbox_server.settings import Settings, env_name
-from chatterbox_server.text.prep import PrepLimits, TextOptions, TextTooLarge, plan_chunks
+from chatterbox_server.text.prep import PrepLimits, TextOptions, TextTooLarge, parse_sound_words, plan_chunks
 
 STATUS = 413
 CODE = "over_budget"
@@ -37,6 +38,7 @@ class Limits:
     concat_items: int
     concat_seconds: float
     concat_bytes: int
+    whole_file_seconds: float = 0.0     # 0: no limit on a whole-file answer's estimated synthesis time
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
@@ -44,7 +46,7 @@ class Limits:
         return cls(settings.max_json_bytes, max(settings.max_prepared_chars, settings.max_input_chars),
                    settings.max_sound_words, settings.max_takes, settings.max_synthesis_chars,
                    settings.max_concat_items,
-                   settings.max_concat_seconds, settings.max_concat_bytes)
+                   settings.max_concat_seconds, settings.max_concat_bytes, settings.max_whole_file_seconds)
 
     @property
     def prep(self) -> PrepLimits:
@@ -86,6 +88,8 @@ class Ledger:
     decoded_bytes: int = 0
     chars: int = 0
     notes: list[str] = field(default_factory=list)
+    texts: list[tuple[int, int, int]] = field(default_factory=list)   # (characters, candidates, rounds)
+    convert_seconds: float = 0.0       # seconds of input audio to convert (voice conversion)
 
     def add_text(self, chunks: list[str], candidates: int, attempts: int, bypass_whisper: bool,
                  param: str = "") -> int:
@@ -96,6 +100,7 @@ class Ledger:
         chars = sum(len(chunk) for chunk in chunks) * candidates * rounds
         self.takes += takes
         self.chars += chars
+        self.texts.append((sum(len(chunk) for chunk in chunks), candidates, rounds))
         field_name = f"{prefix}max_attempts_per_candidate" if rounds > 1 else f"{prefix}num_candidates_per_chunk"
         before = ", with the segments before it" if self.takes != takes else ""
         how = f"{candidates} candidates x {rounds} attempts{before}"
@@ -127,6 +132,72 @@ class Ledger:
         if self.decoded_bytes > self.limits.concat_bytes:
             raise over("max_concat_bytes", f"{param}: the audio files to decode total over {self.decoded_bytes} "
                                            f"bytes, over the limit of {self.limits.concat_bytes}", param)
+
+
+# -- whole-file answers and the proxy's timeout ----------------------------------------------------
+# Seconds of synthesis per character on one batch row while no model worker has measured its own
+# speed yet (it does after its first chunk): set well above what each engine does on its device, so
+# an estimate errs towards refusing (the client is pointed at streaming, which has no such limit).
+FALLBACK_SECONDS_PER_CHAR = {"chatterbox": 0.08, "chatterbox-cpu": 0.5, "hibari": 0.02, "tone": 0.005}
+FALLBACK_SECONDS_PER_INPUT_SECOND = {"chatterbox": 1.0, "chatterbox-cpu": 6.0}   # voice conversion
+
+
+@dataclass(frozen=True)
+class Speed:
+    """What the ready model workers published for admission (workers/board.py info["admission"])."""
+    per_char: float | None             # slowest measured seconds per character on one row; None: not yet
+    per_input_second: float | None     # the same for voice conversion, per second of input audio
+    rows: int                          # batch rows of every ready worker together
+    queued: float                      # the shortest wait any ready worker estimates for a new job
+    engine: str = ""
+    device: str = ""
+
+    def fallback_key(self) -> str:
+        return f"{self.engine}-cpu" if self.engine == "chatterbox" and self.device == "cpu" else self.engine
+
+
+def synthesis_seconds(ledger: Ledger, speed: Speed) -> tuple[float, bool]:
+    """(estimated seconds until the whole answer is synthesized, whether the speed was measured).
+
+    Each text is synthesized round after round (attempts), a round's candidates side by side on the
+    rows there are; voice conversion at the measured cost per input second; plus the queue ahead."""
+    key = speed.fallback_key()
+    per_char = speed.per_char if speed.per_char else FALLBACK_SECONDS_PER_CHAR.get(key, 0.08)
+    per_second = speed.per_input_second if speed.per_input_second else FALLBACK_SECONDS_PER_INPUT_SECOND.get(key, 1.0)
+    rows = max(1, speed.rows)
+    serial_chars = sum(chars * rounds * math.ceil(candidates / rows) for chars, candidates, rounds in ledger.texts)
+    seconds = serial_chars * per_char
+    seconds += ledger.convert_seconds * per_second
+    measured = bool(speed.per_char) if ledger.texts else bool(speed.per_input_second)
+    return seconds + max(0.0, speed.queued), measured
+
+
+def check_whole_file(ledger: Ledger, speed: Speed, param: str | None = None) -> float:
+    """Refuse a whole-file answer that would not be ready within CHATTERBOX_MAX_WHOLE_FILE_SECONDS
+    (kept under the proxy's read timeout, nginx's 360 s): nothing is sent until it is all made."""
+    limit = ledger.limits.whole_file_seconds
+    seconds, measured = synthesis_seconds(ledger, speed)
+    if limit > 0 and seconds > limit:
+        how = "at the speed the model workers measured" if measured else "at a conservative speed (none measured yet)"
+        raise over("max_whole_file_seconds", f"a whole-file answer would take about {seconds:.0f} s to make {how}, "
+                                             f"over the limit of {limit:g} s; use the streaming endpoint "
+                                             "(/v1/audio/speech/stream) or a long job (/v1/audio/speech/long), or "
+                                             "send a shorter text", param)
+    return seconds
+
+
+def check_stored_sound_words(words: str, max_rules: int, max_chars: int,
+                             param: str = "default_parameters.sound_words_field") -> None:
+    """A voice's stored sound_words_field, checked when it is stored (every later request with the
+    voice would apply it): at most CHATTERBOX_MAX_SOUND_WORDS entries and CHATTERBOX_MAX_INPUT_CHARS
+    characters, else a 400 naming the limit."""
+    if len(words) > max_chars:
+        raise ApiError(400, f"{param}: is {len(words)} characters, over the limit of {max_chars} "
+                            f"({env_name('max_input_chars')})", param=param, code="invalid_value")
+    rules = len(parse_sound_words(words))
+    if rules > max_rules:
+        raise ApiError(400, f"{param}: has {rules} entries, over the limit of {max_rules} "
+                            f"({env_name('max_sound_words')})", param=param, code="invalid_value")
 
 
 def json_too_large(size: int | None, limit: int) -> ApiError:

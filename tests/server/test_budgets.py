@@ -3,6 +3,7 @@ in well under 3 s with a 4xx naming the limit, before any synthesis; no front wo
 (/health p95 stays under 250 ms meanwhile) or restarted."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -187,3 +188,74 @@ def test_concat_mixed_counts_against_the_per_key_stream_limit(tmp_path):
         slow.join(timeout=30)
     finally:
         server.stop()
+
+
+# -- whole-file answers within the proxy's timeout ------------------------------------------------
+@pytest.fixture(scope="module")
+def short_proxy_server(tmp_path_factory) -> Iterator[Server]:
+    """A whole-file limit of 3 s: with the tone engine (0.005 s a character before any is measured)
+    a 1,000-character text fits, a 4,000-character one does not."""
+    server = start_server(tmp_path_factory.mktemp("whole-file"), engine="tone", front_workers="1",
+                          model_workers="1", max_whole_file_seconds="3")
+    yield server
+    server.stop()
+
+
+def test_a_whole_file_that_would_outlast_the_proxy_is_refused_before_any_work(short_proxy_server):
+    server = short_proxy_server
+    long_text = ("Abc def ghi jkl mno pqr. " * 200)[:4000]
+    cases = {
+        "/v1/audio/speech": (server.url("/v1/audio/speech"), {"input": long_text, "voice": "alloy"}),
+        "/api/v1/tts": (f"{server.extended_base}/api/v1/tts",
+                        {"text": long_text[:1000], "num_candidates_per_chunk": 2, "max_attempts_per_candidate": 3}),
+        "/api/v1/concat/mixed": (f"{server.extended_base}/api/v1/concat/mixed",
+                                 {"segments": [{"type": "tts", "tts": {"text": long_text, "bypass_whisper_checking":
+                                                                       True}}]}),
+    }
+    for name, (url, body) in cases.items():
+        started = time.monotonic()
+        response = requests.post(url, json=body, timeout=30)
+        elapsed = time.monotonic() - started
+        assert response.status_code == 413, (name, response.status_code, response.text[:300])
+        text = message(response)
+        assert "CHATTERBOX_MAX_WHOLE_FILE_SECONDS" in text and "stream" in text, (name, text)
+        assert elapsed < 3, (name, elapsed)
+    # the same text streamed is served: streaming has no such limit
+    streamed = requests.post(server.url("/v1/audio/speech/stream"), json={"input": long_text, "voice": "alloy"},
+                             timeout=120)
+    assert streamed.status_code == 200 and len(streamed.content) > 0
+    # and a whole file that fits is served
+    fits = requests.post(server.url("/v1/audio/speech"), json={"input": long_text[:300], "voice": "alloy"},
+                         timeout=60)
+    assert fits.status_code == 200, fits.text[:300]
+
+
+# -- a voice's stored sound_words_field ------------------------------------------------------------
+def test_a_voices_stored_sound_words_are_bounded_when_stored(server):
+    """Every later request with the voice applies its defaults: too many rules, or too long a field,
+    is a 400 naming the limit when the defaults are stored, on upload and on a metadata change."""
+    import io
+
+    import numpy as np
+    import soundfile
+    buffer = io.BytesIO()
+    soundfile.write(buffer, (np.sin(np.arange(24000 * 3) * 0.05) * 0.3).astype(np.float32), 24000, format="WAV")
+    ext = server.extended_base
+    many = ",".join(f"w{i}=>" for i in range(300))             # 300 rules (limit 200), 1,790 characters
+    too_long = "a=>" + "b " * 2100                              # one rule of 4,203 characters
+    for words, limit in ((many, "CHATTERBOX_MAX_SOUND_WORDS"), (too_long, "CHATTERBOX_MAX_INPUT_CHARS")):
+        defaults = json.dumps({"sound_words_field": words})
+        refused = requests.post(ext + "/api/v1/voice", timeout=30, data={"name": "hostile", "default_parameters":
+                                                                          defaults},
+                                files={"voice_file": ("hostile.wav", buffer.getvalue(), "audio/wav")})
+        assert refused.status_code == 400 and limit in message(refused), refused.text[:300]
+        assert "sound_words_field" in message(refused)
+    ok = requests.post(ext + "/api/v1/voice", timeout=30, data={"name": "fine", "default_parameters":
+                                                                 '{"sound_words_field": "um=>, uh=>"}'},
+                       files={"voice_file": ("fine.wav", buffer.getvalue(), "audio/wav")})
+    assert ok.status_code == 201, ok.text[:300]
+    changed = requests.put(ext + "/api/v1/voice/fine.wav/metadata", timeout=30,
+                           json={"default_parameters": {"sound_words_field": many}})
+    assert changed.status_code == 400 and "CHATTERBOX_MAX_SOUND_WORDS" in message(changed), changed.text[:300]
+    listed = requests.get(ext + "/api/v1/voices", timeout=30).json()
+    assert "hostile" not in json.dumps(listed)

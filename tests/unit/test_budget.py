@@ -2,6 +2,7 @@
 bounded before the work it stands for, and a request over a limit is a 413 naming the setting."""
 from __future__ import annotations
 
+import dataclasses
 import time
 import tracemalloc
 
@@ -157,3 +158,48 @@ def test_concat_output_names(name, base):
 
 def test_plan_chunks_is_unchanged_without_limits():
     assert plan_chunks("Um. Hello there.", TextOptions(sound_words_field="um"), False, True) == ["hello there."]
+
+
+# -- whole-file answers within the proxy's timeout ------------------------------------------------
+def whole_file_ledger(limit: float = 300.0):
+    from chatterbox_server.budget.cost import Ledger
+    limits = Limits.of(Settings())
+    return Ledger(dataclasses.replace(limits, whole_file_seconds=limit))
+
+
+def test_whole_file_time_is_worst_case_characters_at_the_measured_speed_plus_the_queue():
+    from chatterbox_server.budget.cost import Speed, synthesis_seconds
+    ledger = whole_file_ledger()
+    ledger.add_text(["a" * 100, "b" * 100], 3, 3, False)        # 200 characters, 3 candidates, 3 rounds
+    # one row: the 3 candidates one after another, 3 rounds
+    assert synthesis_seconds(ledger, Speed(0.01, None, 1, 0.0))[0] == pytest.approx(200 * 3 * 3 * 0.01)
+    # 8 rows: a round's candidates side by side; and the queue comes on top
+    assert synthesis_seconds(ledger, Speed(0.01, None, 8, 5.0)) == (pytest.approx(200 * 3 * 0.01 + 5.0), True)
+
+
+def test_without_a_measured_speed_the_estimate_is_conservative_per_engine():
+    from chatterbox_server.budget.cost import FALLBACK_SECONDS_PER_CHAR, Speed, synthesis_seconds
+    ledger = whole_file_ledger()
+    ledger.add_text(["a" * 1000], 1, 1, True)
+    seconds, measured = synthesis_seconds(ledger, Speed(None, None, 1, 0.0, "chatterbox", "cuda:0"))
+    assert not measured and seconds == pytest.approx(1000 * FALLBACK_SECONDS_PER_CHAR["chatterbox"])
+    on_cpu, _ = synthesis_seconds(ledger, Speed(None, None, 1, 0.0, "chatterbox", "cpu"))
+    assert on_cpu > seconds
+    assert synthesis_seconds(ledger, Speed(None, None, 1, 0.0, "tone", "cpu"))[0] < seconds
+
+
+def test_a_whole_file_over_the_limit_is_a_413_naming_the_setting_and_streaming():
+    from chatterbox_server.budget.cost import Speed, check_whole_file
+    ledger = whole_file_ledger(300.0)
+    ledger.add_text(["a" * 4000], 1, 1, True)
+    assert check_whole_file(ledger, Speed(0.05, None, 1, 0.0), "input") == pytest.approx(200.0)
+    with pytest.raises(ApiError) as refused:
+        check_whole_file(ledger, Speed(0.05, None, 1, 120.0), "input")     # the queue pushes it over
+    assert refused.value.status == 413 and refused.value.code == "over_budget"
+    assert "CHATTERBOX_MAX_WHOLE_FILE_SECONDS" in refused.value.message
+    assert "/v1/audio/speech/stream" in refused.value.message and refused.value.param == "input"
+    vc = whole_file_ledger(300.0)
+    vc.convert_seconds = 600.0
+    with pytest.raises(ApiError):
+        check_whole_file(vc, Speed(None, 0.6, 1, 0.0), "input_audio")
+    assert check_whole_file(whole_file_ledger(0.0), Speed(None, None, 1, 1e9), None) > 0    # 0: no limit
