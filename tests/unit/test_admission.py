@@ -184,7 +184,7 @@ def test_a_full_or_restarting_pool_never_uses_up_a_long_text_jobs_attempts(tmp_p
             raise PoolError("no model worker is ready yet; try again shortly")
 
     class Voices:
-        def resolve(self, name, info):  # noqa: ANN001, ANN201
+        def resolve(self, name, info, owns=None):  # noqa: ANN001, ANN201
             return VoiceRef()
 
     monkeypatch.setattr(runner_module, "RETRY_PAUSE_SECONDS", 0)
