@@ -21,6 +21,7 @@ from chatterbox_server.store.history_db import HistoryStore
 log = logging.getLogger("chatterbox.history")
 QUEUE_MAX = 1000
 WRITER_RETRY_SECONDS = 2.0
+SETTLE_SECONDS = 2.0
 RECORDED_PARAMETERS = ("model", "response_format", "stream_format", "speed", "exaggeration", "cfg_weight",
                        "temperature", "seed", "language", "streaming_strategy", "streaming_chunk_size")
 
@@ -35,6 +36,7 @@ class RecordingProgress(Progress):
         self.dropped = 0
         self._writer = None
         self._wake = None
+        self._writing = False
 
     def _write(self, what: str, action: Callable[[], None]) -> None:
         if not self.background:
@@ -61,6 +63,7 @@ class RecordingProgress(Progress):
         while True:
             while self.queue:
                 action = self.queue.popleft()
+                self._writing = True
                 try:
                     action()
                 except Exception as exc:  # noqa: BLE001 - keep it and try again later
@@ -70,8 +73,20 @@ class RecordingProgress(Progress):
                                 str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
                                 WRITER_RETRY_SECONDS)
                     gevent.sleep(WRITER_RETRY_SECONDS)
+                finally:
+                    self._writing = False
             self._wake.clear()
             self._wake.wait()
+
+    def settle(self, timeout: float = SETTLE_SECONDS) -> None:
+        """Let this front worker's queued history writes land before a history or statistics read, so a
+        client that reads right after its request sees it; bounded, so a slow database delays no read long."""
+        if not self.background or self._writer is None:
+            return
+        import gevent
+        deadline = time.monotonic() + timeout
+        while (self.queue or self._writing) and time.monotonic() < deadline:
+            gevent.sleep(0.01)
 
     def begin(self, request_id: str, total_chunks: int, text_preview: str) -> None:
         super().begin(request_id, total_chunks, text_preview)

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, jsonify
 from chatterbox_server.api.common import bool_arg, int_arg
 from chatterbox_server.api.management import management
 from chatterbox_server.api.memory import process_memory
+from chatterbox_server.api.recording import RecordingProgress
 from chatterbox_server.errors import ApiError
 from chatterbox_server.security import guards
 from chatterbox_server.services import services
@@ -16,13 +17,21 @@ from chatterbox_server.store.history_db import describe_entry, statistics
 bp = Blueprint("status_history", __name__)
 
 
+def _settled_history() -> None:
+    progress = services().progress
+    if isinstance(progress, RecordingProgress):
+        progress.settle()
+
+
 def current_statistics() -> dict[str, Any]:
+    _settled_history()
     active = services().progress.all_active(guards.can_see_text, guards.admin_caller())
     return statistics(management().history.totals(), bool(active))
 
 
 def history_records(limit: int) -> list[dict[str, Any]]:
     """The caller's own records (with keys; an admin key and a server without keys: everyone's)."""
+    _settled_history()
     return [describe_entry(row) for row in management().history.history(limit, guards.scope())]
 
 

@@ -101,6 +101,9 @@ def add_store_paths(spec: APISpec) -> None:
             "get": _operation("One voice (by id or alias)", lib, "/{name}"),
             "put": _operation("Rename a voice (new_name); its aliases follow", lib, "/{name}", (), NAME_FORM,
                               "application/x-www-form-urlencoded"),
+            "patch": _operation("Share a voice with every key, or make it private again ({\"shared\": bool})",
+                                lib, "/{name}", (), {"type": "object", "properties": {"shared": {"type": "boolean"}},
+                                                     "required": ["shared"]}),
             "delete": _operation("Delete a voice", lib, "/{name}")},
         "/v1/voices/{name}/download": {"get": _operation("The voice's audio (WAV)", lib, "/{name}")},
         "/v1/voices/{name}/aliases": {

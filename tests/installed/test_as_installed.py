@@ -10,6 +10,7 @@ import json
 import subprocess
 import wave
 
+import numpy as np
 import pytest
 import requests
 from server.test_extended_api import (  # noqa: F401 - collected here, against the installed server
@@ -47,6 +48,8 @@ from server.test_peer_python_examples import (  # noqa: F401
     test_health_examples,
 )
 from server.test_voice_conversion import recording, wav_bytes
+
+from chatterbox_server.voices import pcm_to_wav
 
 # seed 000, "Basic cURL Examples", verbatim but for the host (the playback one writes a file
 # instead of piping into ffplay, which a CI machine has no speaker for)
@@ -108,13 +111,7 @@ def test_openai_sdk_sse_streaming_and_pcm(installed):
         events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
     assert events[-1]["type"] == "speech.audio.done" and len(events) > 2
     pcm = client.audio.speech.create(model="tts-1", voice="alloy", input=TEXT, response_format="pcm").content
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as wf:
-        wf.setnchannels(1)
-        wf.setsampwidth(2)
-        wf.setframerate(24000)
-        wf.writeframes(pcm)
-    assert_intelligible(buffer.getvalue())
+    assert_intelligible(pcm_to_wav(np.frombuffer(pcm, dtype="<i2"), 24000))
 
 
 def test_extended_tts_is_served_without_whisper_and_says_so(installed):
