@@ -73,3 +73,19 @@ def read_wav_mono(path: str) -> np.ndarray:
             raise ValueError(f"{path}: expected 16-bit mono WAV")
         frames = source.readframes(source.getnframes())
     return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def finish_piece(audio: np.ndarray, sample_rate: int, stretch: float, *, first: bool, last: bool) -> np.ndarray:
+    """A speech piece as sent: time-stretched, faded at its chunk's outer edges only (the engine joins
+    the pieces of one chunk itself)."""
+    return fade_edges(time_stretch(audio, sample_rate, stretch), sample_rate, start=first, end=last)
+
+
+def join_window(tail: np.ndarray | None, audio: np.ndarray, overlap: int, sample_rate: int, *, first: bool,
+                last: bool) -> tuple[np.ndarray | None, np.ndarray]:
+    """Voice conversion: crossfade the previous window's held-back `tail` into `audio` and hold back this
+    window's overlap (`overlap` samples) for the next -> (new tail, audio to send)."""
+    if tail is not None:
+        audio = np.concatenate([crossfade(tail, audio[:overlap]), audio[overlap:]])
+    tail, audio = (None, audio) if last else (audio[-overlap:], audio[:-overlap])
+    return tail, fade_edges(audio, sample_rate, start=first, end=last)

@@ -1,12 +1,10 @@
 """The model-worker process: owns one engine and serves synthesis jobs over Unix sockets.
 
 One thread runs everything. Between two engine steps it accepts connections, reads job, credit
-and cancel messages, then picks the batch for the next step: each job has one open stream (its
-current text chunk) and up to ``CHATTERBOX_MAX_BATCH`` jobs are advanced together by one
-``Engine.step`` (an engine may take fewer per step: hibari and tone take one, a whole chunk).
-A job keeps its row until its chunk is done; free rows go to interactive jobs before background
-ones, then to jobs that have not produced audio yet (time to first audio), then to the others in
-turn (fairness). Every audio message costs the job one credit: a job whose client is
+and cancel messages, then picks the batch for the next step (workers/scheduler/batch.py): each job
+has one open stream (its current text chunk) and up to ``CHATTERBOX_MAX_BATCH`` jobs are advanced
+together by one ``Engine.step`` (an engine may take fewer per step: hibari and tone take one, a
+whole chunk). Every audio message costs the job one credit: a job whose client is
 ``buffer_size`` messages behind is parked: it leaves the batch with its stream kept, is not
 counted as active on the board, rejoins when credit comes, and is cancelled (JobFailed, 408) once
 it has been parked for ``CHATTERBOX_PARKED_TIMEOUT``. Messages go out through a non-blocking
@@ -16,8 +14,8 @@ connection cancels its job at the next step at the latest; the supervisor's life
 makes the worker exit. Jobs failing again and again with engine errors (a sticky CUDA error) make
 it exit with EXIT_ENGINE_BROKEN, for the supervisor to start a fresh engine.
 After every step (and every admitted job) the worker publishes on the board how long a new
-job would wait for a row, from the step time its chunks took (chatterbox_server/admission/
-estimate.py); front workers admit jobs on it.
+job would wait for a row, from the step time its chunks took (workers/scheduler/estimate.py); front
+workers admit jobs on it.
 """
 from __future__ import annotations
 
@@ -35,13 +33,14 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
-from chatterbox_server.admission.estimate import CostMeter, queued_seconds, work_units
+from chatterbox_server.admission.estimate import CostMeter
 from chatterbox_server.settings import Settings
 from workers import parking
-from workers.audio import crossfade, fade_edges, read_wav_mono, split_speed, time_stretch, to_pcm16
+from workers.audio import finish_piece, join_window, read_wav_mono, split_speed, to_pcm16
+from workers.batching import ActiveJob, newcomer_wait, select_batch
 from workers.board import Board, WorkerState
 from workers.engines import load_engine
-from workers.engines.base import VC_INPUT_RATE, Engine, EngineError, EngineInfo, Piece, Stream
+from workers.engines.base import VC_INPUT_RATE, Engine, EngineError, EngineInfo, Piece
 from workers.liveness import FailureStreak
 from workers.outbox import Outbox, PeerGone
 from workers.protocol import (
@@ -51,7 +50,6 @@ from workers.protocol import (
     Credit,
     JobDone,
     JobFailed,
-    JobStats,
     MemoryAction,
     MemoryReport,
     SpeechJob,
@@ -66,45 +64,6 @@ EXIT_ENGINE_BROKEN = 4      # CHATTERBOX_MAX_ENGINE_FAILURES jobs in a row faile
 
 def socket_path(run_dir: str, slot: int) -> str:
     return os.path.join(run_dir, f"model-worker-{slot}.sock")
-
-
-@dataclasses.dataclass(eq=False)
-class ActiveJob:
-    conn: Connection
-    job: SpeechJob | ConvertJob
-    credits: int
-    next_index: int = 0                    # the chunk (or window) being made, or made next
-    stream: Stream | None = None           # the open stream of chunk next_index; kept while paused
-    stretch: float = 1.0                   # time-stretch still to apply to the open chunk
-    pieces_in_chunk: int = 0               # audio messages sent for chunk next_index
-    pieces: int = 0                        # audio messages sent in all
-    last_served: float = 0.0
-    stats: JobStats = dataclasses.field(default_factory=JobStats)
-    source: np.ndarray | None = None       # voice conversion: the whole input, read once
-    tail: np.ndarray | None = None         # voice conversion: output held back to crossfade
-    parked_since: float | None = None      # when it ran out of credit with work left
-    row_seconds: float = 0.0               # engine-step time chunk next_index has had on a batch row
-
-    @property
-    def runnable(self) -> bool:
-        return self.credits > 0 and self.next_index < self.job.units
-
-    @property
-    def parked(self) -> bool:
-        """Out of credit with work left: its client is not reading."""
-        return self.credits <= 0 and self.next_index < self.job.units
-
-    @property
-    def background(self) -> bool:
-        return bool(getattr(self.job, "background", False))
-
-    def work(self) -> tuple[str, float]:
-        """Kind and size of chunk next_index, for the cost meter."""
-        return work_units(self.job, self.next_index)
-
-    def priority(self) -> tuple:
-        """Sort key for a free batch row: interactive first, then no audio yet, then least recently served."""
-        return (self.background, self.pieces > 0, self.last_served)
 
 
 class ModelWorker:
@@ -316,40 +275,13 @@ class ModelWorker:
         return max(1, min(self.settings.max_batch, self.engine.step_capacity))
 
     def _select_batch(self) -> list[ActiveJob]:
-        """Members keep their rows while runnable; free rows go by ActiveJob.priority, and a
-        background member gives its row up to an interactive job that is waiting."""
-        members = [job for job in self.batch if job.runnable and job.conn in self.jobs]
-        waiting = sorted((job for job in self.jobs.values() if job.runnable and job not in members),
-                         key=ActiveJob.priority)
-        interactive_waiting = sum(1 for job in waiting if not job.background)
-        while interactive_waiting > self.capacity - len(members) and any(j.background for j in members):
-            evicted = max((j for j in members if j.background), key=lambda j: j.last_served)
-            members.remove(evicted)
-            waiting.append(evicted)
-            interactive_waiting -= 1
-        for job in waiting:
-            if len(members) >= self.capacity:
-                break
-            if job.background and any(not j.background and j not in members for j in waiting):
-                continue    # a row an interactive job could use
-            members.append(job)
-        self.batch = members
-        return members
+        self.batch = select_batch(self.batch, self.jobs.values(), self.capacity)
+        return self.batch
 
     # -- admission --------------------------------------------------------------------------------
     def queued_seconds(self) -> float:
-        """A new interactive job's wait for a row (chatterbox_server/admission/estimate.py)."""
-        members = set(self.batch)
-        holding, waiting = [], []
-        for active in self.jobs.values():       # arrival order: the order waiting jobs get rows
-            if not active.runnable or active.background:
-                continue
-            expected = self.cost.seconds(*active.work())
-            if active in members and active.stream is not None:
-                holding.append(expected - active.row_seconds)
-            elif active.pieces == 0:
-                waiting.append(expected)
-        return queued_seconds(self.capacity, holding, waiting)
+        """A new interactive job's wait for a row (workers/scheduler/estimate.py)."""
+        return newcomer_wait(self.jobs.values(), self.batch, self.capacity, self.cost)
 
     def _publish_load(self) -> None:
         active = len(self.jobs) - self.parked_published + len(self.idle_conns)
@@ -457,21 +389,13 @@ class ModelWorker:
             self._finish(active)
 
     def _finish_audio(self, active: ActiveJob, piece: Piece) -> np.ndarray:
+        rate = self.info.sample_rate
         if isinstance(active.job, ConvertJob):
-            return self._join_window(active, piece.audio)
-        audio = time_stretch(piece.audio, self.info.sample_rate, active.stretch)
-        # fade the chunk's outer edges only: the engine joins the pieces of one chunk itself
-        return fade_edges(audio, self.info.sample_rate, start=active.pieces_in_chunk == 0, end=piece.last)
-
-    def _join_window(self, active: ActiveJob, audio: np.ndarray) -> np.ndarray:
-        """Voice conversion: the overlap with the next window is held back and crossfaded into it."""
-        job, index = active.job, active.next_index
-        overlap = round(job.overlap * self.info.sample_rate / VC_INPUT_RATE)
-        if active.tail is not None:
-            audio = np.concatenate([crossfade(active.tail, audio[:overlap]), audio[overlap:]])
-        last = index == job.units - 1
-        active.tail, audio = (None, audio) if last else (audio[-overlap:], audio[:-overlap])
-        return fade_edges(audio, self.info.sample_rate, start=index == 0, end=last)   # outer edges only
+            job, index = active.job, active.next_index
+            active.tail, audio = join_window(active.tail, piece.audio, round(job.overlap * rate / VC_INPUT_RATE),
+                                             rate, first=index == 0, last=index == job.units - 1)
+            return audio
+        return finish_piece(piece.audio, rate, active.stretch, first=active.pieces_in_chunk == 0, last=piece.last)
 
     # -- endings ------------------------------------------------------------------------------------
     def _finish(self, active: ActiveJob) -> None:
