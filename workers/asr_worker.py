@@ -19,67 +19,18 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from multiprocessing.connection import Connection, Listener, wait
 
 import numpy as np
 
 from chatterbox_server.settings import Settings
+from workers.asr_protocol import AsrStatus, Probe, Status, Transcribe, TranscribeFailed, Transcript, socket_path
 
 log = logging.getLogger("chatterbox.asr")
 PROCESS_TITLE = "chatterbox-asr-worker"
 WHISPER_RATE = 16000
 RESPAWN_PAUSE_SECONDS = 1.0
 FAILURE_MEMORY_SECONDS = 60.0
-
-
-def socket_path(run_dir: str) -> str:
-    return os.path.join(run_dir, "asr.sock")
-
-
-# -- the protocol ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Transcribe:
-    model: str                 # a Whisper size name: tiny, base, small, medium, large
-    pcm: bytes                 # PCM16 little-endian mono
-    sample_rate: int
-    language: str | None = None
-    wait: float | None = None  # seconds it may wait for a free slot; None: as long as it takes
-
-
-@dataclass(frozen=True)
-class Probe:
-    """Load `model` if needed and say whether it can run (a Transcript with no text, or TranscribeFailed)."""
-    model: str
-
-
-@dataclass(frozen=True)
-class Status:
-    """What can run, without loading anything: answered at once, even during a transcription."""
-    model: str = "medium"      # the name whose local availability is checked
-
-
-@dataclass(frozen=True)
-class AsrStatus:
-    loaded: tuple[str, ...]            # models in memory (hub names or local directories)
-    failed: tuple[tuple[str, str], ...]  # (model, why) of recent load failures
-    local: str | None                  # where `Status.model` would load from without a download, if anywhere
-    offline: bool                      # HF_HUB_OFFLINE: a model not on disk cannot be fetched
-    concurrency: int = 1               # transcriptions that may run at once
-    running: int = 0                   # transcriptions running now
-
-
-@dataclass(frozen=True)
-class Transcript:
-    text: str
-    model: str                 # what actually ran: a hub name or a local directory
-
-
-@dataclass(frozen=True)
-class TranscribeFailed:
-    message: str
-    status: int = 503
-    busy: bool = False         # no slot freed within the request's wait: nothing failed, the check was skipped
 
 
 # -- the models -----------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from chatterbox_server.security import guards
 from chatterbox_server.services import Services, services
 from chatterbox_server.store.errorlog import ErrorLog
 from chatterbox_server.telemetry import AUDIO_SECONDS, FIRST_AUDIO, SPEECH_REQUESTS
-from workers.asr_worker import socket_path as asr_socket
+from workers.asr_protocol import socket_path as asr_socket
 
 bp = Blueprint("housekeeping", __name__)
 STARTED = time.time()

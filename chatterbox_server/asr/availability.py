@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.asr_worker import AsrStatus
+from workers.asr_protocol import AsrStatus
 
 DEFAULT_MODEL = "medium"        # the peer's default whisper_model_name
 

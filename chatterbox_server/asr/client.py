@@ -9,7 +9,7 @@ import gevent
 
 from chatterbox_server.errors import ApiError
 from chatterbox_server.pool_client import CooperativeConnection, connect
-from workers.asr_worker import AsrStatus, Probe, Status, Transcribe, TranscribeFailed, Transcript, socket_path
+from workers.asr_protocol import AsrStatus, Probe, Status, Transcribe, TranscribeFailed, Transcript, socket_path
 
 TRANSCRIBE_TIMEOUT = 600.0      # a first use may load (or download) the model
 BUSY = "whisper_busy"

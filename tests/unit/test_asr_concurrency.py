@@ -16,7 +16,8 @@ import pytest
 from asr import asr_available, model_path
 
 from chatterbox_server.asr.select import choose, make_takes
-from workers.asr_worker import Recognizer, Transcribe, TranscribeFailed, Transcript, default_concurrency
+from workers.asr_protocol import Transcribe, TranscribeFailed, Transcript
+from workers.asr_worker import Recognizer, default_concurrency
 
 PCM = np.zeros(1600, dtype="<i2").tobytes()
 

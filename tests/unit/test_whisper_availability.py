@@ -1,6 +1,6 @@
 """What /health says of the optional parts, from the facts the processes report."""
 from chatterbox_server.asr.availability import engine_availability, whisper_availability
-from workers.asr_worker import AsrStatus
+from workers.asr_protocol import AsrStatus
 
 
 def status(**overrides) -> AsrStatus:
