@@ -28,11 +28,8 @@ from workers.engines.base import EngineInfo, VoiceRef
 from workers.protocol import ConvertJob, SpeechJob
 
 log = logging.getLogger("chatterbox.extended")
-bp = Blueprint("extended", __name__)
 outputs_bp = Blueprint("outputs", __name__)
 STORE_KEY = "chatterbox.outputs"
-# The Extended API always speaks whole files: these only shape how the text is cut into chunks.
-CHUNK_STRATEGY, CHUNK_SIZE, CHUNK_BUFFER = "sentence", 200, 10
 
 
 def _install_store(state: BlueprintSetupState) -> None:
@@ -41,7 +38,6 @@ def _install_store(state: BlueprintSetupState) -> None:
         os.path.join(settings.data_dir, "outputs"), settings.output_retention_seconds, settings.output_max_bytes))
 
 
-bp.record_once(_install_store)
 outputs_bp.record_once(_install_store)
 
 

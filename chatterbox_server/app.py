@@ -59,7 +59,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(voice_library.bp, url_prefix="/v1")
     app.register_blueprint(voice_library.bp, url_prefix="", name="voice_library_root")
     app.register_blueprint(api_ops.bp)
-    app.register_blueprint(api_extended.bp, url_prefix="/api/v1")
     app.register_blueprint(extended_tts.bp, url_prefix="/api/v1")
     app.register_blueprint(housekeeping.bp, url_prefix="/api/v1")
     app.register_blueprint(concat.bp, url_prefix="/api/v1")

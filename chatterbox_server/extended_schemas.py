@@ -45,15 +45,6 @@ class TtsQuerySchema(Schema):
                                   validate=one_of(RESPONSE_MODES))
 
 
-class VoiceUploadSchema(Schema):
-    """The form fields of POST /api/v1/voice (the file itself is `voice_file`)."""
-
-    class Meta:
-        unknown = RAISE
-
-    name = fields.String(load_default=None)
-
-
 def voice_name_from_filename(filename: str) -> str:
     """A library name from an uploaded file's name: "My Voice (1).wav" -> "My_Voice_1"; may be ""."""
     stem = os.path.splitext(os.path.basename(filename.replace("\\", "/")))[0]

@@ -79,10 +79,6 @@ def _sqlite_connect(dbapi_connection, _record) -> None:  # noqa: ANN001 - SQLAlc
     cursor.close()
 
 
-def is_postgres(engine: Engine) -> bool:
-    return engine.dialect.name == "postgresql"
-
-
 def db_now(conn: Connection) -> float:
     """Now, in UNIX seconds, by the database's clock on PostgreSQL (so leases of runners on several
     boxes compare times from one clock, whatever each box's clock says); SQLite is on this box."""
