@@ -15,7 +15,7 @@ from chatterbox_server.settings import Settings
 _settings = Settings.from_env()
 ApiKeys.load(_settings.api_key, _settings.api_keys_file)     # a bad keys file stops the start here, loudly
 
-wsgi_app = "chatterbox_server:create_app()"
+wsgi_app = "chatterbox_server.app:create_app()"
 bind = _settings.bind_addresses
 workers = _settings.front_workers
 worker_class = "gevent"

@@ -3,8 +3,9 @@
 A tone server with the bundled Whisper model and one transcription at a time: tones are heard as
 nonsense, so every take fails its check and a request makes every attempt, each one transcribed.
 Four flood requests of long chunks keep Whisper busy; another client's request must not wait
-behind them beyond CHATTERBOX_WHISPER_WAIT_SECONDS: it is served at once, degraded (unchecked),
-and says so. With one lock for every client (before) it waited for the flood's transcriptions.
+behind them beyond CHATTERBOX_WHISPER_WAIT_SECONDS: it is served at once, degraded (unchecked)
+and saying so, or checked when each of its takes found a slot free between the flood's (the slots are
+not a queue, and CI saw both); either way its wait is bounded. With one lock for every client (before) it waited for the flood's transcriptions.
 """
 from __future__ import annotations
 
@@ -70,8 +71,11 @@ def test_a_flood_from_one_client_does_not_hold_another_clients_check(busy_server
           f"whisper: {other.headers.get('X-Chatterbox-Whisper')}")
     assert other.status_code == 200, other.text
     assert all(answer.startswith("200") for answer in flood_answers), flood_answers
-    assert other.headers.get("X-Chatterbox-Degraded") == "whisper", dict(other.headers)
-    assert "busy" in other.headers["X-Chatterbox-Whisper"]
+    if other.headers.get("X-Chatterbox-Degraded") == "whisper":
+        assert "busy" in other.headers["X-Chatterbox-Whisper"], dict(other.headers)
+    else:                                                      # every take found a slot free between the flood's
+        assert "X-Chatterbox-Degraded" not in other.headers, dict(other.headers)
+        assert "busy" not in other.headers["X-Chatterbox-Whisper"], dict(other.headers)
     # measured: the flood held Whisper for far longer than the other request waited
     assert len(flood_done) == 4 and max(flood_done) - flood_started > 4 * waited
     assert waited < baseline + WAIT + 2.0, (waited, baseline)
