@@ -5,7 +5,8 @@ nonsense, so every take fails its check and a request makes every attempt, each 
 Four flood requests of long chunks keep Whisper busy; another client's request must not wait
 behind them beyond CHATTERBOX_WHISPER_WAIT_SECONDS: it is served at once, degraded (unchecked)
 and saying so, or checked when each of its takes found a slot free between the flood's (the slots are
-not a queue, and CI saw both); either way its wait is bounded. With one lock for every client (before) it waited for the flood's transcriptions.
+not a queue, and CI saw both); either way its wait is bounded. With one lock for every client
+(before) it waited for the flood's transcriptions.
 """
 from __future__ import annotations
 
