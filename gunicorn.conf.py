@@ -8,7 +8,7 @@ after the fork, in each worker, once gevent has patched the process.
 import os
 import shutil
 
-from chatterbox_server.lifecycle.announce import ready_line
+from chatterbox_server.runtime.announce import ready_line
 from chatterbox_server.security.keys import ApiKeys
 from chatterbox_server.settings import Settings
 
@@ -54,14 +54,14 @@ def post_fork(server, worker):
 
 
 def post_worker_init(worker):
-    from chatterbox_server.lifecycle import draining
+    from chatterbox_server.runtime import draining
     draining.attach(worker)      # so the app can answer 503 + Retry-After while this worker stops
 
 
 def on_reload(server):
     pool = getattr(server, "chatterbox_pool", None)
     if pool is not None:
-        from chatterbox_server.lifecycle import draining
+        from chatterbox_server.runtime import draining
         draining.mark_reload(pool.run_dir)     # the old workers' SIGTERM is a reload, not a stop
 
 

@@ -12,27 +12,30 @@ from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from chatterbox_server import api_docs, api_extended, api_openai, api_ops, bodies, metrics, web
-from chatterbox_server.api import (
-    concat,
-    extended_files,
-    extended_tts,
-    extended_vc,
-    extended_voices,
-    housekeeping,
-    management,
-    voice_library,
-)
-from chatterbox_server.budget.cost import json_too_large
+from chatterbox_server import web
+from chatterbox_server.api import bodies, metrics
+from chatterbox_server.api import health as api_ops
+from chatterbox_server.api.docs import pages as api_docs
+from chatterbox_server.api.extended import common as api_extended
+from chatterbox_server.api.extended import concat
+from chatterbox_server.api.extended import files as extended_files
+from chatterbox_server.api.extended import ops as housekeeping
+from chatterbox_server.api.extended import tts as extended_tts
+from chatterbox_server.api.extended import vc as extended_vc
+from chatterbox_server.api.extended import voices as extended_voices
+from chatterbox_server.api.openai import management
+from chatterbox_server.api.openai import speech as api_openai
+from chatterbox_server.api.openai import voices as voice_library
 from chatterbox_server.errors import ApiError, default_code
-from chatterbox_server.housekeeping import timer as housekeeping_timer
-from chatterbox_server.lifecycle import draining
-from chatterbox_server.pool_client import PoolError
+from chatterbox_server.runtime import draining
+from chatterbox_server.runtime import housekeeping as housekeeping_timer
+from chatterbox_server.runtime.pool_client import PoolError
+from chatterbox_server.runtime.telemetry import SPEECH_REQUESTS
 from chatterbox_server.security import guards
 from chatterbox_server.security.redact import public_pool_message
 from chatterbox_server.services import Services
 from chatterbox_server.settings import Settings
-from chatterbox_server.telemetry import SPEECH_REQUESTS
+from chatterbox_server.synthesis.budget import json_too_large
 from workers.pool import RUN_DIR_ENV, ModelPool
 
 log = logging.getLogger("chatterbox.app")

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from flask import current_app
 
 from chatterbox_server.errors import ApiError
-from chatterbox_server.pool_client import PoolClient
-from chatterbox_server.progress import Progress
+from chatterbox_server.runtime.pool_client import PoolClient
+from chatterbox_server.runtime.progress import Progress
 from chatterbox_server.settings import Settings
-from chatterbox_server.voices import VoiceLibrary
+from chatterbox_server.synthesis.voices import VoiceLibrary
 from workers.engines.base import EngineInfo
 
 

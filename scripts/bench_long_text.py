@@ -28,13 +28,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "scripts")]
 from bench_streaming import PARAGRAPHS  # noqa: E402
 from serverkit import start_server  # noqa: E402
 
-from chatterbox_server.chunking import chunk_texts  # noqa: E402
-from chatterbox_server.longjobs.rules import DEFAULT_CHUNK_SIZE  # noqa: E402
 from chatterbox_server.settings import Settings  # noqa: E402
+from chatterbox_server.synthesis.longjobs.rules import DEFAULT_CHUNK_SIZE  # noqa: E402
+from chatterbox_server.text.chunking import chunk_texts  # noqa: E402
 from workers.audio import fade_edges, to_pcm16  # noqa: E402
 from workers.engines import load_engine  # noqa: E402
 from workers.engines.base import SynthesisSettings, VoiceRef  # noqa: E402
-from workers.protocol import chunk_seed  # noqa: E402
+from workers.ipc.protocol import chunk_seed  # noqa: E402
 
 SEED = 1234
 MB = 1024 * 1024

@@ -40,7 +40,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from serverkit import Server, start_server  # noqa: E402  (tests/serverkit.py, what tests/server/conftest uses)
 
-from chatterbox_server.chunking import split_text  # noqa: E402
+from chatterbox_server.text.chunking import split_text  # noqa: E402
 from workers.engines.base import Engine, SynthesisSettings, VoiceRef  # noqa: E402
 
 WAV_HEADER_BYTES = 44

@@ -24,7 +24,7 @@ from multiprocessing.connection import Connection, Listener, wait
 import numpy as np
 
 from chatterbox_server.settings import Settings
-from workers.asr_protocol import AsrStatus, Probe, Status, Transcribe, TranscribeFailed, Transcript, socket_path
+from workers.ipc.asr import AsrStatus, Probe, Status, Transcribe, TranscribeFailed, Transcript, socket_path
 
 log = logging.getLogger("chatterbox.asr")
 PROCESS_TITLE = "chatterbox-asr-worker"

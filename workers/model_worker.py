@@ -8,7 +8,7 @@ whole chunk). Every audio message costs the job one credit: a job whose client i
 ``buffer_size`` messages behind is parked: it leaves the batch with its stream kept, is not
 counted as active on the board, rejoins when credit comes, and is cancelled (JobFailed, 408) once
 it has been parked for ``CHATTERBOX_PARKED_TIMEOUT``. Messages go out through a non-blocking
-outbox per connection (workers/outbox.py), so a front worker that stops reading never stops the
+outbox per connection (workers/ipc/outbox.py), so a front worker that stops reading never stops the
 loop; one that takes no byte for ``CHATTERBOX_PARKED_TIMEOUT`` loses its connection. A closed
 connection cancels its job at the next step at the latest; the supervisor's lifeline closing
 makes the worker exit. Jobs failing again and again with engine errors (a sticky CUDA error) make
@@ -33,17 +33,13 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
-from chatterbox_server.admission.estimate import CostMeter
 from chatterbox_server.settings import Settings
-from workers import parking
 from workers.audio import finish_piece, join_window, read_wav_mono, split_speed, to_pcm16
-from workers.batching import ActiveJob, newcomer_wait, select_batch
-from workers.board import Board, WorkerState
 from workers.engines import load_engine
 from workers.engines.base import VC_INPUT_RATE, Engine, EngineError, EngineInfo, Piece
-from workers.liveness import FailureStreak
-from workers.outbox import Outbox, PeerGone
-from workers.protocol import (
+from workers.ipc.board import Board, WorkerState
+from workers.ipc.outbox import Outbox, PeerGone
+from workers.ipc.protocol import (
     Accepted,
     AudioChunk,
     ConvertJob,
@@ -55,6 +51,10 @@ from workers.protocol import (
     SpeechJob,
     chunk_seed,
 )
+from workers.liveness import FailureStreak
+from workers.scheduler import parking
+from workers.scheduler.batch import ActiveJob, newcomer_wait, select_batch
+from workers.scheduler.estimate import CostMeter
 
 log = logging.getLogger("chatterbox.model_worker")
 PROCESS_TITLE = "chatterbox-model-worker"

@@ -20,7 +20,7 @@ from multiprocessing.connection import wait
 from chatterbox_server.settings import Settings
 from workers import supervisor
 from workers.asr_worker import AsrProcess
-from workers.board import Board, WorkerState
+from workers.ipc.board import Board, WorkerState
 
 log = logging.getLogger("chatterbox.pool")
 RUN_DIR_ENV = "CHATTERBOX_POOL_DIR"   # where front workers find the pool; set by the pool's owner

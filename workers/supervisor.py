@@ -24,7 +24,7 @@ from multiprocessing.connection import Connection, wait
 
 from chatterbox_server.settings import Settings
 from workers import model_worker
-from workers.board import Board, WorkerState
+from workers.ipc.board import Board, WorkerState
 from workers.liveness import Silence, hang_reason
 
 log = logging.getLogger("chatterbox.supervisor")

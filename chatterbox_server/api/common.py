@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import request
 
-from chatterbox_server.bodies import load
+from chatterbox_server.api.bodies import load
 from chatterbox_server.errors import ApiError
 from chatterbox_server.store import paging, paths
 

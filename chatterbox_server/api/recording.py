@@ -14,8 +14,8 @@ from typing import Any
 
 from flask import has_request_context, request
 
-from chatterbox_server.bodies import json_or_none
-from chatterbox_server.progress import Progress
+from chatterbox_server.api.bodies import json_or_none
+from chatterbox_server.runtime.progress import Progress
 from chatterbox_server.store.history_db import HistoryStore
 
 log = logging.getLogger("chatterbox.history")

@@ -11,7 +11,7 @@ import hashlib
 import os
 import uuid
 
-from workers.board import pid_alive
+from workers.ipc.board import pid_alive
 
 
 class TooManyStreams(Exception):

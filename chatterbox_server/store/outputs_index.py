@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from chatterbox_server.outputs import SIDECAR_SUFFIX, OutputStore
 from chatterbox_server.store import files, paths
+from chatterbox_server.store.outputs import SIDECAR_SUFFIX, OutputStore
 
 AUDIO_FORMATS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "opus": "opus", "aac": "aac", "m4a": "aac",
                  "ogg": "ogg", "pcm": "pcm"}

@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 
 from chatterbox_server.errors import ApiError
-from chatterbox_server.outputs import SIDECAR_SUFFIX
 from chatterbox_server.store import files, paths
+from chatterbox_server.store.outputs import SIDECAR_SUFFIX
 
 SETTING = "CHATTERBOX_DISK_QUOTA_PER_KEY_BYTES"
 

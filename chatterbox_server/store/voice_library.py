@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chatterbox_server.errors import ApiError
-from chatterbox_server.schemas import OPENAI_VOICES
 from chatterbox_server.store import files, paths
 from chatterbox_server.store.voices_meta import LibraryState, StateFile, check_alias, now_iso, sidecar
-from chatterbox_server.voices import NAME_PATTERN, STORED_RATE, check_name, decode_reference, pcm_to_wav
+from chatterbox_server.synthesis.requests import OPENAI_VOICES
+from chatterbox_server.synthesis.voices import NAME_PATTERN, STORED_RATE, check_name, decode_reference, pcm_to_wav
 from workers.engines.base import EngineInfo, VoiceRef
 
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".webm", ".mp4")

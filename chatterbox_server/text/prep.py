@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from chatterbox_server.chunking import sentences, split_text
+from chatterbox_server.text.chunking import sentences, split_text
 
 BATCH_MAX_CHARS = 400           # enable_batching: sentences packed up to this many characters
 SHORT_SENTENCE_CHARS = 20       # smart_batch_short_sentences: shorter ones are joined to a neighbour

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from openapi_spec_validator import validate  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 
-from chatterbox_server.api_docs import build_spec  # noqa: E402
+from chatterbox_server.api.docs.pages import build_spec  # noqa: E402
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 SCHEMA = schemathesis.openapi.from_dict(build_spec())

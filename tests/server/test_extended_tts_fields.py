@@ -18,7 +18,7 @@ import soundfile
 from asr import asr_available, model_path, transcribe, word_error_rate
 from serverkit import Server, start_server
 
-from chatterbox_server.asr.select import choose, make_takes, similarity
+from chatterbox_server.synthesis.takes import choose, make_takes, similarity
 
 pytestmark = pytest.mark.server
 TEXT = "The quick brown fox jumps over the lazy dog. Please call me back tomorrow morning."

@@ -14,7 +14,7 @@ import pytest
 import requests
 from serverkit import start_server
 
-from chatterbox_server.housekeeping.janitor import upload_prefix
+from chatterbox_server.runtime.janitor import upload_prefix
 
 pytestmark = pytest.mark.server
 ALICE, BOB = "alice-key-0123456789abcdef", "bob-key-0123456789abcdefgh"

@@ -12,10 +12,10 @@ from serverkit import start_server
 from sqlalchemy import update
 from test_long_text import LONG, completed, create, done_chunks, job, story, tone, wait_for
 
-from chatterbox_server.longjobs.rules import PENDING, PROCESSING
 from chatterbox_server.store import db
 from chatterbox_server.store.jobs_db import JobStore
 from chatterbox_server.store.tables import long_jobs
+from chatterbox_server.synthesis.longjobs.rules import PENDING, PROCESSING
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 GARBAGE = b"\x7f\x7f" * 4000

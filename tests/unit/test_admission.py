@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from schedkit import bare_worker
 
-from chatterbox_server.admission.estimate import CostMeter, queued_seconds, retry_after
-from chatterbox_server.admission.rules import FULL_RETRY_SECONDS, Limits, WorkerLoad, admissible, refusal
+from chatterbox_server.runtime.admission import FULL_RETRY_SECONDS, Limits, WorkerLoad, admissible, refusal
 from chatterbox_server.settings import Settings, SettingsError
 from workers.engines.base import EngineInfo, Stream, SynthesisSettings, VoiceRef
+from workers.ipc.protocol import ConvertJob, SpeechJob
 from workers.model_worker import ActiveJob, ModelWorker
-from workers.protocol import ConvertJob, SpeechJob
+from workers.scheduler.estimate import CostMeter, queued_seconds, retry_after
 
 
 # -- the cost of work -----------------------------------------------------------------------------
@@ -167,11 +167,11 @@ def test_a_full_or_restarting_pool_never_uses_up_a_long_text_jobs_attempts(tmp_p
     failure: MAX_ATTEMPTS of them must not fail an accepted job."""
     import json
 
-    from chatterbox_server.longjobs import runner as runner_module
-    from chatterbox_server.longjobs.rules import PENDING
-    from chatterbox_server.pool_client import PoolBusy, PoolError
+    from chatterbox_server.runtime.pool_client import PoolBusy, PoolError
     from chatterbox_server.store import db
     from chatterbox_server.store.jobs_db import JobStore
+    from chatterbox_server.synthesis.longjobs import runner as runner_module
+    from chatterbox_server.synthesis.longjobs.rules import PENDING
     from workers.engines.base import EngineInfo
 
     class FullPool:

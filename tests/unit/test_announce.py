@@ -1,4 +1,4 @@
-from chatterbox_server.lifecycle.announce import ready_line, urls
+from chatterbox_server.runtime.announce import ready_line, urls
 
 
 def test_urls_for_tcp_binds_only():

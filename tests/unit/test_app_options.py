@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from chatterbox_server.app import create_app
-from workers.board import Board
+from workers.ipc.board import Board
 
 
 @pytest.fixture()

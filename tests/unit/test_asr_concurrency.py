@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from asr import asr_available, model_path
 
-from chatterbox_server.asr.select import choose, make_takes
-from workers.asr_protocol import Transcribe, TranscribeFailed, Transcript
+from chatterbox_server.synthesis.takes import choose, make_takes
 from workers.asr_worker import Recognizer, default_concurrency
+from workers.ipc.asr import Transcribe, TranscribeFailed, Transcript
 
 PCM = np.zeros(1600, dtype="<i2").tobytes()
 

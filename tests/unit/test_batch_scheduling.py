@@ -5,8 +5,8 @@ from schedkit import BatchedEngine, bare_worker
 
 from chatterbox_server.settings import Settings
 from workers.engines.base import Engine, SynthesisSettings, VoiceRef
+from workers.ipc.protocol import SpeechJob
 from workers.model_worker import ActiveJob, ModelWorker
-from workers.protocol import SpeechJob
 
 
 def _worker(max_batch: int, engine: Engine | None = None) -> ModelWorker:

@@ -1,4 +1,4 @@
-"""Tests for workers.board: the memory-mapped pool board."""
+"""Tests for workers.ipc.board: the memory-mapped pool board."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from workers.board import ERROR_BYTES, INFO_BYTES, Board, WorkerState, pid_alive
+from workers.ipc.board import ERROR_BYTES, INFO_BYTES, Board, WorkerState, pid_alive
 
 
 @pytest.fixture

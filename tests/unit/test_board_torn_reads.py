@@ -6,7 +6,7 @@ import json
 import multiprocessing
 import time
 
-from workers.board import INFO_BYTES, SLOT, Board
+from workers.ipc.board import INFO_BYTES, SLOT, Board
 
 INFOS = [{"engine": "tone", "model": "tone", "padding": letter * 1500, "memory": {"n": n}}
          for n, letter in enumerate("ab")]

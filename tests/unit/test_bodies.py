@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
-from chatterbox_server.bodies import form_fields
+from chatterbox_server.api.bodies import form_fields
 from chatterbox_server.errors import ApiError
 
 BOUNDARY = "b0und"

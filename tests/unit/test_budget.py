@@ -1,4 +1,4 @@
-"""Request budgets (chatterbox_server/budget/cost.py, text/prep.py's PrepLimits): every cost is
+"""Request budgets (chatterbox_server/synthesis/budget.py, text/prep.py's PrepLimits): every cost is
 bounded before the work it stands for, and a request over a limit is a 413 naming the setting."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import tracemalloc
 import pytest
 from marshmallow import ValidationError
 
-from chatterbox_server.api.concat_schema import ConcatSchema, output_base
-from chatterbox_server.budget.cost import Ledger, Limits, pauses_seconds, prepared_chunks, worst_case_takes
+from chatterbox_server.api.extended.concat_schema import ConcatSchema, output_base
 from chatterbox_server.errors import ApiError
 from chatterbox_server.settings import Settings
+from chatterbox_server.synthesis.budget import Ledger, Limits, pauses_seconds, prepared_chunks, worst_case_takes
 from chatterbox_server.text.prep import PrepLimits, TextOptions, TextTooLarge, plan_chunks, prepare
 
 LIMITS = Limits.of(Settings())
@@ -162,13 +162,13 @@ def test_plan_chunks_is_unchanged_without_limits():
 
 # -- whole-file answers within the proxy's timeout ------------------------------------------------
 def whole_file_ledger(limit: float = 300.0):
-    from chatterbox_server.budget.cost import Ledger
+    from chatterbox_server.synthesis.budget import Ledger
     limits = Limits.of(Settings())
     return Ledger(dataclasses.replace(limits, whole_file_seconds=limit))
 
 
 def test_whole_file_time_is_worst_case_characters_at_the_measured_speed_plus_the_queue():
-    from chatterbox_server.budget.cost import Speed, synthesis_seconds
+    from chatterbox_server.synthesis.budget import Speed, synthesis_seconds
     ledger = whole_file_ledger()
     ledger.add_text(["a" * 100, "b" * 100], 3, 3, False)        # 200 characters, 3 candidates, 3 rounds
     # one row: the 3 candidates one after another, 3 rounds
@@ -178,7 +178,7 @@ def test_whole_file_time_is_worst_case_characters_at_the_measured_speed_plus_the
 
 
 def test_without_a_measured_speed_the_estimate_is_conservative_per_engine():
-    from chatterbox_server.budget.cost import FALLBACK_SECONDS_PER_CHAR, Speed, synthesis_seconds
+    from chatterbox_server.synthesis.budget import FALLBACK_SECONDS_PER_CHAR, Speed, synthesis_seconds
     ledger = whole_file_ledger()
     ledger.add_text(["a" * 1000], 1, 1, True)
     seconds, measured = synthesis_seconds(ledger, Speed(None, None, 1, 0.0, "chatterbox", "cuda:0"))
@@ -189,7 +189,7 @@ def test_without_a_measured_speed_the_estimate_is_conservative_per_engine():
 
 
 def test_a_whole_file_over_the_limit_is_a_413_naming_the_setting_and_streaming():
-    from chatterbox_server.budget.cost import Speed, check_whole_file
+    from chatterbox_server.synthesis.budget import Speed, check_whole_file
     ledger = whole_file_ledger(300.0)
     ledger.add_text(["a" * 4000], 1, 1, True)
     assert check_whole_file(ledger, Speed(0.05, None, 1, 0.0), "input") == pytest.approx(200.0)

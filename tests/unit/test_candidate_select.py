@@ -1,9 +1,9 @@
-"""Choosing among candidate takes (chatterbox_server/asr/select.py): seeds, scores, the peer's rules."""
+"""Choosing among candidate takes (chatterbox_server/synthesis/takes.py): seeds, scores, the peer's rules."""
 from __future__ import annotations
 
 import pytest
 
-from chatterbox_server.asr.select import PASS_SCORE, Take, candidate_seed, choose, make_takes, similarity
+from chatterbox_server.synthesis.takes import PASS_SCORE, Take, candidate_seed, choose, make_takes, similarity
 
 
 def test_seeds_are_reproducible_distinct_and_never_zero():

@@ -1,4 +1,4 @@
-"""Tests for chatterbox_server.chunking."""
+"""Tests for chatterbox_server.text.chunking."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from chatterbox_server.chunking import STRATEGIES, Chunk, chunk_texts, split_text
+from chatterbox_server.text.chunking import STRATEGIES, Chunk, chunk_texts, split_text
 
 MAX_CHARS_VALUES = (1, 7, 50, 200, 500)
 
@@ -362,7 +362,7 @@ def test_random_texts_never_cut_inside_a_fitting_word(strategy: str) -> None:
 
 
 def test_shorten_first_chunk_keeps_coverage_and_only_touches_the_first():
-    from chatterbox_server.chunking import shorten_first_chunk
+    from chatterbox_server.text.chunking import shorten_first_chunk
     text = ("This opening sentence is rather long, it has clauses, and it keeps going for a while. "
             "Second sentence. " + "Later text follows here. " * 6)
     chunks = split_text(text, "sentence", 100)

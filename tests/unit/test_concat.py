@@ -6,7 +6,7 @@ import pyloudnorm
 import pytest
 from marshmallow import ValidationError
 
-from chatterbox_server.api.concat_schema import ConcatSchema, MixedConcatSchema
+from chatterbox_server.api.extended.concat_schema import ConcatSchema, MixedConcatSchema
 from chatterbox_server.audio.concat import Clip, JoinOptions, Silence, join, silence_ms
 
 RATE = 16000

@@ -1,4 +1,4 @@
-"""Tests for chatterbox_server.encoders: every response format, whole and progressive."""
+"""Tests for chatterbox_server.audio.encoders: every response format, whole and progressive."""
 
 import hashlib
 import importlib
@@ -17,7 +17,7 @@ import pytest
 _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
-encoders = importlib.import_module("chatterbox_server.encoders")
+encoders = importlib.import_module("chatterbox_server.audio.encoders")
 CONTENT_TYPES = encoders.CONTENT_TYPES
 FILE_EXTENSIONS = encoders.FILE_EXTENSIONS
 FORMATS = encoders.FORMATS

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from chatterbox_server.settings import Settings
-from workers.board import Board, WorkerState
 from workers.engines.base import Engine, EngineError, EngineInfo, SynthesisSettings, Synthesized, VoiceRef
+from workers.ipc.board import Board, WorkerState
+from workers.ipc.protocol import AudioChunk, JobFailed, SpeechJob
 from workers.model_worker import ModelWorker
-from workers.protocol import AudioChunk, JobFailed, SpeechJob
 
 
 class Flaky(Engine):

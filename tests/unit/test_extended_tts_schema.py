@@ -1,11 +1,11 @@
-"""POST /api/v1/tts's schema (chatterbox_server/api/tts_schema.py): the peer's fields, ranges, defaults."""
+"""POST /api/v1/tts's schema (chatterbox_server/api/extended/tts_schema.py): the peer's fields, ranges, defaults."""
 from __future__ import annotations
 
 import pytest
 from marshmallow import ValidationError
 
-from chatterbox_server.api.tts_schema import ExtendedQuerySchema, ExtendedTtsSchema, clean_folder
-from chatterbox_server.schemas import SpeechRequestSchema
+from chatterbox_server.api.extended.tts_schema import ExtendedQuerySchema, ExtendedTtsSchema, clean_folder
+from chatterbox_server.synthesis.requests import SpeechRequestSchema
 
 
 def load(**body):

@@ -10,12 +10,12 @@ import stat
 import pytest
 
 from chatterbox_server.app import create_app
-from chatterbox_server.progress import REQUEST_OWNER
+from chatterbox_server.runtime.progress import REQUEST_OWNER
 from chatterbox_server.security import keys as keys_cli
 from chatterbox_server.security.keys import KeysFileError, parse_keys
 from chatterbox_server.security.origin import allowed_host_names, cross_site, host_allowed, loopback_bind
 from chatterbox_server.security.stream_limits import StreamLimits, TooManyStreams
-from workers.board import Board
+from workers.ipc.board import Board
 
 ALICE, BOB = "alice-key-0123456789abcdef", "bob-key-0123456789abcdefgh"
 
@@ -263,7 +263,7 @@ def test_deeply_nested_json_is_a_400(make_app, path):
 
 # -- /api/v1/health: open, so nothing private, and cheap ----------------------------------------
 def test_extended_health_shows_no_sizes_memory_or_error_texts_without_an_admin_key(make_app, keys_file):
-    from chatterbox_server.api import housekeeping
+    from chatterbox_server.api.extended import ops as housekeeping
     with open(keys_file, "a") as f:
         f.write(f"root:{ROOT_KEY} admin\n")
     app = make_app(api_keys_file=keys_file)
@@ -286,7 +286,7 @@ def test_extended_health_shows_no_sizes_memory_or_error_texts_without_an_admin_k
 
 
 def test_extended_health_walks_data_dir_at_most_once_per_interval(make_app, keys_file, monkeypatch):
-    from chatterbox_server.api import housekeeping
+    from chatterbox_server.api.extended import ops as housekeeping
     with open(keys_file, "a") as f:
         f.write(f"root:{ROOT_KEY} admin\n")
     client = make_app(api_keys_file=keys_file).test_client()
@@ -307,7 +307,7 @@ def test_extended_health_walks_data_dir_at_most_once_per_interval(make_app, keys
 
 
 def test_a_directory_walk_is_bounded(tmp_path):
-    from chatterbox_server.api.housekeeping import directory_usage
+    from chatterbox_server.api.extended.ops import directory_usage
     for i in range(10):
         (tmp_path / f"f{i}").write_bytes(b"x" * 10)
     assert directory_usage(str(tmp_path)) == (100, 10)

@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from werkzeug.datastructures import Headers
 
-from chatterbox_server.header_text import HEADER_LIMIT, attachment, header_value, joined
+from chatterbox_server.text.header_text import HEADER_LIMIT, attachment, header_value, joined
 
 
 def test_a_multi_line_error_becomes_one_line():

@@ -13,7 +13,7 @@ import pytest
 
 from chatterbox_server.errors import ApiError
 from chatterbox_server.security import untrusted_audio
-from chatterbox_server.voices import decode_reference, pcm_to_wav
+from chatterbox_server.synthesis.voices import decode_reference, pcm_to_wav
 
 LIMIT = 20 * 1024 * 1024
 MPEG_FRAME = b"\xff\xfb\x90\x00"

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from chatterbox_server.errors import ApiError
-from chatterbox_server.hub import off_hub
+from chatterbox_server.runtime.hub import off_hub
 
 
 def refuse(name: str) -> None:
@@ -35,7 +35,7 @@ def test_the_pool_thread_prints_no_traceback():
         from gevent import monkey; monkey.patch_all()
         from tests.unit.test_hub import refuse
         from chatterbox_server.errors import ApiError
-        from chatterbox_server.hub import off_hub
+        from chatterbox_server.runtime.hub import off_hub
         try:
             off_hub(refuse, "clip.txt")
         except ApiError:

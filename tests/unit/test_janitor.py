@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 import time
 
-from chatterbox_server.housekeeping import janitor
-from chatterbox_server.voices import write_temporary_wav
+from chatterbox_server.runtime import janitor
+from chatterbox_server.synthesis.voices import write_temporary_wav
 
 
 def touch(directory, name: str, age: float) -> str:

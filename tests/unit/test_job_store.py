@@ -10,11 +10,11 @@ import time
 import pytest
 from pgkit import postgres  # noqa: F401 - the session fixture
 
-from chatterbox_server.longjobs import files
-from chatterbox_server.longjobs.rules import CANCELLED, COMPLETED, PAUSABLE, PAUSED, PENDING, PROCESSING
 from chatterbox_server.store import db
 from chatterbox_server.store.history_db import HistoryStore
 from chatterbox_server.store.jobs_db import JobStore, paused_values
+from chatterbox_server.synthesis.longjobs import files
+from chatterbox_server.synthesis.longjobs.rules import CANCELLED, COMPLETED, PAUSABLE, PAUSED, PENDING, PROCESSING
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -149,7 +149,7 @@ def test_a_retrys_reused_chunks_are_there_before_it_can_be_claimed(engine):
 
 
 def test_retention_sweep_removes_finished_jobs_and_their_files(engine, tmp_path):
-    from chatterbox_server.longjobs.runner import Runner
+    from chatterbox_server.synthesis.longjobs.runner import Runner
     store = JobStore(engine, lease_seconds=60)
     root = str(tmp_path / "longtext")
     for job_id, status in (("old-done", COMPLETED), ("old-cancelled", CANCELLED), ("old-paused", PAUSED),

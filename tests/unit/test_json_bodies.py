@@ -9,7 +9,7 @@ import time
 import pytest
 from flask import Flask, jsonify, request
 
-from chatterbox_server import bodies
+from chatterbox_server.api import bodies
 from chatterbox_server.errors import ApiError
 from chatterbox_server.settings import Settings
 

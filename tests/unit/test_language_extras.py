@@ -1,4 +1,4 @@
-from chatterbox_server.language_notes import degraded_headers, language_extras_availability, language_note
+from chatterbox_server.api.language_notes import degraded_headers, language_extras_availability, language_note
 from workers.engines.base import EngineInfo
 from workers.engines.language_extras import missing_extras
 

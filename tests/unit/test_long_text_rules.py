@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from marshmallow import ValidationError
 
-from chatterbox_server.api.aliases import PEER_TABLE, REWRITES, compile_rewrites, rewrite
-from chatterbox_server.encoders import encode_whole
-from chatterbox_server.longjobs import files, rules
+from chatterbox_server.api.openai.aliases import PEER_TABLE, REWRITES, compile_rewrites, rewrite
+from chatterbox_server.audio.encoders import encode_whole
+from chatterbox_server.synthesis.longjobs import files, rules
 
 
 def row(**values) -> dict:
@@ -90,7 +90,7 @@ def test_a_lease_owner_is_dead_only_when_surely_dead():
     import subprocess
     import sys
 
-    from chatterbox_server.longjobs.runner import owner_dead, owner_id
+    from chatterbox_server.synthesis.longjobs.runner import owner_dead, owner_id
     me = owner_id()
     assert not owner_dead(me)
     child = subprocess.Popen([sys.executable, "-c", "pass"])

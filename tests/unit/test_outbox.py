@@ -17,13 +17,13 @@ import gevent
 import pytest
 from test_pool import collect, make_job, new_client, wait_for, wait_idle
 
-from chatterbox_server.pool_client import PoolError
+from chatterbox_server.runtime.pool_client import PoolError
 from chatterbox_server.settings import Settings, SettingsError
+from workers.ipc.outbox import Outbox, PeerGone, frame
+from workers.ipc.protocol import Accepted, AudioChunk, JobFailed
 from workers.model_worker import socket_path
-from workers.outbox import Outbox, PeerGone, frame
-from workers.parking import review
 from workers.pool import RUN_DIR_ENV, ModelPool
-from workers.protocol import Accepted, AudioChunk, JobFailed
+from workers.scheduler.parking import review
 
 PARKED_TIMEOUT = 1.5
 PARKED_CAP = 2          # the worker's CHATTERBOX_MAX_QUEUED_JOBS (the clients here pass their own)

@@ -1,4 +1,4 @@
-"""Tests for chatterbox_server.outputs: names, atomic writes, safe look-ups and retention."""
+"""Tests for chatterbox_server.store.outputs: names, atomic writes, safe look-ups and retention."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from chatterbox_server.outputs import TEMP_MAX_AGE, OutputStore
+from chatterbox_server.store.outputs import TEMP_MAX_AGE, OutputStore
 
 NOW = datetime(2025, 6, 22, 14, 30, 22, 456789, tzinfo=timezone.utc).timestamp()
 

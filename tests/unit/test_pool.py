@@ -22,13 +22,20 @@ import uuid
 import gevent
 import pytest
 
-from chatterbox_server.pool_client import CooperativeConnection, JobHandle, JobTimeout, PoolBusy, PoolClient, PoolError
+from chatterbox_server.runtime.pool_client import (
+    CooperativeConnection,
+    JobHandle,
+    JobTimeout,
+    PoolBusy,
+    PoolClient,
+    PoolError,
+)
 from chatterbox_server.settings import Settings
-from workers.board import Board, WorkerState, pid_alive
 from workers.engines.base import SynthesisSettings, VoiceRef
 from workers.engines.tone import SAMPLE_RATE, WORD_SECONDS
+from workers.ipc.board import Board, WorkerState, pid_alive
+from workers.ipc.protocol import Accepted, AudioChunk, JobDone, SpeechJob
 from workers.pool import RUN_DIR_ENV, ModelPool
-from workers.protocol import Accepted, AudioChunk, JobDone, SpeechJob
 
 BYTES_PER_WORD = int(SAMPLE_RATE * WORD_SECONDS) * 2       # PCM16 at speed 1
 READY_TIMEOUT = 20.0

@@ -11,9 +11,9 @@ import wave
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chatterbox_server import sse
-from chatterbox_server.chunking import STRATEGIES, shorten_first_chunk, split_text
-from chatterbox_server.encoders import StreamEncoder, encode_whole, wav_header
+from chatterbox_server.audio import sse
+from chatterbox_server.audio.encoders import StreamEncoder, encode_whole, wav_header
+from chatterbox_server.text.chunking import STRATEGIES, shorten_first_chunk, split_text
 
 QUIET = {"deadline": None, "database": None, "suppress_health_check": [HealthCheck.too_slow]}
 settings.register_profile("ci", max_examples=50, **QUIET)

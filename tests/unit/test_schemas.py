@@ -1,11 +1,10 @@
-"""Tests for chatterbox_server.schemas (SpeechRequestSchema and first_error)."""
+"""Tests for chatterbox_server.synthesis.requests (SpeechRequestSchema and first_error)."""
 from __future__ import annotations
 
 import pytest
 from marshmallow import ValidationError
 
-from chatterbox_server.chunking import STRATEGIES
-from chatterbox_server.schemas import (
+from chatterbox_server.synthesis.requests import (
     OPENAI_VOICES,
     QUALITY_PRESETS,
     RESPONSE_FORMATS,
@@ -15,6 +14,7 @@ from chatterbox_server.schemas import (
     SpeechRequestSchema,
     first_error,
 )
+from chatterbox_server.text.chunking import STRATEGIES
 
 MAX_CHARS = 100
 

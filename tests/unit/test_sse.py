@@ -1,4 +1,4 @@
-"""Tests for chatterbox_server.sse: the framing of the speech stream's Server-Sent Events."""
+"""Tests for chatterbox_server.audio.sse: the framing of the speech stream's Server-Sent Events."""
 from __future__ import annotations
 
 import base64
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from chatterbox_server import sse
+from chatterbox_server.audio import sse
 
 
 def parse(frame: bytes) -> dict:

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from chatterbox_server.app import create_app
-from chatterbox_server.outputs import OutputStore
 from chatterbox_server.store import outputs_index, paths
-from chatterbox_server.voices import pcm_to_wav
-from workers.board import Board
+from chatterbox_server.store.outputs import OutputStore
+from chatterbox_server.synthesis.voices import pcm_to_wav
+from workers.ipc.board import Board
 
 RATE = 24000
 

@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from chatterbox_server import urlfetch
 from chatterbox_server.errors import ApiError
+from chatterbox_server.security import urlfetch
 
 ALLOW = urlfetch.FetchPolicy(allow_private=True, max_bytes=10_000, timeout=3.0)
 DENY = urlfetch.FetchPolicy(allow_private=False, max_bytes=10_000, timeout=3.0)

@@ -9,10 +9,10 @@ import wave
 import numpy as np
 import pytest
 
-from chatterbox_server import voices
 from chatterbox_server.errors import ApiError
 from chatterbox_server.store import voice_library
-from chatterbox_server.voices import VoiceLibrary, check_name
+from chatterbox_server.synthesis import voices
+from chatterbox_server.synthesis.voices import VoiceLibrary, check_name
 
 
 def slow_decode(data: bytes, max_bytes: int):

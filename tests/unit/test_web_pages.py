@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from chatterbox_server.app import create_app
-from workers.board import Board
+from workers.ipc.board import Board
 
 PACKAGE = Path(__file__).resolve().parents[2] / "chatterbox_server"
 

@@ -1,6 +1,6 @@
 """What /health says of the optional parts, from the facts the processes report."""
-from chatterbox_server.asr.availability import engine_availability, whisper_availability
-from workers.asr_protocol import AsrStatus
+from chatterbox_server.runtime.asr_availability import engine_availability, whisper_availability
+from workers.ipc.asr import AsrStatus
 
 
 def status(**overrides) -> AsrStatus:

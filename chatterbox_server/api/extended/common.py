@@ -1,0 +1,157 @@
+"""API family 2: the "Extended Plus" API (seed 002) under /api/v1, and the generated files under /outputs.
+
+A request synthesizes the whole clip, encodes every requested format, stores them in
+DATA_DIR/outputs and answers with the first one as a download (`response_mode=stream`) or with
+their URLs (`response_mode=url`). Errors use the Extended envelope (see app.error_response).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory, url_for
+from flask.blueprints import BlueprintSetupState
+from marshmallow import ValidationError
+
+from chatterbox_server.api.extended.tts_schema import clean_folder
+from chatterbox_server.audio.encoders import CONTENT_TYPES, FILE_EXTENSIONS, encode_whole
+from chatterbox_server.errors import ApiError
+from chatterbox_server.security import guards
+from chatterbox_server.services import Services
+from chatterbox_server.store import outputs_index
+from chatterbox_server.store.outputs import OutputStore
+from chatterbox_server.synthesis import speech
+from chatterbox_server.text.header_text import attachment
+from workers.engines.base import EngineInfo, VoiceRef
+from workers.ipc.protocol import ConvertJob, SpeechJob
+
+log = logging.getLogger("chatterbox.extended")
+outputs_bp = Blueprint("outputs", __name__)
+STORE_KEY = "chatterbox.outputs"
+
+
+def _install_store(state: BlueprintSetupState) -> None:
+    settings = state.app.config["SETTINGS"]
+    state.app.extensions.setdefault(STORE_KEY, OutputStore(
+        os.path.join(settings.data_dir, "outputs"), settings.output_retention_seconds, settings.output_max_bytes))
+
+
+outputs_bp.record_once(_install_store)
+
+
+def output_store() -> OutputStore:
+    return current_app.extensions[STORE_KEY]
+
+
+def output_folder(folder: str) -> OutputStore | None:
+    """A project sub-folder of the outputs directory (see api/tts_schema.clean_folder), or None."""
+    try:
+        clean = clean_folder(folder)
+    except ValidationError:
+        return None
+    root = output_store()
+    path = os.path.realpath(os.path.join(root.directory, clean))
+    if not clean or os.path.dirname(path) == path or not path.startswith(os.path.realpath(root.directory) + os.sep):
+        return None
+    return OutputStore(path, root.retention_seconds, root.max_bytes) if os.path.isdir(path) else None
+
+
+@dataclass(frozen=True)
+class Generated:
+    formats: tuple[str, ...]
+    files: dict[str, str]             # format -> file name in the outputs directory
+    data: dict[str, bytes]            # format -> encoded bytes
+
+
+# -- POST /api/v1/tts: chatterbox_server/api/extended/tts.py ---------------------------------------
+def reference_voice(svc: Services, name: str | None, info: EngineInfo) -> VoiceRef:
+    """A library voice for reference_audio_filename: 404 when there is none by that name (or the
+    caller does not see it: another workspace's private voice)."""
+    param = "reference_audio_filename"
+    owns = guards.owner_check()
+    if name is not None and name not in svc.voices.available(info, owns) and svc.voices.find(name, owns) is None:
+        raise ApiError(404, f"{param}: no reference audio {name!r} in the voice library; see GET /api/v1/voices "
+                            "or upload one with POST /api/v1/voice", param=param, code="reference_not_found")
+    try:
+        return svc.voices.resolve(name, info, param=param, owns=owns)
+    except ApiError as exc:
+        raise ApiError(exc.status, f"{param}: {exc.message}", param=param, code=exc.code) from None
+
+
+def synthesize(svc: Services, job: SpeechJob | ConvertJob, info: EngineInfo) -> bytes:
+    run = speech.SpeechRun.start(svc.pool, job, info, request.environ.get("gunicorn.socket"), svc.progress)
+    try:
+        return b"".join(chunk.pcm for chunk in run.audio())
+    finally:
+        run.close()
+
+
+def encode_and_store(store: OutputStore, formats: tuple[str, ...], pcm: bytes, sample_rate: int,
+                     generation_type: str = "tts", parameters: dict[str, Any] | None = None, tag: str = "",
+                     source_files: list[str] | None = None, folder: str = "", owner: str | None = None) -> Generated:
+    """Encode every format, write them under one base name with their generation metadata beside
+    them (see store.outputs_index), then apply the retention limits."""
+    data = {fmt: encode_whole(fmt, pcm, sample_rate) for fmt in formats}
+    names = store.store({FILE_EXTENSIONS[fmt]: data[fmt] for fmt in formats}, prefix=generation_type, tag=tag,
+                        folder=folder)
+    files = {fmt: names[FILE_EXTENSIONS[fmt]] for fmt in formats}
+    try:
+        outputs_index.record_generation(store, files, generation_type, parameters or {},
+                                        duration_seconds=round(len(pcm) / 2 / sample_rate, 3),
+                                        sample_rate=sample_rate, source_files=source_files, owner=owner)
+    except OSError:         # the audio is written: a full disk costs its listing metadata, not the request
+        log.exception("writing the metadata of %s failed", files)
+    try:
+        removed = store.prune(keep=files.values())
+        if removed:
+            log.info("retention removed %d output file(s)", len(removed))
+    except OSError:
+        log.exception("pruning %s failed", store.directory)
+    return Generated(formats, files, data)
+
+
+def output_url(filename: str, absolute: bool = False) -> str:
+    """X-Alternative-Formats needs relative URLs (its clients split on ':'); JSON gets absolute ones so a
+    client can download them as they are (the seed's "before" example does)."""
+    return url_for("outputs.output_file", filename=filename, _external=absolute)
+
+
+def download_response(generated: Generated, headers: dict[str, str]) -> Response:
+    first, *others = generated.formats
+    headers = {**headers, "Content-Disposition": attachment(os.path.basename(generated.files[first]))}
+    if others:
+        headers["X-Alternative-Formats"] = "|".join(f"{fmt}:{output_url(generated.files[fmt])}" for fmt in others)
+    return Response(generated.data[first], content_type=CONTENT_TYPES[first], headers=headers)
+
+
+def url_response(generated: Generated, job: SpeechJob | ConvertJob, seconds: float, elapsed: float,
+                 headers: dict[str, str]) -> Response:
+    files = [{"format": fmt, "filename": generated.files[fmt], "url": output_url(generated.files[fmt], absolute=True),
+              "size_bytes": len(generated.data[fmt])} for fmt in generated.formats]
+    response = jsonify({
+        "success": True,
+        "message": f"Generated {seconds:.2f} s of speech in {len(files)} format(s)",
+        "output_files": files,
+        "generation_seed_used": job.seed,
+        "processing_time_seconds": round(elapsed, 3),
+        "duration_seconds": round(seconds, 3),
+    })
+    response.headers.update(headers)
+    return response
+
+
+# -- GET /outputs/<file> --------------------------------------------------------------------------
+@outputs_bp.get("/outputs/<path:filename>", merge_slashes=False)
+def output_file(filename: str) -> Response:
+    store = output_store()
+    path = store.locate(filename)               # a regular file in the store or its folders, no links
+    if path is None or not guards.owns(outputs_index.owner_of(path)):     # another key's: not found either
+        raise ApiError(404, "no such output file", code="not_found")
+    extension = filename.rsplit(".", 1)[-1].lower()
+    content_type = next((CONTENT_TYPES[fmt] for fmt, ext in FILE_EXTENSIONS.items() if ext == extension),
+                        "application/octet-stream")
+    response = send_from_directory(store.directory, filename, mimetype=content_type)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -1,0 +1,158 @@
+"""API family 1: the OpenAI-compatible speech API (seed 000), served under /v1 and at the root."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from chatterbox_server.api.bodies import form_fields, json_object, load, uploaded
+from chatterbox_server.api.language_notes import degraded_headers, language_note
+from chatterbox_server.audio.encoders import CONTENT_TYPES
+from chatterbox_server.errors import ApiError
+from chatterbox_server.runtime.hub import off_hub
+from chatterbox_server.runtime.progress import IDLE
+from chatterbox_server.security import guards
+from chatterbox_server.services import services
+from chatterbox_server.synthesis import speech
+from chatterbox_server.synthesis.budget import Ledger, Limits, check_whole_file
+from chatterbox_server.synthesis.requests import OPENAI_MODELS, SpeechRequest, SpeechRequestSchema
+from chatterbox_server.synthesis.voice_defaults import OPENAI_NAMES, with_voice_defaults
+from chatterbox_server.synthesis.voices import write_temporary_voice
+from workers.engines.base import EngineInfo, VoiceRef
+
+bp = Blueprint("openai", __name__)
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+# -- request parsing ------------------------------------------------------------------------------
+def json_body() -> dict[str, Any]:
+    return json_object(hint="; use the /upload endpoints for multipart forms")
+
+
+def form_body() -> tuple[dict[str, Any], bytes | None]:
+    if request.is_json:         # the /upload endpoints without a file: seed 000's clients send JSON too
+        return json_body(), None
+    return form_fields(("voice_file",), accept_urlencoded=True), uploaded("voice_file")
+
+
+def parse_speech(data: dict[str, Any], streaming: bool) -> SpeechRequest:
+    settings = current_app.config["SETTINGS"]
+    data = with_voice_defaults(services().voices, data, "voice", SpeechRequestSchema, OPENAI_NAMES,
+                               guards.owner_check())
+    limit = settings.max_stream_input_chars if streaming else settings.max_input_chars
+    return load(SpeechRequestSchema(max_input_chars=limit), data)
+
+
+def check_engine_fields(req: SpeechRequest, info: EngineInfo) -> list[str]:
+    """400 for what this engine cannot honour; returns the fields it accepts but does not use."""
+    if req.model is not None and req.model not in (*info.model_names, *OPENAI_MODELS):
+        raise ApiError(400, f"model {req.model!r} is not served here; use one of "
+                            f"{', '.join((*info.model_names, *OPENAI_MODELS))}", param="model",
+                       code="model_not_found")
+    if req.language is not None and req.language not in info.languages and req.language != "en":
+        supported = ", ".join(info.languages) or "en (this model speaks English only)"
+        raise ApiError(400, f"language {req.language!r} is not supported; use {supported}", param="language")
+    unused = [] if info.supports_exaggeration else ["exaggeration", "cfg_weight", "temperature"]
+    if req.instructions is not None:
+        unused.append("instructions")
+    return [name for name in unused if name in req.explicit]
+
+
+# -- the speech endpoints -------------------------------------------------------------------------
+@bp.post("/audio/speech")
+def create_speech() -> Response:
+    data = json_body()
+    return respond(parse_speech(data, streaming=data.get("stream_format") == "sse"), progressive=False,
+                   voice_file=None)
+
+
+@bp.post("/audio/speech/stream")
+def stream_speech() -> Response:
+    return respond(parse_speech(json_body(), streaming=True), progressive=True, voice_file=None)
+
+
+@bp.post("/audio/speech/upload")
+def create_speech_upload() -> Response:
+    data, voice_file = form_body()
+    streaming = data.get("stream_format") == "sse"
+    return respond(parse_speech(data, streaming=streaming), progressive=False, voice_file=voice_file)
+
+
+@bp.post("/audio/speech/stream/upload")
+def stream_speech_upload() -> Response:
+    data, voice_file = form_body()
+    return respond(parse_speech(data, streaming=True), progressive=True, voice_file=voice_file)
+
+
+def respond(req: SpeechRequest, progressive: bool, voice_file: bytes | None) -> Response:
+    svc = services()
+    info = svc.require_engine()
+    ignored = check_engine_fields(req, info)
+    if not progressive and req.stream_format != "sse":      # nothing is sent until the whole file is made
+        chunks = speech.split_text(req.input, req.streaming_strategy, req.streaming_chunk_size)
+        ledger = Ledger(Limits.of(svc.settings))
+        ledger.add_text([chunk.text for chunk in chunks], 1, 1, True)
+        check_whole_file(ledger, svc.pool.speed(), "input")
+    temporary_voice = None
+    if voice_file is not None:
+        if not info.supports_cloning:
+            raise ApiError(400, f"voice_file needs the chatterbox engine; this server runs {info.engine}",
+                           param="voice_file", code="voice_not_supported")
+        temporary_voice = off_hub(write_temporary_voice, svc.upload_dir, voice_file, svc.settings.max_upload_bytes)
+        voice = VoiceRef("voice_file", temporary_voice)
+    else:
+        voice = svc.voices.resolve(req.voice, info, owns=guards.owner_check())
+    request_id = speech.new_request_id()
+    job = speech.build_job(req, voice, request_id, streaming=progressive or req.stream_format == "sse")
+    try:
+        run = speech.SpeechRun.start(svc.pool, job, info, request.environ.get("gunicorn.socket"), svc.progress)
+    except BaseException:
+        _remove(temporary_voice)
+        raise
+    if temporary_voice:
+        run.cleanups.append(lambda: _remove(temporary_voice))
+    headers = {"X-Request-Id": request_id, "X-Chatterbox-Seed": str(job.seed),
+               "X-Chatterbox-Chunks": str(len(job.chunks))}
+    if ignored:
+        headers["X-Chatterbox-Ignored-Fields"] = ",".join(ignored)
+    headers.update(degraded_headers(language_note(info, req.language)))
+    if req.stream_format == "sse":
+        return Response(speech.server_sent_events(run, req.response_format), mimetype="text/event-stream",
+                        headers={**headers, **STREAM_HEADERS})
+    if progressive:
+        return Response(speech.progressive(run, req.response_format),
+                        content_type=CONTENT_TYPES[req.response_format], headers={**headers, **STREAM_HEADERS})
+    body = speech.whole_file(run, req.response_format)
+    return Response(body, content_type=CONTENT_TYPES[req.response_format], headers=headers)
+
+
+def _remove(path: str | None) -> None:
+    if path:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+# -- models, progress (the voices are in api/voice_library.py) ------------------------------------
+@bp.get("/models")
+def list_models() -> Response:
+    info = services().engine_info()
+    names = [*(info.model_names if info else ()), *OPENAI_MODELS]
+    return jsonify({"object": "list", "data": [
+        {"id": name, "object": "model", "created": 0, "owned_by": "chatterbox-server"} for name in names]})
+
+
+@bp.get("/status/progress")
+def progress() -> Response:
+    active = services().progress.all_active(guards.can_see_text, guards.admin_caller())
+    wanted = request.args.get("request_id")
+    if wanted:
+        match = next((entry for entry in active if entry["request_id"] == wanted), None)
+        if match is None:
+            raise ApiError(404, f"no request {wanted!r} is in progress", param="request_id", code="not_found")
+        return jsonify(match)
+    return jsonify(active[-1] if active else IDLE)
+
+# /status lives in api/status_history.py with the history and statistics it can include

@@ -1,1 +1,0 @@
-"""Work no request asks for: sweeping DATA_DIR/tmp and applying output retention on a timer."""

@@ -1,0 +1,235 @@
+"""One speech request from admission to the last byte, independent of Flask.
+
+The view validates, then `SpeechRun.start` admits the job and waits for the first audio (so the
+status code is still free to choose if it fails); the response bodies below stream the rest.
+A failure after the first byte becomes an SSE `error` event, or for raw audio an aborted
+transfer (no final chunk), never a short file that looks complete.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import gevent
+from gevent import socket as gsocket
+
+from chatterbox_server.audio import sse
+from chatterbox_server.audio.encoders import StreamEncoder, encode_whole
+from chatterbox_server.runtime.hub import off_hub
+from chatterbox_server.runtime.pool_client import JobHandle, PoolClient, PoolError
+from chatterbox_server.runtime.progress import Progress
+from chatterbox_server.runtime.telemetry import AUDIO_SECONDS, FIRST_AUDIO
+from chatterbox_server.security.redact import public_pool_message
+from chatterbox_server.synthesis.requests import SEED_MAX, SpeechRequest
+from chatterbox_server.text.chunking import shorten_first_chunk, split_text
+from workers.engines.base import EngineInfo, SynthesisSettings, VoiceRef
+from workers.ipc.protocol import AudioChunk, ConvertJob, JobFailed, SpeechJob
+
+log = logging.getLogger("chatterbox.speech")
+FIRST_CHUNK_CHARS = 100      # about 6 s of speech, some 150 Chatterbox speech tokens
+CLIENT_STALLED = 408         # the model worker cancelled a job whose client read nothing for a while
+
+
+class StreamAborted(Exception):
+    """Raised inside a raw-audio body so the server drops the connection instead of ending it cleanly."""
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def random_seed() -> int:
+    """A seed for a request that sent none; never 0, which the Extended API reads as "random"."""
+    return random.SystemRandom().randrange(1, SEED_MAX + 1)
+
+
+def build_job(request: SpeechRequest, voice: VoiceRef, request_id: str, streaming: bool = False) -> SpeechJob:
+    """The job for a request; a streamed one gets a short first chunk so its audio starts sooner."""
+    chunks = split_text(request.input, request.streaming_strategy, request.streaming_chunk_size)
+    if streaming:
+        chunks = shorten_first_chunk(request.input, chunks, FIRST_CHUNK_CHARS)
+    seed = request.seed if request.seed is not None else random_seed()
+    settings = SynthesisSettings(speed=request.speed, exaggeration=request.exaggeration,
+                                 cfg_weight=request.cfg_weight, temperature=request.temperature,
+                                 language=request.language)
+    return SpeechJob(request_id=request_id, chunks=tuple(chunk.text for chunk in chunks), settings=settings,
+                     voice=voice, seed=seed, buffer_size=request.streaming_buffer_size,
+                     text_preview=request.input[:80])
+
+
+@dataclass
+class SpeechRun:
+    """A job admitted to the pool, with a watch on the client's connection."""
+    handle: JobHandle
+    job: SpeechJob | ConvertJob
+    info: EngineInfo
+    progress: Progress
+    chunks: Iterator[AudioChunk]
+    first: AudioChunk | None = None
+    watcher: gevent.Greenlet | None = None
+    client_socket: object | None = None
+    started: float = field(default_factory=time.monotonic)
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, pool: PoolClient, job: SpeechJob | ConvertJob, info: EngineInfo, client_socket: object | None,
+              progress: Progress, admitted: bool = False) -> SpeechRun:
+        """`admitted`: the request was let in already (PoolClient.admit); see PoolClient.submit."""
+        handle = pool.submit(job, admitted=admitted)
+        run = cls(handle, job, info, progress, handle.chunks(), client_socket=client_socket)
+        progress.begin(job.request_id, job.units, job.text_preview)
+        if client_socket is not None:
+            run.watcher = watch_client(client_socket, handle)
+            handle.reader.link_value(run._job_ended)
+        try:
+            run.first = run._next()
+        except BaseException:
+            run.close()
+            raise
+        FIRST_AUDIO.observe(time.monotonic() - run.started)
+        return run
+
+    def _next(self) -> AudioChunk | None:
+        chunk = next(self.chunks, None)
+        if chunk is not None:
+            self.progress.chunk_done(self.job.request_id, chunk.index + 1)
+        return chunk
+
+    def audio(self) -> Iterator[AudioChunk]:
+        """Every chunk, the first one included; raises PoolError if the job fails on the way."""
+        chunk = self.first
+        while chunk is not None:
+            yield chunk
+            chunk = self._next()
+
+    @property
+    def usage(self) -> tuple[int, int]:
+        result = self.handle.result
+        return (result.input_tokens, result.output_tokens) if result else (0, 0)
+
+    def _job_ended(self, reader: gevent.Greenlet) -> None:
+        failure = reader.value
+        if isinstance(failure, JobFailed) and failure.kind == "client":
+            gevent.spawn(self._abort_stalled_client, failure.message)
+
+    def _abort_stalled_client(self, reason: str) -> None:
+        """The model worker cancelled the job because the client read no audio for
+        CHATTERBOX_PARKED_TIMEOUT, so this request's greenlet is blocked writing to that client.
+        Shutting the socket down wakes the write with EPIPE, which gunicorn takes as a hang-up (no
+        error logged), and the transfer ends unfinished: the client cannot mistake it for whole."""
+        log.info("request %s: %s", self.job.request_id, reason)
+        self.handle.cancel(reason)
+        self.abort_client()
+
+    def abort_client(self) -> bool:
+        """End the client's connection without finishing the response; False if there is no socket."""
+        if self.client_socket is None:
+            return False
+        if self.watcher is not None:
+            self.watcher.kill(block=False)      # it would take the shutdown for a client hang-up
+        try:
+            # through a duplicate: gevent's own shutdown() fails the blocked write with EBADF, which
+            # gunicorn logs as an error; the kernel's shutdown fails it with EPIPE, a hang-up
+            with socket.fromfd(self.client_socket.fileno(), self.client_socket.family,
+                               self.client_socket.type) as duplicate:
+                duplicate.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return True
+
+    def close(self) -> None:
+        result = self.handle.result
+        if result is not None and not self.handle.closed:
+            AUDIO_SECONDS.inc(result.audio_seconds)
+        if self.watcher is not None:
+            self.watcher.kill(block=False)
+        self.handle.close()
+        self.progress.end(self.job.request_id, result, self.handle.cancel_reason)
+        while self.cleanups:
+            self.cleanups.pop()()
+
+
+def watch_client(client_socket: object, handle: JobHandle) -> gevent.Greenlet:
+    """Cancel the job as soon as the client hangs up, instead of at the next failed write (flask #4385)."""
+    def watch() -> None:
+        try:
+            gsocket.wait_read(client_socket.fileno())
+            gone = client_socket.recv(1, socket.MSG_PEEK) == b""
+        except ConnectionError:         # a reset: the client closed with our data still unread
+            gone = True
+        except (OSError, ValueError):
+            return      # TLS sockets cannot peek, closed sockets cannot wait: stop watching
+        if gone:
+            handle.cancel("the client disconnected")
+    return gevent.spawn(watch)
+
+
+# -- response bodies ------------------------------------------------------------------------------
+def whole_file(run: SpeechRun, fmt: str) -> bytes:
+    try:
+        pcm = b"".join(chunk.pcm for chunk in run.audio())
+    finally:
+        run.close()
+    return off_hub(encode_whole, fmt, pcm, run.info.sample_rate)
+
+
+def encode_chunk(encoder: StreamEncoder, pcm: bytes) -> bytes:
+    """Raw formats are a copy; codecs take ~10 ms per second of audio, too long to hold the hub."""
+    return encoder.feed(pcm) if encoder.fmt in ("wav", "pcm") else off_hub(encoder.feed, pcm)
+
+
+def progressive(run: SpeechRun, fmt: str) -> Iterator[bytes]:
+    encoder = StreamEncoder(fmt, run.info.sample_rate)
+    try:
+        head = encoder.header()
+        for chunk in run.audio():
+            data = head + encode_chunk(encoder, chunk.pcm)
+            head = b""
+            if data:
+                yield data
+        tail = head + encoder.finish()
+        if tail:
+            yield tail
+    except PoolError as exc:
+        if exc.status == 499:       # the client hung up: nobody is left to tell, nothing went wrong here
+            log.info("request %s: %s", run.job.request_id, exc)
+            return
+        if exc.status == CLIENT_STALLED and run.abort_client():     # unfinished, and no error logged
+            log.info("request %s: %s", run.job.request_id, exc)
+            return
+        log.error("request %s failed after the stream started: %s", run.job.request_id, exc)
+        raise StreamAborted(str(exc)) from exc
+    finally:
+        run.close()
+
+
+def server_sent_events(run: SpeechRun, fmt: str) -> Iterator[bytes]:
+    """SPEC.md's event stream. For wav and pcm the deltas are raw PCM16 as `speech.audio.info`
+    describes (clients wrap them in a WAV header themselves); other formats send encoded bytes."""
+    encoder = StreamEncoder("pcm" if fmt in ("wav", "pcm") else fmt, run.info.sample_rate)
+    try:
+        yield sse.audio_info(run.info.sample_rate)
+        head = encoder.header()
+        for chunk in run.audio():
+            data = head + encode_chunk(encoder, chunk.pcm)
+            head = b""
+            if data:
+                yield sse.audio_delta(data)
+        tail = head + encoder.finish()
+        if tail:
+            yield sse.audio_delta(tail)
+        yield sse.audio_done(*run.usage)
+    except PoolError as exc:
+        if exc.status == 499:
+            log.info("request %s: %s", run.job.request_id, exc)
+            return
+        (log.info if exc.status == CLIENT_STALLED else log.error)(
+            "request %s failed after the stream started: %s", run.job.request_id, exc)
+        yield sse.error(public_pool_message(str(exc), exc.status, exc.code), exc.code)
+    finally:
+        run.close()
