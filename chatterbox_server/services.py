@@ -1,17 +1,34 @@
-"""What the views share in one front worker: settings, the pool client, voices, progress."""
+"""What the views of one front worker share, built once by the app factory: settings, the pool
+client, voices, the request progress and history, the output and VC-input stores, the long-job
+store and its runner, the error log every front worker writes.
+
+Nothing here touches the database: it may be down while the server starts (speech needs none);
+its schema is brought up to date by the first operation that reaches it."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from flask import current_app
 
 from chatterbox_server.errors import ApiError
 from chatterbox_server.runtime.pool_client import PoolClient
-from chatterbox_server.runtime.progress import Progress
+from chatterbox_server.runtime.recording import RecordingProgress
 from chatterbox_server.settings import Settings
-from chatterbox_server.synthesis.voices import VoiceLibrary
+from chatterbox_server.store import db
+from chatterbox_server.store.errorlog import ErrorLog
+from chatterbox_server.store.history_db import HistoryStore
+from chatterbox_server.store.jobs_db import JobStore
+from chatterbox_server.store.outputs import OutputStore
+from chatterbox_server.store.vc_inputs import VcInputStore
+from chatterbox_server.store.voice_library import VoiceLibrary
+from chatterbox_server.synthesis.longjobs.runner import Runner
 from workers.engines.base import EngineInfo
+
+EXTENSION = "chatterbox"
+OwnerCheck = Callable[[str | None], bool]
 
 
 @dataclass
@@ -19,17 +36,43 @@ class Services:
     settings: Settings
     pool: PoolClient
     voices: VoiceLibrary
-    progress: Progress
+    progress: RecordingProgress
     upload_dir: str
+    outputs: OutputStore
+    vc_inputs: VcInputStore
+    database: db.Database
+    jobs: JobStore
+    history: HistoryStore
+    jobs_root: str
+    runner: Runner
+    errors: ErrorLog
 
     @classmethod
-    def create(cls, settings: Settings, run_dir: str) -> Services:
+    def create(cls, settings: Settings, run_dir: str, request_fields: Callable[[], dict[str, Any]],
+               owner_check_for: Callable[[str | None], OwnerCheck], background: bool) -> Services:
+        """`request_fields` reads the current request's body for its history entry; `owner_check_for`
+        gives what a key may act on (the runner acts as a job's owner); `background`: under gevent,
+        history writes are queued for a writer greenlet."""
+        data = settings.data_dir
         pool = PoolClient(run_dir, settings.max_queued_jobs, settings.queue_timeout, settings.chunk_timeout,
                           max_queued_seconds=settings.max_queued_seconds)
-        voices = VoiceLibrary(os.path.join(settings.data_dir, "voices"), settings.max_upload_bytes,
-                              settings.voice_alias_map, settings.default_voice)
-        return cls(settings, pool, voices, Progress(os.path.join(run_dir, "progress")),
-                   os.path.join(settings.data_dir, "tmp"))
+        voices = VoiceLibrary(os.path.join(data, "voices"), settings.max_upload_bytes, settings.voice_alias_map,
+                              settings.default_voice)
+        engine = db.make_engine(db.database_url(settings.database_url, data), settings.database_connect_timeout)
+        database = db.Database(engine, data, timeout=settings.database_timeout)
+        jobs = JobStore(engine, settings.longtext_lease_seconds, database)
+        history = HistoryStore(engine, settings.history_max_records, database)
+        jobs_root = os.path.join(data, "longtext")
+        os.makedirs(jobs_root, exist_ok=True)
+        runner = Runner(jobs, pool, voices, jobs_root, settings.longtext_max_running,
+                        settings.longtext_retention_seconds, owner_check_for)
+        return cls(settings, pool, voices,
+                   RecordingProgress(os.path.join(run_dir, "progress"), history, request_fields, background),
+                   os.path.join(data, "tmp"),
+                   OutputStore(os.path.join(data, "outputs"), settings.output_retention_seconds,
+                               settings.output_max_bytes),
+                   VcInputStore(os.path.join(data, "vc_inputs"), os.path.join(data, "state")),
+                   database, jobs, history, jobs_root, runner, ErrorLog(os.path.join(run_dir, "errors.jsonl")))
 
     def engine_info(self) -> EngineInfo | None:
         return self.pool.engine_info()
@@ -43,4 +86,4 @@ class Services:
 
 
 def services() -> Services:
-    return current_app.extensions["chatterbox"]
+    return current_app.extensions[EXTENSION]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, has_request_context, request
 from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -157,3 +157,11 @@ def load(schema: Schema, data: dict[str, Any]) -> Any:
     except ValidationError as exc:
         field, message = first_error(exc)
         raise ApiError(400, message, param=field, code="invalid_value") from None
+
+
+def request_fields() -> dict[str, Any]:
+    """The current request's body fields, JSON or form; {} outside a request or for another body."""
+    if not has_request_context():
+        return {}
+    data = json_or_none() if request.is_json else request.form.to_dict()
+    return data if isinstance(data, dict) else {}

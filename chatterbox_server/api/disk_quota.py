@@ -8,6 +8,7 @@ from flask import current_app
 
 from chatterbox_server.runtime.hub import off_hub
 from chatterbox_server.security import guards
+from chatterbox_server.services import services
 from chatterbox_server.store import quota
 
 
@@ -22,11 +23,8 @@ def held_to_quota() -> tuple[str, int] | None:
 
 
 def used_bytes(owner: str) -> int:
-    from chatterbox_server.api.extended.common import output_store
-    from chatterbox_server.api.extended.files import vc_inputs
-    from chatterbox_server.services import services
-    return off_hub(quota.workspace_bytes, output_store().directory, vc_inputs().directory,
-                   services().voices.directory, owner)
+    svc = services()
+    return off_hub(quota.workspace_bytes, svc.outputs.directory, svc.vc_inputs.directory, svc.voices.directory, owner)
 
 
 def require_room(adding: int | None = None) -> None:

@@ -5,7 +5,7 @@ import time
 from typing import Any
 
 import gevent
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
 from chatterbox_server.api.language_notes import language_extras_availability
 from chatterbox_server.errors import ApiError
@@ -61,9 +61,7 @@ def optional_capabilities(svc: Services, info: EngineInfo | None, detailed: bool
                                                              info.fallback_reason if info else None),
                     "whisper": whisper_status(svc.pool.run_dir),
                     "language_extras": language_extras_availability(info)}
-    management = current_app.extensions.get("chatterbox_management")
-    if management is not None and management.database is not None:
-        capabilities["database"] = management.database.availability()
+    capabilities["database"] = services().database.availability()
     if not detailed:
         capabilities = {name: {k: v for k, v in entry.items() if k != "reason"} for name, entry in capabilities.items()}
     return capabilities

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import struct
+import wave
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -272,3 +273,13 @@ def encode_whole(fmt: str, pcm: bytes, sample_rate: int) -> bytes:
     encoder.encode(_samples(pcm))
     encoder.close()
     return sink.getvalue()
+
+
+def pcm_to_wav(samples: np.ndarray, sample_rate: int) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes(samples.astype("<i2").tobytes())
+    return buffer.getvalue()

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from chatterbox_server.errors import ApiError
+
 DEMUXERS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "ogg": "ogg", "webm": "matroska", "mp4": "mov",
             "aac": "aac"}
 DECODE_TIMEOUT_SECONDS = 15.0    # a 20 MB upload decodes in well under a second on one core
@@ -80,3 +82,52 @@ def _resampled(container: Any, stream: Any, rate: int, max_samples: int, deadlin
             raise UntrustedAudioError(f"decoding took longer than {timeout:g} s")
     for out in resampler.resample(None):
         yield out.to_ndarray().reshape(-1)
+
+
+STORED_RATE = 24000                     # library voices are stored at this rate
+MIN_SECONDS, MAX_SECONDS = 1.0, 120.0
+MIN_SOURCE_RATE = 8000
+MAGIC = ((b"RIFF", "wav"), (b"ID3", "mp3"), (b"fLaC", "flac"), (b"OggS", "ogg"), (b"\x1a\x45\xdf\xa3", "webm"))
+
+
+def sniff_format(data: bytes) -> str | None:
+    for magic, fmt in MAGIC:
+        if data.startswith(magic):
+            return fmt
+    if data[4:8] == b"ftyp":
+        return "mp4"
+    if len(data) > 1 and data[0] == 0xFF and (data[1] & 0xE0) == 0xE0:
+        return "mp3" if (data[1] & 0x06) != 0 else "aac"
+    return None
+
+
+def decode_reference(data: bytes, max_bytes: int) -> tuple[np.ndarray, str, float]:
+    """Untrusted voice upload -> (PCM16 mono at 24 kHz, sniffed format, seconds). Raises ApiError 4xx."""
+    return decode_upload(data, max_bytes=max_bytes, rate=STORED_RATE, seconds=(MIN_SECONDS, MAX_SECONDS),
+                         param="voice_file")
+
+
+def decode_upload(data: bytes, *, max_bytes: int, rate: int, seconds: tuple[float, float],
+                  param: str) -> tuple[np.ndarray, str, float]:
+    """Untrusted audio -> (PCM16 mono at `rate`, sniffed format, duration), bounded in size and length."""
+    if len(data) > max_bytes:
+        raise ApiError(413, f"{param} is {len(data)} bytes; the limit is {max_bytes}", param=param,
+                       code="file_too_large")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ApiError(400, f"{param} is not audio this server reads (wav, mp3, flac, ogg, webm, m4a, aac)",
+                       param=param, code="unsupported_audio")
+    samples, _ = _decode(data, fmt, rate, seconds[1], param)
+    duration = samples.size / rate
+    if not seconds[0] <= duration <= seconds[1]:
+        raise ApiError(400, f"{param} lasts {duration:.1f} s; send {seconds[0]:.0f} to {seconds[1]:.0f} s of "
+                            "clear speech", param=param, code="unsupported_audio")
+    return samples, fmt, duration
+
+
+def _decode(data: bytes, fmt: str, rate: int, max_seconds: float, param: str) -> tuple[np.ndarray, int]:
+    try:
+        return decode_pcm16(data, fmt, rate, max_seconds, MIN_SOURCE_RATE)
+    except UntrustedAudioError as exc:
+        raise ApiError(400, f"{param} could not be decoded as audio: {exc}", param=param,
+                       code="unsupported_audio") from None

@@ -6,15 +6,29 @@ No client string becomes a path without store.paths; every write is atomic. No F
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from chatterbox_server.audio.encoders import pcm_to_wav
 from chatterbox_server.errors import ApiError
+from chatterbox_server.security.untrusted_audio import STORED_RATE, decode_reference
 from chatterbox_server.store import files, paths
 from chatterbox_server.store.voices_meta import LibraryState, StateFile, check_alias, now_iso, sidecar
-from chatterbox_server.synthesis.requests import OPENAI_VOICES
-from chatterbox_server.synthesis.voices import NAME_PATTERN, STORED_RATE, check_name, decode_reference, pcm_to_wav
 from workers.engines.base import EngineInfo, VoiceRef
+
+OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer",
+                 "verse", "marin", "cedar")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")     # always fullmatch: `$` allows "\n"
+
+
+def check_name(name: str) -> None:
+    if not NAME_PATTERN.fullmatch(name or ""):
+        raise ApiError(400, "voice names are 1-64 letters, digits, '_' or '-', starting with a letter or "
+                            "digit", param="name", code="invalid_voice_name")
+    if name in ("default", *OPENAI_VOICES):
+        raise ApiError(400, f"{name!r} is a reserved voice name", param="name", code="invalid_voice_name")
+
 
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".webm", ".mp4")
 Owns = Callable[[str | None], bool]     # whether the caller may act on a thing of this owner (security.guards)

@@ -16,8 +16,6 @@ RESPONSE_FORMATS = ("wav", "mp3", "opus", "aac", "flac", "pcm")
 STREAM_FORMATS = ("audio", "sse")
 QUALITIES = ("fast", "balanced", "high")
 OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
-OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer",
-                 "verse", "marin", "cedar")
 SEED_MAX = 2**32 - 1
 
 # streaming_quality presets: what each quality means when the request does not say otherwise

@@ -49,7 +49,7 @@ from server.test_peer_python_examples import (  # noqa: F401
 )
 from server.test_voice_conversion import recording, wav_bytes
 
-from chatterbox_server.synthesis.voices import pcm_to_wav
+from chatterbox_server.audio.encoders import pcm_to_wav
 
 # seed 000, "Basic cURL Examples", verbatim but for the host (the playback one writes a file
 # instead of piping into ffplay, which a CI machine has no speaker for)

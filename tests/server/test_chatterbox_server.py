@@ -14,7 +14,7 @@ import pytest
 import requests
 from serverkit import start_server
 
-from chatterbox_server.synthesis.voices import pcm_to_wav
+from chatterbox_server.audio.encoders import pcm_to_wav
 
 pytest.importorskip("chatterbox")
 pytestmark = [pytest.mark.chatterbox, pytest.mark.server, pytest.mark.slow]

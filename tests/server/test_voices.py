@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import requests
 
-from chatterbox_server.synthesis.voices import pcm_to_wav
+from chatterbox_server.audio.encoders import pcm_to_wav
 
 pytestmark = pytest.mark.server
 

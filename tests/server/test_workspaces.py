@@ -12,7 +12,7 @@ import pytest
 import requests
 from serverkit import Server, start_server
 
-from chatterbox_server.synthesis.voices import pcm_to_wav
+from chatterbox_server.audio.encoders import pcm_to_wav
 
 pytestmark = pytest.mark.server
 ALICE, BOB, ROOT = "alice-key-0123456789abcdef", "bob-key-0123456789abcdefgh", "root-key-0123456789abcdefg"

@@ -11,9 +11,10 @@ import av
 import numpy as np
 import pytest
 
+from chatterbox_server.audio.encoders import pcm_to_wav
 from chatterbox_server.errors import ApiError
 from chatterbox_server.security import untrusted_audio
-from chatterbox_server.synthesis.voices import decode_reference, pcm_to_wav
+from chatterbox_server.security.untrusted_audio import decode_reference
 
 LIMIT = 20 * 1024 * 1024
 MPEG_FRAME = b"\xff\xfb\x90\x00"

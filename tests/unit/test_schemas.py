@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from marshmallow import ValidationError
 
+from chatterbox_server.store.voice_library import OPENAI_VOICES
 from chatterbox_server.synthesis.requests import (
-    OPENAI_VOICES,
     QUALITY_PRESETS,
     RESPONSE_FORMATS,
     SEED_MAX,

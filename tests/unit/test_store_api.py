@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from chatterbox_server.app import create_app
+from chatterbox_server.audio.encoders import pcm_to_wav
 from chatterbox_server.store import outputs_index, paths
 from chatterbox_server.store.outputs import OutputStore
-from chatterbox_server.synthesis.voices import pcm_to_wav
 from workers.ipc.board import Board
 
 RATE = 24000

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from chatterbox_server.errors import ApiError
+from chatterbox_server.security.untrusted_audio import STORED_RATE
 from chatterbox_server.store import voice_library
-from chatterbox_server.synthesis import voices
-from chatterbox_server.synthesis.voices import VoiceLibrary, check_name
+from chatterbox_server.store.voice_library import VoiceLibrary, check_name
 
 
 def slow_decode(data: bytes, max_bytes: int):
     seconds = float(data.decode())
     time.sleep(0.2)                     # both uploads are past the first existence check
-    return np.zeros(int(seconds * voices.STORED_RATE), np.int16), "wav", seconds
+    return np.zeros(int(seconds * STORED_RATE), np.int16), "wav", seconds
 
 
 def test_two_uploads_of_one_new_name_never_mix_audio_and_metadata(tmp_path, monkeypatch):

@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 
+from chatterbox_server.audio.encoders import pcm_to_wav
 from chatterbox_server.errors import ApiError
 from chatterbox_server.store.voice_library import VoiceLibrary
 from chatterbox_server.synthesis.voice_defaults import OPENAI_NAMES, merge_defaults
-from chatterbox_server.synthesis.voices import pcm_to_wav
 
 RATE = 24000
 

@@ -10,8 +10,8 @@ from chatterbox_server.api.extended import tts as extended_tts
 from chatterbox_server.api.extended import vc as extended_vc
 from chatterbox_server.api.extended.tts_schema import ExtendedTtsSchema
 from chatterbox_server.app import create_app
+from chatterbox_server.audio.encoders import pcm_to_wav
 from chatterbox_server.services import Services
-from chatterbox_server.synthesis.voices import pcm_to_wav
 from workers.engines.base import EngineInfo
 from workers.ipc.board import Board
 

@@ -11,15 +11,14 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory, url_for
-from flask.blueprints import BlueprintSetupState
+from flask import Blueprint, Response, jsonify, request, send_from_directory, url_for
 from marshmallow import ValidationError
 
 from chatterbox_server.api.extended.tts_schema import clean_folder
 from chatterbox_server.audio.encoders import CONTENT_TYPES, FILE_EXTENSIONS, encode_whole
 from chatterbox_server.errors import ApiError
 from chatterbox_server.security import guards
-from chatterbox_server.services import Services
+from chatterbox_server.services import Services, services
 from chatterbox_server.store import outputs_index
 from chatterbox_server.store.outputs import OutputStore
 from chatterbox_server.synthesis import speech
@@ -29,20 +28,10 @@ from workers.ipc.protocol import ConvertJob, SpeechJob
 
 log = logging.getLogger("chatterbox.extended")
 outputs_bp = Blueprint("outputs", __name__)
-STORE_KEY = "chatterbox.outputs"
-
-
-def _install_store(state: BlueprintSetupState) -> None:
-    settings = state.app.config["SETTINGS"]
-    state.app.extensions.setdefault(STORE_KEY, OutputStore(
-        os.path.join(settings.data_dir, "outputs"), settings.output_retention_seconds, settings.output_max_bytes))
-
-
-outputs_bp.record_once(_install_store)
 
 
 def output_store() -> OutputStore:
-    return current_app.extensions[STORE_KEY]
+    return services().outputs
 
 
 def output_folder(folder: str) -> OutputStore | None:

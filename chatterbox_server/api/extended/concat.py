@@ -29,11 +29,11 @@ from chatterbox_server.audio.post import float_to_pcm16
 from chatterbox_server.errors import ApiError
 from chatterbox_server.runtime.hub import off_hub
 from chatterbox_server.security import guards
+from chatterbox_server.security.untrusted_audio import decode_upload
 from chatterbox_server.services import Services, services
 from chatterbox_server.store import outputs_index
 from chatterbox_server.store.outputs import OutputStore
 from chatterbox_server.synthesis.budget import Ledger, Limits, check_whole_file, pauses_seconds, prepared_chunks
-from chatterbox_server.synthesis.voices import decode_upload
 from chatterbox_server.text.header_text import attachment, joined
 
 bp = Blueprint("extended_concat", __name__)

@@ -2,11 +2,9 @@
 search and folders, and deleted one by one or in bulk."""
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
-from flask.blueprints import BlueprintSetupState
+from flask import Blueprint, Response, jsonify, request, url_for
 
 from chatterbox_server.api import disk_quota
 from chatterbox_server.api.bodies import form_fields
@@ -15,30 +13,20 @@ from chatterbox_server.api.extended.common import output_store
 from chatterbox_server.errors import ApiError
 from chatterbox_server.runtime.hub import off_hub
 from chatterbox_server.security import guards
+from chatterbox_server.security.untrusted_audio import decode_upload
 from chatterbox_server.services import services
 from chatterbox_server.store import outputs_index, paging, paths
 from chatterbox_server.store.vc_inputs import VcInputStore, safe_filename
 from chatterbox_server.store.voices_meta import clean_text
-from chatterbox_server.synthesis.voices import decode_upload
 from workers.engines.base import VC_INPUT_RATE
 
 bp = Blueprint("extended_files", __name__)
-VC_INPUTS_KEY = "chatterbox.vc_inputs"
 VC_MAX_SECONDS = 600.0
 TEXT_MAX = 10_000
 
 
-def _install(state: BlueprintSetupState) -> None:
-    data_dir = state.app.config["SETTINGS"].data_dir
-    state.app.extensions.setdefault(VC_INPUTS_KEY, VcInputStore(os.path.join(data_dir, "vc_inputs"),
-                                                                os.path.join(data_dir, "state")))
-
-
-bp.record_once(_install)
-
-
 def vc_inputs() -> VcInputStore:
-    return current_app.extensions[VC_INPUTS_KEY]
+    return services().vc_inputs
 
 
 def decode_vc_input(data: bytes, max_bytes: int, param: str) -> tuple[Any, str, float]:

@@ -63,16 +63,7 @@ def cached(name: str, compute: Any, seconds: float | None = None) -> Any:
 
 
 def error_log(svc: Services | None = None) -> ErrorLog:
-    return ErrorLog(os.path.join((svc or services()).pool.run_dir, "errors.jsonl"))
-
-
-def record_error(status: int, code: str, message: str) -> None:
-    """Called for every error answer of either family (app.error_response)."""
-    try:
-        operation = f"{request.method} {request.url_rule.rule if request.url_rule else request.path}"
-        error_log().record(status, code, operation, message, owner=guards.workspace())
-    except (OSError, RuntimeError, KeyError):
-        pass                    # the log must never turn an error answer into a 500
+    return (svc or services()).errors
 
 
 def now_iso() -> str:

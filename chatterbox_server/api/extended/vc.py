@@ -26,11 +26,12 @@ from chatterbox_server.api.extended.schemas import EXPORT_FORMATS, TtsQuerySchem
 from chatterbox_server.errors import ApiError
 from chatterbox_server.runtime.hub import off_hub
 from chatterbox_server.security import guards, urlfetch
+from chatterbox_server.security.untrusted_audio import MAX_SECONDS, MIN_SECONDS, STORED_RATE, decode_upload
 from chatterbox_server.services import Services, services
 from chatterbox_server.synthesis import speech, watermark
 from chatterbox_server.synthesis.budget import Ledger, Limits, check_whole_file
 from chatterbox_server.synthesis.requests import in_range, one_of, seed_field
-from chatterbox_server.synthesis.voices import MAX_SECONDS, MIN_SECONDS, STORED_RATE, decode_upload, write_temporary_wav
+from chatterbox_server.synthesis.voices import write_temporary_wav
 from workers.audio import plan_windows
 from workers.engines.base import VC_INPUT_RATE, EngineInfo, VoiceRef
 from workers.ipc.protocol import ConvertJob

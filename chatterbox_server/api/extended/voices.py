@@ -17,7 +17,7 @@ from chatterbox_server.runtime.hub import off_hub
 from chatterbox_server.security import guards
 from chatterbox_server.services import services
 from chatterbox_server.store import paging, paths
-from chatterbox_server.store.voice_library import StoredVoice, VoiceLibrary
+from chatterbox_server.store.voice_library import NAME_PATTERN, StoredVoice, VoiceLibrary
 from chatterbox_server.store.voices_meta import (
     DESCRIPTION_MAX,
     DISPLAY_NAME_MAX,
@@ -27,7 +27,6 @@ from chatterbox_server.store.voices_meta import (
 )
 from chatterbox_server.synthesis.budget import check_stored_sound_words
 from chatterbox_server.synthesis.requests import first_error
-from chatterbox_server.synthesis.voices import NAME_PATTERN
 
 bp = Blueprint("extended_voices", __name__)
 # default_parameters may hold any synthesis field of POST /api/v1/tts but these

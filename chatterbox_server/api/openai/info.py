@@ -9,7 +9,6 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from chatterbox_server import __version__
 from chatterbox_server.api.openai import aliases
-from chatterbox_server.api.openai.management import management
 from chatterbox_server.api.openai.memory import process_memory
 from chatterbox_server.api.openai.status import current_statistics, history_records, processing_status
 from chatterbox_server.services import services
@@ -37,7 +36,7 @@ def ping() -> Response:
 
 @bp.get("/config")
 def config() -> Response:
-    settings = management().settings
+    settings = services().settings
     info = services().engine_info()
     addresses = settings.bind_addresses
     host, _, port = addresses[0].rpartition(":") if addresses else ("", "", "")

@@ -16,7 +16,6 @@ from flask import Blueprint, Response, jsonify, request, send_file
 
 from chatterbox_server.api.bodies import json_object, load
 from chatterbox_server.api.common import bool_arg, int_arg
-from chatterbox_server.api.openai.management import management
 from chatterbox_server.audio.encoders import CONTENT_TYPES
 from chatterbox_server.errors import ApiError
 from chatterbox_server.runtime.hub import off_hub
@@ -48,7 +47,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # -- helpers --------------------------------------------------------------------------------------
 def _job(job_id: str) -> dict[str, Any]:
     """The caller's job; another key's job is "not found" too, so its existence does not leak."""
-    row = management().jobs.get(job_id, guards.scope())
+    row = services().jobs.get(job_id, guards.scope())
     if row is None:
         raise ApiError(404, f"long-text job {job_id!r} not found", param="job_id", code="job_not_found")
     return row
@@ -82,12 +81,12 @@ def _create_response(row: dict[str, Any], message: str) -> dict[str, Any]:
 def _new_job(text: str, voice: str | None, fmt: str, params: dict[str, Any], extra: dict[str, Any],
              owner: str | None, job_id: str | None = None,
              done: dict[int, dict[str, Any]] | None = None) -> dict:
-    mgmt = management()
-    if mgmt.jobs.count_active() >= mgmt.settings.longtext_max_active:
-        raise ApiError(429, f"{mgmt.settings.longtext_max_active} long-text jobs are already pending, running or "
+    svc = services()
+    if svc.jobs.count_active() >= svc.settings.longtext_max_active:
+        raise ApiError(429, f"{svc.settings.longtext_max_active} long-text jobs are already pending, running or "
                             "paused; wait for some to finish or cancel them", code="too_many_jobs", retry_after=30)
-    per_key = mgmt.settings.longtext_max_active_per_key
-    if owner is not None and per_key and mgmt.jobs.count_active(owner) >= per_key:
+    per_key = svc.settings.longtext_max_active_per_key
+    if owner is not None and per_key and svc.jobs.count_active(owner) >= per_key:
         raise ApiError(429, f"the API key {owner!r} already has {per_key} long-text jobs pending, running or "
                             "paused (CHATTERBOX_LONGTEXT_MAX_ACTIVE_PER_KEY); wait for some to finish or cancel "
                             "them", code="too_many_jobs", retry_after=30)
@@ -98,16 +97,16 @@ def _new_job(text: str, voice: str | None, fmt: str, params: dict[str, Any], ext
     row = {"id": job_id, "text": text, "text_length": len(text),
            "text_hash": hashlib.sha256(text.encode()).hexdigest(), "voice": voice,
            "parameters": json.dumps(params), "output_format": fmt, "owner": owner, **extra}
-    mgmt.jobs.create(row, chunks, done)
-    mgmt.runner.poke()
-    return mgmt.jobs.get(job_id)
+    svc.jobs.create(row, chunks, done)
+    svc.runner.poke()
+    return svc.jobs.get(job_id)
 
 
 # -- create, list, read -----------------------------------------------------------------------------
 @bp.post("/audio/speech/long")
 def create_job() -> Response:
-    mgmt = management()
-    req = load(rules.LongTextRequestSchema(max_input_chars=mgmt.settings.longtext_max_chars), json_object())
+    svc = services()
+    req = load(rules.LongTextRequestSchema(max_input_chars=svc.settings.longtext_max_chars), json_object())
     svc = services()
     info = svc.require_engine()
     if req["model"] is not None and req["model"] not in (*info.model_names, *OPENAI_MODELS):
@@ -134,7 +133,7 @@ def _check_language(language: str | None, info: Any, param: str = "language") ->
 def list_jobs() -> Response:
     status = _choice_arg("status", rules.STATUSES)
     limit = int_arg("limit", 20, 1, 100)
-    jobs = management().jobs
+    jobs = services().jobs
     rows = jobs.list(status=status, limit=limit, scope=guards.scope())
     counts = jobs.status_counts(guards.scope())
     return jsonify({"jobs": [rules.list_item(row) for row in rows], "total_jobs": sum(counts.values()),
@@ -150,7 +149,7 @@ def job_status(job_id: str) -> Response:
 
 
 def _chunks(row: dict[str, Any]) -> list[dict[str, Any]]:
-    chunks = management().jobs.chunks(row["id"])
+    chunks = services().jobs.chunks(row["id"])
     rate = row["sample_rate"] or (services().engine_info().sample_rate if services().engine_info() else None)
     for chunk in chunks:
         chunk["sample_rate"] = rate
@@ -161,7 +160,7 @@ def _chunks(row: dict[str, Any]) -> list[dict[str, Any]]:
 def job_details(job_id: str) -> Response:
     row = _job(job_id)
     chunks = _chunks(row)
-    management().jobs.touch(job_id)
+    services().jobs.touch(job_id)
     done = [c for c in chunks if c["audio_file"]]
     return jsonify({"metadata": rules.metadata(row), "chunks": [rules.describe_chunk(c) for c in chunks],
                     "input_text": row["text"], "error_log": [row["error"]] if row["error"] else [],
@@ -177,10 +176,10 @@ def download(job_id: str) -> Response:
     if row["status"] != COMPLETED:
         raise ApiError(409, f"job {job_id} is {row['status']}; its audio can be downloaded once it is completed",
                        code="job_not_completed")
-    path = files.output_path(management().jobs_root, job_id, row["output_format"])
+    path = files.output_path(services().jobs_root, job_id, row["output_format"])
     if not os.path.isfile(path):
         raise ApiError(410, f"the audio of job {job_id} is no longer on disk", code="output_missing")
-    management().jobs.touch(job_id)
+    services().jobs.touch(job_id)
     return send_file(path, mimetype=CONTENT_TYPES[row["output_format"]], as_attachment=True,
                      download_name=f"long_text_{job_id}.{row['output_format']}", conditional=True)
 
@@ -188,9 +187,9 @@ def download(job_id: str) -> Response:
 @bp.get("/audio/speech/long/<job_id>/sse")
 def job_events(job_id: str) -> Response:
     _job(job_id)
-    jobs = management().jobs
+    jobs = services().jobs
     scope = guards.scope()          # read once: the generator runs after the request context
-    limit = management().settings.longtext_max_sse
+    limit = services().settings.longtext_max_sse
     if _open_streams[0] >= limit:
         raise ApiError(429, f"{limit} long-job progress streams are already open on this worker "
                             "(CHATTERBOX_LONGTEXT_MAX_SSE); poll the job's status_url instead",
@@ -241,7 +240,7 @@ def _event(name: str, job_id: str, data: dict[str, Any]) -> bytes:
 @bp.put("/audio/speech/long/<job_id>/pause")
 def pause(job_id: str) -> Response:
     row = _job(job_id)
-    if not management().jobs.transition(job_id, PAUSABLE, paused_values()):
+    if not services().jobs.transition(job_id, PAUSABLE, paused_values()):
         raise ApiError(409, f"cannot pause job in {row['status']} state", code="invalid_state")
     return jsonify({"message": f"Job {job_id} paused successfully", "status": PAUSED})
 
@@ -249,10 +248,10 @@ def pause(job_id: str) -> Response:
 @bp.put("/audio/speech/long/<job_id>/resume")
 def resume(job_id: str) -> Response:
     row = _job(job_id)
-    if not management().jobs.transition(job_id, (PAUSED,), {"status": PENDING, "processing_paused_at": None,
+    if not services().jobs.transition(job_id, (PAUSED,), {"status": PENDING, "processing_paused_at": None,
                                                                  "error": None}):
         raise ApiError(409, f"cannot resume job in {row['status']} state", code="invalid_state")
-    management().runner.poke()
+    services().runner.poke()
     return jsonify({"message": f"Job {job_id} resumed successfully", "status": PENDING})
 
 
@@ -263,15 +262,15 @@ def cancel_or_delete(job_id: str) -> Response:
     if action == "delete":
         _delete(job_id)
         return jsonify({"message": f"Job {job_id} deleted successfully"})
-    if not management().jobs.transition(job_id, CANCELLABLE, {"status": CANCELLED}):
+    if not services().jobs.transition(job_id, CANCELLABLE, {"status": CANCELLED}):
         raise ApiError(409, f"cannot cancel job in {row['status']} state", code="invalid_state")
     return jsonify({"message": f"Job {job_id} cancelled successfully", "status": CANCELLED})
 
 
 def _delete(job_id: str) -> bool:
     """Delete the row first (a runner sees it gone at its next heartbeat and stops), then the files."""
-    deleted = management().jobs.delete(job_id)
-    files.remove_job_files(management().jobs_root, job_id)
+    deleted = services().jobs.delete(job_id)
+    files.remove_job_files(services().jobs_root, job_id)
     return deleted
 
 
@@ -281,7 +280,7 @@ def update(job_id: str) -> Response:
     values = {k: v for k, v in load(rules.UpdateSchema(), json_object()).items() if v is not None}
     if "tags" in values:
         values["tags"] = [tag.strip() for tag in values["tags"]]
-    management().jobs.update_meta(job_id, values)
+    services().jobs.update_meta(job_id, values)
     return jsonify({"success": True, "message": "Job metadata updated successfully",
                     "status": _job(job_id)["status"]})
 
@@ -328,17 +327,17 @@ def _retry(row: dict[str, Any], preserve_chunks: bool, new_parameters: dict | No
             "retry_count": row["retry_count"] + 1, "original_job_id": original}, row["owner"], job_id=job_id,
             done=done)
     except BaseException:
-        files.remove_job_files(management().jobs_root, job_id)
+        files.remove_job_files(services().jobs_root, job_id)
         raise
 
 
 def _reuse_chunks(source: str, target: str) -> dict[int, dict[str, Any]]:
     """Chunks already made are the same audio (same text, settings and seed): hard-link their files
     (a copy where links fail), off the hub."""
-    root = management().jobs_root
+    root = services().jobs_root
     pairs: list[tuple[int, str, str]] = []
     done: dict[int, dict[str, Any]] = {}
-    for chunk in management().jobs.chunks(source):
+    for chunk in services().jobs.chunks(source):
         path = files.recorded_path(root, source, chunk["audio_file"])
         if path is None:
             continue
@@ -366,7 +365,7 @@ def bulk() -> Response:
     body = load(rules.BulkSchema(), json_object())
     if not body["confirm"]:
         raise ApiError(400, "confirm: bulk operations require confirm=true", param="confirm")
-    jobs = management().jobs
+    jobs = services().jobs
     failed: list[str] = []
     for job_id in body["job_ids"]:
         row = jobs.get(job_id, guards.scope())          # another key's job fails like a missing one
@@ -391,7 +390,7 @@ def bulk() -> Response:
 # -- history --------------------------------------------------------------------------------------
 @bp.get("/audio/speech/long-history")
 def history() -> Response:
-    jobs = management().jobs
+    jobs = services().jobs
     rows = jobs.list(status=_choice_arg("status", rules.STATUSES), session_id=request.args.get("session_id"),
                      search=request.args.get("search"), is_archived=bool_arg("is_archived", None),
                      start=_date_arg("start_date"), end=_date_arg("end_date"),
@@ -406,7 +405,7 @@ def history() -> Response:
 
 @bp.get("/audio/speech/long-history/stats")
 def history_stats() -> Response:
-    return jsonify(rules.history_stats(management().jobs.all_rows(request.args.get("session_id"), guards.scope())))
+    return jsonify(rules.history_stats(services().jobs.all_rows(request.args.get("session_id"), guards.scope())))
 
 
 @bp.delete("/audio/speech/long/history")
@@ -416,7 +415,7 @@ def clear_history() -> Response:
     session_id = request.args.get("session_id")
     cleared = failed = 0
     for status in FINISHED:
-        for row in management().jobs.list(status=status, session_id=session_id, limit=10**6,
+        for row in services().jobs.list(status=status, session_id=session_id, limit=10**6,
                                           scope=guards.scope()):
             if _delete(row["id"]):
                 cleared += 1

@@ -12,7 +12,6 @@ import psutil
 from flask import Blueprint, Response, jsonify
 
 from chatterbox_server.api.common import bool_arg, float_arg
-from chatterbox_server.api.openai.management import management
 from chatterbox_server.errors import ApiError
 from chatterbox_server.runtime.pool_client import connect
 from chatterbox_server.security import guards
@@ -125,7 +124,7 @@ def cleanup(reset_peak: bool) -> dict[str, Any]:
 
 
 def thresholds() -> dict[str, float]:
-    history = management().history
+    history = services().history
     return {name: history.value(f"alert_{name}", default) for name, (default, _, _) in THRESHOLDS.items()}
 
 
@@ -148,7 +147,7 @@ def memory() -> Response:
     do_cleanup = bool_arg("cleanup")
     force_cuda = bool_arg("force_cuda_clear")
     info = process_memory()
-    result: dict[str, Any] = {"memory_info": info, "request_counter": management().history.memory_counter(),
+    result: dict[str, Any] = {"memory_info": info, "request_counter": services().history.memory_counter(),
                               "cleanup_performed": False, "cuda_cache_cleared": False}
     if bool_arg("include_alerts", True):
         result["alerts"] = alerts(info)
@@ -163,7 +162,7 @@ def memory() -> Response:
 def reset() -> Response:
     if not bool_arg("confirm"):
         raise ApiError(400, "confirm: resetting memory tracking requires confirm=true", param="confirm")
-    previous = management().history.reset_memory_counter()
+    previous = services().history.reset_memory_counter()
     report = cleanup(reset_peak=True)
     return jsonify({"status": "reset", "previous_request_counter": previous, **report,
                     "cuda_stats_reset": any(w.get("peak_stats_reset") for w in report["model_workers"]),
@@ -172,7 +171,7 @@ def reset() -> Response:
 
 @bp.get("/memory/config")
 def get_config() -> Response:
-    settings = management().settings
+    settings = services().settings
     info = services().engine_info()
     device = info.device if info else None
     cuda = bool(device and device.startswith("cuda"))
@@ -192,7 +191,7 @@ def get_config() -> Response:
 @bp.post("/memory/config")
 def set_config() -> Response:
     old = thresholds()
-    history = management().history
+    history = services().history
     for name, (_, low, high) in THRESHOLDS.items():
         value = float_arg(name, None, low, high)
         if value is not None:
@@ -205,7 +204,7 @@ def set_config() -> Response:
 @bp.get("/memory/recommendations")
 def recommendations() -> Response:
     info = process_memory()
-    counter = management().history.memory_counter()
+    counter = services().history.memory_counter()
     found = []
     percent = info["cpu_memory_percent"]
     if percent > 60:

@@ -6,10 +6,9 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from chatterbox_server.api.common import bool_arg, int_arg
-from chatterbox_server.api.openai.management import management
 from chatterbox_server.api.openai.memory import process_memory
-from chatterbox_server.api.recording import RecordingProgress
 from chatterbox_server.errors import ApiError
+from chatterbox_server.runtime.recording import RecordingProgress
 from chatterbox_server.security import guards
 from chatterbox_server.services import services
 from chatterbox_server.store.history_db import describe_entry, statistics
@@ -26,19 +25,19 @@ def _settled_history() -> None:
 def current_statistics() -> dict[str, Any]:
     _settled_history()
     active = services().progress.all_active(guards.can_see_text, guards.admin_caller())
-    return statistics(management().history.totals(), bool(active))
+    return statistics(services().history.totals(), bool(active))
 
 
 def history_records(limit: int) -> list[dict[str, Any]]:
     """The caller's own records (with keys; an admin key and a server without keys: everyone's)."""
     _settled_history()
-    return [describe_entry(row) for row in management().history.history(limit, guards.scope())]
+    return [describe_entry(row) for row in services().history.history(limit, guards.scope())]
 
 
 def processing_status() -> dict[str, Any]:
     """The peer's status object (its newest active request, or idle), plus every active request."""
     active = services().progress.all_active(guards.can_see_text, guards.admin_caller())
-    total = int(management().history.totals()["total_requests"])
+    total = int(services().history.totals()["total_requests"])
     base: dict[str, Any] = {"active_requests": len(active), "requests": active, "total_requests": total}
     if not active:
         return {"status": "idle", "is_processing": False, "message": "No active requests", **base}
@@ -63,7 +62,7 @@ def status() -> Response:
 
 @bp.get("/status/history")
 def history() -> Response:
-    limit = int_arg("limit", 10, 1, max(50, management().settings.history_max_records))
+    limit = int_arg("limit", 10, 1, max(50, services().settings.history_max_records))
     records = history_records(limit)
     return jsonify({"request_history": records, "total_records": len(records), "limit": limit})
 
@@ -80,6 +79,6 @@ def stats() -> Response:
 def clear() -> Response:
     if not bool_arg("confirm"):
         raise ApiError(400, "confirm: clearing the request history requires confirm=true", param="confirm")
-    cleared = management().history.clear(guards.scope())
+    cleared = services().history.clear(guards.scope())
     return jsonify({"success": True, "message": "TTS request history cleared successfully",
                     "cleared_records": cleared})

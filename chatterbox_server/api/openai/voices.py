@@ -17,8 +17,7 @@ from chatterbox_server.errors import ApiError
 from chatterbox_server.runtime.hub import off_hub
 from chatterbox_server.security import guards
 from chatterbox_server.services import Services, services
-from chatterbox_server.store.voice_library import StoredVoice, VoiceLibrary
-from chatterbox_server.synthesis.voices import check_name
+from chatterbox_server.store.voice_library import StoredVoice, VoiceLibrary, check_name
 
 bp = Blueprint("voice_library", __name__)
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from flask import has_request_context, request
 
-from chatterbox_server.api.bodies import json_or_none
 from chatterbox_server.runtime.progress import Progress
 from chatterbox_server.store.history_db import HistoryStore
 
@@ -27,9 +26,12 @@ RECORDED_PARAMETERS = ("model", "response_format", "stream_format", "speed", "ex
 
 
 class RecordingProgress(Progress):
-    def __init__(self, directory: str, history: HistoryStore, background: bool = False) -> None:
+    def __init__(self, directory: str, history: HistoryStore, request_fields: Callable[[], dict[str, Any]],
+                 background: bool = False) -> None:
+        """`request_fields`: the current request's body fields (JSON or form), {} outside a request."""
         super().__init__(directory)
         self.history = history
+        self.request_fields = request_fields
         self.pending: dict[str, dict[str, Any]] = {}
         self.background = background
         self.queue: collections.deque[Callable[[], None]] = collections.deque()
@@ -90,7 +92,7 @@ class RecordingProgress(Progress):
 
     def begin(self, request_id: str, total_chunks: int, text_preview: str) -> None:
         super().begin(request_id, total_chunks, text_preview)
-        data = _request_fields()
+        data = self.request_fields()
         text = next((data[key] for key in ("input", "text") if isinstance(data.get(key), str)), "")  # /v1, /api/v1
         voice = data.get("voice") or data.get("reference_audio_filename") or data.get("target_voice_source")
         self.pending[request_id] = {
@@ -113,9 +115,3 @@ class RecordingProgress(Progress):
                      error_message=None if ok else (error or "the request did not complete"))
         self._write(f"record request {request_id} in the history", lambda: self.history.record(entry))
 
-
-def _request_fields() -> dict[str, Any]:
-    if not has_request_context():
-        return {}
-    data = json_or_none() if request.is_json else request.form.to_dict()
-    return data if isinstance(data, dict) else {}
