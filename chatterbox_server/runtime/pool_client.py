@@ -28,9 +28,8 @@ import gevent.queue
 from gevent import socket as gsocket
 
 from chatterbox_server.runtime.admission import Limits, WorkerLoad, admissible, refusal
-from chatterbox_server.synthesis.budget import Speed
 from workers.engines.base import EngineInfo
-from workers.ipc.board import Board, SlotView, WorkerState, pid_alive
+from workers.ipc.board import Board, SlotView, Speed, WorkerState, pid_alive
 from workers.ipc.protocol import Accepted, AudioChunk, ConvertJob, Credit, JobDone, JobFailed, SpeechJob
 from workers.liveness import Silence, check_interval
 from workers.model_worker import socket_path
@@ -261,7 +260,7 @@ class PoolClient:
 
     def speed(self) -> Speed:
         """How fast the ready workers synthesize (their published admission costs) and the shortest
-        queue among them: what a whole-file request's time is estimated from (budget/cost.py)."""
+        queue among them: what a whole-file request's time is estimated from (synthesis/budget.py)."""
         ready = self.ready_slots()
         costs = [(view.info.get("admission") or {}) for view in ready]
         per_unit = [cost.get("per_unit") or {} for cost in costs]

@@ -10,14 +10,10 @@ import json
 import os
 import time
 from collections.abc import Callable
-from contextvars import ContextVar
 from typing import Any
 
+from chatterbox_server.security.keys import REQUEST_OWNER
 from workers.ipc.board import pid_alive
-
-# The API key name of the request being served (None without keys): set by the app's guard, so
-# /v1/status can show a request's text to the key that sent it and to nobody else.
-REQUEST_OWNER: ContextVar[str | None] = ContextVar("request_owner", default=None)
 
 
 class Progress:

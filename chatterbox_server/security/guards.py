@@ -16,8 +16,7 @@ from collections.abc import Callable
 from flask import Flask, Response, current_app, g, request
 
 from chatterbox_server.errors import ApiError
-from chatterbox_server.runtime.progress import REQUEST_OWNER
-from chatterbox_server.security.keys import ApiKeys
+from chatterbox_server.security.keys import REQUEST_OWNER, ApiKeys
 from chatterbox_server.security.origin import allowed_host_names, cross_site, host_allowed
 from chatterbox_server.security.stream_limits import StreamLimits, TooManyStreams
 from chatterbox_server.settings import Settings

@@ -18,11 +18,15 @@ import re
 import secrets
 import shutil
 import sys
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 KEY_PREFIX = "cbx-"
 FLAGS = ("admin",)
+# The API key name of the request being served (None without keys): set by security/guards.py, so
+# /v1/status can show a request's text to the key that sent it and to nobody else.
+REQUEST_OWNER: ContextVar[str | None] = ContextVar("request_owner", default=None)
 
 
 class KeysFileError(ValueError):

@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
 
 from chatterbox_server.store.db import Database, db_now, guard_methods, reading, serialize
+from chatterbox_server.store.job_states import ACTIVE, FINISHED, PAUSED, PENDING, PROCESSING
 from chatterbox_server.store.tables import long_job_chunks, long_jobs
-from chatterbox_server.synthesis.longjobs.rules import ACTIVE, FINISHED, PAUSED, PENDING, PROCESSING
 
 SORTS = {
     "created_desc": long_jobs.c.created_at.desc(), "created_asc": long_jobs.c.created_at.asc(),

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from chatterbox_server.errors import ApiError
 from chatterbox_server.settings import Settings, env_name
 from chatterbox_server.text.prep import PrepLimits, TextOptions, TextTooLarge, parse_sound_words, plan_chunks
+from workers.ipc.board import Speed  # noqa: F401 - what the estimates read; callers name it from here
 
 STATUS = 413
 CODE = "over_budget"
@@ -140,20 +141,6 @@ class Ledger:
 # an estimate errs towards refusing (the client is pointed at streaming, which has no such limit).
 FALLBACK_SECONDS_PER_CHAR = {"chatterbox": 0.08, "chatterbox-cpu": 0.5, "hibari": 0.02, "tone": 0.005}
 FALLBACK_SECONDS_PER_INPUT_SECOND = {"chatterbox": 1.0, "chatterbox-cpu": 6.0}   # voice conversion
-
-
-@dataclass(frozen=True)
-class Speed:
-    """What the ready model workers published for admission (workers/ipc/board.py info["admission"])."""
-    per_char: float | None             # slowest measured seconds per character on one row; None: not yet
-    per_input_second: float | None     # the same for voice conversion, per second of input audio
-    rows: int                          # batch rows of every ready worker together
-    queued: float                      # the shortest wait any ready worker estimates for a new job
-    engine: str = ""
-    device: str = ""
-
-    def fallback_key(self) -> str:
-        return f"{self.engine}-cpu" if self.engine == "chatterbox" and self.device == "cpu" else self.engine
 
 
 def synthesis_seconds(ledger: Ledger, speed: Speed) -> tuple[float, bool]:

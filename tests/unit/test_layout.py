@@ -19,6 +19,9 @@ LOOSE_MODULES = {"__init__", "app", "services", "settings", "errors"}
 NO_FLASK = ("chatterbox_server.synthesis", "chatterbox_server.store", "chatterbox_server.audio",
             "chatterbox_server.text")
 WORKERS_MAY_IMPORT = {"chatterbox_server.settings"}
+# Top to bottom; a module imports only its own layer and the ones below it.
+LAYERS = (("app",), ("api", "web"), ("services",), ("synthesis",), ("runtime",), ("store", "security"),
+          ("workers",), ("audio", "text", "settings", "errors"), ("",))
 
 
 def module_name(path: Path) -> str:
@@ -104,6 +107,25 @@ def test_workers_import_nothing_of_the_app_but_its_settings():
                              and target not in WORKERS_MAY_IMPORT)
              for name in MODULES if inside(name, "workers")}
     assert {name: hits for name, hits in found.items() if hits} == {}
+
+
+def qualified(package: str) -> str:
+    return package if package == "workers" else f"chatterbox_server.{package}".rstrip(".")
+
+
+def layer(name: str) -> int | None:
+    return next((depth for depth, packages in enumerate(LAYERS)
+                 if any(inside(name, qualified(package)) for package in packages)), None)
+
+
+def test_every_module_is_in_a_layer():
+    assert [name for name in MODULES if layer(name) is None] == []
+
+
+def test_each_layer_only_looks_down():
+    upward = [f"{name} -> {target}" for name in sorted(MODULES) for target in sorted(internal_edges(name))
+              if layer(target) < layer(name)]
+    assert upward == []
 
 
 def internal_edges(name: str) -> set[str]:

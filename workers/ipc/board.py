@@ -203,3 +203,18 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:     # alive, but someone else's
         return True
     return True
+
+
+@dataclass(frozen=True)
+class Speed:
+    """What the ready model workers published for admission (info["admission"] on the board), read by
+    the front workers' whole-file estimates (chatterbox_server/synthesis/budget.py)."""
+    per_char: float | None             # slowest measured seconds per character on one row; None: not yet
+    per_input_second: float | None     # the same for voice conversion, per second of input audio
+    rows: int                          # batch rows of every ready worker together
+    queued: float                      # the shortest wait any ready worker estimates for a new job
+    engine: str = ""
+    device: str = ""
+
+    def fallback_key(self) -> str:
+        return f"{self.engine}-cpu" if self.engine == "chatterbox" and self.device == "cpu" else self.engine

@@ -11,6 +11,20 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
 
+from chatterbox_server.store.job_states import (  # noqa: F401 - the states are part of the job rules
+    ACTIVE,
+    CANCELLABLE,
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    FINISHED,
+    PAUSABLE,
+    PAUSED,
+    PENDING,
+    PROCESSING,
+    RETRYABLE,
+    STATUSES,
+)
 from chatterbox_server.synthesis.requests import (
     RESPONSE_FORMATS,
     SPEED_RANGE,
@@ -21,14 +35,6 @@ from chatterbox_server.synthesis.requests import (
 )
 from chatterbox_server.text.chunking import STRATEGIES
 
-PENDING, PROCESSING, PAUSED = "pending", "processing", "paused"
-COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
-STATUSES = (PENDING, "chunking", PROCESSING, PAUSED, COMPLETED, FAILED, CANCELLED)
-ACTIVE = (PENDING, PROCESSING, PAUSED)
-FINISHED = (COMPLETED, FAILED, CANCELLED)
-PAUSABLE = (PENDING, PROCESSING)
-CANCELLABLE = ACTIVE
-RETRYABLE = (FAILED, CANCELLED)
 BULK_ACTIONS = ("delete", "archive", "unarchive", "retry")
 DEFAULT_CHUNK_SIZE = 250
 
