@@ -46,7 +46,7 @@ test: install-dev install-chatterbox
 test-fast: install-dev
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not chatterbox"
 
-# The product as a user installs it: tests/installed (both seeds' examples, the OpenAI SDK, the
+# The product as a user installs it: tests/installed (both peers' examples, the OpenAI SDK, the
 # Extended family) against a server that `make run` started, from any environment with the test
 # tools (SMOKE_PYTHON; .ci/run uses a client virtualenv of its own, apart from the server's).
 SMOKE_PYTHON ?= $(BIN)/python

@@ -111,7 +111,7 @@ class ModelPool:
         except OSError:
             pass
         # The sentinel, not join(): the gunicorn master reaps every child itself, after which
-        # Process.is_alive() can no longer tell (ENGINEERING.md, trap 4).
+        # Process.is_alive() can no longer tell (its SIGCHLD handler calls waitpid(-1)).
         limit = timeout if timeout is not None else self.settings.graceful_timeout + 10
         if not wait([self.process.sentinel], limit):
             log.warning("pool supervisor did not stop in time; killing it")

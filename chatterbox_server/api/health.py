@@ -110,4 +110,4 @@ def health() -> tuple[Response, int]:
     return jsonify(report), 200 if report["ready"] else 503
 
 
-# /memory and its actions live in api/memory.py
+# /memory and its actions live in api/openai/memory.py

@@ -1,4 +1,4 @@
-"""Joining clips for /api/v1/concat and /concat/mixed (seed 002's ConcatRequest), as pure numpy.
+"""Joining clips for /api/v1/concat and /concat/mixed (the Extended family's ConcatRequest), as pure numpy.
 
 A plan is a list of clips (audio) and silences (milliseconds). Clips may be trimmed and brought to
 one loudness; adjacent clips get the automatic pause (base +- variation, drawn from a seeded

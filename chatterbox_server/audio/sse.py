@@ -1,4 +1,4 @@
-"""Server-Sent Events framing of the speech stream (SPEC.md, "SSE")."""
+"""Server-Sent Events framing of the speech stream (OpenAI's `stream_format: sse` events)."""
 from __future__ import annotations
 
 import base64

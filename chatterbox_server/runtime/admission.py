@@ -4,7 +4,7 @@ Two kinds of "not now", with different statuses:
 
 - 503 + Retry-After: the server cannot serve now (no model worker ready; draining on shutdown).
 - 429 + Retry-After: the server is healthy but full. A worker is full when it already holds
-  ``max_jobs`` jobs, or when the wait it estimates for a new job (admission/estimate.py) is above
+  ``max_jobs`` jobs, or when the wait it estimates for a new job (workers/scheduler/estimate.py) is above
   ``max_queued_seconds``. A job goes to the least-loaded worker that is not full; when every
   ready worker is full, the refusal's Retry-After is the soonest any of them has room: the
   seconds until its estimate drops to the limit, or ``FULL_RETRY_SECONDS`` for a job-count cap

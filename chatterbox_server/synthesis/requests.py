@@ -1,4 +1,4 @@
-"""Request schemas: every field and range of SPEC.md, enforced by marshmallow.
+"""Request schemas: every field and range of both API families, enforced by marshmallow.
 
 No Flask here: the views hand these schemas a dict (parsed JSON or form fields) and get back a
 typed request or a ValidationError whose first field becomes the error's ``param``.
@@ -51,7 +51,7 @@ def seed_field() -> WholeNumber:
 
 
 class SynthesisFields(Schema):
-    """The synthesis parameters both API families take, with SPEC.md's ranges, declared once."""
+    """The synthesis parameters both API families take, with their ranges, declared once."""
 
     exaggeration = fields.Float(load_default=0.5, validate=in_range(0.25, 2.0))
     cfg_weight = fields.Float(load_default=0.5, validate=in_range(0.0, 1.0))

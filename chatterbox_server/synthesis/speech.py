@@ -209,8 +209,9 @@ def progressive(run: SpeechRun, fmt: str) -> Iterator[bytes]:
 
 
 def server_sent_events(run: SpeechRun, fmt: str) -> Iterator[bytes]:
-    """SPEC.md's event stream. For wav and pcm the deltas are raw PCM16 as `speech.audio.info`
-    describes (clients wrap them in a WAV header themselves); other formats send encoded bytes."""
+    """The speech event stream (OpenAI's `stream_format: sse`). For wav and pcm the deltas are raw
+    PCM16 as `speech.audio.info` describes (clients wrap them in a WAV header themselves); other
+    formats send encoded bytes."""
     encoder = StreamEncoder("pcm" if fmt in ("wav", "pcm") else fmt, run.info.sample_rate)
     try:
         yield sse.audio_info(run.info.sample_rate)

@@ -1,4 +1,4 @@
-"""Choosing among candidate takes of a chunk by what Whisper heard (seed 002's quality loop).
+"""Choosing among candidate takes of a chunk by what Whisper heard (the Extended family's quality loop).
 
 Pure logic: scores, seeds and the choice. The peer's rule, kept: a take passes when the
 similarity of its transcript to the chunk's text (difflib ratio of the normalized strings) is at

@@ -1,4 +1,4 @@
-"""Text preparation of the Extended API (seed 002's TTSRequest text fields), as pure functions.
+"""Text preparation of the Extended API (the text fields of its TTSRequest), as pure functions.
 
 Each function mirrors what the peer does with the same field name, so a request gives the same
 spoken text on both servers; the order of the steps is the peer's too (see `prepare`).

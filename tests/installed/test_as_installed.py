@@ -1,7 +1,7 @@
-"""Both seeds' examples, the OpenAI SDK and the Extended family against the installed product
+"""Both peers' examples, the OpenAI SDK and the Extended family against the installed product
 (issue 15): a server that `make run` started from the runtime install, with no environment set and
 no speech-recognition model on its side. The checks are the real-server suites' own, run against
-that server through the `hibari_server` fixture (tests/installed/conftest.py), plus the seed 000
+that server through the `hibari_server` fixture (tests/installed/conftest.py), plus the OpenAI-style peer's
 cURL examples verbatim. .ci/run fails the run if the server's access log shows any 5xx."""
 from __future__ import annotations
 
@@ -51,8 +51,8 @@ from server.test_voice_conversion import recording, wav_bytes
 
 from chatterbox_server.audio.encoders import pcm_to_wav
 
-# seed 000, "Basic cURL Examples", verbatim but for the host (the playback one writes a file
-# instead of piping into ffplay, which a CI machine has no speaker for)
+# the OpenAI-style peer (travisvn/chatterbox-tts-api), "Basic cURL Examples", verbatim but for the host
+# (the playback one writes a file instead of piping into ffplay, which a CI machine has no speaker for)
 SIMPLE_STREAMING = '''curl -X POST http://localhost:4123/v1/audio/speech/stream \\
   -H "Content-Type: application/json" \\
   -d '{"input": "This will stream as it generates!"}' \\

@@ -1,4 +1,4 @@
-"""The Extended Plus API (/api/v1, seed 002) and /outputs against real servers."""
+"""The Extended Plus API (/api/v1) and /outputs against real servers."""
 from __future__ import annotations
 
 import http.client

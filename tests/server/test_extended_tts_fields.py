@@ -1,4 +1,4 @@
-"""Every TTSRequest field of seed 002 on POST /api/v1/tts, each measured in what it produces.
+"""Every field of the Extended TTSRequest on POST /api/v1/tts, each measured in what it produces.
 
 One hibari server with the bundled Whisper model (CHATTERBOX_WHISPER_MODEL_DIR) for the candidate
 check; the session's plain hibari server (no Whisper model) for what happens without one.

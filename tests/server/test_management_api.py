@@ -1,4 +1,4 @@
-"""Seed 000's management surface on a real server: history and statistics from real requests,
+"""The OpenAI-style family's management routes on a real server: history and statistics from real requests,
 memory actions in every model worker, information endpoints, aliases on both ports, and the
 long-text endpoints' validation and bookkeeping."""
 from __future__ import annotations

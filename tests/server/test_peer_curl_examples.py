@@ -1,4 +1,4 @@
-"""The peer's own cURL examples (seed 002, docs/api/schemas/examples/curl-examples.md) for the
+"""The peer's own cURL examples (Chatterbox-TTS-Extended-Plus, docs/api/schemas/examples/curl-examples.md) for the
 endpoints of issue 8 items 1, 5 and 6, run verbatim against a fresh hibari server (only the host
 changes, and the concat examples' placeholder names become files the test generated first).
 Examples that need a voice file only the peer ships are left out."""

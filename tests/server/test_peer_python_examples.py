@@ -1,4 +1,4 @@
-"""The peer's own Python examples (seed 002, docs/api/schemas/examples/python-examples.md) for
+"""The peer's own Python examples (Chatterbox-TTS-Extended-Plus, docs/api/schemas/examples/python-examples.md) for
 health and TTS, run verbatim against a fresh hibari server (only the host changes). The advanced
 generator's own usage names a voice only the peer ships, so the test calls it without one."""
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""OpenAPI entries for the seed-000 management surface, added to /openapi.json by api_docs."""
+"""OpenAPI entries for the OpenAI-style family's management routes (long-text jobs, history,
+info, memory), added to /openapi.json by api/docs/pages.py."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,5 +1,5 @@
 """The OpenAPI operations of the stores' endpoints (voices, VC inputs, outputs, /v1 voice library);
-api_docs.build_spec adds them to /openapi.json."""
+api/docs/pages.build_spec adds them to /openapi.json."""
 from __future__ import annotations
 
 from typing import Any

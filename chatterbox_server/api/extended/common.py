@@ -1,8 +1,8 @@
-"""API family 2: the "Extended Plus" API (seed 002) under /api/v1, and the generated files under /outputs.
+"""The Extended API family under /api/v1, and the generated files under /outputs.
 
 A request synthesizes the whole clip, encodes every requested format, stores them in
 DATA_DIR/outputs and answers with the first one as a download (`response_mode=stream`) or with
-their URLs (`response_mode=url`). Errors use the Extended envelope (see app.error_response).
+their URLs (`response_mode=url`). Errors use the Extended envelope (see api/errors.error_response).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def output_store() -> OutputStore:
 
 
 def output_folder(folder: str) -> OutputStore | None:
-    """A project sub-folder of the outputs directory (see api/tts_schema.clean_folder), or None."""
+    """A project sub-folder of the outputs directory (see api/extended/tts_schema.clean_folder), or None."""
     try:
         clean = clean_folder(folder)
     except ValidationError:

@@ -1,7 +1,7 @@
 """POST /api/v1/concat and /api/v1/concat/mixed: join generated files, uploads, silences and new
 speech (segments of type `tts`, synthesized through the pool like /api/v1/tts) into one file.
 
-Each request is planned before any work (budget/cost.py): its entries are counted, silences and
+Each request is planned before any work (synthesis/budget.py): its entries are counted, silences and
 the longest automatic pauses timed, every file found and its size counted, every `tts` segment
 validated, its text prepared and its worst-case takes counted; only then is anything decoded or
 synthesized, and each clip's seconds join the total as soon as they are known."""

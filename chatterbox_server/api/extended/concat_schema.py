@@ -1,4 +1,4 @@
-"""Request schemas of POST /api/v1/concat and /api/v1/concat/mixed (seed 002's ConcatRequest and
+"""Request schemas of POST /api/v1/concat and /api/v1/concat/mixed (the Extended family's ConcatRequest and
 MixedConcatRequest), plus one segment kind of ours: `tts`, new speech synthesized through the pool."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Extended API's file stores (seed 002): generated outputs and VC inputs, listed with paging,
+"""The Extended API's file stores: generated outputs and VC inputs, listed with paging,
 search and folders, and deleted one by one or in bulk."""
 from __future__ import annotations
 

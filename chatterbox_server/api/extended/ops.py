@@ -1,4 +1,4 @@
-"""Health and housekeeping of the Extended API (seed 002): /api/v1/health, config, metrics,
+"""Health and housekeeping of the Extended API: /api/v1/health, config, metrics,
 resources, cleanup and errors. Every answer comes from live data: the pool's board, the outputs
 directory, the process table, the request counters and the error log every front worker writes.
 

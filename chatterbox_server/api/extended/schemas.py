@@ -1,5 +1,5 @@
-"""Request schemas of API family 2, the "Extended Plus" API under /api/v1 (seed 002), besides
-/api/v1/tts's own (api/tts_schema.py).
+"""Request schemas of the Extended API family under /api/v1, besides
+/api/v1/tts's own (api/extended/tts_schema.py).
 
 No Flask here: the views hand these schemas a dict and get back a typed request or a
 ValidationError (turned into a 400 that names the field by `schemas.first_error`).

@@ -1,8 +1,8 @@
-"""POST /api/v1/tts with every field of seed 002's TTSRequest.
+"""POST /api/v1/tts with every field of the Extended TTSRequest.
 
 The path of a request: prepare the text (text/prep.py), cut it into chunks, make candidate takes
 of each chunk through the model pool (each take its own job and derived seed), let Whisper (the
-speech-recognition process, workers/asr_worker.py) hear them and keep the best (asr/select.py),
+speech-recognition process, workers/asr_worker.py) hear them and keep the best (synthesis/takes.py),
 join the kept takes, post-process (audio/post.py), encode every export format into the outputs
 directory (or its project sub-folder) and answer with one file or with JSON.
 """

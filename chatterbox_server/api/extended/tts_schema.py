@@ -1,7 +1,7 @@
-"""POST /api/v1/tts: every field of seed 002's TTSRequest, with its ranges and defaults.
+"""POST /api/v1/tts: every field of the Extended TTSRequest, with its ranges and defaults.
 
 The peer's code (api_models.TTSRequest) is the reference where it and its docs disagree. Only this
-family takes these ranges (cfg_weight up to 2, exaggeration from 0, ...); /v1 keeps SPEC.md's.
+family takes these ranges (cfg_weight up to 2, exaggeration from 0, ...); /v1 keeps the OpenAI-style ranges.
 No Flask here: the view hands the schema a dict and gets an ExtendedTtsRequest or a ValidationError.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""POST /api/v1/vc (seed 002): voice conversion from a multipart upload, or from JSON that names a
+"""POST /api/v1/vc: voice conversion from a multipart upload, or from JSON that names a
 file in the VC-inputs store or an http(s) URL, into a library voice (or a voice at a URL)."""
 from __future__ import annotations
 

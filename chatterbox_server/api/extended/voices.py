@@ -1,4 +1,4 @@
-"""The Extended API's voice library (seed 002): /api/v1/voice(s) with folders, metadata and paging."""
+"""The Extended API's voice library: /api/v1/voice(s) with folders, metadata and paging."""
 from __future__ import annotations
 
 import json

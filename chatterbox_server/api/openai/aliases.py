@@ -1,4 +1,4 @@
-"""Every alias path of seed 000 (travisvn/chatterbox-tts-api's app/core/aliases.py).
+"""Every alias path of the OpenAI-style peer (travisvn/chatterbox-tts-api's app/core/aliases.py).
 
 Our blueprints already answer at the root and under /v1, which covers most of its table; the
 remaining names are rewritten to the path they stand for before routing, so an alias always
@@ -29,7 +29,7 @@ REWRITES: tuple[tuple[str, str], ...] = (
     ("/api/info", "/v1/info"),
 )
 
-# seed 000's table, primary -> aliases, as /endpoints reports it (every primary also answers under /v1)
+# the peer's table, primary -> aliases, as /endpoints reports it (every primary also answers under /v1)
 PEER_TABLE: dict[str, list[str]] = {
     "/audio/speech": ["/v1/audio/speech", "/tts"],
     "/audio/speech/upload": ["/v1/audio/speech/upload", "/tts/upload"],

@@ -1,4 +1,4 @@
-"""Information endpoints of seed 000: /config, /info, /languages, /endpoints, /ping."""
+"""Information endpoints of the OpenAI-style family: /config, /info, /languages, /endpoints, /ping."""
 from __future__ import annotations
 
 import platform

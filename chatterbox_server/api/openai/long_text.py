@@ -1,4 +1,4 @@
-"""Long-text jobs (seed 000's /audio/speech/long family): create, watch, pause, resume, cancel,
+"""Long-text jobs (the OpenAI-style family's /audio/speech/long): create, watch, pause, resume, cancel,
 download, edit, retry, bulk actions and history. The work itself is done by longjobs.runner."""
 from __future__ import annotations
 

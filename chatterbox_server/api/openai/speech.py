@@ -1,4 +1,4 @@
-"""API family 1: the OpenAI-compatible speech API (seed 000), served under /v1 and at the root."""
+"""The OpenAI-style speech API, served under /v1 and at the root."""
 from __future__ import annotations
 
 import os
@@ -31,7 +31,7 @@ def json_body() -> dict[str, Any]:
 
 
 def form_body() -> tuple[dict[str, Any], bytes | None]:
-    if request.is_json:         # the /upload endpoints without a file: seed 000's clients send JSON too
+    if request.is_json:         # the /upload endpoints without a file: the peer's clients send JSON too
         return json_body(), None
     return form_fields(("voice_file",), accept_urlencoded=True), uploaded("voice_file")
 
@@ -135,7 +135,7 @@ def _remove(path: str | None) -> None:
             pass
 
 
-# -- models, progress (the voices are in api/voice_library.py) ------------------------------------
+# -- models, progress (the voices are in api/openai/voices.py) ------------------------------------
 @bp.get("/models")
 def list_models() -> Response:
     info = services().engine_info()
@@ -155,4 +155,4 @@ def progress() -> Response:
         return jsonify(match)
     return jsonify(active[-1] if active else IDLE)
 
-# /status lives in api/status_history.py with the history and statistics it can include
+# /status lives in api/openai/status.py with the history and statistics it can include

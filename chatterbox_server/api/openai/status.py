@@ -1,4 +1,4 @@
-"""Processing status, request history and statistics (seed 000's /status family), from the database."""
+"""Processing status, request history and statistics (the OpenAI-style family's /status routes), from the database."""
 from __future__ import annotations
 
 from typing import Any

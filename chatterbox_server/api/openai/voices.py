@@ -1,4 +1,4 @@
-"""The OpenAI family's voice library (seed 000, travisvn/chatterbox-tts-api): /v1/voices with the
+"""The OpenAI family's voice library (as travisvn/chatterbox-tts-api has it): /v1/voices with the
 default voice, aliases, rename, download and cleanup. Served under /v1 and at the root.
 
 Workspaces (security.guards): a key sees its own voices, shared ones and the built-in ones; another

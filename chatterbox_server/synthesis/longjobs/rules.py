@@ -1,4 +1,4 @@
-"""Long-text jobs without I/O: statuses, the request schema, and the peer's (seed 000) JSON shapes.
+"""Long-text jobs without I/O: statuses, the request schema, and the OpenAI-style peer's JSON shapes.
 
 Job rows are plain dicts as the store returns them (times in UNIX seconds); the shapes follow
 travisvn/chatterbox-tts-api's app/models/long_text.py field for field.

@@ -1,4 +1,4 @@
-// The Jobs panel: long-text jobs (POST/GET /v1/audio/speech/long, the seed-000 shapes) with live
+// The Jobs panel: long-text jobs (POST/GET /v1/audio/speech/long, the OpenAI-style peer's shapes) with live
 // progress, pause, resume, cancel, retry, play, download and delete, and the history's statistics.
 // It appears only when the server documents POST /v1/audio/speech/long.
 //

@@ -29,7 +29,7 @@ export async function health() {
 
 async function init(root) {
   const serverErrors = (await has("/api/v1/errors/recent")) ? "/api/v1/errors/recent" : null;
-  const withHistory = await has("/v1/status/statistics"); // request history and statistics (seed 000)
+  const withHistory = await has("/v1/status/statistics"); // request history and statistics (OpenAI-style family)
   const stats = el("dl", { class: "summary" });
   const history = el("div");
   const summary = el("dl", { class: "summary" });

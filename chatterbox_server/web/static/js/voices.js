@@ -1,5 +1,5 @@
 // The Voices panel: the library, upload or record a voice, preview, delete; rename, default voice and
-// aliases appear when the server documents their endpoints (the seed-000 voice API).
+// aliases appear when the server documents their endpoints (the OpenAI-style voice API).
 
 import { audioUrl, call, emit, has, on } from "./api.js";
 import { clearErrors, el, field, fillSelect, select, showError } from "./forms.js";
