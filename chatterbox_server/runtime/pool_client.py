@@ -57,7 +57,7 @@ class PoolError(Exception):
 
 
 class PoolBusy(PoolError):
-    """The pool is healthy but full (admission/rules.py): 429, shaped like OpenAI's rate-limit error."""
+    """The pool is healthy but full (runtime/admission.py): 429, shaped like OpenAI's rate-limit error."""
     status = 429
     code = "rate_limit_exceeded"
 
@@ -244,7 +244,7 @@ class PoolClient:
         return pid_alive(pid)
 
     def admit(self, check_wait: bool = True) -> list[SlotView]:
-        """The ready workers that may take a new job, least loaded first (admission/rules.py).
+        """The ready workers that may take a new job, least loaded first (runtime/admission.py).
         Raises PoolError (503) when none is ready, PoolBusy (429) when every ready one is full
         (`check_wait=False`: full only by the job-count cap)."""
         ready = {view.slot: view for view in self.ready_slots()}
