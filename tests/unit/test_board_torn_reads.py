@@ -44,3 +44,27 @@ def test_reads_never_see_a_torn_write(tmp_path):
     finally:
         writer.join(5)
     assert reads > 1000 and torn == 0, f"{torn} of {reads} reads were torn"
+
+
+def test_a_first_read_waits_for_a_writer_preempted_mid_write(tmp_path):
+    """With no earlier read to fall back on, a reader that found the write under way used to give up
+    after 1,000 spins (about a millisecond) and saw no info at all: a ready model worker without its
+    engine info, a spurious 503 (CI saw it once in 61,396 reads). It now yields to the writer for up
+    to 50 ms."""
+    import threading
+
+    from workers.ipc.board import INFO_SEQ
+    board = Board(str(tmp_path / "board"), 1, create=True)
+    at = board._offset(0) + SLOT.size
+    INFO_SEQ.pack_into(board._map, at, 1)               # a write under way...
+
+    def finish() -> None:
+        time.sleep(0.01)                                # ...by a writer that the kernel put aside
+        board._put_text(0, SLOT.size + INFO_SEQ.size, INFO_BYTES - INFO_SEQ.size, json.dumps(INFOS[1]))
+        INFO_SEQ.pack_into(board._map, at, 2)
+    writer = threading.Thread(target=finish)
+    writer.start()
+    try:
+        assert Board.open(board.path).view(0).info == INFOS[1]
+    finally:
+        writer.join()

@@ -26,7 +26,10 @@ INFO_BYTES = 2048
 ERROR_BYTES = 512
 SLOT_BYTES = SLOT.size + INFO_BYTES + ERROR_BYTES
 INFO_SEQ = struct.Struct("<q")                 # the first bytes of the info field
-INFO_READ_ATTEMPTS = 1000
+INFO_READ_ATTEMPTS = 100_000
+INFO_SPINS = 200                               # tries between two yields to the writer
+INFO_YIELD_SECONDS = 0.0005
+INFO_READ_SECONDS = 0.05                       # then the previous info is used (or {} if none was read)
 
 
 class WorkerState(IntEnum):
@@ -137,7 +140,12 @@ class Board:
                 return json.loads(self._get_text(slot, SLOT.size, INFO_BYTES))
             except ValueError:              # a sequence number whose low byte is "{": read it as one
                 pass
-        for _ in range(INFO_READ_ATTEMPTS):
+        deadline = time.monotonic() + INFO_READ_SECONDS
+        for attempt in range(1, INFO_READ_ATTEMPTS + 1):
+            if attempt % INFO_SPINS == 0:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(INFO_YIELD_SECONDS)     # a writer preempted mid-write needs the CPU to finish
             (before,) = INFO_SEQ.unpack_from(self._map, at)
             if before % 2:
                 continue
