@@ -61,7 +61,7 @@ def over(setting: str, message: str, param: str | None) -> ApiError:
 
 def worst_case_takes(chunks: int, candidates: int, attempts: int, bypass_whisper: bool) -> int:
     """Takes of a text if no take passes the Whisper check before the last attempt; without the check
-    every candidate is made once (api/extended/tts.make_speech, synthesis/takes.make_takes)."""
+    every candidate is made once (synthesis/checked.CheckedSpeech.speak, synthesis/takes.make_takes)."""
     return chunks * candidates * (1 if bypass_whisper else attempts)
 
 

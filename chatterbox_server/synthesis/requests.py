@@ -11,6 +11,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, pre_load, validate, validates
 
 from chatterbox_server.text.chunking import STRATEGIES
+from chatterbox_server.text.prep import TextOptions
 
 RESPONSE_FORMATS = ("wav", "mp3", "opus", "aac", "flac", "pcm")
 STREAM_FORMATS = ("audio", "sse")
@@ -79,6 +80,53 @@ class SpeechRequest:
     language: str | None
     instructions: str | None
     explicit: frozenset[str]            # fields the client actually sent
+
+
+@dataclass(frozen=True)
+class Candidates:
+    per_chunk: int
+    max_attempts: int
+    bypass_whisper: bool
+    whisper_model: str
+    use_faster_whisper: bool
+    longest_on_fail: bool
+
+
+@dataclass(frozen=True)
+class AfterSynthesis:
+    normalize: bool
+    normalize_method: str
+    normalize_level: float
+    normalize_tp: float
+    normalize_lra: float
+    auto_editor: bool
+    ae_threshold: float
+    ae_margin: float
+    keep_original_wav_ae: bool
+    trim: bool
+    trim_threshold_ms: int
+
+
+@dataclass(frozen=True)
+class ExtendedTtsRequest:
+    text: str
+    reference_voice: str | None
+    exaggeration: float
+    temperature: float
+    cfg_weight: float
+    seed: int | None                    # None: random (absent or 0)
+    language: str | None
+    speed_factor: float
+    speed_factor_library: str
+    text_options: TextOptions
+    enable_batching: bool
+    smart_batch_short_sentences: bool
+    candidates: Candidates
+    after: AfterSynthesis
+    folder: str                         # "" : the outputs directory itself
+    export_formats: tuple[str, ...]
+    disable_watermark: bool
+    explicit: frozenset[str]
 
 
 class SpeechRequestSchema(SynthesisFields):

@@ -170,12 +170,16 @@ def watch_client(client_socket: object, handle: JobHandle) -> gevent.Greenlet:
 
 
 # -- response bodies ------------------------------------------------------------------------------
-def whole_file(run: SpeechRun, fmt: str) -> bytes:
+def collect_pcm(run: SpeechRun) -> bytes:
+    """The run's whole audio as one PCM16 string; the run is closed however it ends."""
     try:
-        pcm = b"".join(chunk.pcm for chunk in run.audio())
+        return b"".join(chunk.pcm for chunk in run.audio())
     finally:
         run.close()
-    return off_hub(encode_whole, fmt, pcm, run.info.sample_rate)
+
+
+def whole_file(run: SpeechRun, fmt: str) -> bytes:
+    return off_hub(encode_whole, fmt, collect_pcm(run), run.info.sample_rate)
 
 
 def encode_chunk(encoder: StreamEncoder, pcm: bytes) -> bytes:

@@ -12,6 +12,7 @@ from chatterbox_server.api.extended.tts_schema import ExtendedTtsSchema
 from chatterbox_server.app import create_app
 from chatterbox_server.audio.encoders import pcm_to_wav
 from chatterbox_server.services import Services
+from chatterbox_server.synthesis import checked
 from workers.engines.base import EngineInfo
 from workers.ipc.board import Board
 
@@ -42,9 +43,9 @@ def test_an_allowed_request_disables_it():
 
 
 def test_the_switch_reaches_the_engine_settings_only_when_allowed():
-    assert extended_tts.synthesis_settings(request(), allow_disable=True).watermark is False
-    assert extended_tts.synthesis_settings(request(), allow_disable=False).watermark is True
-    assert extended_tts.synthesis_settings(request(disable_watermark=False), allow_disable=True).watermark is True
+    assert checked.synthesis_settings(request(), allow_disable=True).watermark is False
+    assert checked.synthesis_settings(request(), allow_disable=False).watermark is True
+    assert checked.synthesis_settings(request(disable_watermark=False), allow_disable=True).watermark is True
 
 
 # -- POST /api/v1/vc: the same rule, carried on the ConvertJob to the engine ----------------------

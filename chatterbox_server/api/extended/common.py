@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
-from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, send_from_directory, url_for
+from flask import Blueprint, Response, copy_current_request_context, jsonify, request, send_from_directory, url_for
 from marshmallow import ValidationError
 
 from chatterbox_server.api.extended.tts_schema import clean_folder
-from chatterbox_server.audio.encoders import CONTENT_TYPES, FILE_EXTENSIONS, encode_whole
+from chatterbox_server.audio.encoders import CONTENT_TYPES, FILE_EXTENSIONS
 from chatterbox_server.errors import ApiError
 from chatterbox_server.security import guards
 from chatterbox_server.services import Services, services
 from chatterbox_server.store import outputs_index
 from chatterbox_server.store.outputs import OutputStore
 from chatterbox_server.synthesis import speech
+from chatterbox_server.synthesis.checked import CheckedSpeech
+from chatterbox_server.synthesis.outputs import Generated
 from chatterbox_server.text.header_text import attachment
 from workers.engines.base import EngineInfo, VoiceRef
 from workers.ipc.protocol import ConvertJob, SpeechJob
@@ -47,13 +47,6 @@ def output_folder(folder: str) -> OutputStore | None:
     return OutputStore(path, root.retention_seconds, root.max_bytes) if os.path.isdir(path) else None
 
 
-@dataclass(frozen=True)
-class Generated:
-    formats: tuple[str, ...]
-    files: dict[str, str]             # format -> file name in the outputs directory
-    data: dict[str, bytes]            # format -> encoded bytes
-
-
 # -- POST /api/v1/tts: chatterbox_server/api/extended/tts.py ---------------------------------------
 def reference_voice(svc: Services, name: str | None, info: EngineInfo) -> VoiceRef:
     """A library voice for reference_audio_filename: 404 when there is none by that name (or the
@@ -70,35 +63,15 @@ def reference_voice(svc: Services, name: str | None, info: EngineInfo) -> VoiceR
 
 
 def synthesize(svc: Services, job: SpeechJob | ConvertJob, info: EngineInfo) -> bytes:
-    run = speech.SpeechRun.start(svc.pool, job, info, request.environ.get("gunicorn.socket"), svc.progress)
-    try:
-        return b"".join(chunk.pcm for chunk in run.audio())
-    finally:
-        run.close()
+    return speech.collect_pcm(speech.SpeechRun.start(svc.pool, job, info, request.environ.get("gunicorn.socket"),
+                                                     svc.progress))
 
 
-def encode_and_store(store: OutputStore, formats: tuple[str, ...], pcm: bytes, sample_rate: int,
-                     generation_type: str = "tts", parameters: dict[str, Any] | None = None, tag: str = "",
-                     source_files: list[str] | None = None, folder: str = "", owner: str | None = None) -> Generated:
-    """Encode every format, write them under one base name with their generation metadata beside
-    them (see store.outputs_index), then apply the retention limits."""
-    data = {fmt: encode_whole(fmt, pcm, sample_rate) for fmt in formats}
-    names = store.store({FILE_EXTENSIONS[fmt]: data[fmt] for fmt in formats}, prefix=generation_type, tag=tag,
-                        folder=folder)
-    files = {fmt: names[FILE_EXTENSIONS[fmt]] for fmt in formats}
-    try:
-        outputs_index.record_generation(store, files, generation_type, parameters or {},
-                                        duration_seconds=round(len(pcm) / 2 / sample_rate, 3),
-                                        sample_rate=sample_rate, source_files=source_files, owner=owner)
-    except OSError:         # the audio is written: a full disk costs its listing metadata, not the request
-        log.exception("writing the metadata of %s failed", files)
-    try:
-        removed = store.prune(keep=files.values())
-        if removed:
-            log.info("retention removed %d output file(s)", len(removed))
-    except OSError:
-        log.exception("pruning %s failed", store.directory)
-    return Generated(formats, files, data)
+def checked_speech(svc: Services, info: EngineInfo) -> CheckedSpeech:
+    """Checked speech for this request: its client's connection watched, its takes' greenlets in its context."""
+    return CheckedSpeech(svc.pool, svc.progress, info, svc.settings.whisper_wait_seconds,
+                         svc.settings.allow_disable_watermark, request.environ.get("gunicorn.socket"),
+                         copy_current_request_context)
 
 
 def output_url(filename: str, absolute: bool = False) -> str:

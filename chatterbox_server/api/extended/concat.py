@@ -19,10 +19,15 @@ from flask import Blueprint, Response, jsonify, request
 
 from chatterbox_server.api import disk_quota
 from chatterbox_server.api.bodies import form_fields, json_object, load, loads_field
-from chatterbox_server.api.extended.common import output_folder, output_store, output_url, reference_voice
+from chatterbox_server.api.extended.common import (
+    checked_speech,
+    output_folder,
+    output_store,
+    output_url,
+    reference_voice,
+)
 from chatterbox_server.api.extended.concat_schema import ConcatSchema, MixedConcatSchema, output_base
-from chatterbox_server.api.extended.tts import after_synthesis, make_speech
-from chatterbox_server.api.extended.tts_schema import ExtendedQuerySchema, ExtendedTtsRequest, ExtendedTtsSchema
+from chatterbox_server.api.extended.tts_schema import ExtendedQuerySchema, ExtendedTtsSchema
 from chatterbox_server.audio import concat as joiner
 from chatterbox_server.audio.encoders import CONTENT_TYPES, FILE_EXTENSIONS, encode_whole
 from chatterbox_server.audio.post import float_to_pcm16
@@ -34,6 +39,8 @@ from chatterbox_server.services import Services, services
 from chatterbox_server.store import outputs_index
 from chatterbox_server.store.outputs import OutputStore
 from chatterbox_server.synthesis.budget import Ledger, Limits, check_whole_file, pauses_seconds, prepared_chunks
+from chatterbox_server.synthesis.checked import after_synthesis
+from chatterbox_server.synthesis.requests import ExtendedTtsRequest
 from chatterbox_server.text.header_text import attachment, joined
 
 bp = Blueprint("extended_concat", __name__)
@@ -101,7 +108,7 @@ def concat_mixed() -> Response:
     ledger.add_seconds(pauses(req, clips), "segments")
     if any(segment["type"] == "tts" for segment in req["segments"]):
         check_whole_file(ledger, svc.pool.speed(), "segments")
-        svc.pool.admit()    # once for the whole request: no tts segment is refused halfway (make_speech)
+        svc.pool.admit()    # once for the whole request: no tts segment is refused halfway
     items = []
     for position, (segment, plan) in enumerate(zip(req["segments"], plans, strict=True)):
         item = segment_item(svc, segment, plan, position, uploads, rate)
@@ -214,7 +221,7 @@ def synthesize_segment(svc: Services, req: ExtendedTtsRequest, chunks: list[str]
     """A `tts` segment: any /api/v1/tts fields, spoken through the pool (candidates and all)."""
     info = svc.require_engine()
     voice = reference_voice(svc, req.reference_voice, info)
-    outcome = make_speech(svc, info, req, chunks, voice)
+    outcome = checked_speech(svc, info).speak(req, chunks, voice)
     return off_hub(after_synthesis, np.frombuffer(outcome.pcm, "<i2").astype(np.float32) / 32768.0, rate, req)
 
 

@@ -1,65 +1,50 @@
 """POST /api/v1/tts with every field of the Extended TTSRequest.
 
-The path of a request: prepare the text (text/prep.py), cut it into chunks, make candidate takes
-of each chunk through the model pool (each take its own job and derived seed), let Whisper (the
-speech-recognition process, workers/asr_worker.py) hear them and keep the best (synthesis/takes.py),
-join the kept takes, post-process (audio/post.py), encode every export format into the outputs
-directory (or its project sub-folder) and answer with one file or with JSON.
+The path of a request: prepare the text (text/prep.py) and cut it into chunks, within the request's
+budget (synthesis/budget.py); speak it as checked speech (synthesis/checked.py: candidate takes
+heard by Whisper, the best kept, post-processed); encode every export format into the outputs
+directory or its project sub-folder (synthesis/outputs.py) and answer with one file or with JSON.
 """
 from __future__ import annotations
 
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-import gevent
-import numpy as np
-from flask import Blueprint, Response, copy_current_request_context, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from chatterbox_server.api import disk_quota, language_notes
 from chatterbox_server.api.bodies import json_object, load
 from chatterbox_server.api.extended.common import (
-    Generated,
-    encode_and_store,
+    checked_speech,
     output_store,
     output_url,
     reference_voice,
 )
-from chatterbox_server.api.extended.tts_schema import ExtendedQuerySchema, ExtendedTtsRequest, ExtendedTtsSchema
+from chatterbox_server.api.extended.tts_schema import ExtendedQuerySchema, ExtendedTtsSchema
 from chatterbox_server.api.language_notes import language_note
 from chatterbox_server.audio import post
 from chatterbox_server.audio.encoders import CONTENT_TYPES, encode_whole
 from chatterbox_server.errors import ApiError
-from chatterbox_server.runtime.asr_client import BUSY, AsrClient
 from chatterbox_server.runtime.hub import off_hub
 from chatterbox_server.security import guards
-from chatterbox_server.services import Services, services
+from chatterbox_server.services import services
 from chatterbox_server.store import outputs_index
 from chatterbox_server.store.outputs import OutputStore
 from chatterbox_server.synthesis import speech, watermark
 from chatterbox_server.synthesis.budget import Ledger, Limits, check_whole_file, prepared_chunks
-from chatterbox_server.synthesis.takes import Take, choose, make_takes
+from chatterbox_server.synthesis.checked import Outcome, after_synthesis
+from chatterbox_server.synthesis.outputs import Generated, encode_and_store
+from chatterbox_server.synthesis.requests import ExtendedTtsRequest
 from chatterbox_server.synthesis.voice_defaults import EXTENDED_NAMES as SPEED_NAMES
 from chatterbox_server.synthesis.voice_defaults import with_voice_defaults
-from chatterbox_server.text.header_text import attachment, header_value
-from workers.engines.base import EngineInfo, SynthesisSettings, VoiceRef
-from workers.ipc.protocol import SpeechJob
+from chatterbox_server.text.header_text import attachment
+from workers.engines.base import EngineInfo
 
 log = logging.getLogger("chatterbox.extended.tts")
 bp = Blueprint("extended_tts", __name__)
-CHUNK_BUFFER = 10
 RUBBERBAND = "rubberband"        # every speed_factor_library name is served by Rubber Band (pedalboard)
-
-
-@dataclass
-class Outcome:
-    pcm: bytes
-    seed: int
-    takes: list[dict[str, Any]] = field(default_factory=list)
-    headers: dict[str, str] = field(default_factory=dict)
-    degraded: dict[str, str] = field(default_factory=dict)    # optional capability -> why it was off
 
 
 @bp.post("/tts")
@@ -86,8 +71,8 @@ def tts() -> Response:
     headers = engine_notes(req, info)
     voice = reference_voice(svc, req.reference_voice, info)
     disk_quota.require_room()   # the output is stored: refused before any synthesis when the workspace is full
-    svc.pool.admit()        # once for the whole request: make_speech's takes are then held to the job cap only
-    outcome = make_speech(svc, info, req, chunks, voice)
+    svc.pool.admit()        # once for the whole request: the checked takes are then held to the job cap only
+    outcome = checked_speech(svc, info).speak(req, chunks, voice)
     headers.update(outcome.headers)
     note = language_note(info, req.language)
     if note:
@@ -131,121 +116,6 @@ def engine_notes(req: ExtendedTtsRequest, info: EngineInfo) -> dict[str, str]:
 def watermark_header(req: ExtendedTtsRequest, info: EngineInfo, allowed: bool) -> dict[str, str]:
     """What happened to disable_watermark (the peer's default asks for no watermark)."""
     return {watermark.HEADER: watermark.watermark_note(info.engine, req.disable_watermark, allowed)}
-
-
-def synthesis_settings(req: ExtendedTtsRequest, allow_disable: bool) -> SynthesisSettings:
-    return SynthesisSettings(speed=req.speed_factor, exaggeration=req.exaggeration, cfg_weight=req.cfg_weight,
-                             temperature=req.temperature, language=req.language,
-                             watermark=watermark.keeps_watermark(req.disable_watermark, allow_disable))
-
-
-# -- candidates -----------------------------------------------------------------------------------
-def make_speech(svc: Services, info: EngineInfo, req: ExtendedTtsRequest, chunks: list[str],
-                voice: VoiceRef) -> Outcome:
-    """The request's takes, chunk by chunk; the caller has let the request in (PoolClient.admit)."""
-    seed = req.seed or speech.random_seed()
-    cand = req.candidates
-    settings = synthesis_settings(req, svc.settings.allow_disable_watermark)
-    outcome = Outcome(b"", seed)
-    asr = None if cand.bypass_whisper else whisper_client(svc, cand.whisper_model, outcome)
-    per_chunk = cand.per_chunk if asr is not None or cand.bypass_whisper else 1
-    pieces = []
-    try:
-        for index, text in enumerate(chunks):
-            if asr is not None and "whisper" in outcome.degraded:      # Whisper was busy: the rest unchecked
-                asr.close()
-                asr, per_chunk = None, 1
-            takes, audio = chunk_takes(svc, info, asr, req, settings, voice, seed, index, text, per_chunk,
-                                       outcome)
-            best, why = choose(takes, cand.longest_on_fail)
-            pieces.append(audio[(best.candidate, best.attempt)])
-            outcome.takes.extend({**take.describe(), "selected": take is best,
-                                  **({"reason": why} if take is best else {})} for take in takes)
-    finally:
-        if asr is not None:
-            asr.close()
-    outcome.pcm = b"".join(pieces)
-    return outcome
-
-
-def whisper_client(svc: Services, model: str, outcome: Outcome) -> AsrClient | None:
-    """A connection to the Whisper process with `model` loaded, or None when it cannot run here (no
-    model offline, no process): then each chunk gets one unchecked take, and the header and the JSON
-    answer say why. Whisper is optional; its absence degrades the request, never fails it."""
-    asr = AsrClient(svc.pool.run_dir)
-    try:
-        asr.open()
-        used = asr.probe(model)
-    except ApiError as exc:
-        asr.close()
-        outcome.degraded["whisper"] = header_value(f"Whisper {model!r} is unavailable, one unchecked take per "
-                                                   f"chunk: {exc.message}")
-        outcome.headers["X-Chatterbox-Whisper"] = outcome.degraded["whisper"]
-        log.warning("candidate check off for this request: %s", outcome.degraded["whisper"])
-        return None
-    name = os.path.basename(used.model.rstrip("/")) or used.model
-    outcome.headers["X-Chatterbox-Whisper"] = header_value(f"{model} ({name})")
-    return asr
-
-
-def chunk_takes(svc: Services, info: EngineInfo, asr: AsrClient | None, req: ExtendedTtsRequest,
-                settings: SynthesisSettings, voice: VoiceRef, seed: int, index: int, text: str,
-                per_chunk: int, outcome: Outcome) -> tuple[list[Take], dict[tuple[int, int], bytes]]:
-    client = request.environ.get("gunicorn.socket")      # read here: greenlets have no request context
-
-    def synthesize_take(take_seed: int) -> bytes:
-        job = SpeechJob(request_id=speech.new_request_id(), chunks=(text,), settings=settings, voice=voice,
-                        seed=take_seed, buffer_size=CHUNK_BUFFER, text_preview=text[:80])
-        run = speech.SpeechRun.start(svc.pool, job, info, client, svc.progress, admitted=True)
-        try:
-            return b"".join(chunk.pcm for chunk in run.audio())
-        finally:
-            run.close()
-
-    def synthesize_round(seeds: list[int]) -> list[bytes]:
-        """The round's takes as concurrent jobs: the pool spreads them over its model workers."""
-        if len(seeds) == 1:
-            return [synthesize_take(seeds[0])]
-        # each take's greenlet gets the request's context, so its history record names the request
-        greenlets = [gevent.spawn(copy_current_request_context(synthesize_take), take_seed) for take_seed in seeds]
-        try:
-            gevent.joinall(greenlets, raise_error=True)
-        finally:
-            gevent.killall([g for g in greenlets if not g.dead])
-        return [g.value for g in greenlets]
-
-    def hear(pcm: bytes) -> str | None:
-        """What Whisper heard, or None when it stayed busy with other requests past
-        CHATTERBOX_WHISPER_WAIT_SECONDS: the request goes on unchecked (degraded), never waits longer."""
-        try:
-            return asr.transcribe(req.candidates.whisper_model, pcm, info.sample_rate, req.language,
-                                  wait=svc.settings.whisper_wait_seconds).text
-        except ApiError as exc:
-            if exc.code != BUSY:
-                raise
-            outcome.degraded["whisper"] = header_value(f"Whisper was busy with other requests, the rest unchecked "
-                                                       f"(one take per chunk): {exc.message}")
-            outcome.headers["X-Chatterbox-Whisper"] = outcome.degraded["whisper"]
-            log.warning("candidate check off for the rest of this request: %s", exc.message)
-            return None
-
-    return make_takes(index, text, seed, per_chunk, req.candidates.max_attempts, synthesize_round,
-                      lambda pcm: len(pcm) / 2 / info.sample_rate, hear if asr is not None else None)
-
-
-# -- after synthesis ------------------------------------------------------------------------------
-def after_synthesis(audio: np.ndarray, rate: int, req: ExtendedTtsRequest) -> np.ndarray:
-    """trim, then auto-editor's silence removal, then loudness: the peer's order."""
-    after = req.after
-    if after.trim:
-        audio = post.trim_silence(audio, rate, after.trim_threshold_ms).audio
-    if after.auto_editor:
-        edited = post.remove_silences(audio, rate, after.ae_threshold, after.ae_margin)
-        audio = edited if edited.size else audio        # nothing above ae_threshold: keep it all
-    if after.normalize and audio.size:
-        audio = post.normalize_loudness(audio, rate, after.normalize_method, after.normalize_level,
-                                        after.normalize_tp, after.normalize_lra)
-    return audio
 
 
 # -- where the files go ---------------------------------------------------------------------------

@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, pre_load, validate, validates
 
 from chatterbox_server.api.extended.schemas import EXPORT_FORMATS, RESPONSE_MODES, reference_voice_name
 from chatterbox_server.audio.post import NORMALIZE_METHODS
-from chatterbox_server.synthesis.requests import SEED_MAX, WholeNumber, in_range, one_of
+from chatterbox_server.synthesis.requests import (
+    SEED_MAX,
+    AfterSynthesis,
+    Candidates,
+    ExtendedTtsRequest,
+    WholeNumber,
+    in_range,
+    one_of,
+)
 from chatterbox_server.text.prep import TextOptions
 
 WHISPER_MODELS = ("tiny", "base", "small", "medium", "large")
@@ -25,53 +32,6 @@ DEFAULT_EXPORT_FORMATS = ("wav", "mp3")
 STREAM_SYNONYMS = ("file", "download")
 FOLDER_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 FOLDER_MAX_DEPTH = 4
-
-
-@dataclass(frozen=True)
-class Candidates:
-    per_chunk: int
-    max_attempts: int
-    bypass_whisper: bool
-    whisper_model: str
-    use_faster_whisper: bool
-    longest_on_fail: bool
-
-
-@dataclass(frozen=True)
-class AfterSynthesis:
-    normalize: bool
-    normalize_method: str
-    normalize_level: float
-    normalize_tp: float
-    normalize_lra: float
-    auto_editor: bool
-    ae_threshold: float
-    ae_margin: float
-    keep_original_wav_ae: bool
-    trim: bool
-    trim_threshold_ms: int
-
-
-@dataclass(frozen=True)
-class ExtendedTtsRequest:
-    text: str
-    reference_voice: str | None
-    exaggeration: float
-    temperature: float
-    cfg_weight: float
-    seed: int | None                    # None: random (absent or 0)
-    language: str | None
-    speed_factor: float
-    speed_factor_library: str
-    text_options: TextOptions
-    enable_batching: bool
-    smart_batch_short_sentences: bool
-    candidates: Candidates
-    after: AfterSynthesis
-    folder: str                         # "" : the outputs directory itself
-    export_formats: tuple[str, ...]
-    disable_watermark: bool
-    explicit: frozenset[str]
 
 
 def clean_folder(value: str) -> str:

@@ -15,7 +15,6 @@ from chatterbox_server.api import disk_quota
 from chatterbox_server.api.bodies import form_fields, json_object, load
 from chatterbox_server.api.extended.common import (
     download_response,
-    encode_and_store,
     output_store,
     reference_voice,
     synthesize,
@@ -30,6 +29,7 @@ from chatterbox_server.security.untrusted_audio import MAX_SECONDS, MIN_SECONDS,
 from chatterbox_server.services import Services, services
 from chatterbox_server.synthesis import speech, watermark
 from chatterbox_server.synthesis.budget import Ledger, Limits, check_whole_file
+from chatterbox_server.synthesis.outputs import encode_and_store
 from chatterbox_server.synthesis.requests import in_range, one_of, seed_field
 from chatterbox_server.synthesis.voices import write_temporary_wav
 from workers.audio import plan_windows
