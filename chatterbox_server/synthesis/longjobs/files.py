@@ -111,6 +111,23 @@ def _encode(fmt: str, chunk_files: list[str], sample_rate: int, sink: object) ->
         encoder.close()
 
 
+def remove_chunk_files(root: str, job_id: str) -> int:
+    """Delete the job's chunk PCM (every `chunk-*.pcm`, recorded or not), keeping its joined audio;
+    returns the bytes freed. Only once the job is completed: nothing can use its chunks again."""
+    freed = 0
+    try:
+        entries = list(os.scandir(job_dir(root, job_id)))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if entry.name.startswith("chunk-") and entry.name.endswith(".pcm"):
+            with contextlib.suppress(FileNotFoundError):
+                size = entry.stat(follow_symlinks=False).st_size
+                os.unlink(entry.path)
+                freed += size
+    return freed
+
+
 def remove_job_files(root: str, job_id: str) -> None:
     shutil.rmtree(job_dir(root, job_id), ignore_errors=True)
 
