@@ -6,6 +6,7 @@ several front worker processes)."""
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 
 from flask import current_app, g
@@ -35,8 +36,9 @@ def _counter(owner: str) -> Callable[[], int]:
     from chatterbox_server.api.extended.common import output_store
     from chatterbox_server.api.extended.files import vc_inputs
     from chatterbox_server.services import services
+    longtext = os.path.join(current_app.config["SETTINGS"].data_dir, "longtext")    # the long-job runner's folder
     return functools.partial(quota.workspace_bytes, output_store().directory, vc_inputs().directory,
-                             services().voices.directory, owner)
+                             services().voices.directory, owner, longtext)
 
 
 def _held_by_this_request() -> list[quota.Reservation]:

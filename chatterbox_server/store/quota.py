@@ -1,7 +1,8 @@
 """Per-key disk quota (CHATTERBOX_DISK_QUOTA_PER_KEY_BYTES): the bytes one workspace holds in
 outputs, VC inputs and voices, counted from the owner each of them records, and the check a write
-must pass. Long-text job audio is not counted (it has its own retention, and a completed job keeps
-only its final file). No Flask or gevent here.
+must pass. A long-text job's folder counts too (the chunks a failed or cancelled job keeps for a
+retry, and its final file; a completed job keeps only the final file), once its runner has marked
+the folder with the job's owner. No Flask or gevent here.
 
 A check and the write it allows are apart in time (an upload is decoded, a generation is
 synthesized), so `Reservations` makes check-and-reserve one step: a write's bytes are held from its
@@ -19,6 +20,7 @@ from chatterbox_server.store import files, paths
 from chatterbox_server.store.outputs import SIDECAR_SUFFIX
 
 SETTING = "CHATTERBOX_DISK_QUOTA_PER_KEY_BYTES"
+LONGTEXT_OWNER_FILE = "owner.json"      # in DATA_DIR/longtext/{job id}/: {"owner": the job's workspace}
 
 
 def _owner(meta: dict | None) -> str | None:
@@ -68,9 +70,37 @@ def sidecar_bytes(directory: str, owner: str, audio_suffix: str | None = None) -
     return total
 
 
-def workspace_bytes(outputs_dir: str, vc_inputs_dir: str, voices_dir: str, owner: str) -> int:
+def longtext_bytes(directory: str, owner: str) -> int:
+    """Every file in the long-text job folders marked as `owner`'s; a file hard-linked into several
+    (a retry reuses its first job's chunks) counts once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    try:
+        jobs = [entry for entry in os.scandir(directory) if entry.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return 0
+    for job in jobs:
+        if _owner(files.read_json(os.path.join(job.path, LONGTEXT_OWNER_FILE))) != owner:
+            continue
+        try:
+            entries = list(os.scandir(job.path))
+        except FileNotFoundError:       # deleted (retention, a user) while we counted
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if entry.is_file(follow_symlinks=False) and (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                total += info.st_size
+    return total
+
+
+def workspace_bytes(outputs_dir: str, vc_inputs_dir: str, voices_dir: str, owner: str,
+                    longtext_dir: str | None = None) -> int:
     return (output_bytes(outputs_dir, owner) + sidecar_bytes(vc_inputs_dir, owner)
-            + sidecar_bytes(voices_dir, owner, ".wav"))
+            + sidecar_bytes(voices_dir, owner, ".wav") + (longtext_bytes(longtext_dir, owner) if longtext_dir else 0))
 
 
 def check(used: int, adding: int | None, quota: int) -> None:
@@ -82,8 +112,8 @@ def check(used: int, adding: int | None, quota: int) -> None:
         return
     if (adding is None and used >= quota) or (adding is not None and adding > 0 and used + adding > quota):
         more = f" and this write adds {adding}" if adding else ""
-        raise ApiError(507, f"this key's workspace holds {used} bytes of outputs, VC inputs and voices (writes in "
-                            f"progress included){more}; "
+        raise ApiError(507, f"this key's workspace holds {used} bytes of outputs, VC inputs, voices and long-job "
+                            f"audio (writes in progress included){more}; "
                             f"{SETTING} is {quota}: delete some of them to make room",
                        code="quota_exceeded")
 

@@ -153,3 +153,35 @@ def test_the_routes_reserve_until_the_request_ends(tmp_path, monkeypatch):
 
     assert concurrent_uploads(tmp_path, reserve) == ["507", "stored"]
     assert disk_quota.RESERVATIONS.held("alice") == 0
+
+
+# -- long-text jobs -------------------------------------------------------------------------------
+def test_a_keys_long_job_audio_counts_once_per_file(tmp_path):
+    """The chunks a failed or cancelled job keeps for a retry, and a job's final file, count in its
+    owner's workspace; a retry's chunks are hard links of the first job's, counted once."""
+    import os
+
+    from chatterbox_server.synthesis.longjobs import files as job_files
+
+    root = tmp_path / "longtext"
+    empty = str(tmp_path / "none")
+    job_files.mark_owner(str(root), "cancelled", "alice")
+    first = job_files.chunk_path(str(root), "cancelled", 0)
+    job_files.write_atomically(first, b"\0" * 4800)
+    job_files.write_atomically(job_files.chunk_path(str(root), "cancelled", 1), b"\0" * 4800)
+    job_files.mark_owner(str(root), "retry", "alice")
+    job_files.link_or_copy(first, job_files.chunk_path(str(root), "retry", 0))          # reused: no new bytes
+    job_files.mark_owner(str(root), "bobs", "bob")
+    job_files.write_atomically(job_files.output_path(str(root), "bobs", "mp3"), b"\0" * 700)
+    job_files.write_atomically(job_files.chunk_path(str(root), "keyless", 0), b"\0" * 999)   # no owner: nobody's
+    def marker(job_id: str) -> int:
+        return os.path.getsize(os.path.join(root, job_id, quota.LONGTEXT_OWNER_FILE))
+
+    alice = 2 * 4800 + marker("cancelled") + marker("retry")
+    assert quota.longtext_bytes(str(root), "alice") == alice
+    assert quota.longtext_bytes(str(root), "bob") == 700 + marker("bobs")
+    assert quota.workspace_bytes(empty, empty, empty, "alice") == 0         # not asked to count long jobs
+    assert quota.workspace_bytes(empty, empty, empty, "alice", longtext_dir=str(root)) == alice
+    assert quota.longtext_bytes(empty, "alice") == 0
+    job_files.mark_owner(str(root), "cancelled", "mallory")                  # the first owner stays
+    assert quota.longtext_bytes(str(root), "mallory") == 0

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from chatterbox_server.store import db
+from chatterbox_server.store import db, quota
 from chatterbox_server.store.jobs_db import JobStore
 from chatterbox_server.synthesis.longjobs import files
 from chatterbox_server.synthesis.longjobs import runner as runner_module
@@ -64,9 +64,10 @@ def store(tmp_path):
     engine.dispose()
 
 
-def add(store: JobStore, job_id: str, chunks: int = 3) -> None:
+def add(store: JobStore, job_id: str, chunks: int = 3, owner: str | None = None) -> None:
     store.create({"id": job_id, "text": "x" * 10, "text_length": 10, "text_hash": "h", "voice": None,
-                  "parameters": json.dumps(PARAMS), "output_format": "wav"}, [f"c{i}." for i in range(chunks)])
+                  "parameters": json.dumps(PARAMS), "output_format": "wav", "owner": owner},
+                 [f"c{i}." for i in range(chunks)])
 
 
 def pcm_files(root: str, job_id: str) -> list[str]:
@@ -117,3 +118,13 @@ def test_a_lost_lease_at_the_end_leaves_the_chunks_to_the_new_holder(store, tmp_
     runner._finish("book", "wav", [path], RATE)
     assert store.get("book")["status"] != COMPLETED
     assert pcm_files(root, "book") == [os.path.basename(path)]
+
+
+def test_a_keys_job_is_counted_in_its_disk_quota_final_file_only_once_completed(store, tmp_path):
+    root = str(tmp_path / "longtext")
+    add(store, "book", owner="alice")
+    runner = runner_module.Runner(store, Pool(), Voices(), root, max_running=1, retention_seconds=0)
+    runner.run(store.claim(runner.owner, 1, lambda owner: False))
+    marker = os.path.getsize(os.path.join(files.job_dir(root, "book"), quota.LONGTEXT_OWNER_FILE))
+    assert quota.longtext_bytes(root, "alice") == 44 + 3 * 4800 + marker        # the final file, no chunk
+    assert quota.longtext_bytes(root, "bob") == 0

@@ -16,6 +16,7 @@ import gevent
 from flask import Blueprint, Response, jsonify, request, send_file
 from sqlalchemy.exc import SQLAlchemyError
 
+from chatterbox_server.api import disk_quota
 from chatterbox_server.api.bodies import json_object, load
 from chatterbox_server.api.common import bool_arg, int_arg
 from chatterbox_server.api.openai.management import management
@@ -98,6 +99,7 @@ def _new_job(text: str, voice: str | None, fmt: str, params: dict[str, Any], ext
     chunks = chunk_texts(text, params["streaming_strategy"], params["streaming_chunk_size"])
     if not chunks:
         raise ApiError(400, "input: contains nothing to speak", param="input")
+    disk_quota.require_room()       # its audio counts in the key's quota: refused once the workspace is full
     job_id = job_id or str(uuid.uuid4())
     row = {"id": job_id, "text": text, "text_length": len(text),
            "text_hash": hashlib.sha256(text.encode()).hexdigest(), "voice": voice,

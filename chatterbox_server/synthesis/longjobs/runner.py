@@ -153,6 +153,7 @@ class Runner:
         except ApiError as exc:
             self.store.release(job_id, self.owner, {"status": FAILED, "error": str(exc)})
             return
+        off_hub(files.mark_owner, self.jobs_root, job_id, job.get("owner"))    # its audio counts in its key's quota
         chunks = self.store.chunks(job_id)
         texts = [c["text"] for c in chunks]
         start = self._first_missing(job_id, chunks)
