@@ -139,14 +139,16 @@ class Reservations:
     by one key the second is checked against the first. The write releases its reservation once its
     file is on disk (until then its bytes may count twice: a check errs on the side of refusing).
     A generation of unknown size (`adding` None) reserves nothing: it is refused once the workspace
-    with the reservations is full, and may pass the quota by its own size, as `check` says.
+    with the reservations is full, and may pass the quota by its own size, as `check` says; so the
+    key's generations running at once (at most CHATTERBOX_MAX_STREAMS_PER_KEY) may each pass it.
 
     What remains with several front worker processes (or instances sharing DATA_DIR): the locks
     and reservations are this process's, so each process checks against the disk plus its own
-    writes in progress. A key writing through W processes at once can pass its quota by at most
-    W-1 writes in progress elsewhere: (W-1) x CHATTERBOX_MAX_UPLOAD_BYTES for uploads and voices,
-    plus one generation per concurrent request (CHATTERBOX_MAX_STREAMS_PER_KEY bounds those),
-    and only until those writes land, after which every check sees them on disk.
+    writes in progress, never another's. A key writing through W processes at once can take its
+    workspace past the quota by what the other processes have reserved and not yet written: at
+    most (W-1) x the room left when they checked (each process may fill that room on its own), and
+    no more than those writes themselves (an upload or a voice is at most CHATTERBOX_MAX_UPLOAD_BYTES).
+    Once they land, every check in every process sees them on disk.
 
     Call it from native threads only (a front worker runs it off the gevent hub): `lock` must be
     an OS lock, held while the workspace is counted.
