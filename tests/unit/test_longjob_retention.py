@@ -128,3 +128,26 @@ def test_a_keys_job_is_counted_in_its_disk_quota_final_file_only_once_completed(
     marker = os.path.getsize(os.path.join(files.job_dir(root, "book"), quota.LONGTEXT_OWNER_FILE))
     assert quota.longtext_bytes(root, "alice") == 44 + 3 * 4800 + marker        # the final file, no chunk
     assert quota.longtext_bytes(root, "bob") == 0
+
+
+def test_a_retrys_reused_chunks_are_its_owners_before_it_first_runs(store, tmp_path, monkeypatch):
+    """A retry hard-links the cancelled job's chunks into its own folder, marked as the owner's at
+    once: a retry paused before it ever ran still counts them once the first job is gone."""
+    from types import SimpleNamespace
+
+    from chatterbox_server.api.openai import long_text
+
+    root = str(tmp_path / "longtext")
+    add(store, "first", owner="alice")
+    runner = runner_module.Runner(store, Pool(), Voices(), root, max_running=1, retention_seconds=0)
+    job = store.claim(runner.owner, 1, lambda owner: False)
+    path = files.chunk_path(root, "first", 0)
+    files.write_atomically(path, b"\1" * 4800)
+    assert store.chunk_done("first", 0, os.path.basename(path), 2400, 1, runner.owner)[0]
+    store.transition("first", (job["status"],), {"status": CANCELLED})
+    monkeypatch.setattr(long_text, "management", lambda: SimpleNamespace(jobs_root=root, jobs=store))
+    done = long_text._reuse_chunks("first", "retry", "alice")
+    assert list(done) == [0] and len(pcm_files(root, "retry")) == 1
+    files.remove_job_files(root, "first")                   # the first job's retention ended
+    marker = os.path.getsize(os.path.join(files.job_dir(root, "retry"), quota.LONGTEXT_OWNER_FILE))
+    assert quota.longtext_bytes(root, "alice") == 4800 + marker

@@ -341,7 +341,7 @@ def _retry(row: dict[str, Any], preserve_chunks: bool, new_parameters: dict | No
     job_id = str(uuid.uuid4())
     # reused chunks are linked in before the job exists, and recorded with it in one transaction:
     # no runner can claim it half-copied
-    done = _reuse_chunks(row["id"], job_id) if preserve_chunks and not changed else {}
+    done = _reuse_chunks(row["id"], job_id, row["owner"]) if preserve_chunks and not changed else {}
     try:
         return _new_job(row["text"], row["voice"], row["output_format"], params, {
             "session_id": row["session_id"], "display_name": row["display_name"], "tags": row["tags"],
@@ -352,9 +352,10 @@ def _retry(row: dict[str, Any], preserve_chunks: bool, new_parameters: dict | No
         raise
 
 
-def _reuse_chunks(source: str, target: str) -> dict[int, dict[str, Any]]:
+def _reuse_chunks(source: str, target: str, owner: str | None) -> dict[int, dict[str, Any]]:
     """Chunks already made are the same audio (same text, settings and seed): hard-link their files
-    (a copy where links fail), off the hub."""
+    (a copy where links fail), off the hub, into a folder marked as `owner`'s (its disk quota counts
+    them even before the retry first runs, and once the first job is gone)."""
     root = management().jobs_root
     pairs: list[tuple[int, str, str]] = []
     done: dict[int, dict[str, Any]] = {}
@@ -368,6 +369,8 @@ def _reuse_chunks(source: str, target: str) -> dict[int, dict[str, Any]]:
                               "synth_ms": chunk["synth_ms"] or 0}
 
     def link_all() -> set[int]:
+        if pairs:
+            files.mark_owner(root, target, owner)
         missing = set()
         for idx, path, destination in pairs:
             try:
