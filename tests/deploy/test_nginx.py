@@ -18,12 +18,12 @@ SITE = ROOT / "config" / "nginx" / "chatterbox-server.conf"
 def proxied(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("nginx")
     server = start_server(tmp, engine="tone", trust_proxy="1", max_upload_bytes=str(1024 * 1024))
-    http_port, https_port = free_port(), free_port()
-    upstream = server.base.removeprefix("http://")
-    site = SITE.read_text().replace("server 127.0.0.1:4123;", f"server {upstream};")
-    (tmp / "nginx").mkdir()
-    site = local_site(site, tmp / "nginx", http_port, https_port)
-    try:
+    try:                    # a site local_site refuses must not leave the server running
+        http_port, https_port = free_port(), free_port()
+        upstream = server.base.removeprefix("http://")
+        site = SITE.read_text().replace("server 127.0.0.1:4123;", f"server {upstream};")
+        (tmp / "nginx").mkdir()
+        site = local_site(site, tmp / "nginx", http_port, https_port)
         with pytest.MonkeyPatch.context() as patch, run_nginx(tmp / "nginx", site, http_port, https_port) as nginx:
             # requests trusts the throwaway certificate, and only it (verification stays on)
             patch.setenv("REQUESTS_CA_BUNDLE", str(tmp / "nginx" / "fullchain.pem"))
