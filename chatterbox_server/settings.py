@@ -219,9 +219,9 @@ class Settings:
         20, "Long-text jobs one API key may have pending, running or paused at once (with keys; an admin key "
         "too); above it its new jobs get 429. 0: only CHATTERBOX_LONGTEXT_MAX_ACTIVE applies.")
     disk_quota_per_key_bytes: int = setting(
-        0, "Bytes of outputs, VC inputs and voices one API key's workspace may hold (with keys; admin keys are "
-        "not held to it). A write past it gets 507 naming this setting, checked before any synthesis: an upload "
-        "by its size, a generation once the workspace is full. 0: no quota.")
+        0, "Bytes of outputs, VC inputs, voices and long-text job audio one API key's workspace may hold (with keys; "
+        "admin keys are not held to it). A write past it gets 507 naming this setting, checked before any synthesis: "
+        "an upload by its size, a generation or a new long job once the workspace is full. 0: no quota.")
     longtext_retention_seconds: int = setting(
         7 * 86400, "Finished (completed, failed, cancelled) long-text jobs and their audio are deleted this many "
         "seconds after they ended; 0: kept until deleted.")

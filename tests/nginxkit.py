@@ -27,6 +27,22 @@ requires_nginx = pytest.mark.skipif(NGINX_MISSING and not os.environ.get("CI"),
 ACCESS_FORMAT = "$request_method $uri $status upstreams=$upstream_addr statuses=$upstream_status"
 
 
+def ipv6_loopback() -> bool:
+    """Whether this machine can listen on ::1 (a container or kernel without IPv6 cannot)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+IPV6 = ipv6_loopback()
+requires_ipv6 = pytest.mark.skipif(not IPV6, reason="no IPv6 loopback (::1) on this machine")
+
+
 def nginx_binary() -> str:
     return shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -40,6 +56,10 @@ class Nginx:
     directory: Path
     http_base: str = ""         # the port-80 server of a TLS site (redirects and ACME challenges)
 
+    def over_ipv6(self, url: str) -> str:
+        """The same address on ::1 (the sites listen there too when the machine has IPv6 loopback)."""
+        return url.replace("127.0.0.1", "[::1]", 1)
+
     def access_lines(self) -> list[str]:
         path = self.directory / "access.log"
         return path.read_text().splitlines() if path.exists() else []
@@ -49,10 +69,11 @@ class Nginx:
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    """A throwaway certificate and key for 127.0.0.1 (openssl; valid for a day)."""
+    """A throwaway certificate and key for 127.0.0.1 and ::1 (openssl; valid for a day)."""
     cert, key = directory / "fullchain.pem", directory / "privkey.pem"
     made = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                           "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                           "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                           "-addext", "subjectAltName=IP:127.0.0.1,IP:::1",
                            "-keyout", str(key), "-out", str(cert)], capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
     return cert, key
@@ -60,12 +81,17 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
 
 def local_site(site: str, directory: Path, http_port: int, https_port: int) -> str:
     """A shipped TLS site on 127.0.0.1: `http_port` for port 80, `https_port` for 443, a self-signed
-    certificate in place of certbot's, and `directory`/webroot for the ACME challenges."""
+    certificate in place of certbot's, and `directory`/webroot for the ACME challenges. Its IPv6
+    listens (`[::]:80`, `[::]:443`) go to the same ports on ::1, or are dropped on a machine
+    without IPv6 loopback."""
     assert "listen 80;" in site and "listen 443 ssl;" in site and CERTBOT_LIVE.search(site), "not a TLS site"
+    assert "listen [::]:80;" in site and "listen [::]:443 ssl;" in site, "a listen without its IPv6 twin"
     cert, key = self_signed_certificate(directory)
     (directory / "webroot" / ".well-known" / "acme-challenge").mkdir(parents=True, exist_ok=True)
     site = site.replace("listen 80;", f"listen 127.0.0.1:{http_port};")
     site = site.replace("listen 443 ssl;", f"listen 127.0.0.1:{https_port} ssl;")
+    site = site.replace("listen [::]:80;", f"listen [::1]:{http_port};" if IPV6 else "")
+    site = site.replace("listen [::]:443 ssl;", f"listen [::1]:{https_port} ssl;" if IPV6 else "")
     site = CERTBOT_LIVE.sub(lambda match: str(cert if match.group(1) == "fullchain" else key), site)
     return site.replace("root /var/www/html;", f"root {directory / 'webroot'};")
 

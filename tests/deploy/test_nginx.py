@@ -7,7 +7,7 @@ import time
 
 import pytest
 import requests
-from nginxkit import local_site, requires_nginx, run_nginx
+from nginxkit import local_site, requires_ipv6, requires_nginx, run_nginx
 from serverkit import ROOT, free_port, start_server
 
 pytestmark = [pytest.mark.server, requires_nginx]
@@ -18,12 +18,12 @@ SITE = ROOT / "config" / "nginx" / "chatterbox-server.conf"
 def proxied(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("nginx")
     server = start_server(tmp, engine="tone", trust_proxy="1", max_upload_bytes=str(1024 * 1024))
-    http_port, https_port = free_port(), free_port()
-    upstream = server.base.removeprefix("http://")
-    site = SITE.read_text().replace("server 127.0.0.1:4123;", f"server {upstream};")
-    (tmp / "nginx").mkdir()
-    site = local_site(site, tmp / "nginx", http_port, https_port)
-    try:
+    try:                    # a site local_site refuses must not leave the server running
+        http_port, https_port = free_port(), free_port()
+        upstream = server.base.removeprefix("http://")
+        site = SITE.read_text().replace("server 127.0.0.1:4123;", f"server {upstream};")
+        (tmp / "nginx").mkdir()
+        site = local_site(site, tmp / "nginx", http_port, https_port)
         with pytest.MonkeyPatch.context() as patch, run_nginx(tmp / "nginx", site, http_port, https_port) as nginx:
             # requests trusts the throwaway certificate, and only it (verification stays on)
             patch.setenv("REQUESTS_CA_BUNDLE", str(tmp / "nginx" / "fullchain.pem"))
@@ -43,6 +43,20 @@ def test_port_80_redirects_to_https_and_never_reaches_the_server(proxied):
     time.sleep(0.2)         # nginx logs a request just after its answer went out
     redirected = [line for line in nginx.access_lines() if "/v1/audio/speech" in line and " 301 " in line]
     assert len(redirected) == 2 and all("upstreams=- " in line for line in redirected), redirected
+
+
+@requires_ipv6
+def test_both_servers_answer_over_ipv6(proxied):
+    """The shipped site's `listen [::]:...` twins: over ::1, port 80 redirects (never proxying) and
+    HTTPS serves the API, as over IPv4."""
+    _, base, nginx = proxied
+    redirect = requests.get(nginx.over_ipv6(nginx.http_base) + "/v1/models", allow_redirects=False, timeout=10)
+    assert redirect.status_code == 301 and redirect.headers["Location"] == "https://[::1]/v1/models"
+    response = requests.post(nginx.over_ipv6(base) + "/v1/audio/speech",
+                             json={"input": "over IPv6", "response_format": "wav"}, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.content[:4] == b"RIFF" and len(response.content) > 44      # the server's audio
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=")
 
 
 def test_acme_challenges_are_answered_on_port_80(proxied):

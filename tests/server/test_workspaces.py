@@ -319,6 +319,10 @@ def test_each_key_is_held_to_its_disk_quota(quota_server):
                                          "data": {"target_voice_source": "first"}})):
         answer = send(server, "POST", path, ALICE, base, **kwargs)
         assert refused(answer), (path, answer.text)
+    # a long job's audio counts too: none is created once the workspace is full
+    long_job = send(server, "POST", "/v1/audio/speech/long", ALICE, json={"input": "A long text to speak."})
+    assert refused(long_job), long_job.text
+    assert get(server, "/v1/audio/speech/long", ALICE).json()["total_jobs"] == 0
     assert speak(server, ALICE, "first").status_code == 200        # speech stores nothing: not held to it
     # another key has its own quota; an admin key is not held to one
     assert send(server, "POST", "/v1/voices", BOB, data={"name": "second"}, files=voice).status_code == 201

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 import uuid
@@ -13,7 +14,9 @@ from typing import Any
 
 import gevent
 from flask import Blueprint, Response, jsonify, request, send_file
+from sqlalchemy.exc import SQLAlchemyError
 
+from chatterbox_server.api import disk_quota, errors
 from chatterbox_server.api.bodies import json_object, load
 from chatterbox_server.api.common import bool_arg, int_arg
 from chatterbox_server.audio.encoders import CONTENT_TYPES
@@ -38,6 +41,7 @@ from chatterbox_server.synthesis.speech import random_seed
 from chatterbox_server.text.chunking import chunk_texts
 
 bp = Blueprint("long_text", __name__)
+log = logging.getLogger("chatterbox.longjobs")
 SSE_POLL_SECONDS = 1.0             # one read of the job's row a second per stream, and streams are capped
 _open_streams = [0]                # this front worker's open progress streams
 SSE_KEEPALIVE_SECONDS = 15.0
@@ -93,6 +97,7 @@ def _new_job(text: str, voice: str | None, fmt: str, params: dict[str, Any], ext
     chunks = chunk_texts(text, params["streaming_strategy"], params["streaming_chunk_size"])
     if not chunks:
         raise ApiError(400, "input: contains nothing to speak", param="input")
+    disk_quota.require_room()       # its audio counts in the key's quota: refused once the workspace is full
     job_id = job_id or str(uuid.uuid4())
     row = {"id": job_id, "text": text, "text_length": len(text),
            "text_hash": hashlib.sha256(text.encode()).hexdigest(), "voice": voice,
@@ -195,36 +200,50 @@ def job_events(job_id: str) -> Response:
                             "(CHATTERBOX_LONGTEXT_MAX_SSE); poll the job's status_url instead",
                        code="too_many_streams", retry_after=5)
 
-    def events() -> Iterator[bytes]:
-        last: tuple | None = None
-        quiet_since = time.monotonic()
-        while True:
-            row = jobs.get(job_id, scope)
-            if row is None:
-                yield _event("error", job_id, {"message": f"job {job_id} was deleted"})
-                return
-            state = (row["status"], row["completed_chunks"])
-            if state != last or time.monotonic() - quiet_since > SSE_KEEPALIVE_SECONDS:
-                # a paused job says nothing new: the periodic event also reveals a client that left
-                last, quiet_since = state, time.monotonic()
-                yield _event("progress", job_id, {
-                    "status": row["status"], "progress": rules.percentage(row),
-                    "current_chunk": row["current_chunk"], "completed_chunks": row["completed_chunks"],
-                    "total_chunks": row["total_chunks"],
-                    "estimated_remaining_seconds": rules.remaining_seconds(row)})
-            if row["status"] in FINISHED:
-                ok = row["status"] == COMPLETED
-                yield _event("completed" if ok else "error", job_id, {
-                    "status": row["status"],
-                    "message": "Job completed successfully" if ok else (row["error"] or f"Job {row['status']}"),
-                    "download_url": rules.urls(job_id)["download_url"] if ok else None})
-                return
-            gevent.sleep(SSE_POLL_SECONDS)
-
-    response = Response(events(), mimetype="text/event-stream", headers=SSE_HEADERS)
+    response = Response(progress_events(jobs, job_id, scope), mimetype="text/event-stream", headers=SSE_HEADERS)
     _open_streams[0] += 1
     response.call_on_close(_stream_closed)         # also when the client left before the first event
     return response
+
+
+def progress_events(jobs: Any, job_id: str, scope: str | None) -> Iterator[bytes]:
+    """The stream's events: progress on every change (and every SSE_KEEPALIVE_SECONDS), then one
+    `completed` or `error` event. A store that fails (down, or past its deadline: DatabaseUnavailable
+    is an SQLAlchemyError) ends the stream with an `error` event naming the database, as the 503 of
+    every other long-job route does, instead of an exception that breaks the chunked body."""
+    last: tuple | None = None
+    quiet_since = time.monotonic()
+    while True:
+        try:
+            row = jobs.get(job_id, scope)
+        except SQLAlchemyError as exc:
+            log.warning("long-job progress stream of %s: the database is unavailable (%s); stream ended",
+                        job_id, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+            yield _event("error", job_id, {
+                "code": "database_unavailable", "retry_after": errors.DATABASE_RETRY_SECONDS,
+                "message": "the job and history database is unavailable; the job itself goes on: "
+                           "reconnect shortly or poll its status_url"})
+            return
+        if row is None:
+            yield _event("error", job_id, {"message": f"job {job_id} was deleted"})
+            return
+        state = (row["status"], row["completed_chunks"])
+        if state != last or time.monotonic() - quiet_since > SSE_KEEPALIVE_SECONDS:
+            # a paused job says nothing new: the periodic event also reveals a client that left
+            last, quiet_since = state, time.monotonic()
+            yield _event("progress", job_id, {
+                "status": row["status"], "progress": rules.percentage(row),
+                "current_chunk": row["current_chunk"], "completed_chunks": row["completed_chunks"],
+                "total_chunks": row["total_chunks"],
+                "estimated_remaining_seconds": rules.remaining_seconds(row)})
+        if row["status"] in FINISHED:
+            ok = row["status"] == COMPLETED
+            yield _event("completed" if ok else "error", job_id, {
+                "status": row["status"],
+                "message": "Job completed successfully" if ok else (row["error"] or f"Job {row['status']}"),
+                "download_url": rules.urls(job_id)["download_url"] if ok else None})
+            return
+        gevent.sleep(SSE_POLL_SECONDS)
 
 
 def _stream_closed() -> None:
@@ -320,7 +339,7 @@ def _retry(row: dict[str, Any], preserve_chunks: bool, new_parameters: dict | No
     job_id = str(uuid.uuid4())
     # reused chunks are linked in before the job exists, and recorded with it in one transaction:
     # no runner can claim it half-copied
-    done = _reuse_chunks(row["id"], job_id) if preserve_chunks and not changed else {}
+    done = _reuse_chunks(row["id"], job_id, row["owner"]) if preserve_chunks and not changed else {}
     try:
         return _new_job(row["text"], row["voice"], row["output_format"], params, {
             "session_id": row["session_id"], "display_name": row["display_name"], "tags": row["tags"],
@@ -331,9 +350,10 @@ def _retry(row: dict[str, Any], preserve_chunks: bool, new_parameters: dict | No
         raise
 
 
-def _reuse_chunks(source: str, target: str) -> dict[int, dict[str, Any]]:
+def _reuse_chunks(source: str, target: str, owner: str | None) -> dict[int, dict[str, Any]]:
     """Chunks already made are the same audio (same text, settings and seed): hard-link their files
-    (a copy where links fail), off the hub."""
+    (a copy where links fail), off the hub, into a folder marked as `owner`'s (its disk quota counts
+    them even before the retry first runs, and once the first job is gone)."""
     root = services().jobs_root
     pairs: list[tuple[int, str, str]] = []
     done: dict[int, dict[str, Any]] = {}
@@ -347,6 +367,8 @@ def _reuse_chunks(source: str, target: str) -> dict[int, dict[str, Any]]:
                               "synth_ms": chunk["synth_ms"] or 0}
 
     def link_all() -> set[int]:
+        if pairs:
+            files.mark_owner(root, target, owner)
         missing = set()
         for idx, path, destination in pairs:
             try:

@@ -12,12 +12,14 @@ other's file, and the joined audio is made of whole chunks each from one runner.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 import uuid
 
 from chatterbox_server.audio.encoders import _CODEC_SPECS, _AVEncoder, _samples, wav_header
+from chatterbox_server.store.quota import LONGTEXT_OWNER_FILE
 
 BYTES_PER_SAMPLE = 2
 COPY_BLOCK = 1 << 20
@@ -37,6 +39,15 @@ def recorded_path(root: str, job_id: str, audio_file: str | None) -> str | None:
     if not audio_file or os.path.basename(audio_file) != audio_file:
         return None
     return os.path.join(root, job_id, audio_file)
+
+
+def mark_owner(root: str, job_id: str, owner: str | None) -> None:
+    """Record the job's workspace in its folder, so the per-key disk quota counts its audio
+    (store/quota.longtext_bytes); a folder already marked keeps its first owner."""
+    path = os.path.join(job_dir(root, job_id), LONGTEXT_OWNER_FILE)
+    if owner is None or os.path.exists(path):
+        return
+    write_atomically(path, json.dumps({"owner": owner}).encode())
 
 
 def link_or_copy(source: str, destination: str) -> None:
@@ -109,6 +120,23 @@ def _encode(fmt: str, chunk_files: list[str], sample_rate: int, sink: object) ->
             encoder.encode(_samples(data[:whole]))
     finally:
         encoder.close()
+
+
+def remove_chunk_files(root: str, job_id: str) -> int:
+    """Delete the job's chunk PCM (every `chunk-*.pcm`, recorded or not), keeping its joined audio;
+    returns the bytes freed. Only once the job is completed: nothing can use its chunks again."""
+    freed = 0
+    try:
+        entries = list(os.scandir(job_dir(root, job_id)))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if entry.name.startswith("chunk-") and entry.name.endswith(".pcm"):
+            with contextlib.suppress(FileNotFoundError):
+                size = entry.stat(follow_symlinks=False).st_size
+                os.unlink(entry.path)
+                freed += size
+    return freed
 
 
 def remove_job_files(root: str, job_id: str) -> None:

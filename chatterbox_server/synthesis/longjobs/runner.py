@@ -153,6 +153,7 @@ class Runner:
         except ApiError as exc:
             self.store.release(job_id, self.owner, {"status": FAILED, "error": str(exc)})
             return
+        off_hub(files.mark_owner, self.jobs_root, job_id, job.get("owner"))    # its audio counts in its key's quota
         chunks = self.store.chunks(job_id)
         texts = [c["text"] for c in chunks]
         start = self._first_missing(job_id, chunks)
@@ -266,7 +267,12 @@ class Runner:
                 "status": COMPLETED, "output_path": os.path.basename(out), "output_size_bytes": size,
                 "output_duration_seconds": round(seconds, 3), "sample_rate": sample_rate,
                 "processing_completed_at": now, "current_chunk": None, "error": None}):
-            log.info("long-text job %s: completed (%.1f s of audio, %d bytes)", job_id, seconds, size)
+            # a completed job cannot be retried (rules.RETRYABLE), so its chunks serve nothing now;
+            # removed only after the completion is recorded, so a runner that lost the lease at the
+            # last moment leaves them to the one that holds it
+            freed = off_hub(files.remove_chunk_files, self.jobs_root, job_id)
+            log.info("long-text job %s: completed (%.1f s of audio, %d bytes; %d bytes of chunk PCM freed)",
+                     job_id, seconds, size, freed)
 
     # -- retention --------------------------------------------------------------------------------
     def _sweep_if_due(self) -> None:
