@@ -65,9 +65,11 @@ fuzz: install-dev
 bench: install-dev
 	$(BIN)/python scripts/bench_streaming.py --output docs/benchmarks-latest.json
 
-# ruff, then deptry: every third-party module the product imports is a runtime requirement.
+# ruff, mypy (pyproject.toml [tool.mypy]), then deptry: every third-party module the product
+# imports is a runtime requirement.
 lint: install-dev
 	$(BIN)/ruff check chatterbox_server workers tests scripts gunicorn.conf.py
+	$(BIN)/mypy
 	scripts/check_deps.sh $(BIN)
 
 # Re-resolves locks/ from the requirements files (LOCK_FLAGS="" keeps today's pins where it can).

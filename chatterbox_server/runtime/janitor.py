@@ -42,7 +42,7 @@ def is_litter(name: str, age: float, alive: Callable[[int], bool] = pid_alive) -
 def sweep(directory: str, now: float | None = None, alive: Callable[[int], bool] = pid_alive) -> list[str]:
     """Delete the litter among the regular files of `directory`; returns their names."""
     now = time.time() if now is None else now
-    removed = []
+    removed: list[str] = []
     try:
         entries = list(os.scandir(directory))
     except FileNotFoundError:

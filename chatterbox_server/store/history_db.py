@@ -86,7 +86,7 @@ class HistoryStore:
     def reset_memory_counter(self) -> int:
         """Restart /memory's request_counter at 0; returns its value before."""
         with self.engine.begin() as conn:
-            values = dict(conn.execute(select(counters.c.name, counters.c.value)).all())
+            values: dict[str, int] = {row[0]: row[1] for row in conn.execute(select(counters.c.name, counters.c.value))}
             conn.execute(update(counters).where(counters.c.name == "memory_counter_base")
                          .values(value=values["total_requests"]))
         return int(values["total_requests"] - values["memory_counter_base"])

@@ -75,9 +75,9 @@ class OutputStore:
         name relative to this store ("project/tts_....wav" when `folder` is given)."""
         if folder:
             target = self.subfolder(folder)
-            written = target.store(files, now, prefix, tag)
+            inside = target.store(files, now, prefix, tag)
             return {extension: paths.join(paths.clean_relative(folder, "folder"), name)
-                    for extension, name in written.items()}
+                    for extension, name in inside.items()}
         for _ in range(NAME_ATTEMPTS):
             base = self.new_base_name(now, prefix, tag)
             written: dict[str, str] = {}

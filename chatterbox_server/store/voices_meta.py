@@ -51,7 +51,7 @@ class StateFile:
         key = (info.st_ino, info.st_mtime_ns)
         if self._cache is None or self._cache[0] != key:
             raw = files.read_json(self.path) or {}
-            aliases = raw.get("aliases") if isinstance(raw.get("aliases"), dict) else {}
+            aliases = raw["aliases"] if isinstance(raw.get("aliases"), dict) else {}
             default = raw.get("default_voice") if isinstance(raw.get("default_voice"), str) else None
             self._cache = (key, LibraryState({str(k): str(v) for k, v in aliases.items()}, default))
         cached = self._cache[1]

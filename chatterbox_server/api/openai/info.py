@@ -84,7 +84,7 @@ def languages() -> Response:
 
 @bp.get("/endpoints")
 def endpoints() -> Response:
-    routes = sorted({(rule.rule, ",".join(sorted(rule.methods - {"HEAD", "OPTIONS"})))
+    routes = sorted({(rule.rule, ",".join(sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})))
                      for rule in current_app.url_map.iter_rules() if rule.endpoint != "static"})
     return jsonify({**aliases.endpoint_info(),
                     "description": "Every path answers at the root and under /v1; aliases answer like their primary",
