@@ -80,7 +80,10 @@ def locked(directory: str, name: str = ".lock") -> Iterator[None]:
         os.close(fd)        # closing releases the lock
 
 
-def remove(path: str) -> bool:
+def remove(path: str | None) -> bool:
+    """Delete the file at `path` if it is there; False when it was not (or there is no path)."""
+    if not path:
+        return False
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 
-from chatterbox_server.store import paths
+from chatterbox_server.store import files, paths
 
 FILE_NAME = re.compile(r"[A-Za-z0-9_.-]+")       # always fullmatch
 TEMP_PREFIX = ".tmp-"
@@ -58,15 +58,27 @@ class OutputStore:
                 os.fsync(f.fileno())
             _publish(temporary, final, replace)
         finally:
-            _unlink_quietly(temporary)
+            files.remove(temporary)
         return name
 
-    def subfolder(self, folder: str) -> OutputStore:
+    def subfolder(self, folder: str, param: str = "folder") -> OutputStore:
         """The store of a sub-folder (a clean relative path, see store.paths), created on demand;
-        it shares this store's limits, and pruning this store covers it."""
+        it shares this store's limits, and pruning this store covers it. PathError (400) for a path
+        that is not plain or leads outside."""
         if not folder:
             return self
-        path = paths.confine(self.directory, paths.clean_relative(folder, "folder"), "folder")
+        path = paths.confine(self.directory, paths.clean_relative(folder, param), param)
+        return OutputStore(path, self.retention_seconds, self.max_bytes)
+
+    def existing_subfolder(self, folder: str) -> OutputStore | None:
+        """The store of a sub-folder that is there, for reading: None for a bad path or a folder that
+        does not exist (a read never creates one)."""
+        try:
+            path = paths.confine(self.directory, paths.clean_relative(folder, "folder"), "folder")
+        except paths.PathError:
+            return None
+        if not folder or not os.path.isdir(path):
+            return None
         return OutputStore(path, self.retention_seconds, self.max_bytes)
 
     def store(self, files: Mapping[str, bytes], now: float | None = None, prefix: str = "tts",
@@ -153,7 +165,7 @@ class OutputStore:
             for name in names:
                 if name.endswith(SIDECAR_SUFFIX) and not name.startswith(".") and \
                         name[:-len(SIDECAR_SUFFIX)] not in bases:
-                    _unlink_quietly(os.path.join(directory, name))
+                    files.remove(os.path.join(directory, name))
                     removed.append(name)
         return removed
 
@@ -220,10 +232,3 @@ def _publish(temporary: str, final: str, replace: bool) -> None:
         if os.path.lexists(final):      # a file system without hard links: best effort
             raise FileExistsError(errno.EEXIST, "file exists", final) from None
         os.replace(temporary, final)
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -74,7 +74,7 @@ class SpeechRun:
     watcher: gevent.Greenlet | None = None
     client_socket: object | None = None
     started: float = field(default_factory=time.monotonic)
-    cleanups: list[Callable[[], None]] = field(default_factory=list)
+    cleanups: list[Callable[[], object]] = field(default_factory=list)
 
     @classmethod
     def start(cls, pool: PoolClient, job: SpeechJob | ConvertJob, info: EngineInfo, client_socket: object | None,

@@ -10,9 +10,7 @@ import logging
 import os
 
 from flask import Blueprint, Response, copy_current_request_context, jsonify, request, send_from_directory, url_for
-from marshmallow import ValidationError
 
-from chatterbox_server.api.extended.tts_schema import clean_folder
 from chatterbox_server.audio.encoders import CONTENT_TYPES, FILE_EXTENSIONS
 from chatterbox_server.errors import ApiError
 from chatterbox_server.security import guards
@@ -35,16 +33,8 @@ def output_store() -> OutputStore:
 
 
 def output_folder(folder: str) -> OutputStore | None:
-    """A project sub-folder of the outputs directory (see api/extended/tts_schema.clean_folder), or None."""
-    try:
-        clean = clean_folder(folder)
-    except ValidationError:
-        return None
-    root = output_store()
-    path = os.path.realpath(os.path.join(root.directory, clean))
-    if not clean or os.path.dirname(path) == path or not path.startswith(os.path.realpath(root.directory) + os.sep):
-        return None
-    return OutputStore(path, root.retention_seconds, root.max_bytes) if os.path.isdir(path) else None
+    """A project sub-folder of the outputs directory that exists, or None."""
+    return output_store().existing_subfolder(folder)
 
 
 # -- POST /api/v1/tts: chatterbox_server/api/extended/tts.py ---------------------------------------

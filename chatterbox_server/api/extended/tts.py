@@ -121,14 +121,7 @@ def watermark_header(req: ExtendedTtsRequest, info: EngineInfo, allowed: bool) -
 # -- where the files go ---------------------------------------------------------------------------
 def folder_store(folder: str) -> OutputStore:
     """The outputs directory or a sub-folder of it (project/folder), which must stay inside it."""
-    root = output_store()
-    if not folder:
-        return root
-    path = os.path.join(root.directory, folder)
-    real_root = os.path.realpath(root.directory)
-    if os.path.commonpath([os.path.realpath(path), real_root]) != real_root:
-        raise ApiError(400, "project: the folder leaves the outputs directory", param="project")
-    return OutputStore(path, root.retention_seconds, root.max_bytes)
+    return output_store().subfolder(folder, "project")
 
 
 def relative_name(store: OutputStore, name: str) -> str:

@@ -1,7 +1,6 @@
 """The OpenAI-style speech API, served under /v1 and at the root."""
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -14,6 +13,7 @@ from chatterbox_server.runtime.hub import off_hub
 from chatterbox_server.runtime.progress import IDLE
 from chatterbox_server.security import guards
 from chatterbox_server.services import services
+from chatterbox_server.store import files
 from chatterbox_server.synthesis import speech
 from chatterbox_server.synthesis.budget import Ledger, Limits, check_whole_file
 from chatterbox_server.synthesis.requests import OPENAI_MODELS, SpeechRequest, SpeechRequestSchema
@@ -108,10 +108,10 @@ def respond(req: SpeechRequest, progressive: bool, voice_file: bytes | None) -> 
     try:
         run = speech.SpeechRun.start(svc.pool, job, info, request.environ.get("gunicorn.socket"), svc.progress)
     except BaseException:
-        _remove(temporary_voice)
+        files.remove(temporary_voice)
         raise
     if temporary_voice:
-        run.cleanups.append(lambda: _remove(temporary_voice))
+        run.cleanups.append(lambda: files.remove(temporary_voice))
     headers = {"X-Request-Id": request_id, "X-Chatterbox-Seed": str(job.seed),
                "X-Chatterbox-Chunks": str(len(job.chunks))}
     if ignored:
@@ -125,14 +125,6 @@ def respond(req: SpeechRequest, progressive: bool, voice_file: bytes | None) -> 
                         content_type=CONTENT_TYPES[req.response_format], headers={**headers, **STREAM_HEADERS})
     body = speech.whole_file(run, req.response_format)
     return Response(body, content_type=CONTENT_TYPES[req.response_format], headers=headers)
-
-
-def _remove(path: str | None) -> None:
-    if path:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
 
 
 # -- models, progress (the voices are in api/openai/voices.py) ------------------------------------

@@ -19,6 +19,7 @@ import tempfile
 import uuid
 
 from chatterbox_server.audio.encoders import _CODEC_SPECS, _AVEncoder, _samples, wav_header
+from chatterbox_server.store import files as store_files
 from chatterbox_server.store.quota import LONGTEXT_OWNER_FILE
 
 BYTES_PER_SAMPLE = 2
@@ -59,12 +60,6 @@ def link_or_copy(source: str, destination: str) -> None:
         write_atomically(destination, open(source, "rb").read())
 
 
-def remove_quietly(path: str | None) -> None:
-    if path:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-
-
 def output_path(root: str, job_id: str, fmt: str) -> str:
     return os.path.join(root, job_id, f"output.{fmt}")
 
@@ -80,7 +75,7 @@ def write_atomically(path: str, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(temporary, path)
     except BaseException:
-        remove_quietly(temporary)        # a full disk leaves no half file behind
+        store_files.remove(temporary)        # a full disk leaves no half file behind
         raise
 
 
@@ -103,7 +98,7 @@ def assemble(fmt: str, chunk_files: list[str], sample_rate: int, out: str) -> tu
             os.fsync(sink.fileno())
         os.replace(temporary, out)
     except BaseException:
-        remove_quietly(temporary)
+        store_files.remove(temporary)
         raise
     return os.path.getsize(out), total / BYTES_PER_SAMPLE / sample_rate
 

@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from chatterbox_server.errors import ApiError
 from chatterbox_server.runtime.hub import off_hub
 from chatterbox_server.runtime.pool_client import PoolBusy, PoolClient, PoolError
+from chatterbox_server.store import files as store_files
 from chatterbox_server.store.jobs_db import JobStore, paused_values
 from chatterbox_server.store.voice_library import Owns, VoiceLibrary, everyone
 from chatterbox_server.synthesis.longjobs import files
@@ -207,12 +208,12 @@ class Runner:
                 if not recorded:
                     # another runner holds the job now (or it was paused, cancelled, deleted):
                     # this file is no chunk of it
-                    files.remove_quietly(path)
+                    store_files.remove(path)
                     log.info("long-text job %s: chunk %d not recorded, the job is no longer ours", job_id, idx)
                     handle.cancel("the job's lease passed to another runner")
                     self._forget_if_deleted(job_id)
                     return "stop"
-                files.remove_quietly(files.recorded_path(self.jobs_root, job_id, replaced))
+                store_files.remove(files.recorded_path(self.jobs_root, job_id, replaced))
             return "done"
         except PoolError as exc:
             if handle.cancel_reason:
