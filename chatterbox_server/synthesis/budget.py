@@ -7,6 +7,8 @@ What a request costs is counted in the units that bound its work:
 - takes: chunks x candidates x attempts, the synthesis jobs a request may need if every check fails
   (and as many Whisper transcriptions),
 - seconds of audio out and bytes of audio decoded (concatenation),
+- a long-text job's chunks and characters (one take per chunk, no Whisper check), at creation and
+  again on a retry,
 - bytes of JSON parsed.
 
 A `Ledger` holds one request's running total: the views add to it what they learn, before the
@@ -39,6 +41,8 @@ class Limits:
     concat_seconds: float
     concat_bytes: int
     whole_file_seconds: float = 0.0     # 0: no limit on a whole-file answer's estimated synthesis time
+    long_chars: int = 200_000           # a long-text job's characters synthesized (CHATTERBOX_LONGTEXT_MAX_CHARS)
+    long_chunks: int = 10_000           # a long-text job's chunks
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
@@ -46,7 +50,8 @@ class Limits:
         return cls(settings.max_json_bytes, max(settings.max_prepared_chars, settings.max_input_chars),
                    settings.max_sound_words, settings.max_takes, settings.max_synthesis_chars,
                    settings.max_concat_items,
-                   settings.max_concat_seconds, settings.max_concat_bytes, settings.max_whole_file_seconds)
+                   settings.max_concat_seconds, settings.max_concat_bytes, settings.max_whole_file_seconds,
+                   settings.longtext_max_chars, settings.longtext_max_chunks)
 
     @property
     def prep(self) -> PrepLimits:
@@ -132,6 +137,24 @@ class Ledger:
         if self.decoded_bytes > self.limits.concat_bytes:
             raise over("max_concat_bytes", f"{param}: the audio files to decode total over {self.decoded_bytes} "
                                            f"bytes, over the limit of {self.limits.concat_bytes}", param)
+
+    # -- long-text jobs ----------------------------------------------------------------------------
+    def add_long_text(self, chunks: list[str], chunk_size: int, what: str = "input") -> None:
+        """A long-text job's chunks: each is made once (no candidates, no Whisper check), so its takes
+        are its chunks and its characters synthesized its prepared characters. `what` names the text
+        in the message ("input", or a retried job's text, which was checked when it was created but
+        may be over limits lowered since)."""
+        chars = sum(len(chunk) for chunk in chunks)
+        self.takes += len(chunks)
+        self.chars += chars
+        self.texts.append((chars, 1, 1))
+        if self.takes > self.limits.long_chunks:
+            raise over("longtext_max_chunks", f"{what} makes {len(chunks)} chunks at streaming_chunk_size "
+                                              f"{chunk_size}, over the limit of {self.limits.long_chunks}; send a "
+                                              "shorter text or a larger streaming_chunk_size", "streaming_chunk_size")
+        if self.chars > self.limits.long_chars:
+            raise over("longtext_max_chars", f"{what} has {chars} characters to synthesize, over the limit of "
+                                             f"{self.limits.long_chars}; send a shorter text", "input")
 
 
 # -- whole-file answers and the proxy's timeout ----------------------------------------------------

@@ -203,3 +203,41 @@ def test_a_whole_file_over_the_limit_is_a_413_naming_the_setting_and_streaming()
     with pytest.raises(ApiError):
         check_whole_file(vc, Speed(None, 0.6, 1, 0.0), "input_audio")
     assert check_whole_file(whole_file_ledger(0.0), Speed(None, None, 1, 1e9), None) > 0    # 0: no limit
+
+
+# -- long-text jobs --------------------------------------------------------------------------------
+def long_params(chunk_size: int = 50, strategy: str = "sentence") -> dict:
+    return {"streaming_strategy": strategy, "streaming_chunk_size": chunk_size}
+
+
+def test_a_long_job_over_the_chunk_limit_is_a_413_naming_the_setting_and_the_chunk_size():
+    from chatterbox_server.synthesis.longjobs.rules import plan_job
+    limits = dataclasses.replace(LIMITS, long_chunks=100)
+    assert len(plan_job("Ab. " * 1250, long_params(500), limits)) == 10          # 5,000 characters, 10 chunks
+    with pytest.raises(ApiError) as refused:
+        plan_job("Ab. " * 1250, long_params(50), limits)                        # the same text: 105 chunks
+    error = refused.value
+    assert error.status == 413 and error.code == "over_budget" and error.param == "streaming_chunk_size"
+    assert "CHATTERBOX_LONGTEXT_MAX_CHUNKS" in error.message and "105 chunks" in error.message
+
+
+def test_a_long_job_over_the_character_limit_is_a_413_naming_it():
+    """The input limit is checked by the schema on creation, but a retry keeps a text stored when the
+    limit may have been higher: its characters are counted again."""
+    from chatterbox_server.synthesis.longjobs.rules import plan_job
+    with pytest.raises(ApiError) as refused:
+        plan_job("Hello there. " * 200, long_params(250), dataclasses.replace(LIMITS, long_chars=1000),
+                 "the job's text")
+    error = refused.value
+    assert error.status == 413 and error.param == "input" and "CHATTERBOX_LONGTEXT_MAX_CHARS" in error.message
+    assert error.message.startswith("the job's text has 2589 characters")     # 2,600 less the spaces between chunks
+
+
+def test_the_default_chunk_limit_admits_the_longest_text_at_the_smallest_chunk_size():
+    """The most chunks found for 200,000 characters at size 50 (words of 50 letters and a full stop:
+    each stop splits off): 7,693, under the default of 10,000."""
+    from chatterbox_server.synthesis.longjobs.rules import plan_job
+    settings = Settings()
+    text = (("a" * 50 + ". ") * 4000)[:settings.longtext_max_chars]
+    chunks = plan_job(text, long_params(50), Limits.of(settings))
+    assert len(chunks) == 7693 and settings.longtext_max_chunks == 10_000
