@@ -125,6 +125,10 @@ class Settings:
         "synthesis (every round of candidates) at the speed the model workers measured, plus the queue; before "
         "any is measured, a conservative speed per character (docs/api.md). Kept under the proxy's read "
         "timeout (nginx's 360 s); above: 413 pointing to streaming or a long job, before any work. 0: no limit.")
+    max_vc_seconds: float = setting(
+        600.0, "Longest input audio `/api/v1/vc` converts and `/api/v1/vc_input` stores: an input is decoded only "
+        "up to just past it (its bytes first held to CHATTERBOX_MAX_UPLOAD_BYTES); above: 413 naming the field "
+        "(`input_audio`, `input_audio_source`, `vc_input_file`), before any conversion.")
     data_dir: str = setting("data", "Directory for voices and generated files.")
     max_upload_bytes: int = setting(
         20 * 1024 * 1024, "Largest uploaded audio file (voice_file, library voices, input_audio); above: 413.")
@@ -276,7 +280,7 @@ class Settings:
                 raise SettingsError(f"{env_name(name)} cannot be negative")
         if self.parked_timeout <= 0:
             raise SettingsError(f"{env_name('parked_timeout')} must be more than 0")
-        for name in ("max_concat_seconds",):
+        for name in ("max_concat_seconds", "max_vc_seconds"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be more than 0")
         if self.max_whole_file_seconds < 0:

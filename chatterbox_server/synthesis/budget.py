@@ -9,6 +9,7 @@ What a request costs is counted in the units that bound its work:
 - seconds of audio out and bytes of audio decoded (concatenation),
 - a long-text job's chunks and characters (one take per chunk, no Whisper check), at creation and
   again on a retry,
+- seconds of input audio and bytes decoded for voice conversion,
 - bytes of JSON parsed.
 
 A `Ledger` holds one request's running total: the views add to it what they learn, before the
@@ -43,6 +44,8 @@ class Limits:
     whole_file_seconds: float = 0.0     # 0: no limit on a whole-file answer's estimated synthesis time
     long_chars: int = 200_000           # a long-text job's characters synthesized (CHATTERBOX_LONGTEXT_MAX_CHARS)
     long_chunks: int = 10_000           # a long-text job's chunks
+    convert_seconds: float = 600.0      # seconds of input audio to convert (CHATTERBOX_MAX_VC_SECONDS)
+    upload_bytes: int = 20 * 1024 * 1024    # each audio file decoded for voice conversion
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
@@ -51,7 +54,8 @@ class Limits:
                    settings.max_sound_words, settings.max_takes, settings.max_synthesis_chars,
                    settings.max_concat_items,
                    settings.max_concat_seconds, settings.max_concat_bytes, settings.max_whole_file_seconds,
-                   settings.longtext_max_chars, settings.longtext_max_chunks)
+                   settings.longtext_max_chars, settings.longtext_max_chunks, settings.max_vc_seconds,
+                   settings.max_upload_bytes)
 
     @property
     def prep(self) -> PrepLimits:
@@ -155,6 +159,28 @@ class Ledger:
         if self.chars > self.limits.long_chars:
             raise over("longtext_max_chars", f"{what} has {chars} characters to synthesize, over the limit of "
                                              f"{self.limits.long_chars}; send a shorter text", "input")
+
+    # -- voice conversion --------------------------------------------------------------------------
+    def add_decode(self, size: int, param: str) -> None:
+        """An audio file about to be decoded for voice conversion (the input, an uploaded or fetched
+        target voice): its bytes join the request's, each file held to CHATTERBOX_MAX_UPLOAD_BYTES
+        before any of it is decoded."""
+        self.decoded_bytes += max(0, size)
+        if size > self.limits.upload_bytes:
+            raise over("max_upload_bytes", f"{param} is {size} bytes, over the limit of {self.limits.upload_bytes}",
+                       param)
+
+    def convert_room(self) -> float:
+        """Seconds of input audio this request may still convert: the decoder stops just past them."""
+        return max(0.0, self.limits.convert_seconds - self.convert_seconds)
+
+    def add_convert_seconds(self, seconds: float, param: str) -> None:
+        """Seconds of input audio decoded for conversion (a decoder stopped at convert_room() reports
+        just past the limit, never the whole file)."""
+        self.convert_seconds += max(0.0, seconds)
+        if self.convert_seconds > self.limits.convert_seconds:
+            raise over("max_vc_seconds", f"{param} lasts longer than the limit of {self.limits.convert_seconds:g} s "
+                                         "of audio to convert; send a shorter recording", param)
 
 
 # -- whole-file answers and the proxy's timeout ----------------------------------------------------

@@ -1,17 +1,20 @@
-"""Request budgets of long-text jobs through Flask's test client (no model worker):
+"""Request budgets of long-text jobs and VC inputs through Flask's test client (no model worker):
 the refusal is a 413 naming the setting and the field, and comes before any other work (no job row,
 no file linked or stored), on creation and on a retry."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 
+import numpy as np
 import pytest
 
 from chatterbox_server.app import create_app
 from chatterbox_server.synthesis.longjobs import files
 from chatterbox_server.synthesis.longjobs.rules import ACTIVE, FAILED
+from chatterbox_server.synthesis.voices import pcm_to_wav
 from chatterbox_server.text.chunking import chunk_texts
 from workers.ipc.board import Board
 
@@ -92,3 +95,22 @@ def test_a_retry_over_a_lowered_character_limit_is_a_413_naming_it(make_client):
     response = client.post("/v1/audio/speech/long/old-job/retry", json={"new_parameters": {"seed": 3}})
     assert response.status_code == 413 and "CHATTERBOX_LONGTEXT_MAX_CHARS" in message(response)
     assert param(response) == "input"
+
+
+def wav(seconds: float, rate: int = 16000) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    return pcm_to_wav((np.sin(2 * np.pi * 220 * t) * 8000).astype(np.int16), rate)
+
+
+def test_a_vc_input_longer_than_the_setting_is_a_413_and_is_not_stored(make_client, tmp_path):
+    """Before the setting the limit was a constant of 600 s, and this 3 s input was stored."""
+    _, client = make_client(max_vc_seconds=2.0)
+    response = client.post("/api/v1/vc_input", data={"vc_input_file": (io.BytesIO(wav(3.0)), "talk.wav")},
+                           content_type="multipart/form-data")
+    assert response.status_code == 413, response.get_data(as_text=True)
+    assert response.get_json()["error_code"] == "OVER_BUDGET" and "CHATTERBOX_MAX_VC_SECONDS" in message(response)
+    assert message(response).startswith("vc_input_file lasts longer than the limit of 2 s")
+    assert not [name for name in os.listdir(tmp_path / "data" / "vc_inputs") if name.endswith(".wav")]
+    stored = client.post("/api/v1/vc_input", data={"vc_input_file": (io.BytesIO(wav(1.5)), "talk.wav")},
+                         content_type="multipart/form-data")
+    assert stored.status_code == 201, stored.get_data(as_text=True)
