@@ -152,13 +152,18 @@ class Ledger:
         self.takes += len(chunks)
         self.chars += chars
         self.texts.append((chars, 1, 1))
-        if self.takes > self.limits.long_chunks:
-            raise over("longtext_max_chunks", f"{what} makes {len(chunks)} chunks at streaming_chunk_size "
-                                              f"{chunk_size}, over the limit of {self.limits.long_chunks}; send a "
-                                              "shorter text or a larger streaming_chunk_size", "streaming_chunk_size")
+        self.check_long_chunks(self.takes, chunk_size, what)
         if self.chars > self.limits.long_chars:
             raise over("longtext_max_chars", f"{what} has {chars} characters to synthesize, over the limit of "
                                              f"{self.limits.long_chars}; send a shorter text", "input")
+
+    def check_long_chunks(self, chunks: int, chunk_size: int, what: str = "input", at_least: bool = False) -> None:
+        """Refuse `chunks` (or, `at_least`, a lower bound known before the text is cut) over the limit."""
+        if chunks > self.limits.long_chunks:
+            raise over("longtext_max_chunks", f"{what} makes {'at least ' if at_least else ''}{chunks} chunks at "
+                                              f"streaming_chunk_size {chunk_size}, over the limit of "
+                                              f"{self.limits.long_chunks}; send a shorter text or a larger "
+                                              "streaming_chunk_size", "streaming_chunk_size")
 
     # -- voice conversion --------------------------------------------------------------------------
     def add_decode(self, size: int, param: str) -> None:

@@ -221,6 +221,18 @@ def test_a_long_job_over_the_chunk_limit_is_a_413_naming_the_setting_and_the_chu
     assert "CHATTERBOX_LONGTEXT_MAX_CHUNKS" in error.message and "105 chunks" in error.message
 
 
+def test_a_text_surely_over_the_chunk_limit_is_refused_before_it_is_cut():
+    """Cutting 200,000 characters takes about 0.3 s of CPU; a lower bound (non-whitespace characters
+    over the chunk size) refuses a text surely over the limit in milliseconds."""
+    from chatterbox_server.synthesis.longjobs.rules import plan_job
+    limits = dataclasses.replace(LIMITS, long_chunks=1000)
+    started = time.perf_counter()
+    with pytest.raises(ApiError) as refused:
+        plan_job("Ab. " * 50_000, long_params(50), limits)            # 150,000 visible: at least 3,000
+    assert time.perf_counter() - started < 0.05
+    assert "at least 3000 chunks" in refused.value.message and refused.value.param == "streaming_chunk_size"
+
+
 def test_a_long_job_over_the_character_limit_is_a_413_naming_it():
     """The input limit is checked by the schema on creation, but a retry keeps a text stored when the
     limit may have been higher: its characters are counted again."""

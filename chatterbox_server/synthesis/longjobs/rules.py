@@ -100,9 +100,15 @@ def plan_job(text: str, params: dict[str, Any], limits: Limits, what: str = "inp
     Text preparation of a long job is chunking alone, so its prepared characters are the chunks';
     a retry keeps the text and the chunking parameters, but is checked again: the limits may have
     been lowered since, and a reused chunk whose file is gone is made again, so its worst case is
-    every chunk. Up to 0.3 s of CPU for 200,000 characters: call it off the hub."""
-    chunks = chunk_texts(text, params["streaming_strategy"], params["streaming_chunk_size"])
-    Ledger(limits).add_long_text(chunks, params["streaming_chunk_size"], what)
+    every chunk. Cutting takes up to 0.3 s of CPU for 200,000 characters (call this off the hub), so
+    a text surely over the chunk limit is refused first, in about a millisecond: no chunk is longer
+    than the chunk size, so there are at least as many chunks as the size goes into the text's
+    non-whitespace characters."""
+    size = params["streaming_chunk_size"]
+    ledger = Ledger(limits)
+    ledger.check_long_chunks(-(-len("".join(text.split())) // size), size, what, at_least=True)
+    chunks = chunk_texts(text, params["streaming_strategy"], size)
+    ledger.add_long_text(chunks, size, what)
     return chunks
 
 
