@@ -125,6 +125,10 @@ class Settings:
         "synthesis (every round of candidates) at the speed the model workers measured, plus the queue; before "
         "any is measured, a conservative speed per character (docs/api.md). Kept under the proxy's read "
         "timeout (nginx's 360 s); above: 413 pointing to streaming or a long job, before any work. 0: no limit.")
+    max_vc_seconds: float = setting(
+        600.0, "Longest input audio `/api/v1/vc` converts and `/api/v1/vc_input` stores: an input is decoded only "
+        "up to just past it (its bytes first held to CHATTERBOX_MAX_UPLOAD_BYTES); above: 413 naming the field "
+        "(`input_audio`, `input_audio_source`, `vc_input_file`), before any conversion.")
     data_dir: str = setting("data", "Directory for voices and generated files.")
     max_upload_bytes: int = setting(
         20 * 1024 * 1024, "Largest uploaded audio file (voice_file, library voices, input_audio); above: 413.")
@@ -210,7 +214,15 @@ class Settings:
     database_timeout: float = setting(
         10.0, "Seconds one database operation (connect, migrate, query) may take before it is abandoned "
         "and its request gets 503; a hung database costs each request that needs it at most this long.")
-    longtext_max_chars: int = setting(200_000, "Longest `input` accepted by `/v1/audio/speech/long`.")
+    longtext_max_chars: int = setting(
+        200_000, "Longest `input` accepted by `/v1/audio/speech/long` (above: 400), and the most characters one "
+        "long-text job may have synthesized: its chunks' characters, each chunk made once; a retry is checked "
+        "again against the limits then in force (above: 413).")
+    longtext_max_chunks: int = setting(
+        10_000, "Most chunks one long-text job may be split into (each a database row, a file and a model-worker "
+        "job), counted before the job is created and again on a retry; above: 413 naming `streaming_chunk_size`. "
+        "The default admits any text of CHATTERBOX_LONGTEXT_MAX_CHARS at any chunk size (the most measured: "
+        "7,693 chunks at the smallest, 50).")
     longtext_max_running: int = setting(
         1, "Long-text jobs synthesizing at once, across every front worker and instance on the database.")
     longtext_max_active: int = setting(
@@ -256,7 +268,8 @@ class Settings:
                      "max_stream_input_chars", "max_queued_jobs", "max_new_tokens", "max_upload_bytes",
                      "url_fetch_max_bytes", "longtext_max_chars", "longtext_max_running", "longtext_max_active",
                      "longtext_max_sse", "history_max_records", "max_json_bytes", "max_prepared_chars",
-                     "max_sound_words", "max_takes", "max_synthesis_chars", "max_concat_items", "max_concat_bytes"):
+                     "max_sound_words", "max_takes", "max_synthesis_chars", "max_concat_items", "max_concat_bytes",
+                     "longtext_max_chunks"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
         for name in ("stream_tokens", "output_retention_seconds", "output_max_bytes", "queue_timeout",
@@ -267,8 +280,9 @@ class Settings:
                 raise SettingsError(f"{env_name(name)} cannot be negative")
         if self.parked_timeout <= 0:
             raise SettingsError(f"{env_name('parked_timeout')} must be more than 0")
-        if self.max_concat_seconds <= 0:
-            raise SettingsError(f"{env_name('max_concat_seconds')} must be more than 0")
+        for name in ("max_concat_seconds", "max_vc_seconds"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{env_name(name)} must be more than 0")
         if self.max_whole_file_seconds < 0:
             raise SettingsError(f"{env_name('max_whole_file_seconds')} cannot be negative")
         if self.whisper_wait_seconds < 0:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -108,8 +108,11 @@ def decode_reference(data: bytes, max_bytes: int) -> tuple[np.ndarray, str, floa
 
 
 def decode_upload(data: bytes, *, max_bytes: int, rate: int, seconds: tuple[float, float],
-                  param: str) -> tuple[np.ndarray, str, float]:
-    """Untrusted audio -> (PCM16 mono at `rate`, sniffed format, duration), bounded in size and length."""
+                  param: str, too_long: Callable[[float], None] | None = None) -> tuple[np.ndarray, str, float]:
+    """Untrusted audio -> (PCM16 mono at `rate`, sniffed format, duration), bounded in size and length.
+
+    Decoding stops just past seconds[1]; audio longer than that is a 400, or whatever `too_long`
+    (given the seconds decoded) raises: a request budget's refusal."""
     if len(data) > max_bytes:
         raise ApiError(413, f"{param} is {len(data)} bytes; the limit is {max_bytes}", param=param,
                        code="file_too_large")
@@ -119,6 +122,8 @@ def decode_upload(data: bytes, *, max_bytes: int, rate: int, seconds: tuple[floa
                        param=param, code="unsupported_audio")
     samples, _ = _decode(data, fmt, rate, seconds[1], param)
     duration = samples.size / rate
+    if too_long is not None and duration > seconds[1]:
+        too_long(duration)
     if not seconds[0] <= duration <= seconds[1]:
         raise ApiError(400, f"{param} lasts {duration:.1f} s; send {seconds[0]:.0f} to {seconds[1]:.0f} s of "
                             "clear speech", param=param, code="unsupported_audio")

@@ -7,6 +7,9 @@ What a request costs is counted in the units that bound its work:
 - takes: chunks x candidates x attempts, the synthesis jobs a request may need if every check fails
   (and as many Whisper transcriptions),
 - seconds of audio out and bytes of audio decoded (concatenation),
+- a long-text job's chunks and characters (one take per chunk, no Whisper check), at creation and
+  again on a retry,
+- seconds of input audio and bytes decoded for voice conversion,
 - bytes of JSON parsed.
 
 A `Ledger` holds one request's running total: the views add to it what they learn, before the
@@ -40,6 +43,10 @@ class Limits:
     concat_seconds: float
     concat_bytes: int
     whole_file_seconds: float = 0.0     # 0: no limit on a whole-file answer's estimated synthesis time
+    long_chars: int = 200_000           # a long-text job's characters synthesized (CHATTERBOX_LONGTEXT_MAX_CHARS)
+    long_chunks: int = 10_000           # a long-text job's chunks
+    convert_seconds: float = 600.0      # seconds of input audio to convert (CHATTERBOX_MAX_VC_SECONDS)
+    upload_bytes: int = 20 * 1024 * 1024    # each audio file decoded for voice conversion
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
@@ -47,7 +54,9 @@ class Limits:
         return cls(settings.max_json_bytes, max(settings.max_prepared_chars, settings.max_input_chars),
                    settings.max_sound_words, settings.max_takes, settings.max_synthesis_chars,
                    settings.max_concat_items,
-                   settings.max_concat_seconds, settings.max_concat_bytes, settings.max_whole_file_seconds)
+                   settings.max_concat_seconds, settings.max_concat_bytes, settings.max_whole_file_seconds,
+                   settings.longtext_max_chars, settings.longtext_max_chunks, settings.max_vc_seconds,
+                   settings.max_upload_bytes)
 
     @property
     def prep(self) -> PrepLimits:
@@ -133,6 +142,51 @@ class Ledger:
         if self.decoded_bytes > self.limits.concat_bytes:
             raise over("max_concat_bytes", f"{param}: the audio files to decode total over {self.decoded_bytes} "
                                            f"bytes, over the limit of {self.limits.concat_bytes}", param)
+
+    # -- long-text jobs ----------------------------------------------------------------------------
+    def add_long_text(self, chunks: list[str], chunk_size: int, what: str = "input") -> None:
+        """A long-text job's chunks: each is made once (no candidates, no Whisper check), so its takes
+        are its chunks and its characters synthesized its prepared characters. `what` names the text
+        in the message ("input", or a retried job's text, which was checked when it was created but
+        may be over limits lowered since)."""
+        chars = sum(len(chunk) for chunk in chunks)
+        self.takes += len(chunks)
+        self.chars += chars
+        self.texts.append((chars, 1, 1))
+        self.check_long_chunks(self.takes, chunk_size, what)
+        if self.chars > self.limits.long_chars:
+            raise over("longtext_max_chars", f"{what} has {chars} characters to synthesize, over the limit of "
+                                             f"{self.limits.long_chars}; send a shorter text", "input")
+
+    def check_long_chunks(self, chunks: int, chunk_size: int, what: str = "input", at_least: bool = False) -> None:
+        """Refuse `chunks` (or, `at_least`, a lower bound known before the text is cut) over the limit."""
+        if chunks > self.limits.long_chunks:
+            raise over("longtext_max_chunks", f"{what} makes {'at least ' if at_least else ''}{chunks} chunks at "
+                                              f"streaming_chunk_size {chunk_size}, over the limit of "
+                                              f"{self.limits.long_chunks}; send a shorter text or a larger "
+                                              "streaming_chunk_size", "streaming_chunk_size")
+
+    # -- voice conversion --------------------------------------------------------------------------
+    def add_decode(self, size: int, param: str) -> None:
+        """An audio file about to be decoded for voice conversion (the input, an uploaded or fetched
+        target voice): its bytes join the request's, each file held to CHATTERBOX_MAX_UPLOAD_BYTES
+        before any of it is decoded."""
+        self.decoded_bytes += max(0, size)
+        if size > self.limits.upload_bytes:
+            raise over("max_upload_bytes", f"{param} is {size} bytes, over the limit of {self.limits.upload_bytes}",
+                       param)
+
+    def convert_room(self) -> float:
+        """Seconds of input audio this request may still convert: the decoder stops just past them."""
+        return max(0.0, self.limits.convert_seconds - self.convert_seconds)
+
+    def add_convert_seconds(self, seconds: float, param: str) -> None:
+        """Seconds of input audio decoded for conversion (a decoder stopped at convert_room() reports
+        just past the limit, never the whole file)."""
+        self.convert_seconds += max(0.0, seconds)
+        if self.convert_seconds > self.limits.convert_seconds:
+            raise over("max_vc_seconds", f"{param} lasts longer than the limit of {self.limits.convert_seconds:g} s "
+                                         "of audio to convert; send a shorter recording", param)
 
 
 # -- whole-file answers and the proxy's timeout ----------------------------------------------------

@@ -20,9 +20,23 @@ SHORT_SENTENCES = ("Abc def ghi jkl mno. " * 200)[:4096]                     # 1
 DEEP = "[" * 50_000 + "]" * 50_000
 
 
+def wav_bytes(seconds: float, rate: int = 16000) -> bytes:
+    import numpy as np
+
+    from chatterbox_server.synthesis.voices import pcm_to_wav
+    t = np.arange(int(seconds * rate)) / rate
+    return pcm_to_wav((np.sin(2 * np.pi * 220 * t) * 8000).astype(np.int16), rate)
+
+
+VC_LIMIT_SECONDS = 30           # the default is 600 s: 19 MB of WAV a request; the same code path at 1 MB
+LONG_CHUNKS = 1000              # the default (10,000) admits any text of 200,000 characters; this one does not
+LONG_RECORDING = wav_bytes(VC_LIMIT_SECONDS + 1.0)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
-    server = start_server(tmp_path_factory.mktemp("budget"), engine="tone", front_workers="2", model_workers="1")
+    server = start_server(tmp_path_factory.mktemp("budget"), engine="tone", front_workers="2", model_workers="1",
+                          max_vc_seconds=str(VC_LIMIT_SECONDS), longtext_max_chunks=str(LONG_CHUNKS))
     yield server
     server.stop()
 
@@ -46,6 +60,12 @@ def hostile_requests(server: Server) -> dict[str, tuple[str, dict]]:
         "big_json": (ext + "/api/v1/tts", {"data": b'{"text": "' + b"a" * (3 * 1024 * 1024) + b'"}',
                                            "headers": {"Content-Type": "application/json"}}),
         "deep_json": (server.url("/v1/audio/speech"), {"data": DEEP, "headers": {"Content-Type": "application/json"}}),
+        # 200,000 characters (the input limit) cut at 50: 4,167 chunks, each a row, a file and a job;
+        # refused from a lower bound (3,000) before the text is cut
+        "long_chunks": (server.url("/v1/audio/speech/long"), {"json": {"input": "Ab. " * 50_000,
+                                                                      "streaming_chunk_size": 50}}),
+        "vc_seconds": (ext + "/api/v1/vc", {"data": {"target_voice_source": "anyone"},
+                                            "files": {"input_audio": ("long.wav", LONG_RECORDING)}}),
     }
 
 
@@ -53,7 +73,8 @@ EXPECTED = {"takes": (413, "CHATTERBOX_MAX_TAKES"), "chain": (413, "CHATTERBOX_M
             "rules": (413, "CHATTERBOX_MAX_SOUND_WORDS"), "silences": (413, "CHATTERBOX_MAX_CONCAT_ITEMS"),
             "hour_of_silence": (413, "CHATTERBOX_MAX_CONCAT_SECONDS"),
             "mixed": (413, "CHATTERBOX_MAX_PREPARED_CHARS"), "mixed_takes": (413, "CHATTERBOX_MAX_SYNTHESIS_CHARS"),
-            "big_json": (413, "CHATTERBOX_MAX_JSON_BYTES"), "deep_json": (400, "nested too deeply")}
+            "big_json": (413, "CHATTERBOX_MAX_JSON_BYTES"), "deep_json": (400, "nested too deeply"),
+            "long_chunks": (413, "CHATTERBOX_LONGTEXT_MAX_CHUNKS"), "vc_seconds": (413, "CHATTERBOX_MAX_VC_SECONDS")}
 
 
 def message(response: requests.Response) -> str:
@@ -259,3 +280,26 @@ def test_a_voices_stored_sound_words_are_bounded_when_stored(server):
     assert changed.status_code == 400 and "CHATTERBOX_MAX_SOUND_WORDS" in message(changed), changed.text[:300]
     listed = requests.get(ext + "/api/v1/voices", timeout=30).json()
     assert "hostile" not in json.dumps(listed)
+
+
+# -- long-text jobs and voice conversion -----------------------------------------------------------
+def test_long_jobs_and_voice_conversion_name_the_field_and_do_no_work(server):
+    """A long job over the chunk limit leaves no job behind; an input over the VC limit is refused
+    at its decode, before the target voice is even looked up; what fits is served."""
+    url, kwargs = hostile_requests(server)["long_chunks"]
+    refused = requests.post(url, timeout=30, **kwargs)
+    assert refused.status_code == 413 and refused.json()["error"]["param"] == "streaming_chunk_size"
+    assert refused.json()["error"]["code"] == "over_budget" and "at least 3000 chunks" in message(refused)
+    listed = requests.get(server.url("/v1/audio/speech/long"), timeout=30)
+    assert listed.status_code == 200 and listed.json()["total_jobs"] == 0
+    fits = requests.post(url, timeout=30, json={"input": "Ab. " * 5_000, "streaming_chunk_size": 50})
+    assert fits.status_code == 200 and fits.json()["total_chunks"] == 417, fits.text[:300]
+    requests.delete(server.url(f"/v1/audio/speech/long/{fits.json()['job_id']}"), timeout=30)
+    url, kwargs = hostile_requests(server)["vc_seconds"]
+    refused = requests.post(url, timeout=30, **kwargs)
+    assert refused.status_code == 413 and refused.json()["error_code"] == "OVER_BUDGET"
+    assert message(refused).startswith(f"input_audio lasts longer than the limit of {VC_LIMIT_SECONDS} s")
+    short = requests.post(url, timeout=30, data={"target_voice_source": "anyone"},
+                          files={"input_audio": ("short.wav", wav_bytes(2.0))})
+    # within the limit, the request goes on to the target voice (none by that name here)
+    assert short.status_code in (400, 404) and message(short).startswith("target_voice_source"), short.text[:300]

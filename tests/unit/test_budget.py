@@ -11,7 +11,7 @@ from marshmallow import ValidationError
 
 from chatterbox_server.api.extended.concat_schema import ConcatSchema, output_base
 from chatterbox_server.errors import ApiError
-from chatterbox_server.settings import Settings
+from chatterbox_server.settings import Settings, SettingsError
 from chatterbox_server.synthesis.budget import Ledger, Limits, pauses_seconds, prepared_chunks, worst_case_takes
 from chatterbox_server.text.prep import PrepLimits, TextOptions, TextTooLarge, plan_chunks, prepare
 
@@ -203,3 +203,97 @@ def test_a_whole_file_over_the_limit_is_a_413_naming_the_setting_and_streaming()
     with pytest.raises(ApiError):
         check_whole_file(vc, Speed(None, 0.6, 1, 0.0), "input_audio")
     assert check_whole_file(whole_file_ledger(0.0), Speed(None, None, 1, 1e9), None) > 0    # 0: no limit
+
+
+# -- long-text jobs --------------------------------------------------------------------------------
+def long_params(chunk_size: int = 50, strategy: str = "sentence") -> dict:
+    return {"streaming_strategy": strategy, "streaming_chunk_size": chunk_size}
+
+
+def test_a_long_job_over_the_chunk_limit_is_a_413_naming_the_setting_and_the_chunk_size():
+    from chatterbox_server.synthesis.longjobs.rules import plan_job
+    limits = dataclasses.replace(LIMITS, long_chunks=100)
+    assert len(plan_job("Ab. " * 1250, long_params(500), limits)) == 10          # 5,000 characters, 10 chunks
+    with pytest.raises(ApiError) as refused:
+        plan_job("Ab. " * 1250, long_params(50), limits)                        # the same text: 105 chunks
+    error = refused.value
+    assert error.status == 413 and error.code == "over_budget" and error.param == "streaming_chunk_size"
+    assert "CHATTERBOX_LONGTEXT_MAX_CHUNKS" in error.message and "105 chunks" in error.message
+
+
+def test_a_text_surely_over_the_chunk_limit_is_refused_before_it_is_cut():
+    """Cutting 200,000 characters takes about 0.3 s of CPU; a lower bound (non-whitespace characters
+    over the chunk size) refuses a text surely over the limit in milliseconds."""
+    from chatterbox_server.synthesis.longjobs.rules import plan_job
+    limits = dataclasses.replace(LIMITS, long_chunks=1000)
+    started = time.perf_counter()
+    with pytest.raises(ApiError) as refused:
+        plan_job("Ab. " * 50_000, long_params(50), limits)            # 150,000 visible: at least 3,000
+    assert time.perf_counter() - started < 0.05
+    assert "at least 3000 chunks" in refused.value.message and refused.value.param == "streaming_chunk_size"
+
+
+def test_a_long_job_over_the_character_limit_is_a_413_naming_it():
+    """The input limit is checked by the schema on creation, but a retry keeps a text stored when the
+    limit may have been higher: its characters are counted again."""
+    from chatterbox_server.synthesis.longjobs.rules import plan_job
+    with pytest.raises(ApiError) as refused:
+        plan_job("Hello there. " * 200, long_params(250), dataclasses.replace(LIMITS, long_chars=1000),
+                 "the job's text")
+    error = refused.value
+    assert error.status == 413 and error.param == "input" and "CHATTERBOX_LONGTEXT_MAX_CHARS" in error.message
+    assert error.message.startswith("the job's text has 2589 characters")     # 2,600 less the spaces between chunks
+
+
+def test_the_default_chunk_limit_admits_the_longest_text_at_the_smallest_chunk_size():
+    """The most chunks found for 200,000 characters at size 50 (words of 50 letters and a full stop:
+    each stop splits off): 7,693, under the default of 10,000."""
+    from chatterbox_server.synthesis.longjobs.rules import plan_job
+    settings = Settings()
+    text = (("a" * 50 + ". ") * 4000)[:settings.longtext_max_chars]
+    chunks = plan_job(text, long_params(50), Limits.of(settings))
+    assert len(chunks) == 7693 and settings.longtext_max_chunks == 10_000
+
+
+# -- voice conversion ------------------------------------------------------------------------------
+def tone_wav(seconds: float, rate: int = 16000) -> bytes:
+    import numpy as np
+
+    from chatterbox_server.synthesis.voices import pcm_to_wav
+    t = np.arange(int(seconds * rate)) / rate
+    return pcm_to_wav((np.sin(2 * np.pi * 220 * t) * 8000).astype(np.int16), rate)
+
+
+def test_vc_input_seconds_over_the_limit_are_a_413_and_decoding_stops_at_it():
+    from chatterbox_server.api.extended.files import decode_vc_input
+    ledger = Ledger(dataclasses.replace(LIMITS, convert_seconds=2.0))
+    with pytest.raises(ApiError) as refused:
+        decode_vc_input(tone_wav(60.0), ledger, "input_audio")
+    error = refused.value
+    assert error.status == 413 and error.code == "over_budget" and error.param == "input_audio"
+    assert "CHATTERBOX_MAX_VC_SECONDS" in error.message and "2 s" in error.message
+    assert 2.0 < ledger.convert_seconds <= 3.1          # one second past the limit decoded, not the minute
+    fits = Ledger(dataclasses.replace(LIMITS, convert_seconds=2.0))
+    _, _, seconds = decode_vc_input(tone_wav(1.5), fits, "input_audio")
+    assert seconds == pytest.approx(1.5) and fits.convert_seconds == pytest.approx(1.5)
+
+
+def test_vc_bytes_are_counted_before_decoding_and_each_file_is_held_to_the_upload_limit():
+    from chatterbox_server.api.extended.files import decode_vc_input
+    data = tone_wav(1.0)
+    ledger = Ledger(dataclasses.replace(LIMITS, upload_bytes=len(data) - 1))
+    with pytest.raises(ApiError) as refused:
+        decode_vc_input(data, ledger, "input_audio_source")
+    error = refused.value
+    assert error.status == 413 and error.code == "over_budget" and error.param == "input_audio_source"
+    assert "CHATTERBOX_MAX_UPLOAD_BYTES" in error.message and ledger.convert_seconds == 0.0    # nothing decoded
+    counted = Ledger(LIMITS)
+    decode_vc_input(data, counted, "input_audio")
+    assert counted.decoded_bytes == len(data)
+
+
+def test_the_vc_limit_is_a_setting_of_600_seconds_by_default():
+    assert Settings().max_vc_seconds == 600.0 and Limits.of(Settings()).convert_seconds == 600.0
+    assert Limits.of(Settings(max_vc_seconds=30.0)).convert_seconds == 30.0
+    with pytest.raises(SettingsError):
+        Settings.from_env({"CHATTERBOX_MAX_VC_SECONDS": "0"})

@@ -18,10 +18,11 @@ from chatterbox_server.services import services
 from chatterbox_server.store import outputs_index, paging, paths
 from chatterbox_server.store.vc_inputs import VcInputStore, safe_filename
 from chatterbox_server.store.voices_meta import clean_text
+from chatterbox_server.synthesis.budget import Ledger, Limits
 from workers.engines.base import VC_INPUT_RATE
 
 bp = Blueprint("extended_files", __name__)
-VC_MAX_SECONDS = 600.0
+VC_MIN_SECONDS = 0.5                # the longest is a setting, CHATTERBOX_MAX_VC_SECONDS
 TEXT_MAX = 10_000
 
 
@@ -29,9 +30,16 @@ def vc_inputs() -> VcInputStore:
     return services().vc_inputs
 
 
-def decode_vc_input(data: bytes, max_bytes: int, param: str) -> tuple[Any, str, float]:
-    """Untrusted audio for conversion -> (PCM at the VC input rate, sniffed format, seconds)."""
-    return decode_upload(data, max_bytes=max_bytes, rate=VC_INPUT_RATE, seconds=(0.5, VC_MAX_SECONDS), param=param)
+def decode_vc_input(data: bytes, ledger: Ledger, param: str) -> tuple[Any, str, float]:
+    """Untrusted audio for conversion -> (PCM at the VC input rate, sniffed format, seconds), counted in
+    the request's ledger: its bytes before it is decoded, its seconds as decoded (the decoder stops just
+    past CHATTERBOX_MAX_VC_SECONDS, so a longer file costs no more than that)."""
+    ledger.add_decode(len(data), param)
+    samples, fmt, seconds = decode_upload(data, max_bytes=ledger.limits.upload_bytes, rate=VC_INPUT_RATE,
+                                          seconds=(VC_MIN_SECONDS, ledger.convert_room()), param=param,
+                                          too_long=lambda decoded: ledger.add_convert_seconds(decoded, param))
+    ledger.add_convert_seconds(seconds, param)
+    return samples, fmt, seconds
 
 
 # -- outputs --------------------------------------------------------------------------------------
@@ -117,7 +125,8 @@ def upload_vc_input() -> tuple[Response, int]:
     overwrite = upload_flag(form.get("overwrite"), "overwrite")
     data = upload.read()
     disk_quota.require_room(len(data))          # stored as uploaded: its size is what it adds
-    samples, fmt, seconds = off_hub(decode_vc_input, data, services().settings.max_upload_bytes, "vc_input_file")
+    ledger = Ledger(Limits.of(services().settings))     # stored to be converted: held to the same limits
+    samples, fmt, seconds = off_hub(decode_vc_input, data, ledger, "vc_input_file")
     name = safe_filename(upload.filename, fmt)
     meta = {"text": text, "format": fmt, "duration_seconds": round(seconds, 3),
             "sample_rate": VC_INPUT_RATE, "original_filename": upload.filename}

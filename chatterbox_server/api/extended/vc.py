@@ -92,12 +92,13 @@ def voice_conversion() -> Response:
                        code="voice_conversion_unavailable")
     disk_quota.require_room()   # the output is stored: refused before any work when the workspace is full
     temporary: list[str] = []
+    ledger = Ledger(Limits.of(svc.settings))    # bytes and seconds decoded, each counted before the next step
     try:
         if request.mimetype == "application/json":
             form = load(VcJsonSchema(), json_object())
             form["export_formats"] = tuple(dict.fromkeys(form["export_formats"]))
-            source, input_name = json_source(svc, form["input_audio_source"], temporary)
-            voice = json_target(svc, info, form["target_voice_source"], temporary)
+            source, input_name = json_source(svc, form["input_audio_source"], temporary, ledger)
+            voice = json_target(svc, info, form["target_voice_source"], temporary, ledger)
             chunk, overlap = form["chunk_sec"], form["overlap_sec"]
         else:
             form = load(VcUploadSchema(), form_fields(VC_FILE_FIELDS))
@@ -105,9 +106,9 @@ def voice_conversion() -> Response:
             if upload is None or not upload.filename:
                 raise ApiError(400, "input_audio: a file is required (or send JSON with input_audio_source)",
                                param="input_audio", code="missing_file")
-            source = off_hub(store_input, svc, upload.read(), "input_audio", temporary)
+            source = off_hub(store_input, svc, upload.read(), "input_audio", temporary, ledger)
             input_name = upload.filename
-            voice = upload_target(svc, info, form["target_voice_source"], temporary)
+            voice = upload_target(svc, info, form["target_voice_source"], temporary, ledger)
             chunk = form["chunk_sec"] or UPLOAD_CHUNK_SECONDS
             overlap = form["overlap_sec"] if form["overlap_sec"] is not None else UPLOAD_OVERLAP_SECONDS
             if overlap >= chunk:
@@ -115,8 +116,6 @@ def voice_conversion() -> Response:
         disable = bool(form.get("disable_watermark"))       # multipart: not sent means keep it
         allowed = svc.settings.allow_disable_watermark
         job = convert_job(source, voice, form["seed"], chunk, overlap, watermark.keeps_watermark(disable, allowed))
-        ledger = Ledger(Limits.of(svc.settings))
-        ledger.convert_seconds = source[1] / VC_INPUT_RATE
         check_whole_file(ledger, svc.pool.speed(), "input_audio")
         pcm = synthesize(svc, job, info)
     finally:
@@ -158,19 +157,19 @@ def fetch_policy(svc: Services) -> urlfetch.FetchPolicy:
                                 settings.url_fetch_timeout)
 
 
-def store_input(svc: Services, data: bytes, param: str, temporary: list[str]) -> tuple[str, int]:
-    samples, _, _ = decode_vc_input(data, svc.settings.max_upload_bytes, param)
+def store_input(svc: Services, data: bytes, param: str, temporary: list[str], ledger: Ledger) -> tuple[str, int]:
+    samples, _, _ = decode_vc_input(data, ledger, param)
     path = write_temporary_wav(svc.upload_dir, samples, VC_INPUT_RATE)
     temporary.append(path)
     return path, samples.size
 
 
-def json_source(svc: Services, source: str, temporary: list[str]) -> tuple[tuple[str, int], str]:
+def json_source(svc: Services, source: str, temporary: list[str], ledger: Ledger) -> tuple[tuple[str, int], str]:
     """input_audio_source: an http(s) URL, or a file of the VC-inputs store ("folder/name.wav")."""
     param = "input_audio_source"
     if urlfetch.is_url(source):
         data = urlfetch.fetch(source, fetch_policy(svc), param)
-        return off_hub(store_input, svc, data, param, temporary), source
+        return off_hub(store_input, svc, data, param, temporary, ledger), source
     found = vc_inputs().locate(source, param, guards.owner_check())      # another key's input: not found
     if found is None:
         raise ApiError(404, f"{param}: no VC input {source!r}; upload it with POST /api/v1/vc_input or see "
@@ -178,15 +177,15 @@ def json_source(svc: Services, source: str, temporary: list[str]) -> tuple[tuple
     relative, path = found
     with open(path, "rb") as f:
         data = f.read()
-    return off_hub(store_input, svc, data, param, temporary), relative
+    return off_hub(store_input, svc, data, param, temporary, ledger), relative
 
 
-def json_target(svc: Services, info: EngineInfo, target: str, temporary: list[str]) -> VoiceRef:
+def json_target(svc: Services, info: EngineInfo, target: str, temporary: list[str], ledger: Ledger) -> VoiceRef:
     """target_voice_source: an http(s) URL of reference audio, or a library voice (folders allowed)."""
     param = "target_voice_source"
     if urlfetch.is_url(target):
         data = urlfetch.fetch(target, fetch_policy(svc), param)
-        return off_hub(temporary_voice, svc, data, param, temporary)
+        return off_hub(temporary_voice, svc, data, param, temporary, ledger)
     try:
         name = reference_voice_name(target)
     except ValidationError as exc:
@@ -194,11 +193,12 @@ def json_target(svc: Services, info: EngineInfo, target: str, temporary: list[st
     return named_target(svc, info, name, param)
 
 
-def upload_target(svc: Services, info: EngineInfo, name: str | None, temporary: list[str]) -> VoiceRef:
+def upload_target(svc: Services, info: EngineInfo, name: str | None, temporary: list[str],
+                  ledger: Ledger) -> VoiceRef:
     """target_voice_source of a multipart request: an uploaded file or a library voice name."""
     upload = request.files.get("target_voice_source")
     if upload is not None and upload.filename:
-        return off_hub(temporary_voice, svc, upload.read(), "target_voice_source", temporary)
+        return off_hub(temporary_voice, svc, upload.read(), "target_voice_source", temporary, ledger)
     if not name:
         raise ApiError(400, "target_voice_source: name a library voice or upload a file",
                        param="target_voice_source", code="missing_field")
@@ -213,8 +213,9 @@ def named_target(svc: Services, info: EngineInfo, name: str, param: str) -> Voic
                        code=exc.code) from None
 
 
-def temporary_voice(svc: Services, data: bytes, param: str, temporary: list[str]) -> VoiceRef:
+def temporary_voice(svc: Services, data: bytes, param: str, temporary: list[str], ledger: Ledger) -> VoiceRef:
     """Reference audio from an upload or a URL, checked like a library voice; removed after the request."""
+    ledger.add_decode(len(data), param)
     samples, _, _ = decode_upload(data, max_bytes=svc.settings.max_upload_bytes, rate=STORED_RATE,
                                   seconds=(MIN_SECONDS, MAX_SECONDS), param=param)
     path = write_temporary_wav(svc.upload_dir, samples, STORED_RATE)

@@ -25,6 +25,7 @@ from chatterbox_server.runtime.hub import off_hub
 from chatterbox_server.security import guards
 from chatterbox_server.services import services
 from chatterbox_server.store.jobs_db import SORTS, paused_values
+from chatterbox_server.synthesis.budget import Limits
 from chatterbox_server.synthesis.longjobs import files, rules
 from chatterbox_server.synthesis.longjobs.rules import (
     CANCELLABLE,
@@ -38,7 +39,6 @@ from chatterbox_server.synthesis.longjobs.rules import (
 )
 from chatterbox_server.synthesis.requests import OPENAI_MODELS
 from chatterbox_server.synthesis.speech import random_seed
-from chatterbox_server.text.chunking import chunk_texts
 
 bp = Blueprint("long_text", __name__)
 log = logging.getLogger("chatterbox.longjobs")
@@ -82,9 +82,10 @@ def _create_response(row: dict[str, Any], message: str) -> dict[str, Any]:
             "total_chunks": row["total_chunks"], "status_url": links["status_url"], "sse_url": links["sse_url"]}
 
 
-def _new_job(text: str, voice: str | None, fmt: str, params: dict[str, Any], extra: dict[str, Any],
-             owner: str | None, job_id: str | None = None,
+def _new_job(text: str, chunks: list[str], voice: str | None, fmt: str, params: dict[str, Any],
+             extra: dict[str, Any], owner: str | None, job_id: str | None = None,
              done: dict[int, dict[str, Any]] | None = None) -> dict:
+    """`chunks`: rules.plan_job's, whose cost was checked before any other work."""
     svc = services()
     if svc.jobs.count_active() >= svc.settings.longtext_max_active:
         raise ApiError(429, f"{svc.settings.longtext_max_active} long-text jobs are already pending, running or "
@@ -94,7 +95,6 @@ def _new_job(text: str, voice: str | None, fmt: str, params: dict[str, Any], ext
         raise ApiError(429, f"the API key {owner!r} already has {per_key} long-text jobs pending, running or "
                             "paused (CHATTERBOX_LONGTEXT_MAX_ACTIVE_PER_KEY); wait for some to finish or cancel "
                             "them", code="too_many_jobs", retry_after=30)
-    chunks = chunk_texts(text, params["streaming_strategy"], params["streaming_chunk_size"])
     if not chunks:
         raise ApiError(400, "input: contains nothing to speak", param="input")
     disk_quota.require_room()       # its audio counts in the key's quota: refused once the workspace is full
@@ -112,7 +112,7 @@ def _new_job(text: str, voice: str | None, fmt: str, params: dict[str, Any], ext
 def create_job() -> Response:
     svc = services()
     req = load(rules.LongTextRequestSchema(max_input_chars=svc.settings.longtext_max_chars), json_object())
-    svc = services()
+    chunks = off_hub(rules.plan_job, req["input"], req, Limits.of(svc.settings))     # 413 before anything else
     info = svc.require_engine()
     if req["model"] is not None and req["model"] not in (*info.model_names, *OPENAI_MODELS):
         raise ApiError(400, f"model {req['model']!r} is not served here", param="model", code="model_not_found")
@@ -121,7 +121,7 @@ def create_job() -> Response:
     params = {name: req[name] for name in ("exaggeration", "cfg_weight", "temperature", "speed", "language",
                                             "streaming_strategy", "streaming_chunk_size")}
     params["seed"] = req["seed"] if req["seed"] is not None else random_seed()
-    row = _new_job(req["input"], req["voice"], req["response_format"] or "mp3", params,
+    row = _new_job(req["input"], chunks, req["voice"], req["response_format"] or "mp3", params,
                    {"session_id": req["session_id"], "display_name": req["display_name"],
                     "tags": json.dumps(req["tags"])}, guards.workspace())
     return jsonify(_create_response(row, "Job submitted for processing"))
@@ -335,13 +335,15 @@ def _retry(row: dict[str, Any], preserve_chunks: bool, new_parameters: dict | No
         checked["seed"] = random_seed()             # null: a new random seed, as on creation
     changed = any(checked[k] != params.get(k) for k in rules.RETRY_PARAMETERS if k in new_parameters)
     params.update({k: checked[k] for k in rules.RETRY_PARAMETERS if k in new_parameters})
+    # the same text and chunking, but checked again before any file is linked: limits may be lower now
+    chunks = off_hub(rules.plan_job, row["text"], params, Limits.of(services().settings), "the job's text")
     original = row["original_job_id"] or row["id"]
     job_id = str(uuid.uuid4())
     # reused chunks are linked in before the job exists, and recorded with it in one transaction:
     # no runner can claim it half-copied
     done = _reuse_chunks(row["id"], job_id, row["owner"]) if preserve_chunks and not changed else {}
     try:
-        return _new_job(row["text"], row["voice"], row["output_format"], params, {
+        return _new_job(row["text"], chunks, row["voice"], row["output_format"], params, {
             "session_id": row["session_id"], "display_name": row["display_name"], "tags": row["tags"],
             "retry_count": row["retry_count"] + 1, "original_job_id": original}, row["owner"], job_id=job_id,
             done=done)
