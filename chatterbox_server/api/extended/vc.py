@@ -2,8 +2,6 @@
 file in the VC-inputs store or an http(s) URL, into a library voice (or a voice at a URL)."""
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import time
 from typing import Any
@@ -27,6 +25,7 @@ from chatterbox_server.runtime.hub import off_hub
 from chatterbox_server.security import guards, urlfetch
 from chatterbox_server.security.untrusted_audio import MAX_SECONDS, MIN_SECONDS, STORED_RATE, decode_upload
 from chatterbox_server.services import Services, services
+from chatterbox_server.store import files
 from chatterbox_server.synthesis import speech, watermark
 from chatterbox_server.synthesis.budget import Ledger, Limits, check_whole_file
 from chatterbox_server.synthesis.outputs import encode_and_store
@@ -120,7 +119,7 @@ def voice_conversion() -> Response:
         pcm = synthesize(svc, job, info)
     finally:
         for path in temporary:
-            speech_remove(path)
+            files.remove(path)
     parameters = {"input_audio_source": input_name, "target_voice_source": voice_label(voice, form),
                   "chunk_sec": chunk, "overlap_sec": overlap, "disable_watermark": form.get("disable_watermark"),
                   "export_formats": list(form["export_formats"]), "seed": job.seed}
@@ -232,8 +231,3 @@ def convert_job(source: tuple[str, int], voice: VoiceRef, seed: int | None, chun
     return ConvertJob(request_id=speech.new_request_id(), audio_path=path, windows=windows, overlap=overlap,
                       voice=voice, seed=seed, buffer_size=10, watermark=keep_watermark,
                       text_preview=f"voice conversion of {samples / VC_INPUT_RATE:.1f} s")
-
-
-def speech_remove(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
