@@ -263,15 +263,15 @@ def test_deeply_nested_json_is_a_400(make_app, path):
 
 # -- /api/v1/health: open, so nothing private, and cheap ----------------------------------------
 def test_extended_health_shows_no_sizes_memory_or_error_texts_without_an_admin_key(make_app, keys_file):
-    from chatterbox_server.api.extended import ops as housekeeping
+    from chatterbox_server.api.extended import ops
     with open(keys_file, "a") as f:
         f.write(f"root:{ROOT_KEY} admin\n")
     app = make_app(api_keys_file=keys_file)
     client = app.test_client()
     with app.test_request_context():
-        housekeeping.error_log(app.extensions["chatterbox"]).record(
+        ops.error_log(app.extensions["chatterbox"]).record(
             404, "voice_not_found", "POST /api/v1/tts", "no voice 'alice-private-voice'", owner="alice")
-    housekeeping._cache.clear()
+    ops._cache.clear()
     for headers in ({}, bearer(ALICE)):
         body = client.get("/api/v1/health", headers=headers).get_json()
         assert {"status", "workers", "metrics", "system_info", "resource_status", "warnings",
@@ -286,14 +286,14 @@ def test_extended_health_shows_no_sizes_memory_or_error_texts_without_an_admin_k
 
 
 def test_extended_health_walks_data_dir_at_most_once_per_interval(make_app, keys_file, monkeypatch):
-    from chatterbox_server.api.extended import ops as housekeeping
+    from chatterbox_server.api.extended import ops
     with open(keys_file, "a") as f:
         f.write(f"root:{ROOT_KEY} admin\n")
     client = make_app(api_keys_file=keys_file).test_client()
     walks = []
     real_walk = os.walk
-    monkeypatch.setattr(housekeeping.os, "walk", lambda path, *a, **k: walks.append(path) or real_walk(path, *a, **k))
-    housekeeping._cache.clear()
+    monkeypatch.setattr(ops.os, "walk", lambda path, *a, **k: walks.append(path) or real_walk(path, *a, **k))
+    ops._cache.clear()
     for _ in range(5):
         assert client.get("/api/v1/health").status_code in (200, 503)
     assert walks == []                                  # an open probe never walks
@@ -301,7 +301,7 @@ def test_extended_health_walks_data_dir_at_most_once_per_interval(make_app, keys
         client.get("/api/v1/health", headers=bearer(ROOT_KEY))
     first = len(walks)
     assert first > 0 and len(walks) == first            # once, then the cached answer for the interval
-    monkeypatch.setattr(housekeeping, "HEALTH_CACHE_SECONDS", 0.0)
+    monkeypatch.setattr(ops, "HEALTH_CACHE_SECONDS", 0.0)
     client.get("/api/v1/health", headers=bearer(ROOT_KEY))
     assert len(walks) == 2 * first                      # past the interval it measures again
 

@@ -1,4 +1,4 @@
-"""Health and housekeeping of the Extended API: /api/v1/health, config, metrics,
+"""Health and operations of the Extended API: /api/v1/health, config, metrics,
 resources, cleanup and errors. Every answer comes from live data: the pool's board, the outputs
 directory, the process table, the request counters and the error log every front worker writes.
 
@@ -36,7 +36,7 @@ from chatterbox_server.store.errorlog import ErrorLog
 from chatterbox_server.store.outputs import TEMP_MAX_AGE
 from workers.ipc.asr import socket_path as asr_socket
 
-bp = Blueprint("housekeeping", __name__)
+bp = Blueprint("extended_ops", __name__)
 STARTED = time.time()
 WARN_PERCENT = 80.0
 HISTORY_KEPT = 10
