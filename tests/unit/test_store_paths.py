@@ -78,7 +78,7 @@ def test_vc_sources_and_reference_names_stay_inside_their_stores(tmp_path, value
     """input_audio_source (VC-inputs store) and reference_audio_filename/target_voice_source (voices)."""
     from marshmallow import ValidationError
 
-    from chatterbox_server.api.extended.schemas import reference_voice_name
+    from chatterbox_server.api.extended.fields import reference_voice_name
     from chatterbox_server.store.vc_inputs import VcInputStore
     from chatterbox_server.store.voice_library import VoiceLibrary
     outside = tmp_path / "outside"

@@ -14,8 +14,9 @@ from flask import Blueprint, Response, jsonify, send_from_directory
 import chatterbox_server
 from chatterbox_server.api.docs import store_paths as store_docs
 from chatterbox_server.api.extended.concat_schema import ConcatSchema, MixedConcatSchema
-from chatterbox_server.api.extended.schemas import EXPORT_FORMATS, VcFormSchema
+from chatterbox_server.api.extended.fields import EXPORT_FORMATS
 from chatterbox_server.api.extended.tts_schema import ExtendedTtsSchema
+from chatterbox_server.api.extended.vc_schema import VcFormSchema
 from chatterbox_server.audio.encoders import CONTENT_TYPES
 from chatterbox_server.errors import ApiError
 from chatterbox_server.synthesis.requests import SpeechRequestSchema

@@ -7,7 +7,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
-from chatterbox_server.api.extended.schemas import RESPONSE_MODES
+from chatterbox_server.api.extended.fields import RESPONSE_MODES
 from chatterbox_server.audio.concat import SILENCE_RANGE_MS, silence_ms
 from chatterbox_server.audio.encoders import FILE_EXTENSIONS
 from chatterbox_server.synthesis.requests import WholeNumber, in_range, one_of

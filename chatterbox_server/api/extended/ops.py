@@ -24,7 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 import chatterbox_server
 from chatterbox_server.api.extended.common import output_store
-from chatterbox_server.api.extended.schemas import EXPORT_FORMATS
+from chatterbox_server.api.extended.fields import EXPORT_FORMATS
 from chatterbox_server.api.extended.tts_schema import DEFAULT_EXPORT_FORMATS, WHISPER_MODELS
 from chatterbox_server.api.health import health_report
 from chatterbox_server.errors import ApiError

@@ -12,7 +12,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, pre_load, validate, validates
 
-from chatterbox_server.api.extended.schemas import EXPORT_FORMATS, RESPONSE_MODES, reference_voice_name
+from chatterbox_server.api.extended.fields import EXPORT_FORMATS, RESPONSE_MODES, reference_voice_name
 from chatterbox_server.audio.post import NORMALIZE_METHODS
 from chatterbox_server.synthesis.requests import (
     SEED_MAX,

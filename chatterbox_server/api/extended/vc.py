@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from flask import Blueprint, Response, request
-from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates_schema
+from marshmallow import ValidationError
 
 from chatterbox_server.api import disk_quota
 from chatterbox_server.api.bodies import form_fields, json_object, load
@@ -18,8 +18,15 @@ from chatterbox_server.api.extended.common import (
     synthesize,
     url_response,
 )
+from chatterbox_server.api.extended.fields import reference_voice_name
 from chatterbox_server.api.extended.files import decode_vc_input, vc_inputs
-from chatterbox_server.api.extended.schemas import EXPORT_FORMATS, TtsQuerySchema, VcFormSchema, reference_voice_name
+from chatterbox_server.api.extended.vc_schema import (
+    PEER_CHUNK_SECONDS,
+    PEER_OVERLAP_SECONDS,
+    VcJsonSchema,
+    VcQuerySchema,
+    VcUploadSchema,
+)
 from chatterbox_server.errors import ApiError
 from chatterbox_server.runtime.hub import off_hub
 from chatterbox_server.security import guards, urlfetch
@@ -29,7 +36,6 @@ from chatterbox_server.store import files
 from chatterbox_server.synthesis import speech, watermark
 from chatterbox_server.synthesis.budget import Ledger, Limits, check_whole_file
 from chatterbox_server.synthesis.outputs import encode_and_store
-from chatterbox_server.synthesis.requests import in_range, one_of, seed_field
 from chatterbox_server.synthesis.voices import write_temporary_wav
 from workers.audio import plan_windows
 from workers.engines.base import VC_INPUT_RATE, EngineInfo, VoiceRef
@@ -37,51 +43,14 @@ from workers.ipc.protocol import ConvertJob
 
 bp = Blueprint("extended_vc", __name__)
 VC_FILE_FIELDS = ("input_audio", "target_voice_source")
-# multipart uploads keep this server's windows; JSON requests use the peer's chunk_sec/overlap_sec
+# multipart uploads keep this server's windows (JSON requests use the peer's, vc_schema.py)
 UPLOAD_CHUNK_SECONDS, UPLOAD_OVERLAP_SECONDS = 20.0, 0.5
-PEER_CHUNK_SECONDS, PEER_OVERLAP_SECONDS = 60, 0.1
-
-
-class VcJsonSchema(Schema):
-    """The JSON body of POST /api/v1/vc (the peer's VCRequest)."""
-
-    class Meta:
-        unknown = RAISE
-
-    input_audio_source = fields.String(required=True, validate=validate.Length(min=1, max=2048))
-    target_voice_source = fields.String(required=True, validate=validate.Length(min=1, max=2048))
-    chunk_sec = fields.Integer(load_default=PEER_CHUNK_SECONDS, validate=in_range(1, 300))
-    overlap_sec = fields.Float(load_default=PEER_OVERLAP_SECONDS, validate=in_range(0.0, 5.0))
-    disable_watermark = fields.Boolean(load_default=True)
-    export_formats = fields.List(fields.String(validate=one_of(EXPORT_FORMATS)), load_default=lambda: ["wav", "mp3"],
-                                 validate=validate.Length(min=1, error="Name at least one format."))
-    seed = seed_field()
-
-    @pre_load
-    def _lower_formats(self, data: Any, **_: Any) -> Any:
-        formats = data.get("export_formats") if isinstance(data, dict) else None
-        if isinstance(formats, list):
-            data = {**data, "export_formats": [f.lower() if isinstance(f, str) else f for f in formats]}
-        return data
-
-    @validates_schema
-    def _overlap(self, data: dict[str, Any], **_: Any) -> None:
-        if data.get("overlap_sec", 0) >= data.get("chunk_sec", 1):
-            raise ValidationError("Must be shorter than chunk_sec.", "overlap_sec")
-
-
-class VcUploadSchema(VcFormSchema):
-    """The form fields of a multipart POST /api/v1/vc: VcFormSchema plus the peer's form fields."""
-
-    chunk_sec = fields.Integer(load_default=None, validate=in_range(1, 300))
-    overlap_sec = fields.Float(load_default=None, validate=in_range(0.0, 5.0))
-    disable_watermark = fields.Boolean(load_default=None)
 
 
 @bp.post("/vc")
 def voice_conversion() -> Response:
     started = time.monotonic()
-    mode = load(TtsQuerySchema(), request.args.to_dict())["response_mode"]
+    mode = load(VcQuerySchema(), request.args.to_dict())["response_mode"]
     svc = services()
     info = svc.require_engine()
     if not info.supports_voice_conversion:

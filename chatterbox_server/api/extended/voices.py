@@ -10,7 +10,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields
 from chatterbox_server.api import disk_quota
 from chatterbox_server.api.bodies import form_fields, json_object, load
 from chatterbox_server.api.common import deletion, list_query, paged, require_confirm, require_criteria, upload_flag
-from chatterbox_server.api.extended.schemas import voice_name_from_filename
+from chatterbox_server.api.extended.fields import voice_name_from_filename
 from chatterbox_server.api.extended.tts_schema import ExtendedTtsSchema
 from chatterbox_server.errors import ApiError
 from chatterbox_server.runtime.hub import off_hub
