@@ -98,9 +98,10 @@ def walk_files(root: str) -> list[tuple[str, str]]:
     return found
 
 
-def folder_tree(root: str, counted: list[str]) -> dict:
+def folder_tree(root: str, counted: list[str], only_leading_to: bool = False) -> dict:
     """The folders under `root` with how many of `counted` (clean relative file paths) each holds
-    directly, in the Extended API's VoiceFoldersResponse shape."""
+    directly, in the Extended API's VoiceFoldersResponse shape. `only_leading_to`: just the folders
+    on the way to one of `counted` (a key's own workspace: another key's folder names stay hidden)."""
     base = os.path.realpath(root)
     folders: dict[str, dict] = {}
     for directory, names, _ in os.walk(base, followlinks=False):
@@ -113,4 +114,11 @@ def folder_tree(root: str, counted: list[str]) -> dict:
         folder, _ = split(item)
         if folder in folders:
             folders[folder]["voice_count"] += 1
+    if only_leading_to:
+        held = {split(item)[0] for item in counted}
+
+        def leads(path: str) -> bool:
+            return any(folder == path or folder.startswith(path + "/") for folder in held)
+        folders = {path: {**entry, "subfolders": [sub for sub in entry["subfolders"] if leads(sub)]}
+                   for path, entry in folders.items() if leads(path)}
     return {"folders": list(folders.values()), "total_folders": len(folders), "total_voices": len(counted)}

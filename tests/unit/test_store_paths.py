@@ -73,6 +73,15 @@ def test_folder_tree_counts_direct_members(tmp_path):
     assert by_path["a/b"]["voice_count"] == 2 and by_path["c"]["voice_count"] == 0
 
 
+def test_a_workspace_sees_only_the_folders_leading_to_its_own_files(tmp_path):
+    """Another key's project folder names (outputs, VC inputs, voices) are its own business."""
+    for folder in ("mine/deep", "theirs/secret-project", "empty"):
+        (tmp_path / folder).mkdir(parents=True)
+    tree = paths.folder_tree(str(tmp_path), ["top.wav", "mine/deep/a.wav"], only_leading_to=True)
+    assert [folder["path"] for folder in tree["folders"]] == ["mine", "mine/deep"]
+    assert tree["folders"][0]["subfolders"] == ["mine/deep"] and tree["total_folders"] == 2
+
+
 @pytest.mark.parametrize("value", [*BAD, "linked/secret.wav"])
 def test_vc_sources_and_reference_names_stay_inside_their_stores(tmp_path, value):
     """input_audio_source (VC-inputs store) and reference_audio_filename/target_voice_source (voices)."""

@@ -73,7 +73,8 @@ def list_outputs() -> Response:
 def output_folders() -> Response:
     store = output_store()
     names = [entry["path"] for entry in own_outputs()]
-    return jsonify({"success": True, **paths.folder_tree(store.directory, names)})
+    tree = paths.folder_tree(store.directory, names, only_leading_to=not guards.sees_all())
+    return jsonify({"success": True, **tree})
 
 
 def _locate_output(filename: str) -> str:
@@ -154,7 +155,9 @@ def list_vc_inputs() -> Response:
 @bp.get("/vc_inputs/folders")
 def vc_input_folders() -> Response:
     store = vc_inputs()
-    return jsonify({"success": True, **paths.folder_tree(store.directory, store.names(guards.owner_check()))})
+    names = store.names(guards.owner_check())
+    tree = paths.folder_tree(store.directory, names, only_leading_to=not guards.sees_all())
+    return jsonify({"success": True, **tree})
 
 
 @bp.delete("/vc_input/<path:filename>")

@@ -235,13 +235,5 @@ def delete_voices() -> Response:
 def voice_folders() -> Response:
     library = services().voices
     names = library.names(guards.owner_check())
-    tree = paths.folder_tree(library.directory, names)
-    if not guards.sees_all():           # only the folders that lead to a voice this key sees
-        held = {paths.split(name)[0] for name in names}
-        tree["folders"] = [entry for entry in tree["folders"]
-                           if any(folder == entry["path"] or folder.startswith(entry["path"] + "/") for folder in held)]
-        for entry in tree["folders"]:
-            entry["subfolders"] = [sub for sub in entry["subfolders"]
-                                   if any(folder == sub or folder.startswith(sub + "/") for folder in held)]
-        tree["total_folders"] = len(tree["folders"])
+    tree = paths.folder_tree(library.directory, names, only_leading_to=not guards.sees_all())
     return jsonify({"success": True, **tree})
