@@ -26,9 +26,7 @@ INFO_BYTES = 2048
 ERROR_BYTES = 512
 SLOT_BYTES = SLOT.size + INFO_BYTES + ERROR_BYTES
 INFO_SEQ = struct.Struct("<q")                 # the first bytes of the info field
-INFO_READ_ATTEMPTS = 100_000
-INFO_SPINS = 200                               # tries between two yields to the writer
-INFO_YIELD_SECONDS = 0.0005
+INFO_SPINS = 50                                # tries between two yields to the writer
 INFO_READ_SECONDS = 0.05                       # then the previous info is used (or {} if none was read)
 
 
@@ -141,11 +139,15 @@ class Board:
             except ValueError:              # a sequence number whose low byte is "{": read it as one
                 pass
         deadline = time.monotonic() + INFO_READ_SECONDS
-        for attempt in range(1, INFO_READ_ATTEMPTS + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             if attempt % INFO_SPINS == 0:
                 if time.monotonic() > deadline:
                     break
-                time.sleep(INFO_YIELD_SECONDS)     # a writer preempted mid-write needs the CPU to finish
+                # a writer preempted mid-write needs the CPU to finish; sched_yield gives it up to other
+                # processes without a gevent switch, so a front worker's admission stays one atomic step
+                os.sched_yield()
             (before,) = INFO_SEQ.unpack_from(self._map, at)
             if before % 2:
                 continue
