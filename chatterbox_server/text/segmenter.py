@@ -22,7 +22,7 @@ The policy (:class:`SegmentPolicy`, frozen; defaults are the ``adaptive`` mode):
   The first segment goes out as early as it can sound right, at the earliest of: a clause or
   sentence end (``, ; : —``, CJK ``，、；：``, ``. ! ? …``) once it holds ``first_min_words``
   (1: a clause end is a pause the speaker makes anyway, so "Hello," alone sounds right); the end
-  of the ``first_max_words``-th word (6: some 2.5 s of speech, which covers the synthesis of the
+  of the ``first_max_words``-th word (6: some 2.4 s of speech, which covers the synthesis of the
   next segment, and at an LLM's 30-100 tokens/s it arrives within 100-250 ms); or, once its
   oldest text has waited ``first_max_delay`` (0.25 s: a slow or stalled LLM), the last word
   boundary buffered. Later segments end at sentence ends (one sentence each, so synthesis starts
@@ -43,7 +43,7 @@ policy itself makes) at ``max_chars``, keeping combining marks with their letter
 
 Sentence, clause and abbreviation rules are :mod:`chatterbox_server.text.chunking`'s, the same the
 HTTP streams use: "Dr. Smith paid $3.50." is one sentence, as are "e.g. this" and "3.14"; an
-ellipsis ends a sentence only before a capital, as a period does.
+ellipsis, like a period, ends a sentence unless a lowercase letter follows.
 
 Determinism. Whether a position ends a sentence depends on what follows it ("3." then "14", "Dr."
 then "Smith", "no." then "5"), so a boundary is decided only once the next visible character after
@@ -229,8 +229,10 @@ class Segmenter:
         if last_visible < 0:
             return None
         limit = min(last_visible, self.policy.max_chars)      # decided, and the segment fits
-        sentences = {cut for cut in _sentence_cuts(text, 0, len(text)) if 0 < cut <= limit}
         mode = self.policy.mode
+        if mode == "schedule" and last_visible < min(self._threshold(), self.policy.max_chars):
+            return None                   # too short for the schedule and for max_chars: skip the scan
+        sentences = {cut for cut in _sentence_cuts(text, 0, len(text)) if 0 < cut <= limit}
         if mode == "schedule":
             cut = self._schedule_cut(text, limit, sentences)
             if cut is not None:
@@ -258,8 +260,7 @@ class Segmenter:
         return cut, "sentence" if cut in sentences else "clause" if cut in clauses else "words"
 
     def _schedule_cut(self, text: str, limit: int, sentences: set[int]) -> int | None:
-        schedule = self.policy.schedule
-        threshold = schedule[min(self._index, len(schedule) - 1)]
+        threshold = self._threshold()
         clauses = {cut for cut in _clause_cuts(text, 0, len(text)) if 0 < cut <= limit}
         boundaries = sorted(sentences | clauses | set(_word_ends(text, limit)))
         return next((cut for cut in boundaries if len(text[:cut].rstrip()) >= threshold), None)
@@ -288,6 +289,10 @@ class Segmenter:
         return max(cuts, default=None)
 
     # --- bookkeeping ----------------------------------------------------------------------------
+
+    def _threshold(self) -> int:
+        schedule = self.policy.schedule
+        return schedule[min(self._index, len(schedule) - 1)]
 
     def _delay(self) -> float | None:
         return self.policy.first_max_delay if self._index == 0 else self.policy.max_delay

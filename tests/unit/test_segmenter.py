@@ -236,6 +236,8 @@ def test_the_chunk_length_schedule_releases_at_120_160_250_then_290_characters()
     assert all(segment.reason == "schedule" for segment in segments[:-1]) and segments[-1].reason == "close"
     assert "".join(texts(segments)).replace(" ", "") == words.replace(" ", "")
     assert SegmentPolicy.chunk_schedule().schedule == (120, 160, 250, 290)
+    capped = feed(words, SegmentPolicy.chunk_schedule([500]), list(range(len(words))))   # over max_chars
+    assert {segment.reason for segment in capped[:-1]} == {"length"} and max(map(len, texts(capped))) == 299
 
 
 def test_an_over_long_segment_is_cut_at_a_clause_then_a_word_then_inside_an_over_long_word():
