@@ -54,13 +54,13 @@ on how it was split into deltas. The cost is one more token of latency at each c
 close or the delay releases the text without waiting for it.
 
 The delay clock of a segment starts when its first visible character arrived, or when the
-previous segment was released if that is later (text left over after a cut has not waited for
-itself before), so a stalled LLM's words are released in groups, not one by one.
+previous segment was released if that is later (text left over after a cut starts waiting then),
+so a stalled LLM's words are released in groups, not one by one.
 
 Whitespace between segments belongs to none (it is where they join); after a flush the next
 segment follows the later-segments rule, and the schedule's index counts every segment released.
 The caller bounds the text of a turn (the session's limits); the buffer holds only the text not
-yet released, at most ``max_chars`` visible characters plus the whitespace after them.
+yet released: about ``max_chars`` visible characters at most, and the whitespace after them.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
-# The chunker's own rules, shared rather than duplicated, so the HTTP streams and the sockets agree.
+# The chunker's own rules (its private helpers), shared rather than duplicated, so that the HTTP
+# streams and the sockets cut sentences alike.
 from chatterbox_server.text.chunking import _CJK_TERMINATOR, _WORD, _clause_cuts, _sentence_cuts
 
 Mode = Literal["adaptive", "schedule", "sentence"]
