@@ -201,6 +201,8 @@ def serve_connection(conn: Connection, recognizer: Recognizer) -> None:
                 log.warning("Whisper %r failed: %s: %s", request.model, type(exc).__name__, exc)
                 reply = TranscribeFailed(f"Whisper {request.model!r} cannot run here: {exc}", 503)
             conn.send(reply)
+    except (BrokenPipeError, ConnectionResetError):
+        pass            # the front worker went away: it stopped, or stopped waiting (a bounded status read)
     finally:
         conn.close()
 

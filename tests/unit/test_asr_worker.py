@@ -29,3 +29,21 @@ def test_audio_is_resampled_to_16_khz():
 def test_token_budget_grows_with_the_audio_and_is_capped():
     assert token_budget(16000) < token_budget(16000 * 10) <= 440
     assert token_budget(16000 * 600) == token_budget(16000 * 30)
+
+
+def test_a_front_worker_that_hangs_up_before_its_answer_ends_the_connection_quietly():
+    """A status read is bounded (0.5 s): the front worker may be gone when the answer is ready. That
+    used to kill the serving thread with a BrokenPipeError traceback in the log."""
+    from multiprocessing import Pipe
+    from types import SimpleNamespace
+
+    from workers.asr_worker import serve_connection
+    from workers.ipc.asr import AsrStatus, Status
+
+    ours, theirs = Pipe()
+    theirs.send(Status())
+    theirs.close()
+    answered = []
+    recognizer = SimpleNamespace(status=lambda request: answered.append(request) or AsrStatus((), (), None, True))
+    serve_connection(ours, recognizer)      # returns; nothing raised
+    assert answered == [Status()] and ours.closed
