@@ -9,10 +9,13 @@ request: later `request.get_json()` calls (the history record) do not parse it a
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import time
 from typing import Any
 
-from flask import Flask, current_app, has_request_context, request
+from flask import Flask, Response, current_app, has_request_context, request
 from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -24,9 +27,17 @@ from chatterbox_server.synthesis.requests import first_error
 OFF_HUB_JSON_BYTES = 64 * 1024
 NOT_PARSED = object()
 
+DISCARD_FROM_BYTES = 64 * 1024
+DISCARD_PIECE_BYTES = 1024 * 1024
+DISCARD_MAX_BYTES = 64 * 1024 * 1024
+DISCARD_SECONDS = 10.0
+
 
 def init_app(app: Flask) -> None:
-    """Every JSON request, on any route, is held to CHATTERBOX_MAX_JSON_BYTES."""
+    """Every JSON request, on any route, is held to CHATTERBOX_MAX_JSON_BYTES; a refused body is
+    discarded here, not by gunicorn (see discard_unread_body)."""
+    app.after_request(discard_unread_body)
+
     @app.before_request
     def limit_json() -> None:
         if request.is_json:
@@ -34,6 +45,37 @@ def init_app(app: Flask) -> None:
             if request.content_length is not None and request.content_length > limit:
                 raise json_too_large(request.content_length, limit)
             request.max_content_length = min(limit, request.max_content_length or limit)
+
+
+def discard_unread_body(response: Response) -> Response:
+    """Read and drop what is left of a refused request's body before answering.
+
+    On a keep-alive connection gunicorn discards an unread body itself, 1 KiB at a time from a
+    buffer it copies whole at each step: 3 MB took seconds of hub CPU, and three clients posting
+    oversized JSON held /health off both front workers (every probe timed out at 5 s). Read here in
+    1 MiB pieces (each a gevent-friendly recv), at most DISCARD_MAX_BYTES and DISCARD_SECONDS;
+    past that the read side is shut, so the connection ends instead of being drained."""
+    length = request.content_length or 0
+    if response.status_code < 400 or length <= DISCARD_FROM_BYTES:
+        return response
+    stream = request.environ.get("wsgi.input")
+    if stream is None:
+        return response
+    deadline = time.monotonic() + DISCARD_SECONDS
+    discarded = 0
+    try:
+        while discarded < DISCARD_MAX_BYTES and time.monotonic() < deadline:
+            piece = stream.read(DISCARD_PIECE_BYTES)
+            if not piece:
+                return response
+            discarded += len(piece)
+    except (OSError, ValueError):
+        return response
+    client = request.environ.get("gunicorn.socket")
+    if client is not None:
+        with contextlib.suppress(OSError):
+            client.shutdown(socket.SHUT_RD)
+    return response
 
 
 def json_limit() -> int:

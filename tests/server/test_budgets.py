@@ -195,6 +195,42 @@ def test_health_stays_fast_while_hostile_requests_are_in_flight(server):
     assert front_workers(server) == workers                          # none killed or restarted
 
 
+def test_oversized_bodies_on_keep_alive_connections_do_not_starve_health(server):
+    """gunicorn discards an unread body 1 KiB at a time from a buffer it copies whole each time: three
+    keep-alive clients posting 3 MB of JSON held /health off both front workers (every probe timed out
+    at 5 s). The app now reads the refused body itself in 1 MiB pieces."""
+    body = b'{"text": "' + b"a" * (3 * 1024 * 1024) + b'"}'
+    stop = threading.Event()
+    statuses: list[int] = []
+
+    def post_oversized() -> None:
+        session = requests.Session()                # keep-alive: the unread body must be discarded
+        while not stop.is_set():
+            try:
+                statuses.append(session.post(server.extended_base + "/api/v1/tts", data=body, timeout=10,
+                                             headers={"Content-Type": "application/json"}).status_code)
+            except requests.RequestException:
+                statuses.append(0)
+                session = requests.Session()
+    threads = [threading.Thread(target=post_oversized, daemon=True) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)
+        waits = []
+        for _ in range(10):
+            started = time.monotonic()
+            assert requests.get(server.url("/health"), timeout=5).status_code == 200
+            waits.append(time.monotonic() - started)
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=15)
+    assert max(waits) < 2.0, waits
+    assert statuses and set(statuses) == {413}, sorted(set(statuses))
+
+
 def test_concat_mixed_counts_against_the_per_key_stream_limit(tmp_path):
     server = start_server(tmp_path, engine="tone", front_workers="1", model_workers="1", max_streams_per_key="1")
     try:
