@@ -54,12 +54,13 @@ def concat() -> Response:
     started = time.monotonic()
     query = load(ExtendedQuerySchema(), request.args.to_dict())
     body = json_object()
+    svc = services()
+    ledger = Ledger(Limits.of(svc.settings))
+    if isinstance(body.get("files"), list):     # counted before the schema checks each entry on the hub
+        ledger.add_items(len(body["files"]), "files")
     req = load(ConcatSchema(), body)
     disk_quota.require_room()   # the joined file is stored
-    svc = services()
     rate = sample_rate(svc)
-    ledger = Ledger(Limits.of(svc.settings))
-    ledger.add_items(len(req["files"]), "files")
     silences = [joiner.silence_ms(item) for item in req["files"]]
     ledger.add_seconds(sum(ms for ms in silences if ms is not None) / 1000 + pauses(req, silences.count(None)),
                        "files")
