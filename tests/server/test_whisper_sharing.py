@@ -77,8 +77,9 @@ def test_a_flood_from_one_client_does_not_hold_another_clients_check(busy_server
     else:                                                      # every take found a slot free between the flood's
         assert "X-Chatterbox-Degraded" not in other.headers, dict(other.headers)
         assert "busy" not in other.headers["X-Chatterbox-Whisper"], dict(other.headers)
-    # measured: the flood held Whisper for far longer than the other request waited
-    assert len(flood_done) == 4 and max(flood_done) - flood_started > 4 * waited
+    # the flood's own takes may find Whisper busy too and finish unchecked (CI saw a flood of 1.9 s), so
+    # how long it lasted says nothing; the bound below is what one lock for every client broke
+    assert len(flood_done) == 4
     assert waited < baseline + WAIT + 2.0, (waited, baseline)
     # once the flood is over, the check is back
     body = tts(busy_server, {**small, "text": "after the flood."}).headers
