@@ -22,10 +22,10 @@ _CLOSERS = "\"'”’»)]}"
 # A sentence-ending run, with closing quotes/brackets, that whitespace or the end of text follows.
 _TERMINATOR = re.compile(r"[.!?…]+[" + re.escape(_CLOSERS) + r"]*(?=\s|$)")
 # CJK full-width terminators end a sentence without any whitespace after them.
-_CJK_TERMINATOR = re.compile(r"[。！？]+[」』”’）】]*")
+CJK_TERMINATOR = re.compile(r"[。！？]+[」』”’）】]*")
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _CLAUSE_BREAK = re.compile(r"[,;:](?=\s)|[，、；：—]|(?<=\s)[–-](?=\s)")
-_WORD = re.compile(r"\S+")
+WORD = re.compile(r"\S+")
 _INITIALISM = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")
 _LEADING_PUNCTUATION = re.compile(r"^[\W_]+")
 
@@ -141,18 +141,18 @@ def _paragraphs(text: str, start: int, end: int) -> list[Span]:
 
 def _sentences(text: str, start: int, end: int) -> list[Span]:
     """Split at sentence ends and blank lines."""
-    return _spans_between(text, start, end, _sentence_cuts(text, start, end))
+    return _spans_between(text, start, end, sentence_cuts(text, start, end))
 
 
 def _clauses(text: str, start: int, end: int) -> list[Span]:
     """Split after commas, semicolons, colons and dashes."""
-    return _spans_between(text, start, end, _clause_cuts(text, start, end))
+    return _spans_between(text, start, end, clause_cuts(text, start, end))
 
 
-def _sentence_cuts(text: str, start: int, end: int) -> list[int]:
+def sentence_cuts(text: str, start: int, end: int) -> list[int]:
     """Offsets where a sentence ends within a span."""
     cuts = [match.start() for match in _PARAGRAPH_BREAK.finditer(text, start, end)]
-    cuts += [match.end() for match in _CJK_TERMINATOR.finditer(text, start, end)]
+    cuts += [match.end() for match in CJK_TERMINATOR.finditer(text, start, end)]
     cuts += [
         match.end()
         for match in _TERMINATOR.finditer(text, start, end)
@@ -161,7 +161,7 @@ def _sentence_cuts(text: str, start: int, end: int) -> list[int]:
     return cuts
 
 
-def _clause_cuts(text: str, start: int, end: int) -> list[int]:
+def clause_cuts(text: str, start: int, end: int) -> list[int]:
     """Offsets where a clause ends within a span."""
     return [match.end() for match in _CLAUSE_BREAK.finditer(text, start, end)]
 
@@ -169,7 +169,7 @@ def _clause_cuts(text: str, start: int, end: int) -> list[int]:
 def _punctuation_ends(text: str, start: int, end: int) -> frozenset[int]:
     """Offsets, with trailing whitespace skipped back over, where a sentence or clause ends."""
     ends: set[int] = set()
-    for cut in _sentence_cuts(text, start, end) + _clause_cuts(text, start, end):
+    for cut in sentence_cuts(text, start, end) + clause_cuts(text, start, end):
         while cut > start and text[cut - 1].isspace():
             cut -= 1
         ends.add(cut)
@@ -178,7 +178,7 @@ def _punctuation_ends(text: str, start: int, end: int) -> frozenset[int]:
 
 def _words(text: str, start: int, end: int) -> list[Span]:
     """Split at whitespace."""
-    return [match.span() for match in _WORD.finditer(text, start, end)]
+    return [match.span() for match in WORD.finditer(text, start, end)]
 
 
 _LEVELS: dict[str, tuple[Splitter, ...]] = {

@@ -72,7 +72,7 @@ from typing import Literal
 
 # The chunker's own rules (its private helpers), shared rather than duplicated, so that the HTTP
 # streams and the sockets cut sentences alike.
-from chatterbox_server.text.chunking import _CJK_TERMINATOR, _WORD, _clause_cuts, _sentence_cuts
+from chatterbox_server.text.chunking import CJK_TERMINATOR, WORD, clause_cuts, sentence_cuts
 
 Mode = Literal["adaptive", "schedule", "sentence"]
 Reason = Literal["sentence", "clause", "words", "schedule", "length", "delay", "flush", "close"]
@@ -233,7 +233,7 @@ class Segmenter:
         mode = self.policy.mode
         if mode == "schedule" and last_visible < min(self._threshold(), self.policy.max_chars):
             return None                   # too short for the schedule and for max_chars: skip the scan
-        sentences = {cut for cut in _sentence_cuts(text, 0, len(text)) if 0 < cut <= limit}
+        sentences = {cut for cut in sentence_cuts(text, 0, len(text)) if 0 < cut <= limit}
         if mode == "schedule":
             cut = self._schedule_cut(text, limit, sentences)
             if cut is not None:
@@ -249,9 +249,9 @@ class Segmenter:
         return None
 
     def _first_cut(self, text: str, limit: int, sentences: set[int]) -> tuple[int, Reason] | None:
-        clauses = {cut for cut in _clause_cuts(text, 0, len(text)) if 0 < cut <= limit}
+        clauses = {cut for cut in clause_cuts(text, 0, len(text)) if 0 < cut <= limit}
         enough = [cut for cut in sentences | clauses
-                  if len(_WORD.findall(text, 0, cut)) >= self.policy.first_min_words]
+                  if len(WORD.findall(text, 0, cut)) >= self.policy.first_min_words]
         ends = _word_ends(text, limit)
         if len(ends) >= self.policy.first_max_words:
             enough.append(ends[self.policy.first_max_words - 1])
@@ -262,14 +262,14 @@ class Segmenter:
 
     def _schedule_cut(self, text: str, limit: int, sentences: set[int]) -> int | None:
         threshold = self._threshold()
-        clauses = {cut for cut in _clause_cuts(text, 0, len(text)) if 0 < cut <= limit}
+        clauses = {cut for cut in clause_cuts(text, 0, len(text)) if 0 < cut <= limit}
         boundaries = sorted(sentences | clauses | set(_word_ends(text, limit)))
         return next((cut for cut in boundaries if len(text[:cut].rstrip()) >= threshold), None)
 
     def _length_cut(self, text: str, sentences: set[int]) -> int:
         """Where to cut a segment that would be over ``max_chars``: the text reaches past it."""
         most = self.policy.max_chars
-        punctuation = sentences | {cut for cut in _clause_cuts(text, 0, most + 1) if 0 < cut <= most}
+        punctuation = sentences | {cut for cut in clause_cuts(text, 0, most + 1) if 0 < cut <= most}
         if punctuation:
             return max(punctuation)
         spaces = _word_ends(text, most)
@@ -284,8 +284,8 @@ class Segmenter:
         """The last boundary buffered, for a segment that waited too long: never inside a word."""
         text = self._buffer
         cuts = _word_ends(text, len(text))
-        cuts += _clause_cuts(text, 0, len(text))
-        cuts += [match.end() for match in _CJK_TERMINATOR.finditer(text)]
+        cuts += clause_cuts(text, 0, len(text))
+        cuts += [match.end() for match in CJK_TERMINATOR.finditer(text)]
         cuts = [cut for cut in cuts if 0 < cut <= self.policy.max_chars]
         return max(cuts, default=None)
 
@@ -322,4 +322,4 @@ class Segmenter:
 
 def _word_ends(text: str, limit: int) -> list[int]:
     """Offsets up to ``limit`` where a word ends and whitespace follows it, in order."""
-    return [match.end() for match in _WORD.finditer(text) if match.end() <= limit and match.end() < len(text)]
+    return [match.end() for match in WORD.finditer(text) if match.end() <= limit and match.end() < len(text)]
