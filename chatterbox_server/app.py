@@ -49,6 +49,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     (flask run, tests) the app starts a pool of its own and stops it at exit.
     """
     settings = Settings.from_env(**(config or {}))
+    under_gevent = _under_gevent()
     app = Flask(__name__)
     app.config["SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + UPLOAD_OVERHEAD_BYTES
@@ -56,7 +57,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     run_dir = os.environ.get(RUN_DIR_ENV) or _start_own_pool(settings)
     svc = Services.create(settings, run_dir, bodies.request_fields,
                           lambda owner: guards.owner_check_for(app.extensions.get(guards.KEYS), owner),
-                          background=_under_gevent())
+                          background=under_gevent)
     app.extensions[EXTENSION] = svc
     _register_blueprints(app)
     errors.init_app(app)
@@ -73,7 +74,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trust_proxy, x_proto=settings.trust_proxy,
                                 x_host=settings.trust_proxy,
                                 x_prefix=settings.trust_proxy if settings.trust_proxy_prefix else 0)
-    if _under_gevent():
+    if under_gevent:
         svc.runner.start()
     else:
         log.info("not under a gevent worker: long-text jobs are stored but run only under gunicorn")

@@ -45,10 +45,6 @@ def error_response(error: ApiError) -> Response:
     return response
 
 
-def api_error(error: ApiError) -> Response:
-    return error_response(error)
-
-
 def pool_error(error: PoolError) -> Response:
     retry = error.retry_after or (5 if error.status == 503 else None)
     if error.status >= 500:
@@ -85,7 +81,7 @@ def unexpected(error: Exception) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    app.register_error_handler(ApiError, api_error)
+    app.register_error_handler(ApiError, error_response)
     app.register_error_handler(PoolError, pool_error)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(SQLAlchemyError, database_unavailable)

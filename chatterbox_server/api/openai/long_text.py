@@ -155,7 +155,8 @@ def job_status(job_id: str) -> Response:
 
 def _chunks(row: dict[str, Any]) -> list[dict[str, Any]]:
     chunks = services().jobs.chunks(row["id"])
-    rate = row["sample_rate"] or (services().engine_info().sample_rate if services().engine_info() else None)
+    info = services().engine_info() if not row["sample_rate"] else None
+    rate = row["sample_rate"] or (info.sample_rate if info else None)
     for chunk in chunks:
         chunk["sample_rate"] = rate
     return chunks
