@@ -249,7 +249,7 @@ class Segmenter:
         return None
 
     def _first_cut(self, text: str, limit: int, sentences: set[int]) -> tuple[int, Reason] | None:
-        clauses = {cut for cut in clause_cuts(text, 0, len(text)) if 0 < cut <= limit}
+        clauses = _clauses(text, limit)
         enough = [cut for cut in sentences | clauses
                   if len(WORD.findall(text, 0, cut)) >= self.policy.first_min_words]
         ends = _word_ends(text, limit)
@@ -262,14 +262,14 @@ class Segmenter:
 
     def _schedule_cut(self, text: str, limit: int, sentences: set[int]) -> int | None:
         threshold = self._threshold()
-        clauses = {cut for cut in clause_cuts(text, 0, len(text)) if 0 < cut <= limit}
+        clauses = _clauses(text, limit)
         boundaries = sorted(sentences | clauses | set(_word_ends(text, limit)))
         return next((cut for cut in boundaries if len(text[:cut].rstrip()) >= threshold), None)
 
     def _length_cut(self, text: str, sentences: set[int]) -> int:
         """Where to cut a segment that would be over ``max_chars``: the text reaches past it."""
         most = self.policy.max_chars
-        punctuation = sentences | {cut for cut in clause_cuts(text, 0, most + 1) if 0 < cut <= most}
+        punctuation = sentences | _clauses(text, most)
         if punctuation:
             return max(punctuation)
         spaces = _word_ends(text, most)
@@ -323,3 +323,8 @@ class Segmenter:
 def _word_ends(text: str, limit: int) -> list[int]:
     """Offsets up to ``limit`` where a word ends and whitespace follows it, in order."""
     return [match.end() for match in WORD.finditer(text) if match.end() <= limit and match.end() < len(text)]
+
+
+def _clauses(text: str, limit: int) -> set[int]:
+    """Offsets up to ``limit`` where a clause ends."""
+    return {cut for cut in clause_cuts(text, 0, len(text)) if 0 < cut <= limit}
