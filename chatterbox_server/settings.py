@@ -244,6 +244,26 @@ class Settings:
         50, "Long-job progress streams (`.../sse`) open at once per front worker; above it 429. Each reads "
         "its job's row once a second.")
     history_max_records: int = setting(1000, "Requests kept in `/v1/status/history` (statistics count all).")
+    realtime_max_contexts: int = setting(
+        8, "Contexts (turns) one WebSocket may hold open at once (`/v1/audio/speech/realtime` and the vendor "
+        "sockets). Opening one more closes the oldest idle context (never the socket); with none idle, the "
+        "new one is refused with an error event.")
+    realtime_max_message_bytes: int = setting(
+        65_536, "Largest WebSocket message a client may send; a larger one gets an error event (and one over "
+        "16 times this closes the socket with code 1009, unread).")
+    realtime_max_context_chars: int = setting(
+        100_000, "Text one WebSocket context may receive in all; more gets an error event for that context.")
+    realtime_idle_timeout: float = setting(
+        60.0, "Seconds a WebSocket may send nothing while no audio is being made for it before the server "
+        "closes it (code 1000). The ElevenLabs socket uses its own `inactivity_timeout` (default 20, at most "
+        "180), as there.")
+    realtime_ping_interval: float = setting(
+        20.0, "Seconds between the server's WebSocket pings; a client that has not answered the last one is "
+        "closed (1008). 0: no pings.")
+    realtime_lookahead_seconds: float = setting(
+        8.0, "How much audio of a context synthesis may run ahead of real-time playback (counted from the "
+        "context's first audio): the next segment starts only when the listener has less than this buffered, "
+        "so a barge-in wastes at most about this much synthesis.")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -269,7 +289,8 @@ class Settings:
                      "url_fetch_max_bytes", "longtext_max_chars", "longtext_max_running", "longtext_max_active",
                      "longtext_max_sse", "history_max_records", "max_json_bytes", "max_prepared_chars",
                      "max_sound_words", "max_takes", "max_synthesis_chars", "max_concat_items", "max_concat_bytes",
-                     "longtext_max_chunks"):
+                     "longtext_max_chunks", "realtime_max_contexts", "realtime_max_message_bytes",
+                     "realtime_max_context_chars"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
         for name in ("stream_tokens", "output_retention_seconds", "output_max_bytes", "queue_timeout",
@@ -283,6 +304,11 @@ class Settings:
         for name in ("max_concat_seconds", "max_vc_seconds"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be more than 0")
+        for name in ("realtime_idle_timeout", "realtime_lookahead_seconds"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{env_name(name)} must be more than 0")
+        if self.realtime_ping_interval < 0:
+            raise SettingsError(f"{env_name('realtime_ping_interval')} cannot be negative")
         if self.max_whole_file_seconds < 0:
             raise SettingsError(f"{env_name('max_whole_file_seconds')} cannot be negative")
         if self.whisper_wait_seconds < 0:

@@ -40,7 +40,9 @@ def init_app(app: Flask, settings: Settings, run_dir: str) -> None:
         if not host_allowed(request.host, hosts):
             raise ApiError(403, f"this server does not answer to the host name {request.host!r}; see "
                                 "CHATTERBOX_ALLOWED_HOSTS", code="host_not_allowed")
-        if cross_site(request.method, request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site"),
+        # a WebSocket handshake is a GET, but what it opens changes state like a POST (cross-site hijacking)
+        method = "POST" if websocket_request() else request.method
+        if cross_site(method, request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site"),
                       request.host, origins):
             raise ApiError(403, "cross-site requests are refused; add the page's origin to "
                                 "CHATTERBOX_CORS_ORIGINS to allow it", code="cross_site_request")
@@ -72,12 +74,29 @@ def open_request() -> bool:
 
 
 def sent_key() -> str:
-    bearer = request.headers.get("Authorization", "")
-    return bearer[7:].strip() if bearer[:7].lower() == "bearer " else request.headers.get("X-API-Key", "")
+    """The key as the OpenAI SDK (Bearer), Deepgram (Token), ElevenLabs (xi-api-key) or Cartesia
+    (X-API-Key) send it; a WebSocket handshake may also carry it as `api_key` (or ElevenLabs'
+    `xi_api_key`) in the query, since browsers cannot set a socket's headers."""
+    authorization = request.headers.get("Authorization", "")
+    scheme, _, credential = authorization.partition(" ")
+    if scheme.lower() in ("bearer", "token") and credential.strip():
+        return credential.strip()
+    for header in ("X-API-Key", "xi-api-key"):
+        if request.headers.get(header):
+            return request.headers[header]
+    if websocket_request():
+        return request.args.get("api_key") or request.args.get("xi_api_key") or ""
+    return ""
+
+
+def websocket_request() -> bool:
+    return request.headers.get("Upgrade", "").lower() == "websocket"
 
 
 def synthesis_request() -> bool:
     rule = request.url_rule.rule if request.url_rule else ""
+    if websocket_request():
+        return True         # every socket route synthesizes; the whole socket counts as one stream
     return request.method == "POST" and ("/audio/speech" in rule or rule in SYNTHESIS_RULES)
 
 

@@ -1,0 +1,161 @@
+"""What every socket protocol shares: validated speech options, a context's settings from them, the
+wire encoding of a context's audio, and the Flask-side of starting a session."""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+from chatterbox_server.api.openai.speech import check_engine_fields
+from chatterbox_server.audio.encoders import StreamEncoder
+from chatterbox_server.errors import ApiError
+from chatterbox_server.security import guards
+from chatterbox_server.services import services
+from chatterbox_server.synthesis.realtime import ContextSettings, Event, Session, SessionError, SessionLimits
+from chatterbox_server.synthesis.requests import (SPEED_RANGE, SpeechRequest, SpeechRequestSchema,
+                                                  SynthesisFields, WholeNumber, first_error, in_range, one_of)
+from chatterbox_server.synthesis.speech import encode_chunk, random_seed
+from chatterbox_server.synthesis.voice_defaults import OPENAI_NAMES, with_voice_defaults
+from chatterbox_server.text.segmenter import MODES, SegmentPolicy
+from workers.engines.base import EngineInfo, SynthesisSettings
+
+# the encodings a socket can carry: raw PCM (16-bit or float), G.711, and the streamable codecs
+SOCKET_FORMATS = ("pcm", "pcm_f32le", "mulaw", "alaw", "mp3", "opus")
+SAMPLE_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
+
+
+class SocketOptionsSchema(SynthesisFields):
+    """A socket's speech options (our `session.update`, a context's overrides); every range as HTTP."""
+
+    class Meta:
+        unknown = RAISE
+
+    voice = fields.String(load_default=None, allow_none=True)
+    model = fields.String(load_default=None, allow_none=True)
+    response_format = fields.String(load_default="pcm", validate=one_of(SOCKET_FORMATS))
+    sample_rate = WholeNumber(load_default=None, allow_none=True,
+                              validate=validate.OneOf(SAMPLE_RATES, error="Must be one of: {choices}."))
+    speed = fields.Float(load_default=1.0, validate=in_range(*SPEED_RANGE))
+    timestamps = fields.Boolean(load_default=False)
+    binary = fields.Boolean(load_default=False)
+    segmentation = fields.String(load_default="adaptive", validate=one_of(MODES))
+    chunk_schedule = fields.List(WholeNumber(validate=in_range(1, 1000)), load_default=None, allow_none=True,
+                                 validate=validate.Length(min=1, max=16))
+    max_delay_ms = WholeNumber(load_default=None, allow_none=True, validate=in_range(0, 10_000))
+    buffer_size = WholeNumber(load_default=3, validate=in_range(1, 10))
+
+
+@dataclass(frozen=True)
+class SocketOptions:
+    values: dict[str, Any]               # as validated (defaults filled in)
+    sent: dict[str, Any]                 # as the client sent them: what a context's overrides merge onto
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+
+def load_options(sent: dict[str, Any], param_prefix: str = "") -> SocketOptions:
+    """Validate options as sent; SessionError naming the first bad field."""
+    svc = services()
+    data = with_voice_defaults(svc.voices, dict(sent), "voice", SocketOptionsSchema, OPENAI_NAMES,
+                               guards.owner_check())
+    try:
+        values = SocketOptionsSchema().load(data)
+    except ValidationError as exc:
+        field, message = first_error(exc)
+        raise SessionError(message, code="invalid_value", status=400,
+                           param=f"{param_prefix}{field}" if field else None) from None
+    return SocketOptions(values, dict(sent))
+
+
+def policy_for(options: SocketOptions) -> SegmentPolicy:
+    delay = options["max_delay_ms"]
+    if options["segmentation"] == "schedule":
+        schedule = tuple(options["chunk_schedule"] or ())
+        policy = SegmentPolicy.chunk_schedule(schedule) if schedule else SegmentPolicy.chunk_schedule()
+    elif options["segmentation"] == "sentence":
+        policy = SegmentPolicy.whole_sentences()
+    else:
+        policy = SegmentPolicy()
+    if delay is not None:       # the longest any text waits: the first segment's shorter delay stays
+        seconds = delay / 1000
+        first = seconds if policy.first_max_delay is None else min(policy.first_max_delay, seconds)
+        policy = dataclasses.replace(policy, first_max_delay=first, max_delay=seconds)
+    return policy
+
+
+def context_settings(options: SocketOptions, info: EngineInfo, policy: SegmentPolicy | None = None,
+                     context_id: str | None = None) -> ContextSettings:
+    """The settings a new context speaks with; the voice is resolved now (in the request context)."""
+    svc = services()
+    probe = _as_speech_request(options)
+    try:
+        check_engine_fields(probe, info)
+        voice = svc.voices.resolve(options["voice"], info, owns=guards.owner_check())
+    except ApiError as exc:
+        raise SessionError(exc.message, context_id, code=exc.code or "invalid_value", status=exc.status,
+                           param=exc.param) from None
+    seed = options["seed"] if options["seed"] is not None else random_seed()
+    synthesis = SynthesisSettings(speed=options["speed"], exaggeration=options["exaggeration"],
+                                  cfg_weight=options["cfg_weight"], temperature=options["temperature"],
+                                  language=options["language"])
+    return ContextSettings(voice, synthesis, seed, policy or policy_for(options), options["timestamps"],
+                           options["buffer_size"])
+
+
+def _as_speech_request(options: SocketOptions) -> SpeechRequest:
+    """The HTTP request these options amount to, for the engine checks the speech endpoint makes."""
+    values = options.values
+    return SpeechRequest(input=".", model=values["model"], voice=values["voice"], response_format="pcm",
+                         speed=values["speed"], stream_format="audio", exaggeration=values["exaggeration"],
+                         cfg_weight=values["cfg_weight"], temperature=values["temperature"], seed=values["seed"],
+                         streaming_chunk_size=200, streaming_strategy="sentence", streaming_buffer_size=3,
+                         streaming_quality="balanced", language=values["language"], instructions=None,
+                         explicit=frozenset(options.sent) & frozenset(SpeechRequestSchema._declared_fields))
+
+
+def output_rate(fmt: str, engine_rate: int, requested: int | None) -> int:
+    if requested is not None:
+        return requested
+    return 8000 if fmt in ("mulaw", "alaw") else engine_rate
+
+
+class WireAudio:
+    """One context's audio in its wire encoding (PCM16 from the engine in; encoded bytes out)."""
+
+    def __init__(self, fmt: str, engine_rate: int, rate: int) -> None:
+        self.fmt = fmt
+        self.rate = rate
+        if rate == engine_rate and fmt == "pcm":
+            self.encoder: StreamEncoder | None = None       # the engine's bytes as they are
+        else:
+            self.encoder = StreamEncoder(fmt, engine_rate, output_rate=rate)   # type: ignore[call-arg]
+        self.head = self.encoder.header() if self.encoder is not None else b""
+
+    def feed(self, pcm: bytes) -> bytes:
+        if self.encoder is None:
+            return pcm
+        data, self.head = self.head + encode_chunk(self.encoder, pcm), b""
+        return data
+
+    def finish(self) -> bytes:
+        if self.encoder is None:
+            return b""
+        data, self.head = self.head + self.encoder.finish(), b""
+        return data
+
+
+def new_session(emit: Callable[[Event], None]) -> Session:
+    svc = services()
+    settings = svc.settings
+    limits = SessionLimits(settings.realtime_max_contexts, settings.realtime_max_context_chars,
+                           settings.realtime_lookahead_seconds)
+    return Session(svc.pool, svc.require_engine(), emit, limits)
+
+
+def session_error(exc: ApiError, context_id: str | None = None) -> SessionError:
+    return SessionError(exc.message, context_id, code=exc.code or "invalid_value", status=exc.status,
+                        param=exc.param)
