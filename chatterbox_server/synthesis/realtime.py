@@ -164,6 +164,7 @@ class Context:
         self.handle = None
         self.cancelled = False
         self.finished = False
+        self.flushes_pending = 0        # acknowledged flushes whose audio is still to come
         self.opened = session.clock()
         self.last_activity = self.opened
         self.greenlet = gevent.spawn(self._run)
@@ -182,14 +183,19 @@ class Context:
         self.characters += len(text)
         self._queue(released)
 
-    def flush(self, flush_id: object = None) -> None:
+    def flush(self, flush_id: object = None, ack: bool = True) -> None:
+        """Release what is buffered now; `ack`: emit Flushed once its audio has been sent."""
         if self.segmenter.closed:
             raise SessionError(f"context {self.id!r} has ended", self.id, code="context_closed", status=409)
-        self._queue([*self.segmenter.flush(self.session.clock()), _FlushMark(flush_id)])
+        released = self.segmenter.flush(self.session.clock())
+        self.flushes_pending += ack
+        self._queue([*released, _FlushMark(flush_id)] if ack else released)
 
-    def end(self) -> None:
+    def end(self, discard_unreleased: bool = False) -> None:
+        """No more text: speak what is buffered (or drop it: `discard_unreleased`), then Done."""
         if not self.segmenter.closed:
-            self._queue(self.segmenter.close(self.session.clock()))
+            released = self.segmenter.close(self.session.clock())
+            self._queue([] if discard_unreleased else released)
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -218,6 +224,7 @@ class Context:
                 if self.pending:
                     item = self.pending.popleft()
                     if isinstance(item, _FlushMark):
+                        self.flushes_pending -= 1
                         self.session.emit(Flushed(self.id, item.flush_id, self.serial))
                     else:
                         self._wait_for_listener()
@@ -362,11 +369,11 @@ class Session:
     def append(self, context_id: str, text: str) -> None:
         self.get(context_id).append(text)
 
-    def flush(self, context_id: str, flush_id: object = None) -> None:
-        self.get(context_id).flush(flush_id)
+    def flush(self, context_id: str, flush_id: object = None, ack: bool = True) -> None:
+        self.get(context_id).flush(flush_id, ack)
 
-    def end(self, context_id: str) -> None:
-        self.get(context_id).end()
+    def end(self, context_id: str, discard_unreleased: bool = False) -> None:
+        self.get(context_id).end(discard_unreleased)
 
     def cancel(self, context_id: str, reason: str = CANCELLED_BY_CLIENT) -> bool:
         """Barge-in: drop the context's text and stop its job; False if it was not open."""
