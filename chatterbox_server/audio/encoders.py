@@ -11,6 +11,7 @@ rate (``output_rate``, what the client gets; :func:`output_rate_for` picks and c
 A rate change goes through libswresample (PyAV's ``AudioResampler``), one stateful
 resampler per stream: chunk joins neither click nor drop samples, :meth:`StreamEncoder.finish`
 flushes its tail, and the output has ``len(input) * output_rate / sample_rate`` samples.
+The resampler and the container-less encodings live in :mod:`chatterbox_server.audio.pcm`.
 
 ``wav`` and ``pcm`` need no codec. ``mulaw`` and ``alaw`` are raw G.711 bytes (one byte a
 sample, no header: telephony's wire format), encoded by FFmpeg's ``pcm_mulaw``/``pcm_alaw``.
@@ -46,10 +47,11 @@ import io
 import struct
 import wave
 from dataclasses import dataclass, field
-from fractions import Fraction
 
 import av
 import numpy as np
+
+from chatterbox_server.audio.pcm import G711_CODECS, RawEncoder, Resampler, pcm16_frame, resample_all
 
 FORMATS: tuple[str, ...] = ("wav", "mp3", "opus", "aac", "flac", "pcm", "mulaw", "alaw")
 # What StreamEncoder and encode_whole take: the HTTP formats and the WebSocket layer's float PCM.
@@ -82,9 +84,6 @@ FILE_EXTENSIONS: dict[str, str] = {
 
 # Not an HTTP response format, so kept out of the tables above (and out of the OpenAPI document).
 _INTERNAL_CONTENT_TYPES: dict[str, str] = {"pcm_f32le": "application/octet-stream"}
-
-# G.711 formats and their FFmpeg codecs: no container, one byte a sample.
-_G711_CODECS: dict[str, str] = {"mulaw": "pcm_mulaw", "alaw": "pcm_alaw"}
 
 _BYTES_PER_SAMPLE = 2
 _WAV_PLACEHOLDER = 0xFFFFFFFF
@@ -137,7 +136,7 @@ def output_rate_for(fmt: str, engine_rate: int, requested: int | None) -> int:
     """
     _check_format(fmt)
     if requested is None:
-        if fmt in _G711_CODECS:
+        if fmt in G711_CODECS:
             return G711_RATE
         spec = _CODEC_SPECS.get(fmt)
         return _codec_rate(spec.codec, engine_rate) if spec else engine_rate
@@ -217,14 +216,6 @@ def _codec_rate(codec_name: str, sample_rate: int) -> int:
     return min(higher) if higher else max(rates)
 
 
-def _frame(samples: np.ndarray, sample_rate: int, pts: int) -> av.AudioFrame:
-    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-    frame.sample_rate = sample_rate
-    frame.time_base = Fraction(1, sample_rate)
-    frame.pts = pts
-    return frame
-
-
 class _AVEncoder:
     """One PyAV output container with a single mono audio stream."""
 
@@ -251,7 +242,7 @@ class _AVEncoder:
         """Encode int16 mono samples and mux whatever packets are ready."""
         if samples.size == 0:
             return
-        frame = _frame(samples, self._sample_rate, self._pts)
+        frame = pcm16_frame(samples, self._sample_rate, self._pts)
         self._pts += samples.size
         self._container.mux(self._stream.encode(frame))
 
@@ -268,73 +259,6 @@ class _AVEncoder:
 def _samples(pcm: bytes) -> np.ndarray:
     """View whole PCM16 little-endian samples as a native int16 array."""
     return np.frombuffer(pcm, dtype="<i2").astype(np.int16, copy=False)
-
-
-_NO_SAMPLES = np.zeros(0, dtype=np.int16)
-
-
-class _Resampler:
-    """Stateful PCM16 mono rate conversion (libswresample): chunks in, the same audio as one piece out.
-
-    The filter keeps its history across :meth:`push` calls, so splitting the input anywhere
-    changes nothing in the output; :meth:`flush` returns the samples still held back.
-    """
-
-    def __init__(self, in_rate: int, out_rate: int) -> None:
-        self._in_rate = in_rate
-        self._pts = 0
-        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=out_rate)
-
-    def push(self, samples: np.ndarray) -> np.ndarray:
-        if samples.size == 0:
-            return _NO_SAMPLES
-        frame = _frame(samples, self._in_rate, self._pts)
-        self._pts += samples.size
-        return self._collect(self._resampler.resample(frame))
-
-    def flush(self) -> np.ndarray:
-        return self._collect(self._resampler.resample(None))
-
-    @staticmethod
-    def _collect(frames: list[av.AudioFrame]) -> np.ndarray:
-        pieces = [frame.to_ndarray().reshape(-1) for frame in frames]
-        return np.concatenate(pieces).astype(np.int16, copy=False) if pieces else _NO_SAMPLES
-
-
-def _resample_all(samples: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
-    if in_rate == out_rate:
-        return samples
-    resampler = _Resampler(in_rate, out_rate)
-    head = resampler.push(samples)
-    return np.concatenate((head, resampler.flush()))
-
-
-class _RawEncoder:
-    """The container-less formats: PCM16, float32 and G.711 (FFmpeg's stateless pcm_mulaw/pcm_alaw)."""
-
-    def __init__(self, fmt: str, sample_rate: int) -> None:
-        self.fmt = fmt
-        self._sample_rate = sample_rate
-        self._pts = 0
-        self._codec: av.AudioCodecContext | None = None
-        if fmt in _G711_CODECS:
-            codec = av.CodecContext.create(_G711_CODECS[fmt], "w")
-            assert isinstance(codec, av.AudioCodecContext)
-            codec.sample_rate = sample_rate
-            codec.format = "s16"
-            codec.layout = "mono"
-            self._codec = codec
-
-    def encode(self, samples: np.ndarray) -> bytes:
-        if samples.size == 0:
-            return b""
-        if self.fmt == "pcm_f32le":
-            return (samples / 32768.0).astype("<f4").tobytes()
-        if self._codec is None:
-            return samples.astype("<i2", copy=False).tobytes()
-        frame = _frame(samples, self._sample_rate, self._pts)
-        self._pts += samples.size
-        return b"".join(bytes(packet) for packet in self._codec.encode(frame))
 
 
 class StreamEncoder:
@@ -359,14 +283,14 @@ class StreamEncoder:
         self._carry = b""  # odd trailing byte of the last chunk (all but the pass-through formats)
         self._sink = _StreamSink()
         self._av: _AVEncoder | None = None
-        self._raw: _RawEncoder | None = None
-        self._resampler = _Resampler(sample_rate, self.output_rate) if self.output_rate != sample_rate else None
+        self._raw: RawEncoder | None = None
+        self._resampler = Resampler(sample_rate, self.output_rate) if self.output_rate != sample_rate else None
         if fmt == "wav" and streaming_wav_header:
             self._sink.write(wav_header(self.output_rate))
         if fmt in _CODEC_SPECS:
             self._av = _AVEncoder(_CODEC_SPECS[fmt], self.output_rate, self._sink, streaming=True)
         elif fmt not in ("wav", "pcm") or self._resampler is not None:
-            self._raw = _RawEncoder("pcm" if fmt == "wav" else fmt, self.output_rate)
+            self._raw = RawEncoder("pcm" if fmt == "wav" else fmt, self.output_rate)
 
     @property
     def content_type(self) -> str:
@@ -425,11 +349,11 @@ def encode_whole(fmt: str, pcm: bytes, sample_rate: int, output_rate: int | None
     if fmt == "pcm" and rate == sample_rate:
         return pcm
     pcm = pcm[: len(pcm) - len(pcm) % _BYTES_PER_SAMPLE]
-    samples = _resample_all(_samples(pcm), sample_rate, rate)
+    samples = resample_all(_samples(pcm), sample_rate, rate)
     if fmt == "wav":
         return wav_header(rate, data_bytes=samples.size * _BYTES_PER_SAMPLE) + samples.astype("<i2").tobytes()
     if fmt not in _CODEC_SPECS:
-        return _RawEncoder(fmt, rate).encode(samples)
+        return RawEncoder(fmt, rate).encode(samples)
     sink = _FileSink()
     encoder = _AVEncoder(_CODEC_SPECS[fmt], rate, sink, streaming=False)
     encoder.encode(samples)
