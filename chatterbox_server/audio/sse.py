@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 
 def event(payload: dict) -> bytes:
@@ -10,9 +11,26 @@ def event(payload: dict) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode("utf-8") + b"\n\n"
 
 
-def audio_info(sample_rate: int, channels: int = 1, bits_per_sample: int = 16) -> bytes:
-    return event({"type": "speech.audio.info", "sample_rate": sample_rate, "channels": channels,
-                  "bits_per_sample": bits_per_sample})
+def audio_info(sample_rate: int, channels: int = 1, bits_per_sample: int = 16, encoding: str | None = None) -> bytes:
+    """`sample_rate` is the rate of the deltas' audio; `encoding` is there only when they are not
+    raw PCM16 (absent: PCM16, as OpenAI's event has it)."""
+    payload: dict[str, Any] = {"type": "speech.audio.info", "sample_rate": sample_rate, "channels": channels,
+                     "bits_per_sample": bits_per_sample}
+    if encoding is not None:
+        payload["encoding"] = encoding
+    return event(payload)
+
+
+def delta_encoding(fmt: str) -> dict[str, Any]:
+    """`audio_info`'s bits_per_sample and encoding for deltas in encoder format `fmt` (Cartesia's
+    names for the raw ones)."""
+    if fmt in ("pcm", "wav"):
+        return {}
+    if fmt in ("mulaw", "alaw"):
+        return {"bits_per_sample": 8, "encoding": f"pcm_{fmt}"}
+    if fmt == "pcm_f32le":
+        return {"bits_per_sample": 32, "encoding": fmt}
+    return {"encoding": fmt}
 
 
 def audio_delta(audio: bytes) -> bytes:

@@ -8,12 +8,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, pre_load, validate, validates
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    pre_load,
+    validate,
+    validates,
+    validates_schema,
+)
 
+from chatterbox_server.audio.encoders import OUTPUT_RATES, output_rate_for
 from chatterbox_server.text.chunking import STRATEGIES
 from chatterbox_server.text.prep import TextOptions
 
-RESPONSE_FORMATS = ("wav", "mp3", "opus", "aac", "flac", "pcm")
+RESPONSE_FORMATS = ("wav", "mp3", "opus", "aac", "flac", "pcm", "mulaw", "alaw")
 STREAM_FORMATS = ("audio", "sse")
 QUALITIES = ("fast", "balanced", "high")
 OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
@@ -80,6 +91,7 @@ class SpeechRequest:
     language: str | None
     instructions: str | None
     explicit: frozenset[str]            # fields the client actually sent
+    sample_rate: int | None = None      # the wire rate asked for; None: the format's default (output_rate_for)
 
 
 @dataclass(frozen=True)
@@ -146,6 +158,8 @@ class SpeechRequestSchema(SynthesisFields):
     streaming_buffer_size = WholeNumber(load_default=3, validate=in_range(1, 10))
     streaming_quality = fields.String(load_default="balanced", validate=one_of(QUALITIES))
     instructions = fields.String(load_default=None, allow_none=True)   # OpenAI field; see docs/api.md
+    sample_rate = WholeNumber(load_default=None, allow_none=True,
+                              validate=validate.OneOf(OUTPUT_RATES, error="Must be one of: {choices}."))
 
     def __init__(self, *, max_input_chars: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -165,6 +179,14 @@ class SpeechRequestSchema(SynthesisFields):
         if len(value) > self.max_input_chars:
             raise ValidationError(f"Longer than the limit of {self.max_input_chars} characters "
                                   f"({len(value)}); use the streaming endpoint or split the text.")
+
+    @validates_schema
+    def _check_sample_rate(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("sample_rate") is not None:
+            try:
+                output_rate_for(data["response_format"], data["sample_rate"], data["sample_rate"])
+            except ValueError as exc:
+                raise ValidationError(f"{exc}.", field_name="sample_rate") from exc
 
     @post_load
     def _resolve(self, data: dict[str, Any], **_: Any) -> SpeechRequest:

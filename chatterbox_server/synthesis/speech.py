@@ -178,17 +178,18 @@ def collect_pcm(run: SpeechRun) -> bytes:
         run.close()
 
 
-def whole_file(run: SpeechRun, fmt: str) -> bytes:
-    return off_hub(encode_whole, fmt, collect_pcm(run), run.info.sample_rate)
+def whole_file(run: SpeechRun, fmt: str, output_rate: int | None = None) -> bytes:
+    return off_hub(encode_whole, fmt, collect_pcm(run), run.info.sample_rate, output_rate)
 
 
 def encode_chunk(encoder: StreamEncoder, pcm: bytes) -> bytes:
-    """Raw formats are a copy; codecs take ~10 ms per second of audio, too long to hold the hub."""
-    return encoder.feed(pcm) if encoder.fmt in ("wav", "pcm") else off_hub(encoder.feed, pcm)
+    """PCM16 at the engine's rate is a copy; codecs take ~10 ms per second of audio, too long to hold
+    the hub, and resampling or G.711 are cheap but not free."""
+    return encoder.feed(pcm) if encoder.passthrough else off_hub(encoder.feed, pcm)
 
 
-def progressive(run: SpeechRun, fmt: str) -> Iterator[bytes]:
-    encoder = StreamEncoder(fmt, run.info.sample_rate)
+def progressive(run: SpeechRun, fmt: str, output_rate: int | None = None) -> Iterator[bytes]:
+    encoder = StreamEncoder(fmt, run.info.sample_rate, output_rate=output_rate)
     try:
         head = encoder.header()
         for chunk in run.audio():
@@ -212,13 +213,13 @@ def progressive(run: SpeechRun, fmt: str) -> Iterator[bytes]:
         run.close()
 
 
-def server_sent_events(run: SpeechRun, fmt: str) -> Iterator[bytes]:
+def server_sent_events(run: SpeechRun, fmt: str, output_rate: int | None = None) -> Iterator[bytes]:
     """The speech event stream (OpenAI's `stream_format: sse`). For wav and pcm the deltas are raw
     PCM16 as `speech.audio.info` describes (clients wrap them in a WAV header themselves); other
-    formats send encoded bytes."""
-    encoder = StreamEncoder("pcm" if fmt in ("wav", "pcm") else fmt, run.info.sample_rate)
+    formats send encoded bytes (mulaw, alaw: raw G.711), which the info event's `encoding` names."""
+    encoder = StreamEncoder("pcm" if fmt in ("wav", "pcm") else fmt, run.info.sample_rate, output_rate=output_rate)
     try:
-        yield sse.audio_info(run.info.sample_rate)
+        yield sse.audio_info(encoder.output_rate, **sse.delta_encoding(encoder.fmt))
         head = encoder.header()
         for chunk in run.audio():
             data = head + encode_chunk(encoder, chunk.pcm)

@@ -29,7 +29,9 @@ SR = 24_000
 N_SAMPLES = 2 * SR + 111  # ~2 s, deliberately not a multiple of any codec frame size
 CHUNK_SAMPLES = (1000, 4800, 7, 2401, 333, 12_000)
 LOSSLESS = ("wav", "flac", "pcm")
-LOSSY = ("mp3", "opus", "aac")
+LOSSY = ("mp3", "opus", "aac", "mulaw", "alaw")
+G711 = ("mulaw", "alaw")
+RAW = ("pcm", *G711)  # no header: nothing to probe, nothing for empty audio
 
 # How much longer (s) than the input a decoded stream may be. Lossless formats and
 # Ogg Opus (granule position + pre-skip trim exactly) are sample-exact. aac: ADTS
@@ -44,6 +46,8 @@ DURATION_TOLERANCE_S = {
     "opus": 0.0,
     "aac": 2 * 1024 / SR,
     "mp3": 3 * 576 / SR,
+    "mulaw": 0.0,  # resampled to 8 kHz: exactly len * 8000 / 24000 samples
+    "alaw": 0.0,
 }
 RMS_TOLERANCE = 0.30
 
@@ -78,10 +82,13 @@ def _stream(fmt: str, pcm: bytes, chunks: list[bytes] | None = None, sample_rate
     return b"".join(parts)
 
 
-def _decode(data: bytes) -> tuple[np.ndarray, int]:
-    """Decode with PyAV to float mono in [-1, 1] and the decoded sample rate."""
-    pieces, rate = [], 0
-    with av.open(io.BytesIO(data), mode="r") as container:
+def _decode(data: bytes, fmt: str | None = None, rate: int = 8000) -> tuple[np.ndarray, int]:
+    """Decode with PyAV to float mono in [-1, 1] and the decoded sample rate.
+
+    Raw G.711 has no header to probe: ``fmt`` (mulaw, alaw) and ``rate`` name it."""
+    pieces = []
+    raw = {"format": fmt, "options": {"sample_rate": str(rate)}} if fmt in G711 else {}
+    with av.open(io.BytesIO(data), mode="r", **raw) as container:
         for frame in container.decode(audio=0):
             rate = frame.sample_rate
             arr = frame.to_ndarray()
@@ -120,8 +127,8 @@ def _assert_close_to_input(fmt: str, data: bytes, ref: np.ndarray) -> None:
     if fmt == "pcm":
         assert data == ref.tobytes()
         return
-    out, rate = _decode(data)
-    assert rate in (SR, 48_000)
+    out, rate = _decode(data, fmt)
+    assert rate in ((8000,) if fmt in G711 else (SR, 48_000))
     in_s, out_s = ref.size / SR, out.size / rate
     assert in_s - 0.001 <= out_s <= in_s + DURATION_TOLERANCE_S[fmt] + 0.001, (fmt, in_s, out_s)
     ref_f = ref / 32768.0
@@ -202,7 +209,7 @@ def test_progressive_output(fmt: str, ref: np.ndarray) -> None:
         return
     # The prefix alone is decodable and already holds most of the 0.5 s fed
     # (minus the codec lookahead and the Ogg page duration).
-    out, rate = _decode(first)
+    out, rate = _decode(first, fmt)
     assert out.size / rate >= 0.35, (fmt, out.size / rate)
 
 
@@ -264,12 +271,12 @@ def test_empty_audio(fmt: str) -> None:
     enc = StreamEncoder(fmt, SR)
     data = enc.header() + enc.feed(b"") + enc.finish()
     whole = encode_whole(fmt, b"", SR)
-    if fmt == "pcm":
+    if fmt in RAW:
         assert data == whole == b""
         return
     for blob in (data, whole):  # lossy codecs encode one silent sample to stay decodable
         assert _has_magic(fmt, blob)
-        out, _ = _decode(blob)
+        out, _ = _decode(blob, fmt)
         assert out.size <= (0 if fmt in LOSSLESS else 2 * 2048)
         assert not np.any(out)
 
@@ -300,3 +307,170 @@ def test_encode_cost(fmt: str) -> None:
         _stream(fmt, pcm, chunks)
         best = min(best, time.process_time() - start)
     assert best < 0.05, (fmt, best)
+
+
+# -- output rates: resampling, G.711, float PCM ---------------------------------------------------
+OUTPUT_RATES = encoders.OUTPUT_RATES
+output_rate_for = encoders.output_rate_for
+
+
+def _sine(n: int = SR, sr: int = SR, hz: float = 440.0, level: float = 0.3) -> np.ndarray:
+    return np.round(level * 32767 * np.sin(2 * np.pi * hz * np.arange(n) / sr)).astype("<i2")
+
+
+def _samples(pcm: bytes) -> np.ndarray:
+    return np.frombuffer(pcm, dtype="<i2")
+
+
+def _random_pieces(pcm: bytes, count: int, seed: int = 7) -> list[bytes]:
+    """``pcm`` cut at count - 1 random byte offsets (odd ones included: a sample may be split)."""
+    cuts = sorted(np.random.default_rng(seed).choice(np.arange(1, len(pcm)), count - 1, replace=False))
+    return [pcm[a:b] for a, b in zip([0, *cuts], [*cuts, len(pcm)], strict=True)]
+
+
+def _mulaw_reference(data: bytes) -> np.ndarray:
+    """G.711 mu-law expansion, written out from the standard (as FFmpeg's ulaw2linear)."""
+    u = ~np.frombuffer(data, dtype=np.uint8).astype(np.int32) & 0xFF
+    magnitude = (((u & 0x0F) << 3) + 0x84) << ((u >> 4) & 0x07)
+    return np.where(u & 0x80, 0x84 - magnitude, magnitude - 0x84)
+
+
+def _alaw_reference(data: bytes) -> np.ndarray:
+    """G.711 A-law expansion, written out from the standard (as FFmpeg's alaw2linear)."""
+    a = np.frombuffer(data, dtype=np.uint8).astype(np.int32) ^ 0x55
+    mantissa, segment = a & 0x0F, (a >> 4) & 0x07
+    magnitude = np.where(segment == 0, (mantissa << 4) + 8, ((mantissa << 4) + 0x108) << np.maximum(segment - 1, 0))
+    return np.where(a & 0x80, magnitude, -magnitude)
+
+
+@pytest.mark.parametrize("out_rate", OUTPUT_RATES)
+def test_resampling_in_pieces_equals_resampling_whole(out_rate: int) -> None:
+    """37 random-size pieces (sample halves included) give what one piece gives: no clicks or lost samples
+    at the joins, and finish() flushes the resampler's tail."""
+    pcm = _sine().tobytes()
+    enc = StreamEncoder("pcm", SR, output_rate=out_rate)
+    assert enc.output_rate == out_rate
+    pieces = b"".join([enc.header(), *(enc.feed(p) for p in _random_pieces(pcm, 37)), enc.finish()])
+    one = StreamEncoder("pcm", SR, output_rate=out_rate)
+    whole = one.feed(pcm) + one.finish()
+    assert abs(len(pieces) // 2 - out_rate) <= 1          # 1 s in, 1 s out
+    np.testing.assert_allclose(_samples(pieces), _samples(whole), atol=1)
+    assert encode_whole("pcm", pcm, SR, out_rate) == whole
+
+
+@pytest.mark.parametrize("out_rate", OUTPUT_RATES)
+def test_resampled_sine_keeps_its_pitch_level_and_phase(out_rate: int) -> None:
+    out = _samples(encode_whole("pcm", _sine().tobytes(), SR, out_rate)).astype(np.float64)
+    ideal = 0.3 * 32767 * np.sin(2 * np.pi * 440.0 * np.arange(out.size) / out_rate)
+    inner = slice(out_rate // 100, -out_rate // 100)        # the edges ring: the sine starts abruptly
+    assert np.max(np.abs(out[inner] - ideal[inner])) < 0.01 * 32767
+
+
+@pytest.mark.parametrize("fmt", G711)
+def test_g711_is_8k_by_default_and_decodes_by_the_standard(fmt: str) -> None:
+    pcm = _speech_like().tobytes()
+    data = _stream(fmt, pcm)
+    assert StreamEncoder(fmt, SR).output_rate == output_rate_for(fmt, SR, None) == 8000
+    assert len(data) == N_SAMPLES * 8000 // SR          # one byte a sample, no header
+    assert data == encode_whole(fmt, pcm, SR)
+    expected = _samples(encode_whole("pcm", pcm, SR, 8000)).astype(np.int32)
+    decoded = (_mulaw_reference if fmt == "mulaw" else _alaw_reference)(data)
+    assert np.all(np.abs(decoded - expected) <= np.abs(expected) / 16 + 16)     # within one G.711 step
+    pyav, rate = _decode(data, fmt)
+    assert rate == 8000
+    np.testing.assert_array_equal(np.round(pyav * 32768).astype(np.int32), decoded)
+
+
+@pytest.mark.parametrize("fmt", G711)
+def test_g711_at_other_rates(fmt: str) -> None:
+    pcm = _sine().tobytes()
+    data = encode_whole(fmt, pcm, SR, 16000)
+    assert len(data) == 16000
+    assert b"".join(_random_feed(fmt, pcm, 16000)) == data
+
+
+def _random_feed(fmt: str, pcm: bytes, out_rate: int) -> list[bytes]:
+    enc = StreamEncoder(fmt, SR, output_rate=out_rate)
+    return [enc.header(), *(enc.feed(p) for p in _random_pieces(pcm, 37)), enc.finish()]
+
+
+@pytest.mark.parametrize("out_rate", (SR, 16000))
+def test_pcm_f32le(out_rate: int) -> None:
+    pcm = _sine().tobytes()
+    data = b"".join(_random_feed("pcm_f32le", pcm, out_rate))
+    floats = np.frombuffer(data, dtype="<f4")
+    expected = _samples(encode_whole("pcm", pcm, SR, out_rate)) / 32768.0
+    np.testing.assert_allclose(floats, expected, atol=1 / 32768)
+    assert floats.dtype == np.float32 and np.max(np.abs(floats)) < 1.0
+    assert encode_whole("pcm_f32le", pcm, SR, out_rate) == data
+    assert StreamEncoder("pcm_f32le", SR).content_type == "application/octet-stream"
+    assert "pcm_f32le" not in FORMATS       # the WebSocket layer's, not an HTTP response format
+
+
+@pytest.mark.parametrize("out_rate", (8000, 44100, 48000))
+def test_wav_header_carries_the_output_rate(out_rate: int) -> None:
+    pcm = _sine().tobytes()
+    for data in (_stream_at("wav", pcm, out_rate), encode_whole("wav", pcm, SR, out_rate)):
+        with wave.open(io.BytesIO(data)) as w:
+            assert w.getframerate() == out_rate
+        assert abs((len(data) - 44) // 2 - out_rate) <= 1
+
+
+def _stream_at(fmt: str, pcm: bytes, out_rate: int) -> bytes:
+    return b"".join(_random_feed(fmt, pcm, out_rate))
+
+
+@pytest.mark.parametrize(("fmt", "out_rate"), [("mp3", 44100), ("mp3", 8000), ("opus", 16000), ("opus", 48000),
+                                               ("aac", 22050), ("flac", 48000)])
+def test_codecs_at_other_rates(fmt: str, out_rate: int, ref: np.ndarray) -> None:
+    """The codec runs at the asked rate (Opus decoders always give 48 kHz; its header keeps the input rate)."""
+    for data in (_stream_at(fmt, ref.tobytes(), out_rate), encode_whole(fmt, ref.tobytes(), SR, out_rate)):
+        out, rate = _decode(data)
+        assert rate == (48_000 if fmt == "opus" else out_rate)
+        padding = DURATION_TOLERANCE_S[fmt] * SR / out_rate          # codec frames are counted in samples
+        assert ref.size / SR - 0.002 <= out.size / rate <= ref.size / SR + padding + 0.002
+        assert _envelope_correlation(ref / 32768.0, SR, out, rate) > 0.9
+        if fmt == "opus":
+            assert struct.unpack("<I", data[data.index(b"OpusHead") + 12:][:4])[0] == out_rate
+
+
+def test_output_rate_rules() -> None:
+    assert output_rate_for("wav", SR, None) == SR
+    assert output_rate_for("pcm", 22050, None) == 22050
+    assert output_rate_for("opus", 22050, None) == 24000        # the codec's next rate up
+    assert output_rate_for("mulaw", SR, None) == output_rate_for("alaw", 44100, None) == 8000
+    for fmt in ("wav", "pcm", "mp3", "aac", "flac", "mulaw", "alaw", "pcm_f32le"):
+        assert encoders.rates_for(fmt) == OUTPUT_RATES
+        assert all(output_rate_for(fmt, SR, rate) == rate for rate in OUTPUT_RATES)
+    assert encoders.rates_for("opus") == (8000, 16000, 24000, 48000)
+    with pytest.raises(ValueError, match="opus cannot carry 44100 Hz; use one of 8000, 16000, 24000, 48000"):
+        output_rate_for("opus", SR, 44100)
+    with pytest.raises(ValueError, match="opus cannot carry 22050"):
+        StreamEncoder("opus", SR, output_rate=22050)
+    for bad in (12345, 0, -8000, True):
+        with pytest.raises(ValueError, match="is not offered; use one of 8000, 16000, 22050, 24000, 44100, 48000"):
+            encode_whole("wav", b"", SR, bad)
+    with pytest.raises(ValueError, match="unknown audio format"):
+        output_rate_for("ogg", SR, None)
+
+
+def test_passthrough_only_without_a_rate_change() -> None:
+    assert StreamEncoder("pcm", SR).passthrough and StreamEncoder("wav", SR).passthrough
+    assert not StreamEncoder("pcm", SR, output_rate=16000).passthrough
+    assert not StreamEncoder("mulaw", SR, output_rate=SR).passthrough
+    assert StreamEncoder("pcm", SR, output_rate=SR).feed(b"\x01") == b"\x01"     # a copy, odd byte and all
+
+
+@pytest.mark.parametrize("fmt", ("pcm", "mulaw", "mp3"))
+def test_resampling_cost(fmt: str) -> None:
+    """Resampling 1 s of audio in 0.2 s chunks to 8 and 48 kHz and encoding it stays well under 50 ms."""
+    pcm = _speech_like(SR).tobytes()
+    chunks = [pcm[i : i + 9600] for i in range(0, len(pcm), 9600)]
+    for out_rate in (8000, 48000):
+        best = float("inf")
+        for _ in range(5):
+            start = time.process_time()
+            enc = StreamEncoder(fmt, SR, output_rate=out_rate)
+            b"".join([enc.header(), *(enc.feed(c) for c in chunks), enc.finish()])
+            best = min(best, time.process_time() - start)
+        assert best < 0.05, (fmt, out_rate, best)

@@ -30,7 +30,8 @@ def test_the_request_schema_names_the_field_beyond_a_limit():
         schema.load({"input": "x" * 101})
     assert "input" in too_long.value.messages
     for field, value in (("tags", ["t"] * 21), ("tags", ["x" * 51]), ("display_name", "n" * 201),
-                         ("response_format", "ogg"), ("streaming_chunk_size", 20), ("speed", 9), ("shout", 1)):
+                         ("response_format", "ogg"), ("response_format", "mulaw"), ("sample_rate", 8000),
+                         ("streaming_chunk_size", 20), ("speed", 9), ("shout", 1)):
         with pytest.raises(ValidationError) as error:
             schema.load({"input": "hi", field: value})
         assert field in error.value.messages

@@ -91,6 +91,25 @@ def test_choices(field, choices):
     assert "Must be one of" in message and choices[0] in message
 
 
+def test_sample_rate_is_optional_and_one_of_the_wire_rates():
+    assert load().sample_rate is None
+    assert load(response_format="mulaw", sample_rate=8000).sample_rate == 8000
+    assert load(response_format="pcm", sample_rate="16000").sample_rate == 16000      # a form string
+    assert {"mulaw", "alaw"} <= set(RESPONSE_FORMATS)
+    param, message = error_of({"input": "Hi.", "sample_rate": 11025})
+    assert (param, message) == ("sample_rate", "sample_rate: Must be one of: 8000, 16000, 22050, 24000, 44100, "
+                                               "48000.")
+
+
+@pytest.mark.parametrize("rate", [22050, 44100])
+def test_sample_rate_the_format_cannot_carry(rate):
+    """Opus runs at 8, 12, 16, 24 or 48 kHz: the error names the field and the rates it takes."""
+    param, message = error_of({"input": "Hi.", "response_format": "opus", "sample_rate": rate})
+    assert param == "sample_rate"
+    assert message == f"sample_rate: opus cannot carry {rate} Hz; use one of 8000, 16000, 24000, 48000."
+    assert load(response_format="mp3", sample_rate=rate).sample_rate == rate
+
+
 def test_voice_and_model_are_free_strings():
     request = load(voice=OPENAI_VOICES[0], model="tts-1")
     assert request.voice == OPENAI_VOICES[0]
@@ -154,6 +173,10 @@ def test_the_limit_is_per_schema_instance():
     ("input", 42),
     ("voice", 7),
     ("response_format", None),
+    ("sample_rate", 12345),
+    ("sample_rate", "8k"),
+    ("sample_rate", 8000.5),
+    ("sample_rate", True),
 ])
 def test_wrong_types_and_values(field, value):
     data = {"input": "Hi."}

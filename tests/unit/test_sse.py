@@ -37,6 +37,15 @@ def test_audio_info():
                                             "bits_per_sample": 16}
 
 
+def test_audio_info_names_an_encoding_other_than_pcm16():
+    assert parse(sse.audio_info(8000, **sse.delta_encoding("mulaw"))) == {
+        "type": "speech.audio.info", "sample_rate": 8000, "channels": 1, "bits_per_sample": 8,
+        "encoding": "pcm_mulaw"}
+    assert parse(sse.audio_info(16000, **sse.delta_encoding("alaw")))["encoding"] == "pcm_alaw"
+    assert parse(sse.audio_info(48000, **sse.delta_encoding("opus")))["encoding"] == "opus"
+    assert sse.delta_encoding("pcm") == sse.delta_encoding("wav") == {}
+
+
 @pytest.mark.parametrize("size", [0, 1, 2, 3, 4800, 65537])
 def test_audio_delta_base64_roundtrip(size):
     pcm = os.urandom(size)

@@ -7,7 +7,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from chatterbox_server.api.bodies import form_fields, json_object, load, uploaded
 from chatterbox_server.api.language_notes import degraded_headers, language_note
-from chatterbox_server.audio.encoders import CONTENT_TYPES
+from chatterbox_server.audio.encoders import CONTENT_TYPES, output_rate_for
 from chatterbox_server.errors import ApiError
 from chatterbox_server.runtime.hub import off_hub
 from chatterbox_server.runtime.progress import IDLE
@@ -42,6 +42,14 @@ def parse_speech(data: dict[str, Any], streaming: bool) -> SpeechRequest:
                                guards.owner_check())
     limit = settings.max_stream_input_chars if streaming else settings.max_input_chars
     return load(SpeechRequestSchema(max_input_chars=limit), data)
+
+
+def wire_rate(req: SpeechRequest, info: EngineInfo) -> int:
+    """The rate the client gets: its `sample_rate`, else the format's default for this engine."""
+    try:
+        return output_rate_for(req.response_format, info.sample_rate, req.sample_rate)
+    except ValueError as exc:       # the schema checked the asked rate; this is the engine's own
+        raise ApiError(400, f"sample_rate: {exc}", param="sample_rate") from exc
 
 
 def check_engine_fields(req: SpeechRequest, info: EngineInfo) -> list[str]:
@@ -89,6 +97,7 @@ def respond(req: SpeechRequest, progressive: bool, voice_file: bytes | None) -> 
     svc = services()
     info = svc.require_engine()
     ignored = check_engine_fields(req, info)
+    rate = wire_rate(req, info)
     if not progressive and req.stream_format != "sse":      # nothing is sent until the whole file is made
         chunks = speech.split_text(req.input, req.streaming_strategy, req.streaming_chunk_size)
         ledger = Ledger(Limits.of(svc.settings))
@@ -113,17 +122,18 @@ def respond(req: SpeechRequest, progressive: bool, voice_file: bytes | None) -> 
     if temporary_voice:
         run.cleanups.append(lambda: files.remove(temporary_voice))
     headers = {"X-Request-Id": request_id, "X-Chatterbox-Seed": str(job.seed),
-               "X-Chatterbox-Chunks": str(len(job.chunks))}
+               "X-Chatterbox-Chunks": str(len(job.chunks)),
+               "X-Chatterbox-Sample-Rate": str(rate)}      # raw pcm, mulaw and alaw say it nowhere else
     if ignored:
         headers["X-Chatterbox-Ignored-Fields"] = ",".join(ignored)
     headers.update(degraded_headers(language_note(info, req.language)))
     if req.stream_format == "sse":
-        return Response(speech.server_sent_events(run, req.response_format), mimetype="text/event-stream",
+        return Response(speech.server_sent_events(run, req.response_format, rate), mimetype="text/event-stream",
                         headers={**headers, **STREAM_HEADERS})
     if progressive:
-        return Response(speech.progressive(run, req.response_format),
+        return Response(speech.progressive(run, req.response_format, rate),
                         content_type=CONTENT_TYPES[req.response_format], headers={**headers, **STREAM_HEADERS})
-    body = speech.whole_file(run, req.response_format)
+    body = speech.whole_file(run, req.response_format, rate)
     return Response(body, content_type=CONTENT_TYPES[req.response_format], headers=headers)
 
 

@@ -37,6 +37,9 @@ from chatterbox_server.synthesis.requests import (
 from chatterbox_server.text.chunking import STRATEGIES, chunk_texts
 
 BULK_ACTIONS = ("delete", "archive", "unarchive", "retry")
+# A long job's file is kept and downloaded, at the engine's rate: raw G.711 (a wire format for
+# telephony, 8 kHz, no header) is for the speech endpoints and the WebSocket layer only.
+LONG_TEXT_FORMATS = tuple(fmt for fmt in RESPONSE_FORMATS if fmt not in ("mulaw", "alaw"))
 DEFAULT_CHUNK_SIZE = 250
 
 
@@ -49,7 +52,7 @@ class LongTextRequestSchema(SynthesisFields):
     input = fields.String(required=True)
     model = fields.String(load_default=None, allow_none=True)
     voice = fields.String(load_default=None, allow_none=True)
-    response_format = fields.String(load_default="mp3", allow_none=True, validate=one_of(RESPONSE_FORMATS))
+    response_format = fields.String(load_default="mp3", allow_none=True, validate=one_of(LONG_TEXT_FORMATS))
     speed = fields.Float(load_default=1.0, validate=in_range(*SPEED_RANGE))
     streaming_strategy = fields.String(load_default="sentence", validate=one_of(STRATEGIES))
     streaming_chunk_size = WholeNumber(load_default=DEFAULT_CHUNK_SIZE, validate=in_range(50, 500))
