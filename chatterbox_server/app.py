@@ -23,7 +23,7 @@ from chatterbox_server.api.extended import voices as extended_voices
 from chatterbox_server.api.openai import aliases, info, long_text, memory, status
 from chatterbox_server.api.openai import speech as openai_speech
 from chatterbox_server.api.openai import voices as openai_voices
-from chatterbox_server.api.realtime.routes import realtime_bp
+from chatterbox_server.api.realtime.routes import realtime_bp, vendor_bp
 from chatterbox_server.runtime import draining, housekeeping
 from chatterbox_server.runtime.telemetry import SPEECH_REQUESTS
 from chatterbox_server.security import guards
@@ -87,7 +87,7 @@ def _register_blueprints(app: Flask) -> None:
         _register_twice(app, blueprint)
     for blueprint in EXTENDED_BLUEPRINTS:
         app.register_blueprint(blueprint, url_prefix="/api/v1")
-    for blueprint in (health.bp, extended_common.outputs_bp, docs_pages.bp, metrics.bp, web.bp):
+    for blueprint in (health.bp, extended_common.outputs_bp, docs_pages.bp, metrics.bp, web.bp, vendor_bp):
         app.register_blueprint(blueprint)
 
 

@@ -22,7 +22,8 @@ class Received:
     times: list[float] = field(default_factory=list)
 
     def of(self, kind: str, context_id: str | None = None) -> list[dict]:
-        return [e for e in self.events if e.get("type") == kind and (context_id is None or e.get("context_id") == context_id)]
+        return [e for e in self.events
+                if e.get("type") == kind and (context_id is None or e.get("context_id") == context_id)]
 
     def audio(self, context_id: str = "default") -> bytes:
         return b"".join(base64.b64decode(e["audio"]) for e in self.of("speech.audio.delta", context_id) if "audio" in e)

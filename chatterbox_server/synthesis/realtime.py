@@ -95,6 +95,7 @@ class Audio:
     segment: int
     start: float                        # seconds from the context's first sample
     serial: int                         # the context's number in its session (Session.live)
+    synth_seconds: float = 0.0          # what the model worker spent on it
 
 
 @dataclass(frozen=True)
@@ -306,7 +307,8 @@ class Context:
         start = self.samples / self.session.info.sample_rate
         self.samples += len(chunk.pcm) // 2
         self.last_activity = now
-        self.session.emit(Audio(self.id, self.sequence, chunk.pcm, segment.index, start, self.serial))
+        self.session.emit(Audio(self.id, self.sequence, chunk.pcm, segment.index, start, self.serial,
+                                chunk.synth_seconds))
         self.sequence += 1
         words = getattr(chunk, "words", None)
         if words and self.settings.timestamps:

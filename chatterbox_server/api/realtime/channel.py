@@ -70,6 +70,9 @@ class Translator(Protocol):
     def error_frames(self, error: SessionError) -> list[Frame]:
         """The frames that report an error (to one context when it names one)."""
 
+    def ends_socket(self, event: Event) -> bool:
+        """Whether the socket closes once this event's frames are out (a one-turn protocol)."""
+
 
 class Channel:
     def __init__(self, ws: Any, session_factory: Callable[[Callable[[Event], None]], Session],
@@ -187,6 +190,8 @@ class Channel:
                     continue        # cancelled: nothing of it follows the acknowledgement
                 for frame in self.translator.frames(item):
                     self.ws.send(frame)
+                if self.translator.ends_socket(item):
+                    self.close()
         except ConnectionClosed:
             pass
         except Exception:  # noqa: BLE001 - a failed write ends this socket only

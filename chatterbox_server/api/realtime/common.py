@@ -7,16 +7,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, ValidationError, fields, validate
 
 from chatterbox_server.api.openai.speech import check_engine_fields
-from chatterbox_server.audio.encoders import StreamEncoder
+from chatterbox_server.audio.encoders import OUTPUT_RATES, StreamEncoder, output_rate_for
 from chatterbox_server.errors import ApiError
 from chatterbox_server.security import guards
 from chatterbox_server.services import services
 from chatterbox_server.synthesis.realtime import ContextSettings, Event, Session, SessionError, SessionLimits
-from chatterbox_server.synthesis.requests import (SPEED_RANGE, SpeechRequest, SpeechRequestSchema,
-                                                  SynthesisFields, WholeNumber, first_error, in_range, one_of)
+from chatterbox_server.synthesis.requests import (
+    SPEED_RANGE,
+    SpeechRequest,
+    SpeechRequestSchema,
+    SynthesisFields,
+    WholeNumber,
+    first_error,
+    in_range,
+    one_of,
+)
 from chatterbox_server.synthesis.speech import encode_chunk, random_seed
 from chatterbox_server.synthesis.voice_defaults import OPENAI_NAMES, with_voice_defaults
 from chatterbox_server.text.segmenter import MODES, SegmentPolicy
@@ -24,7 +32,7 @@ from workers.engines.base import EngineInfo, SynthesisSettings
 
 # the encodings a socket can carry: raw PCM (16-bit or float), G.711, and the streamable codecs
 SOCKET_FORMATS = ("pcm", "pcm_f32le", "mulaw", "alaw", "mp3", "opus")
-SAMPLE_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
+SAMPLE_RATES = OUTPUT_RATES
 
 
 class SocketOptionsSchema(SynthesisFields):
@@ -80,11 +88,14 @@ def policy_for(options: SocketOptions) -> SegmentPolicy:
         policy = SegmentPolicy.whole_sentences()
     else:
         policy = SegmentPolicy()
-    if delay is not None:       # the longest any text waits: the first segment's shorter delay stays
-        seconds = delay / 1000
-        first = seconds if policy.first_max_delay is None else min(policy.first_max_delay, seconds)
-        policy = dataclasses.replace(policy, first_max_delay=first, max_delay=seconds)
-    return policy
+    return policy if delay is None else with_max_delay(policy, delay)
+
+
+def with_max_delay(policy: SegmentPolicy, delay_ms: int) -> SegmentPolicy:
+    """The longest any text waits for a better cut; the first segment's shorter delay stays."""
+    seconds = delay_ms / 1000
+    first = seconds if policy.first_max_delay is None else min(policy.first_max_delay, seconds)
+    return dataclasses.replace(policy, first_max_delay=first, max_delay=seconds)
 
 
 def context_settings(options: SocketOptions, info: EngineInfo, policy: SegmentPolicy | None = None,
@@ -117,33 +128,26 @@ def _as_speech_request(options: SocketOptions) -> SpeechRequest:
                          explicit=frozenset(options.sent) & frozenset(SpeechRequestSchema._declared_fields))
 
 
-def output_rate(fmt: str, engine_rate: int, requested: int | None) -> int:
-    if requested is not None:
-        return requested
-    return 8000 if fmt in ("mulaw", "alaw") else engine_rate
+def output_rate(fmt: str, engine_rate: int, requested: int | None, param: str = "sample_rate") -> int:
+    """The wire rate of a format; SessionError when the format cannot carry the rate asked for."""
+    try:
+        return output_rate_for(fmt, engine_rate, requested)
+    except ValueError as exc:
+        raise SessionError(str(exc), code="invalid_value", param=param) from None
 
 
 class WireAudio:
     """One context's audio in its wire encoding (PCM16 from the engine in; encoded bytes out)."""
 
     def __init__(self, fmt: str, engine_rate: int, rate: int) -> None:
-        self.fmt = fmt
-        self.rate = rate
-        if rate == engine_rate and fmt == "pcm":
-            self.encoder: StreamEncoder | None = None       # the engine's bytes as they are
-        else:
-            self.encoder = StreamEncoder(fmt, engine_rate, output_rate=rate)   # type: ignore[call-arg]
-        self.head = self.encoder.header() if self.encoder is not None else b""
+        self.encoder = StreamEncoder(fmt, engine_rate, output_rate=rate)
+        self.head = self.encoder.header()
 
     def feed(self, pcm: bytes) -> bytes:
-        if self.encoder is None:
-            return pcm
         data, self.head = self.head + encode_chunk(self.encoder, pcm), b""
         return data
 
     def finish(self) -> bytes:
-        if self.encoder is None:
-            return b""
         data, self.head = self.head + self.encoder.finish(), b""
         return data
 

@@ -22,9 +22,18 @@ import base64
 from typing import Any
 
 from chatterbox_server.api.realtime.channel import Channel, Frame, dumps, parse_json
+from chatterbox_server.api.realtime.common import output_rate
 from chatterbox_server.api.realtime.vendor import Wires, check_rate, our_voice, vendor_context
-from chatterbox_server.synthesis.realtime import (Audio, Cancelled, ContextFailed, Done, Event, Flushed,
-                                                  SessionError, Words)
+from chatterbox_server.synthesis.realtime import (
+    Audio,
+    Cancelled,
+    ContextFailed,
+    Done,
+    Event,
+    Flushed,
+    SessionError,
+    Words,
+)
 from chatterbox_server.text.segmenter import SegmentPolicy
 from workers.engines.base import EngineInfo
 
@@ -34,13 +43,14 @@ SPEED_RANGE = (0.7, 1.2)            # ElevenLabs' voice_settings.speed range
 TERMINATORS = (".", "!", "?", "…", ";", ":", "。", "！", "？")
 
 
-def parse_output_format(value: str) -> tuple[str, int]:
+def parse_output_format(value: str, engine_rate: int) -> tuple[str, int]:
     codec, _, rest = value.partition("_")
     rate_text = rest.split("_", 1)[0]
     if codec not in CODECS or not rate_text.isdigit():
         raise SessionError(f"output_format {value!r} is not served; use pcm_<rate>, ulaw_8000, alaw_8000, "
                            "mp3_<rate>_<kbps> or opus_48000_<kbps>", code="invalid_value", param="output_format")
-    return CODECS[codec], check_rate(int(rate_text), "output_format")
+    fmt = CODECS[codec]
+    return fmt, output_rate(fmt, engine_rate, check_rate(int(rate_text), "output_format"), "output_format")
 
 
 class ElevenLabsProtocol:
@@ -48,7 +58,8 @@ class ElevenLabsProtocol:
         self.info = info
         self.multi = multi
         self.voice = our_voice(voice_id, info)
-        self.format, self.rate = parse_output_format(query.get("output_format") or "mp3_44100_128")
+        self.format, self.rate = parse_output_format(query.get("output_format") or "mp3_44100_128",
+                                                       info.sample_rate)
         self.auto_mode = (query.get("auto_mode") or "").lower() == "true"
         self.language = query.get("language_code") or None
         try:
@@ -161,12 +172,16 @@ class ElevenLabsProtocol:
         return dumps({"isFinal": True, "contextId": context_id} if self.multi else {"isFinal": True})
 
     def error_frames(self, error: SessionError) -> list[Frame]:
-        message: dict[str, Any] = {"message": str(error), "error": error.code, "code": error.status}
-        if self.multi and error.context_id is not None:
-            message["contextId"] = error.context_id
-        return [dumps(message)]
+        return error_frames(error, self.multi)
 
-    def after_done(self, channel: Channel, event: Event) -> None:
+    def ends_socket(self, event: Event) -> bool:
         """The single stream closes once its turn is over (the SDK reads until the socket closes)."""
-        if not self.multi and isinstance(event, (Done, Cancelled, ContextFailed)):
-            channel.close()
+        return not self.multi and isinstance(event, (Done, Cancelled, ContextFailed))
+
+
+def error_frames(error: SessionError, multi: bool) -> list[Frame]:
+    """ElevenLabs' error shape: the SDK raises on a `message` key, LiveKit fails the context in `contextId`."""
+    message: dict[str, Any] = {"message": str(error), "error": error.code, "code": error.status}
+    if multi and error.context_id is not None:
+        message["contextId"] = error.context_id
+    return [dumps(message)]

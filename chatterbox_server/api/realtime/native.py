@@ -30,11 +30,18 @@ import base64
 from typing import Any
 
 from chatterbox_server.api.realtime.channel import Channel, Frame, dumps, parse_json
-from chatterbox_server.api.realtime.common import (SocketOptions, WireAudio, context_settings, load_options,
-                                                   output_rate)
+from chatterbox_server.api.realtime.common import SocketOptions, WireAudio, context_settings, load_options, output_rate
 from chatterbox_server.errors import OPENAI_TYPES
-from chatterbox_server.synthesis.realtime import (Audio, Cancelled, ContextFailed, Done, Event, Flushed,
-                                                  SessionError, Words)
+from chatterbox_server.synthesis.realtime import (
+    Audio,
+    Cancelled,
+    ContextFailed,
+    Done,
+    Event,
+    Flushed,
+    SessionError,
+    Words,
+)
 from workers.engines.base import EngineInfo
 
 DEFAULT_CONTEXT = "default"
@@ -99,10 +106,11 @@ class NativeProtocol:
 
     def _open(self, channel: Channel, context_id: str, overrides: dict[str, Any]) -> None:
         options = load_options({**self.options.sent, **overrides}, "session.") if overrides else self.options
+        rate = output_rate(options["response_format"], self.info.sample_rate, options["sample_rate"],
+                           "session.sample_rate")
         settings = context_settings(options, self.info, context_id=context_id)
         context = channel.session.open(context_id, settings)
         self.binary[context.serial] = options["binary"]
-        rate = output_rate(options["response_format"], self.info.sample_rate, options["sample_rate"])
         self.wire[context.serial] = WireAudio(options["response_format"], self.info.sample_rate, rate)
         channel.send(dumps({"type": "context.created", "context_id": context_id, "seed": settings.seed,
                             "voice": settings.voice.name, "session": self._describe(options)}))
@@ -167,16 +175,23 @@ class NativeProtocol:
         self.binary.pop(serial, None)
         self.sequences.pop(serial, None)
 
+    def ends_socket(self, event: Event) -> bool:
+        return False
+
     def error_frames(self, error: SessionError) -> list[Frame]:
-        body: dict[str, Any] = {"message": str(error), "type": OPENAI_TYPES.get(error.status, "server_error"),
-                                "code": error.code, "param": error.param, "status": error.status}
-        if error.retry_after is not None:
-            body["retry_after"] = error.retry_after
-        event: dict[str, Any] = {"type": "error"}
-        if error.context_id is not None:
-            event["context_id"] = error.context_id
-        event["error"] = body
-        return [dumps(event)]
+        return error_frames(error)
+
+
+def error_frames(error: SessionError) -> list[Frame]:
+    body: dict[str, Any] = {"message": str(error), "type": OPENAI_TYPES.get(error.status, "server_error"),
+                            "code": error.code, "param": error.param, "status": error.status}
+    if error.retry_after is not None:
+        body["retry_after"] = error.retry_after
+    event: dict[str, Any] = {"type": "error"}
+    if error.context_id is not None:
+        event["context_id"] = error.context_id
+    event["error"] = body
+    return [dumps(event)]
 
 
 def _object(value: Any, name: str) -> dict[str, Any]:

@@ -11,8 +11,12 @@ from typing import Any
 from flask import Blueprint, current_app, request
 from flask_sock import Sock
 
-from chatterbox_server.api.realtime.channel import TOO_BIG, Channel, Translator, WholeFrames
-from chatterbox_server.api.realtime.common import new_session
+from chatterbox_server.api.realtime import cartesia, deepgram, elevenlabs, native
+from chatterbox_server.api.realtime.cartesia import CartesiaProtocol
+from chatterbox_server.api.realtime.channel import POLICY, TRY_AGAIN_LATER, Channel, Translator, WholeFrames
+from chatterbox_server.api.realtime.common import new_session, session_error
+from chatterbox_server.api.realtime.deepgram import DeepgramProtocol
+from chatterbox_server.api.realtime.elevenlabs import ElevenLabsProtocol
 from chatterbox_server.api.realtime.native import NativeProtocol
 from chatterbox_server.errors import ApiError
 from chatterbox_server.services import services
@@ -20,6 +24,7 @@ from chatterbox_server.synthesis.realtime import SessionError
 from workers.engines.base import EngineInfo
 
 realtime_bp = Blueprint("realtime", __name__)
+vendor_bp = Blueprint("realtime_vendors", __name__)
 sock = Sock()
 OVERSIZE_FACTOR = 16        # messages this many times over the limit are not even read (1009)
 WEBSOCKET_PATHS = ("/audio/speech/realtime",)
@@ -41,34 +46,67 @@ def prepare_socket() -> None:
 
 
 realtime_bp.before_request(prepare_socket)
+vendor_bp.before_request(prepare_socket)
 
 
-def serve(ws: Any, make_translator: Callable[[EngineInfo], Translator]) -> None:
-    """Run one socket: a translator for its protocol over one session; refusals as the protocol's errors."""
+def serve(ws: Any, make_translator: Callable[[EngineInfo], Translator],
+          error_frames: Callable[[SessionError], list]) -> None:
+    """Run one socket: a translator for its protocol over one session; refusals as the protocol's errors
+    (`error_frames`: the protocol's error shape, before a translator exists)."""
     svc = services()
     try:
         info = svc.require_engine()
         translator = make_translator(info)
     except (ApiError, SessionError) as exc:
-        _refuse(ws, make_translator, exc)
+        _refuse(ws, exc, error_frames)
         return
     Channel(ws, new_session, translator, svc.settings.realtime_max_message_bytes).serve()
 
 
-def _refuse(ws: Any, make_translator: Callable[[EngineInfo], Translator], exc: Exception) -> None:
-    from chatterbox_server.api.realtime.channel import POLICY, TRY_AGAIN_LATER, dumps
-    status = getattr(exc, "status", 400)
-    message = getattr(exc, "message", None) or str(exc)
-    body = {"type": "error", "error": {"message": message, "code": getattr(exc, "code", None) or "invalid_value",
-                                       "param": getattr(exc, "param", None), "status": status}}
-    ws.send(dumps(body))
-    ws.close(TRY_AGAIN_LATER if status in (429, 503) else POLICY, message[:120])
+def _refuse(ws: Any, exc: ApiError | SessionError, error_frames: Callable[[SessionError], list]) -> None:
+    """A socket that cannot start (no engine yet, bad query): the protocol's error, then 1013 or 1008."""
+    error = exc if isinstance(exc, SessionError) else session_error(exc)
+    for frame in error_frames(error):
+        ws.send(frame)
+    ws.close(TRY_AGAIN_LATER if error.status in (429, 503) else POLICY, str(error)[:120])
+
+
+def query_options() -> dict[str, str]:
+    """The URL's query as socket options, less the API key a browser may send there (security/guards.py)."""
+    return {name: value for name, value in request.args.items() if name not in ("api_key", "xi_api_key")}
 
 
 @sock.route("/audio/speech/realtime", bp=realtime_bp)
 def realtime(ws: Any) -> None:
     settings = services().settings
-    serve(ws, lambda info: NativeProtocol(info, dict(request.args), settings.realtime_idle_timeout))
+    serve(ws, lambda info: NativeProtocol(info, query_options(), settings.realtime_idle_timeout),
+          native.error_frames)
 
 
-__all__ = ["TOO_BIG", "realtime_bp", "sock"]
+@sock.route("/v1/text-to-speech/<voice_id>/stream-input", bp=vendor_bp)
+def elevenlabs_stream_input(ws: Any, voice_id: str) -> None:
+    serve(ws, lambda info: ElevenLabsProtocol(info, voice_id, dict(request.args), multi=False),
+          elevenlabs_errors(False))
+
+
+@sock.route("/v1/text-to-speech/<voice_id>/multi-stream-input", bp=vendor_bp)
+def elevenlabs_multi_stream_input(ws: Any, voice_id: str) -> None:
+    serve(ws, lambda info: ElevenLabsProtocol(info, voice_id, dict(request.args), multi=True),
+          elevenlabs_errors(True))
+
+
+@sock.route("/tts/websocket", bp=vendor_bp)
+def cartesia_websocket(ws: Any) -> None:
+    settings = services().settings
+    serve(ws, lambda info: CartesiaProtocol(info, settings.realtime_idle_timeout), cartesia.error_frames)
+
+
+@sock.route("/v1/speak", bp=vendor_bp)
+def deepgram_speak(ws: Any) -> None:
+    settings = services().settings
+    serve(ws, lambda info: DeepgramProtocol(info, dict(request.args), settings.realtime_idle_timeout),
+          deepgram.error_frames)
+
+
+def elevenlabs_errors(multi: bool) -> Callable[[SessionError], list]:
+    return lambda error: elevenlabs.error_frames(error, multi)

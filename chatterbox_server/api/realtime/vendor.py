@@ -4,8 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from chatterbox_server.api.realtime.common import (SAMPLE_RATES, SocketOptions, WireAudio, context_settings,
-                                                   load_options)
+from chatterbox_server.api.realtime.common import SAMPLE_RATES, SocketOptions, WireAudio, context_settings, load_options
 from chatterbox_server.errors import ApiError
 from chatterbox_server.security import guards
 from chatterbox_server.services import services
