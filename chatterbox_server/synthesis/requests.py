@@ -80,6 +80,7 @@ class SpeechRequest:
     language: str | None
     instructions: str | None
     explicit: frozenset[str]            # fields the client actually sent
+    timestamps: bool = False            # word timings with the audio (SSE events; the captioned answer)
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ class SpeechRequestSchema(SynthesisFields):
     streaming_buffer_size = WholeNumber(load_default=3, validate=in_range(1, 10))
     streaming_quality = fields.String(load_default="balanced", validate=one_of(QUALITIES))
     instructions = fields.String(load_default=None, allow_none=True)   # OpenAI field; see docs/api.md
+    timestamps = fields.Boolean(load_default=False)     # word timings: `speech.audio.timestamps` SSE events
 
     def __init__(self, *, max_input_chars: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
