@@ -27,6 +27,7 @@ Word = tuple[str, float, float]       # (word, start s, end s) from the start of
 BREAK_PUNCTUATION = frozenset(",.;:!?…—–")
 FRAME_SECONDS = 0.01                  # energy frames of the estimate
 SILENCE_BELOW_PEAK_DB = 35.0          # quieter than this under the loudest frame counts as a pause
+SILENCE_DB = -70.0                    # and anything below this is silence whatever the peak (digital zero)
 MIN_PAUSE_SECONDS = 0.08              # shorter gaps are stops and closures inside speech, not pauses
 UNMATCHED_COST = 0.35                 # s: leaving a pause or a punctuation mark without its partner
 
@@ -96,7 +97,7 @@ def trim_to_voice(words: Sequence[Word], audio: np.ndarray, sample_rate: int) ->
     levels = frame_levels(audio, sample_rate)
     if levels.size == 0:
         return tuple(words)
-    voiced = levels > levels.max() - SILENCE_BELOW_PEAK_DB
+    voiced = voiced_frames(levels)
     trimmed = []
     for word, start, end in words:
         first, last = int(start / FRAME_SECONDS), min(levels.size, int(np.ceil(end / FRAME_SECONDS)))
@@ -116,11 +117,15 @@ def frame_levels(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     return 10.0 * np.log10(np.mean(frames * frames, axis=1) + 1e-12)
 
 
+def voiced_frames(levels: np.ndarray) -> np.ndarray:
+    if levels.size == 0:
+        return np.zeros(0, bool)
+    return (levels > levels.max() - SILENCE_BELOW_PEAK_DB) & (levels > SILENCE_DB)
+
+
 def find_pauses(levels: np.ndarray) -> tuple[tuple[int, int] | None, list[tuple[int, int]]]:
     """(the voiced span, the pauses inside it), in frames [start, end)."""
-    if levels.size == 0:
-        return None, []
-    voiced = levels > levels.max() - SILENCE_BELOW_PEAK_DB
+    voiced = voiced_frames(levels)
     where = np.flatnonzero(voiced)
     if where.size == 0:
         return None, []

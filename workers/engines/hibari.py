@@ -8,8 +8,8 @@ import unicodedata
 
 import numpy as np
 
-from workers.engines import hibari_align
 from workers.engines.base import Engine, EngineError, EngineInfo, SynthesisSettings, Synthesized, VoiceRef
+from workers.engines.hibari_align import phoneme_groups, session_with_durations, words_for
 
 NATIVE_SPEED = (0.5, 2.0)     # hibari's duration model; the model worker time-stretches beyond it
 VOICE = "heart"               # the voice inside the package; the others would need a download
@@ -24,7 +24,7 @@ class HibariEngine(Engine):
     def load(self) -> EngineInfo:
         from hibari import SAMPLE_RATE, Hibari
         self.tts = Hibari(voice=VOICE, threads=self.threads)
-        session = hibari_align.session_with_durations(self.tts.model_path, self.threads)
+        session = session_with_durations(self.tts.model_path, self.threads)
         if session is not None:
             self.tts.sess, self.aligned = session, True     # same audio, one more output
         return EngineInfo(engine="hibari", model="hibari", device="cpu", sample_rate=SAMPLE_RATE,
@@ -45,12 +45,12 @@ class HibariEngine(Engine):
             if settings.timestamps and frames is not None:
                 # a duration frame is a whole number of hops (two in hibari 0.2): read it off the audio
                 frame_seconds = audio.size / max(1, int(frames.sum())) / dsp.SR
-                groups += hibari_align.phoneme_groups(phonemes, frames, self.tts.vocab, offset, frame_seconds)
+                groups += phoneme_groups(phonemes, frames, self.tts.vocab, offset, frame_seconds)
             offset += audio.size / dsp.SR
         audio = np.concatenate(parts) if parts else np.zeros(0, np.float32)
         words = None
         if settings.timestamps and self.aligned:
-            words = hibari_align.words_for(text, groups, self._phonemize_word)
+            words = words_for(text, groups, self._phonemize_word)
         # hibari predicts one acoustic frame per hop: those frames are its output units
         return Synthesized(audio.astype(np.float32), input_tokens, int(audio.size // dsp.HOP), words=words)
 
