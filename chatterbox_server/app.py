@@ -20,7 +20,7 @@ from chatterbox_server.api.extended import files as extended_files
 from chatterbox_server.api.extended import tts as extended_tts
 from chatterbox_server.api.extended import vc as extended_vc
 from chatterbox_server.api.extended import voices as extended_voices
-from chatterbox_server.api.openai import aliases, info, long_text, memory, status
+from chatterbox_server.api.openai import aliases, captioned, info, long_text, memory, status
 from chatterbox_server.api.openai import speech as openai_speech
 from chatterbox_server.api.openai import voices as openai_voices
 from chatterbox_server.api.realtime.routes import realtime_bp, vendor_bp
@@ -35,7 +35,8 @@ log = logging.getLogger("chatterbox.app")
 UPLOAD_OVERHEAD_BYTES = 1024 * 1024     # form fields and multipart framing around an upload
 EXTENDED_BLUEPRINTS = (extended_tts.bp, ops.bp, concat.bp, extended_voices.bp, extended_files.bp, extended_vc.bp)
 # The OpenAI-style family answers under /v1 and at the root (clients configured with either base URL).
-OPENAI_BLUEPRINTS = (openai_speech.bp, openai_voices.bp, long_text.bp, status.bp, info.bp, memory.bp, realtime_bp)
+OPENAI_BLUEPRINTS = (openai_speech.bp, openai_voices.bp, long_text.bp, status.bp, info.bp, memory.bp,
+                     captioned.bp, realtime_bp)
 EXPOSED_HEADERS = ["Content-Disposition", "X-Alternative-Formats", "X-Request-Id", "X-Chatterbox-Seed",
                    "X-Generation-Seed", "X-Chatterbox-Chunks", "X-Chatterbox-Ignored-Fields",
                    "X-Chatterbox-Whisper", "X-Chatterbox-Watermark", "X-Chatterbox-Speed-Library",

@@ -17,7 +17,7 @@ import re
 # local directory, so any hub access would be a bug: make it fail fast instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-__all__ = ["asr_available", "model_path", "transcribe", "word_error_rate"]
+__all__ = ["asr_available", "match_words", "model_path", "transcribe", "transcribe_words", "word_error_rate"]
 
 # The bundled model is English-only.
 _MODEL_LANGUAGES = ("en",)
@@ -75,6 +75,34 @@ def transcribe(audio: bytes | str | pathlib.Path, *, language: str = "en") -> st
         vad_filter=False,
     )
     return " ".join(segment.text.strip() for segment in segments).strip()
+
+
+def transcribe_words(audio: bytes | str | pathlib.Path, *, language: str = "en") -> list[tuple[str, float, float]]:
+    """Whisper's words with its own timings (cross-attention alignment, `word_timestamps=True`):
+    (word, start s, end s), decoded as deterministically as `transcribe`."""
+    if language not in _MODEL_LANGUAGES:
+        raise ValueError(f"the bundled Whisper model (tiny.en) only transcribes English, not {language!r}")
+    source = io.BytesIO(bytes(audio)) if isinstance(audio, (bytes, bytearray, memoryview)) else str(audio)
+    segments, _info = _model().transcribe(source, language=language, beam_size=2, temperature=0.0,
+                                          condition_on_previous_text=False, word_timestamps=True,
+                                          vad_filter=False)
+    return [(word.word.strip(), float(word.start), float(word.end))
+            for segment in segments for word in (segment.words or [])]
+
+
+def _key(word: str) -> str:
+    return "".join(_normalize(word))
+
+
+def match_words(ours, theirs) -> list[tuple[tuple[str, float, float], tuple[str, float, float]]]:
+    """Pairs of (our word, Whisper's word) that spell the same after normalization, in order (the
+    longest common subsequence by difflib, so a misheard word drops out instead of shifting the rest)."""
+    import difflib
+
+    ours, theirs = list(ours), list(theirs)
+    matcher = difflib.SequenceMatcher(a=[_key(w[0]) for w in ours], b=[_key(w[0]) for w in theirs], autojunk=False)
+    return [(ours[block.a + k], theirs[block.b + k]) for block in matcher.get_matching_blocks()
+            for k in range(block.size) if _key(ours[block.a + k][0])]
 
 
 # A number with decimal or thousands separators ("9.99", "1,250"), or a word possibly with

@@ -13,6 +13,8 @@ loop; one that takes no byte for ``CHATTERBOX_PARKED_TIMEOUT`` loses its connect
 connection cancels its job at the next step at the latest; the supervisor's lifeline closing
 makes the worker exit. Jobs failing again and again with engine errors (a sticky CUDA error) make
 it exit with EXIT_ENGINE_BROKEN, for the supervisor to start a fresh engine.
+A job with ``timestamps`` gets each text chunk's word timings on that chunk's last audio message:
+the engine's own when it has them, else an estimate from the audio (workers/timings.py).
 After every step (and every admitted job) the worker publishes on the board how long a new
 job would wait for a row, from the step time its chunks took (workers/scheduler/estimate.py); front
 workers admit jobs on it.
@@ -55,6 +57,7 @@ from workers.liveness import FailureStreak
 from workers.scheduler import parking
 from workers.scheduler.batch import ActiveJob, newcomer_wait, select_batch
 from workers.scheduler.estimate import CostMeter
+from workers.timings import ChunkWords
 
 log = logging.getLogger("chatterbox.model_worker")
 PROCESS_TITLE = "chatterbox-model-worker"
@@ -328,7 +331,8 @@ class ModelWorker:
                                                             chunk_seed(job.seed, index), watermark=job.watermark)
             else:
                 engine_speed, active.stretch = split_speed(job.settings.speed, self.info.native_speed)
-                settings = dataclasses.replace(job.settings, speed=engine_speed)
+                settings = dataclasses.replace(job.settings, speed=engine_speed, timestamps=job.timestamps)
+                active.words = ChunkWords(job.chunks[index], self.info.sample_rate) if job.timestamps else None
                 active.stream = self.engine.open_stream(job.chunks[index], settings, job.voice,
                                                         chunk_seed(job.seed, index),
                                                         incremental=abs(active.stretch - 1.0) < 1e-3)
@@ -367,14 +371,15 @@ class ModelWorker:
         active.last_served = time.monotonic()
         self.step_made_audio = True
         audio = self._finish_audio(active, piece)
-        if audio.size or (piece.last and active.pieces_in_chunk == 0):
+        words = self._chunk_words(active, piece, audio)
+        if audio.size or (piece.last and (active.pieces_in_chunk == 0 or words is not None)):
             pcm = to_pcm16(audio)
             stats.samples += len(pcm) // 2
             active.credits -= 1
             active.pieces += 1
             active.pieces_in_chunk += 1
             if not self._send(active.conn, AudioChunk(active.next_index, pcm, piece.input_tokens,
-                                                      piece.output_tokens, seconds)):
+                                                      piece.output_tokens, seconds, words)):
                 return
         if not piece.last:
             return
@@ -387,6 +392,17 @@ class ModelWorker:
             self.batch.remove(active)    # the next chunk competes for a row again
         if active.next_index == active.job.units:
             self._finish(active)
+
+    @staticmethod
+    def _chunk_words(active: ActiveJob, piece: Piece, audio: np.ndarray) -> tuple[tuple[str, float, float], ...] | None:
+        """A timestamps job's word timings, once its chunk's last piece is in (workers/timings.py)."""
+        if active.words is None:
+            return None
+        active.words.add(piece.audio, audio)
+        if not piece.last:
+            return None
+        words, active.words = active.words.finish(piece.words), None
+        return words
 
     def _finish_audio(self, active: ActiveJob, piece: Piece) -> np.ndarray:
         rate = self.info.sample_rate

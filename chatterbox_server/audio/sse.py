@@ -37,6 +37,11 @@ def audio_delta(audio: bytes) -> bytes:
     return event({"type": "speech.audio.delta", "audio": base64.b64encode(audio).decode("ascii")})
 
 
+def audio_timestamps(words: list[dict]) -> bytes:
+    """The words of the audio just sent (one text chunk's), in seconds from the stream's first sample."""
+    return event({"type": "speech.audio.timestamps", "words": words})
+
+
 def audio_done(input_tokens: int, output_tokens: int) -> bytes:
     return event({"type": "speech.audio.done",
                   "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens,

@@ -92,6 +92,7 @@ class SpeechRequest:
     instructions: str | None
     explicit: frozenset[str]            # fields the client actually sent
     sample_rate: int | None = None      # the wire rate asked for; None: the format's default (output_rate_for)
+    timestamps: bool = False            # word timings with the audio (SSE events; the captioned answer)
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ class SpeechRequestSchema(SynthesisFields):
     instructions = fields.String(load_default=None, allow_none=True)   # OpenAI field; see docs/api.md
     sample_rate = WholeNumber(load_default=None, allow_none=True,
                               validate=validate.OneOf(OUTPUT_RATES, error="Must be one of: {choices}."))
+    timestamps = fields.Boolean(load_default=False)     # word timings: `speech.audio.timestamps` SSE events
 
     def __init__(self, *, max_input_chars: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)

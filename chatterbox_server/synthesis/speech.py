@@ -20,6 +20,7 @@ from gevent import socket as gsocket
 
 from chatterbox_server.audio import sse
 from chatterbox_server.audio.encoders import StreamEncoder, encode_whole
+from chatterbox_server.audio.timings import WordClock, word_objects
 from chatterbox_server.runtime.hub import off_hub
 from chatterbox_server.runtime.pool_client import JobHandle, PoolClient, PoolError
 from chatterbox_server.runtime.progress import Progress
@@ -59,7 +60,7 @@ def build_job(request: SpeechRequest, voice: VoiceRef, request_id: str, streamin
                                  language=request.language)
     return SpeechJob(request_id=request_id, chunks=tuple(chunk.text for chunk in chunks), settings=settings,
                      voice=voice, seed=seed, buffer_size=request.streaming_buffer_size,
-                     text_preview=request.input[:80])
+                     text_preview=request.input[:80], timestamps=request.timestamps)
 
 
 @dataclass
@@ -178,6 +179,18 @@ def collect_pcm(run: SpeechRun) -> bytes:
         run.close()
 
 
+def collect_captioned(run: SpeechRun) -> tuple[bytes, tuple[tuple[str, float, float], ...]]:
+    """The run's whole audio and its words on the audio's timeline (a `timestamps` job); the run is closed."""
+    clock, pcm, words = WordClock(run.info.sample_rate), [], []
+    try:
+        for chunk in run.audio():
+            pcm.append(chunk.pcm)
+            words += clock.feed(chunk.index, len(chunk.pcm), chunk.words) or ()
+    finally:
+        run.close()
+    return b"".join(pcm), tuple(words)
+
+
 def whole_file(run: SpeechRun, fmt: str, output_rate: int | None = None) -> bytes:
     return off_hub(encode_whole, fmt, collect_pcm(run), run.info.sample_rate, output_rate)
 
@@ -216,16 +229,21 @@ def progressive(run: SpeechRun, fmt: str, output_rate: int | None = None) -> Ite
 def server_sent_events(run: SpeechRun, fmt: str, output_rate: int | None = None) -> Iterator[bytes]:
     """The speech event stream (OpenAI's `stream_format: sse`). For wav and pcm the deltas are raw
     PCM16 as `speech.audio.info` describes (clients wrap them in a WAV header themselves); other
-    formats send encoded bytes (mulaw, alaw: raw G.711), which the info event's `encoding` names."""
+    formats send encoded bytes (mulaw, alaw: raw G.711), which the info event's `encoding` names. A job
+    with `timestamps` adds a `speech.audio.timestamps` event after each text chunk's deltas."""
     encoder = StreamEncoder("pcm" if fmt in ("wav", "pcm") else fmt, run.info.sample_rate, output_rate=output_rate)
     try:
         yield sse.audio_info(encoder.output_rate, **sse.delta_encoding(encoder.fmt))
         head = encoder.header()
+        clock = WordClock(run.info.sample_rate)
         for chunk in run.audio():
             data = head + encode_chunk(encoder, chunk.pcm)
             head = b""
             if data:
                 yield sse.audio_delta(data)
+            words = clock.feed(chunk.index, len(chunk.pcm), chunk.words)
+            if words is not None:
+                yield sse.audio_timestamps(word_objects(words))
         tail = head + encoder.finish()
         if tail:
             yield sse.audio_delta(tail)

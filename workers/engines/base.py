@@ -47,6 +47,7 @@ class SynthesisSettings:
     temperature: float = 0.8
     language: str | None = None
     watermark: bool = True             # Chatterbox's Perth watermark; off only when the operator allows it
+    timestamps: bool = False           # word timings wanted (set by the model worker from SpeechJob.timestamps)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class Synthesized:
     input_tokens: int                  # text tokens the engine consumed (its own tokenizer)
     output_tokens: int                 # units it generated (speech tokens, acoustic frames)
     extra: dict = field(default_factory=dict)
+    # (word, start s, end s) from the start of `audio`, when settings.timestamps asked and the engine
+    # knows its alignment; None: the model worker estimates them (workers/timings.py)
+    words: tuple[tuple[str, float, float], ...] | None = None
 
 
 @dataclass
@@ -71,6 +75,7 @@ class Piece:
     input_tokens: int = 0              # counted once per stream (on its first piece)
     output_tokens: int = 0             # units generated since the previous piece
     last: bool = False                 # the stream's chunk is complete
+    words: tuple[tuple[str, float, float], ...] | None = None  # the chunk's engine timings, on its last piece
 
 
 class Stream:
@@ -97,7 +102,7 @@ class WholeChunkStream(Stream):
     def advance(self) -> Piece:
         result = self._render()
         self.done = True
-        return Piece(result.audio, result.input_tokens, result.output_tokens, last=True)
+        return Piece(result.audio, result.input_tokens, result.output_tokens, last=True, words=result.words)
 
 
 class EngineError(Exception):

@@ -44,7 +44,11 @@ class ToneEngine(Engine):
         seconds = WORD_SECONDS / settings.speed
         tones = [_tone(word, voice.name, seconds, rng) for word in words]
         audio = np.concatenate(tones) if tones else np.zeros(0, np.float32)
-        return Synthesized(audio, input_tokens=len(words), output_tokens=len(words))
+        timings = None
+        if settings.timestamps:     # each word is its own tone: the timings are exact
+            edges = np.cumsum([0, *(tone.size for tone in tones)]) / SAMPLE_RATE
+            timings = tuple((word, float(edges[i]), float(edges[i + 1])) for i, word in enumerate(words))
+        return Synthesized(audio, input_tokens=len(words), output_tokens=len(words), words=timings)
 
     def convert_voice(self, audio: np.ndarray, voice: VoiceRef, seed: int, *, watermark: bool = True) -> np.ndarray:
         """Resample to 24 kHz and scale by a voice-dependent gain: seams between windows stay visible."""

@@ -23,6 +23,7 @@ class SpeechJob:
     buffer_size: int                   # audio messages the worker may send ahead of the client's consumption
     text_preview: str = ""
     background: bool = False           # background work: runs only when no interactive job can use the slot
+    timestamps: bool = False           # send each text chunk's word timings (AudioChunk.words)
 
     @property
     def units(self) -> int:
@@ -75,6 +76,9 @@ class AudioChunk:
     input_tokens: int
     output_tokens: int
     synth_seconds: float
+    # timestamps jobs, on the last message of each text chunk: (word, start s, end s) from the first
+    # sample of that text chunk's audio (its first message), after the worker's time-stretch
+    words: tuple[tuple[str, float, float], ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import numpy as np
 from workers.engines.base import Stream
 from workers.ipc.protocol import ConvertJob, JobStats, SpeechJob
 from workers.scheduler.estimate import CostMeter, queued_seconds, work_units
+from workers.timings import ChunkWords
 
 
 @dataclasses.dataclass(eq=False)
@@ -36,6 +37,7 @@ class ActiveJob:
     tail: np.ndarray | None = None         # voice conversion: output held back to crossfade
     parked_since: float | None = None      # when it ran out of credit with work left
     row_seconds: float = 0.0               # engine-step time chunk next_index has had on a batch row
+    words: ChunkWords | None = None        # chunk next_index's word timings in the making (timestamps jobs)
 
     @property
     def runnable(self) -> bool:

@@ -95,6 +95,12 @@ def build_spec() -> dict[str, Any]:
         "Whole audio file, or Server-Sent Events with stream_format=sse", SPEECH_BODY, streaming=False))
     spec.path("/v1/audio/speech/stream", operations=_speech_operation(
         "Progressive audio as it is synthesized", SPEECH_BODY, streaming=True))
+    spec.path("/v1/audio/speech/captioned", operations={"post": {
+        "summary": "Whole audio file in base64 with each word's start_time and end_time (Kokoro-FastAPI's shape)",
+        "requestBody": SPEECH_BODY, "tags": ["speech"],
+        "responses": {"200": {"description": "audio (base64), audio_format, sample_rate, duration, timestamps",
+                              "content": {"application/json": {"schema": {"type": "object"}}}},
+                      "400": ERROR, "429": BUSY, "503": {"description": "No model worker is ready"}}}})
     upload_body = _multipart(_with_files(spec, "SpeechRequest", {"voice_file": BINARY}))
     spec.path("/v1/audio/speech/upload", operations=_speech_operation(
         "As /v1/audio/speech, multipart, with an optional voice_file to clone", upload_body, streaming=False))

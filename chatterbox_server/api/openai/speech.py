@@ -93,16 +93,25 @@ def stream_speech_upload() -> Response:
     return respond(parse_speech(data, streaming=True), progressive=True, voice_file=voice_file)
 
 
+def check_whole_budget(req: SpeechRequest) -> None:
+    """A whole-file answer: nothing is sent until it is made, so its text must fit the time limit."""
+    svc = services()
+    chunks = speech.split_text(req.input, req.streaming_strategy, req.streaming_chunk_size)
+    ledger = Ledger(Limits.of(svc.settings))
+    ledger.add_text([chunk.text for chunk in chunks], 1, 1, True)
+    check_whole_file(ledger, svc.pool.speed(), "input")
+
+
 def respond(req: SpeechRequest, progressive: bool, voice_file: bytes | None) -> Response:
     svc = services()
     info = svc.require_engine()
     ignored = check_engine_fields(req, info)
     rate = wire_rate(req, info)
+    if req.timestamps and req.stream_format != "sse":
+        raise ApiError(400, 'timestamps come as events of stream_format "sse"; for a file with its word '
+                            "timings use POST /v1/audio/speech/captioned", param="timestamps")
     if not progressive and req.stream_format != "sse":      # nothing is sent until the whole file is made
-        chunks = speech.split_text(req.input, req.streaming_strategy, req.streaming_chunk_size)
-        ledger = Ledger(Limits.of(svc.settings))
-        ledger.add_text([chunk.text for chunk in chunks], 1, 1, True)
-        check_whole_file(ledger, svc.pool.speed(), "input")
+        check_whole_budget(req)
     temporary_voice = None
     if voice_file is not None:
         if not info.supports_cloning:
