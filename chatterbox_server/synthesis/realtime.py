@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 import gevent
 import gevent.event
 
-from chatterbox_server.runtime.pool_client import PoolBusy, PoolClient, PoolError
+from chatterbox_server.audio.timings import offset_words
+from chatterbox_server.runtime.pool_client import JobHandle, PoolBusy, PoolClient, PoolError
 from chatterbox_server.runtime.telemetry import AUDIO_SECONDS, FIRST_AUDIO
 from chatterbox_server.security.redact import public_pool_message
 from chatterbox_server.text.segmenter import Segment, Segmenter, SegmentPolicy, TurnClosed
@@ -96,15 +97,10 @@ class Audio:
     start: float                        # seconds from the context's first sample
     serial: int                         # the context's number in its session (Session.live)
     synth_seconds: float = 0.0          # what the model worker spent on it
-
-
-@dataclass(frozen=True)
-class Words:
-    """Timings of words just sent, in seconds from the context's first sample."""
-    context_id: str
-    segment: int
-    words: tuple[tuple[str, float, float], ...]
-    serial: int
+    segment_start: float = 0.0          # where its segment's audio starts, seconds from the context's start
+    # on the last audio of a segment, when the context asked for timestamps: the segment's words, in
+    # seconds from the context's first sample
+    words: tuple[tuple[str, float, float], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -138,7 +134,7 @@ class ContextFailed:
     retry_after: int | None = None
 
 
-Event = Audio | Words | Flushed | Done | Cancelled | ContextFailed
+Event = Audio | Flushed | Done | Cancelled | ContextFailed
 
 
 @dataclass(frozen=True)
@@ -162,7 +158,7 @@ class Context:
         self.samples = 0                # audio sent so far, at the engine's rate
         self.first_audio_at: float | None = None
         self.usage = Usage()
-        self.handle = None
+        self.handle: JobHandle | None = None
         self.cancelled = False
         self.finished = False
         self.flushes_pending = 0        # acknowledged flushes whose audio is still to come
@@ -276,7 +272,7 @@ class Context:
         job = SpeechJob(request_id=f"{session.id}-{self.id}-{segment.index}"[:120], chunks=(segment.text,),
                         settings=settings.settings, voice=settings.voice,
                         seed=chunk_seed(settings.seed, segment.index), buffer_size=settings.buffer_size,
-                        text_preview=segment.text[:80], **session.job_extras(settings))
+                        text_preview=segment.text[:80], timestamps=settings.timestamps)
         submitted = session.clock()
         handle = session.pool.submit(job, admitted=self.usage.segments > 0)
         self.handle = handle
@@ -307,14 +303,10 @@ class Context:
         start = self.samples / self.session.info.sample_rate
         self.samples += len(chunk.pcm) // 2
         self.last_activity = now
+        words = offset_words(chunk.words, segment_start) if chunk.words is not None else None
         self.session.emit(Audio(self.id, self.sequence, chunk.pcm, segment.index, start, self.serial,
-                                chunk.synth_seconds))
+                                chunk.synth_seconds, segment_start, words))
         self.sequence += 1
-        words = getattr(chunk, "words", None)
-        if words and self.settings.timestamps:
-            self.session.emit(Words(self.id, segment.index, tuple(
-                (word, round(segment_start + begin, 3), round(segment_start + end, 3)) for word, begin, end in words),
-                self.serial))
 
     def _failed(self, exc: PoolError) -> None:
         retry_after = exc.retry_after if isinstance(exc, PoolBusy) else None
@@ -347,9 +339,6 @@ class Session:
         """Raise PoolError (503) or PoolBusy (429 with a retry hint) when a new turn could not start
         now: checked when the socket opens, before any GPU time is spent."""
         self.pool.admit()
-
-    def job_extras(self, settings: ContextSettings) -> dict:
-        return {"timestamps": True} if settings.timestamps and "timestamps" in SpeechJob.__dataclass_fields__ else {}
 
     # -- commands ---------------------------------------------------------------------------------
     def open(self, context_id: str, settings: ContextSettings) -> Context:

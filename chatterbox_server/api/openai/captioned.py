@@ -15,8 +15,13 @@ import dataclasses
 from flask import Blueprint, Response, jsonify, request
 
 from chatterbox_server.api.language_notes import degraded_headers, language_note
-from chatterbox_server.api.openai.speech import (check_engine_fields, check_whole_budget, json_body, parse_speech,
-                                               wire_rate)
+from chatterbox_server.api.openai.speech import (
+    check_engine_fields,
+    check_whole_budget,
+    json_body,
+    parse_speech,
+    wire_rate,
+)
 from chatterbox_server.audio.encoders import encode_whole
 from chatterbox_server.audio.timings import captions
 from chatterbox_server.errors import ApiError

@@ -22,6 +22,7 @@ from typing import Any
 from chatterbox_server.api.realtime.channel import Channel, Frame, dumps, parse_json
 from chatterbox_server.api.realtime.common import output_rate, with_max_delay
 from chatterbox_server.api.realtime.vendor import Wires, check_rate, our_voice, vendor_context
+from chatterbox_server.audio.timings import cartesia as word_timestamps
 from chatterbox_server.synthesis.realtime import (
     Audio,
     Cancelled,
@@ -30,7 +31,6 @@ from chatterbox_server.synthesis.realtime import (
     Event,
     Flushed,
     SessionError,
-    Words,
 )
 from chatterbox_server.text.segmenter import SegmentPolicy
 from workers.engines.base import EngineInfo
@@ -127,19 +127,18 @@ class CartesiaProtocol:
     def frames(self, event: Event) -> list[Frame]:
         if isinstance(event, Audio):
             data = self.wires.feed(event)
-            return [self._chunk(event.context_id, data, event.synth_seconds)] if data else []
-        if isinstance(event, Words):
-            return [dumps({"type": "timestamps", "context_id": event.context_id, "done": False, "status_code": 206,
-                           "word_timestamps": {"words": [w for w, _, _ in event.words],
-                                               "start": [s for _, s, _ in event.words],
-                                               "end": [e for _, _, e in event.words]}})]
+            frames: list[Frame] = [self._chunk(event.context_id, data, event.synth_seconds)] if data else []
+            if event.words:
+                frames.append(dumps({"type": "timestamps", "context_id": event.context_id, "done": False,
+                                     "status_code": 206, "word_timestamps": word_timestamps(event.words)}))
+            return frames
         if isinstance(event, Flushed):
             return [dumps({"type": "flush_done", "context_id": event.context_id, "flush_id": event.flush_id,
                            "flush_done": True, "done": False, "status_code": 206})]
         if isinstance(event, Done):
             tail = self.wires.finish(event.serial)
             self._forget(event.context_id)
-            frames: list[Frame] = [self._chunk(event.context_id, tail, 0.0)] if tail else []
+            frames = [self._chunk(event.context_id, tail, 0.0)] if tail else []
             frames.append(dumps({"type": "done", "context_id": event.context_id, "done": True, "status_code": 200}))
             return frames
         if isinstance(event, Cancelled):

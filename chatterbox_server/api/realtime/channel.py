@@ -28,7 +28,7 @@ from simple_websocket import ConnectionClosed
 
 from chatterbox_server.runtime.pool_client import PoolBusy, PoolError
 from chatterbox_server.security.redact import public_pool_message
-from chatterbox_server.synthesis.realtime import Audio, Event, Session, SessionError, Words
+from chatterbox_server.synthesis.realtime import Audio, Event, Session, SessionError
 
 log = logging.getLogger("chatterbox.realtime")
 OUTGOING_QUEUE = 32                 # events waiting for the writer: a few seconds of audio at most
@@ -186,7 +186,7 @@ class Channel:
                 if isinstance(item, (str, bytes)):
                     self.ws.send(item)
                     continue
-                if isinstance(item, (Audio, Words)) and not self.session.live(item.serial):
+                if isinstance(item, Audio) and not self.session.live(item.serial):
                     continue        # cancelled: nothing of it follows the acknowledgement
                 for frame in self.translator.frames(item):
                     self.ws.send(frame)

@@ -79,11 +79,11 @@ class DeepgramProtocol:
         elif kind == "Clear":
             sequence = self.clears
             self.clears += 1
-            context = session.contexts.get(self.context_id)
-            if context is None:
+            current = session.contexts.get(self.context_id)
+            if current is None:
                 channel.send(dumps({"type": "Cleared", "sequence_id": sequence}))
             else:
-                self.clear_ids[context.serial] = sequence
+                self.clear_ids[current.serial] = sequence
                 session.cancel(self.context_id)
             self.turns += 1             # the next Speak starts a new turn
         elif kind == "Close":

@@ -24,6 +24,7 @@ from typing import Any
 from chatterbox_server.api.realtime.channel import Channel, Frame, dumps, parse_json
 from chatterbox_server.api.realtime.common import output_rate
 from chatterbox_server.api.realtime.vendor import Wires, check_rate, our_voice, vendor_context
+from chatterbox_server.audio.timings import elevenlabs_alignment, offset_words
 from chatterbox_server.synthesis.realtime import (
     Audio,
     Cancelled,
@@ -32,7 +33,6 @@ from chatterbox_server.synthesis.realtime import (
     Event,
     Flushed,
     SessionError,
-    Words,
 )
 from chatterbox_server.text.segmenter import SegmentPolicy
 from workers.engines.base import EngineInfo
@@ -144,9 +144,8 @@ class ElevenLabsProtocol:
     def frames(self, event: Event) -> list[Frame]:
         if isinstance(event, Audio):
             data = self.wires.feed(event)
-            return [self._audio(event.context_id, data)] if data else []
-        if isinstance(event, Words):
-            return []       # folded into the audio message of the segment (see _alignment)
+            alignment = self._alignment(event) if event.words else None
+            return [self._audio(event.context_id, data, alignment)] if data or alignment else []
         if isinstance(event, Flushed):
             return []       # ElevenLabs has no flush acknowledgement
         if isinstance(event, (Done, Cancelled)):
@@ -161,9 +160,23 @@ class ElevenLabsProtocol:
                                                   status=event.status))
         return []
 
-    def _audio(self, context_id: str, data: bytes) -> str:
+    def _alignment(self, event: Audio) -> dict[str, Any]:
+        """The segment's characters, relative to its first sample, spanning its whole audio: clients
+        that add up each message's span (pipecat) stay on the audio's timeline."""
+        words = offset_words(event.words or (), -event.segment_start)
+        alignment = elevenlabs_alignment(words)
+        segment_ms = round((event.start + len(event.pcm) / 2 / self.info.sample_rate - event.segment_start) * 1000)
+        starts, durations = alignment["charStartTimesMs"], alignment["charDurationsMs"]
+        covered = starts[-1] + durations[-1] if starts else 0
+        if segment_ms > covered:
+            alignment["chars"].append(" ")
+            starts.append(covered)
+            durations.append(segment_ms - covered)
+        return alignment
+
+    def _audio(self, context_id: str, data: bytes, alignment: dict[str, Any] | None = None) -> str:
         message: dict[str, Any] = {"audio": base64.b64encode(data).decode("ascii"), "isFinal": None,
-                                   "normalizedAlignment": None, "alignment": None}
+                                   "normalizedAlignment": alignment, "alignment": alignment}
         if self.multi:
             message["contextId"] = context_id
         return dumps(message)

@@ -31,6 +31,7 @@ from typing import Any
 
 from chatterbox_server.api.realtime.channel import Channel, Frame, dumps, parse_json
 from chatterbox_server.api.realtime.common import SocketOptions, WireAudio, context_settings, load_options, output_rate
+from chatterbox_server.audio.timings import word_objects
 from chatterbox_server.errors import OPENAI_TYPES
 from chatterbox_server.synthesis.realtime import (
     Audio,
@@ -40,7 +41,6 @@ from chatterbox_server.synthesis.realtime import (
     Event,
     Flushed,
     SessionError,
-    Words,
 )
 from workers.engines.base import EngineInfo
 
@@ -124,11 +124,11 @@ class NativeProtocol:
     # -- server events --------------------------------------------------------------------------
     def frames(self, event: Event) -> list[Frame]:
         if isinstance(event, Audio):
-            return self._audio(event)
-        if isinstance(event, Words):
-            return [dumps({"type": "speech.audio.timestamps", "context_id": event.context_id,
-                           "words": [{"word": word, "start": start, "end": end}
-                                     for word, start, end in event.words]})]
+            frames = self._audio(event)
+            if event.words:
+                frames.append(dumps({"type": "speech.audio.timestamps", "context_id": event.context_id,
+                                     "words": word_objects(event.words)}))
+            return frames
         if isinstance(event, Flushed):
             return [dumps({"type": "input_text.flushed", "context_id": event.context_id,
                            "flush_id": event.flush_id})]
