@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 
 import numpy as np
@@ -137,7 +138,7 @@ def test_a_cancelled_turn_stops_synthesis_in_the_model_worker(tone_server):
         time.sleep(1.5)
         assert synthesized() == made            # nothing more was made for the cancelled turn
         slots = tone_server.health()["workers"]["slots"]
-        assert sum(slot.get("active", 0) for slot in slots) == 0
+        assert sum(slot["active_jobs"] for slot in slots) == 0
     finally:
         c.close()
 
@@ -303,7 +304,7 @@ def test_a_client_that_disconnects_cancels_its_turns(tone_server):
     c.ws.socket.close()                             # gone without a close frame
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        if sum(slot.get("active", 0) for slot in tone_server.health()["workers"]["slots"]) == 0:
+        if sum(slot["active_jobs"] for slot in tone_server.health()["workers"]["slots"]) == 0:
             break
         time.sleep(0.1)
     else:
@@ -331,15 +332,16 @@ def test_a_full_server_refuses_a_socket_with_a_retry_hint_and_1013(tmp_path):
     server = start_server(tmp_path, engine="tone", front_workers="1", model_workers="1", max_queued_jobs="1",
                           graceful_timeout="5")
     try:
-        hold = requests.post(server.url("/v1/audio/speech/stream"), stream=True, timeout=30,
-                             json={"input": "[[sleep:3]] Holding the only slot.", "response_format": "pcm"})
-        server.wait_until(lambda report: sum(s.get("active", 0) for s in report["workers"]["slots"]) >= 1, 10)
+        holder = threading.Thread(target=requests.post, args=(server.url("/v1/audio/speech"),),
+                                  kwargs={"json": {"input": "[[sleep:4]] Holding the only slot."}, "timeout": 30})
+        holder.start()
+        server.wait_until(lambda report: sum(s["active_jobs"] for s in report["workers"]["slots"]) >= 1, 10)
         c = RealtimeClient(ws_url(server.base, PATH))
         error = c.until_type("error")
         assert error["error"]["status"] == 429 and error["error"]["retry_after"] >= 1
         code, _ = c.wait_closed()
         assert code == 1013
-        hold.close()
+        holder.join()
     finally:
         server.stop()
 
