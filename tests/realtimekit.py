@@ -36,8 +36,10 @@ class Received:
 
 
 class RealtimeClient:
-    def __init__(self, url: str, headers: dict | None = None) -> None:
-        self.ws = connect(url, additional_headers=headers, max_size=None, open_timeout=10)
+    def __init__(self, url: str, headers: dict | None = None, sock=None, max_queue: int = 16) -> None:
+        """`max_queue`: messages the client's reader thread holds before it stops reading the socket."""
+        self.ws = connect(url, additional_headers=headers, max_size=None, open_timeout=10, sock=sock,
+                          max_queue=max_queue)
         self.received = Received()
         self.started = time.monotonic()
         self.closed: tuple[int | None, str | None] | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
 import time
 
@@ -356,3 +357,33 @@ def test_base64_audio_decodes_to_the_declared_rate(hibari_server):
         assert len(audio) / 2 == pytest.approx(done["usage"]["audio_seconds"] * 16000, rel=0.02)
     finally:
         c.close()
+
+
+def test_a_slow_reader_gets_back_pressure_and_then_everything(tmp_path):
+    """With the look-ahead out of the way, only the socket's back-pressure holds synthesis back."""
+    server = start_server(tmp_path, engine="hibari", front_workers="1", realtime_lookahead_seconds="100000")
+
+    def synthesized() -> float:
+        text = requests.get(server.url("/metrics"), timeout=5).text
+        return sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith("chatterbox_audio_seconds_total"))
+    sock = socket.create_connection(("127.0.0.1", int(server.base.rsplit(":", 1)[1])))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    c = RealtimeClient(ws_url(server.base, PATH) + "?sample_rate=48000&segmentation=sentence", sock=sock,
+                       max_queue=1)
+    try:
+        c.until_type("session.created")
+        sentences = [f"This is sentence number {n}, which carries a handful of words." for n in range(60)]
+        before = synthesized()
+        c.send("input_text.append", text=" ".join(sentences))
+        c.send("input_text.done")
+        time.sleep(4.0)         # read nothing: hibari could make all of it by now (but for the kernel's buffers)
+        made_while_stalled = synthesized() - before
+        done = c.until_type("speech.audio.done", timeout=120)
+        total = done["usage"]["audio_seconds"]
+        assert total > 200
+        assert made_while_stalled < 0.5 * total, (made_while_stalled, total)
+        assert len(c.received.audio()) / 2 / 48000 == pytest.approx(total, abs=0.05)     # nothing lost
+    finally:
+        c.close()
+        server.stop()

@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import gevent
+import gevent.event
 import gevent.lock
-import gevent.queue
 from simple_websocket import ConnectionClosed
 
 from chatterbox_server.runtime.pool_client import PoolBusy, PoolError
@@ -31,11 +32,13 @@ from chatterbox_server.security.redact import public_pool_message
 from chatterbox_server.synthesis.realtime import Audio, Event, Session, SessionError
 
 log = logging.getLogger("chatterbox.realtime")
-OUTGOING_QUEUE = 32                 # events waiting for the writer: a few seconds of audio at most
+OUTGOING_AUDIO_SECONDS = 2.0        # engine audio waiting for the writer before the contexts wait
+OUTGOING_EVENTS = 256               # any events waiting: a client that reads nothing stops being read
 POLL_SECONDS = 0.5                  # how often the reading loop looks at the clock while nothing arrives
 CLOSE_WAIT_SECONDS = 300.0          # longest a graceful close waits for the turns still being spoken
 NORMAL, POLICY, TOO_BIG, SERVER_ERROR, TRY_AGAIN_LATER = 1000, 1008, 1009, 1011, 1013
 Frame = str | bytes
+Item = Event | Frame | None          # None: the writer's end
 
 
 class WholeFrames:
@@ -52,6 +55,50 @@ class WholeFrames:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
+
+
+class Outgoing:
+    """The writer's queue, bounded by the audio it holds (and by its length): `put` waits while it is
+    full, which is what stops a context from taking more audio from its job (the job's credits then
+    park it in the model worker). An item bigger than the bound still goes when the queue is empty."""
+
+    def __init__(self, max_audio_bytes: int, max_items: int = OUTGOING_EVENTS) -> None:
+        self.max_audio_bytes = max_audio_bytes
+        self.max_items = max_items
+        self.items: deque[Item] = deque()
+        self.audio_bytes = 0
+        self.ready = gevent.event.Event()
+        self.room = gevent.event.Event()
+        self.closed = False
+
+    def put(self, item: Item) -> None:
+        size = len(item.pcm) if isinstance(item, Audio) else 0
+        while not self.closed and (len(self.items) >= self.max_items
+                                   or size and self.audio_bytes and self.audio_bytes + size > self.max_audio_bytes):
+            self.room.clear()
+            self.room.wait(1.0)
+        if self.closed:
+            return
+        self.items.append(item)
+        self.audio_bytes += size
+        self.ready.set()
+
+    def get(self) -> Item:
+        while not self.items:
+            self.ready.clear()
+            self.ready.wait()
+        item = self.items.popleft()
+        if isinstance(item, Audio):
+            self.audio_bytes -= len(item.pcm)
+        self.room.set()
+        return item
+
+    def close(self) -> None:
+        """The writer is gone: drop what is queued and let every waiting `put` return."""
+        self.closed = True
+        self.items.clear()
+        self.audio_bytes = 0
+        self.room.set()
 
 
 class Translator(Protocol):
@@ -80,8 +127,9 @@ class Channel:
         self.ws = ws
         self.translator = translator
         self.max_message_bytes = max_message_bytes
-        self.outgoing: gevent.queue.Queue = gevent.queue.Queue(OUTGOING_QUEUE)
+        self.outgoing = Outgoing(0)
         self.session = session_factory(self.outgoing.put)
+        self.outgoing.max_audio_bytes = int(OUTGOING_AUDIO_SECONDS * self.session.info.sample_rate) * 2
         self.closing: tuple[int, str] | None = None
         self.graceful = False
         self.writer: gevent.Greenlet | None = None
@@ -166,10 +214,7 @@ class Channel:
         self.session.close()
         if self.writer is not None:
             if not self.writer.dead:
-                try:
-                    self.outgoing.put(None, timeout=10)
-                except gevent.queue.Full:
-                    pass
+                self.outgoing.put(None)     # behind what is queued: a graceful end sends it all
                 self.writer.join(timeout=10)
             self.writer.kill(block=False)
         try:
@@ -198,8 +243,7 @@ class Channel:
             log.exception("realtime writer failed")
         finally:
             self.session.close()
-            while not self.outgoing.empty():        # unblock contexts waiting to queue an event
-                self.outgoing.get_nowait()
+            self.outgoing.close()
 
 
 def parse_json(message: Any) -> dict:
