@@ -12,6 +12,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Response, jsonify, send_from_directory
 
 import chatterbox_server
+from chatterbox_server.api.docs import realtime_paths as realtime_docs
 from chatterbox_server.api.docs import store_paths as store_docs
 from chatterbox_server.api.extended.concat_schema import ConcatSchema, MixedConcatSchema
 from chatterbox_server.api.extended.fields import EXPORT_FORMATS
@@ -84,7 +85,9 @@ def _get(summary: str, tag: str, path: str) -> dict[str, Any]:
 def build_spec() -> dict[str, Any]:
     spec = APISpec(title="chatterbox-server", version=chatterbox_server.__version__, openapi_version="3.0.3",
                    plugins=[MarshmallowPlugin()],
-                   info={"description": "OpenAI-compatible and Extended text-to-speech API for Chatterbox."})
+                   info={"description": "OpenAI-compatible and Extended text-to-speech API for Chatterbox, with "
+                         "streaming-input WebSockets (ours at /v1/audio/speech/realtime, and ElevenLabs', Cartesia's "
+                         "and Deepgram's protocols at their own paths) for voice agents."})
     spec.components.schema("SpeechRequest", schema=SpeechRequestSchema(max_input_chars=4096))
     spec.components.schema("TtsRequest", schema=ExtendedTtsSchema(max_input_chars=4096))
     spec.components.schema("VcForm", schema=VcFormSchema())
@@ -117,6 +120,7 @@ def build_spec() -> dict[str, Any]:
     vc["post"]["requestBody"]["content"]["application/json"] = {"schema": store_docs.VC_JSON}
     spec.path("/api/v1/vc", operations=vc)
     store_docs.add_store_paths(spec)
+    realtime_docs.add_realtime_paths(spec)
     for path, summary, tag in (("/api/v1/health", "Health in the peer's shape (status healthy)", "extended"),
                                ("/api/v1/config", "Defaults, formats and limits", "extended"),
                                ("/api/v1/metrics", "System, request and process metrics", "extended"),

@@ -241,6 +241,7 @@ class Channel:
             pass
         except Exception:  # noqa: BLE001 - a failed write ends this socket only
             log.exception("realtime writer failed")
+            self.close(SERVER_ERROR, "server error")
         finally:
             self.session.close()
             self.outgoing.close()
