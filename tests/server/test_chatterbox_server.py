@@ -169,3 +169,37 @@ def test_a_language_without_its_extra_package_is_spoken_and_says_so(tmp_path, ch
         assert "spacy-pkuseg" in extended.json()["degraded"]["language_extras"]
     finally:
         server.stop()
+
+
+def test_a_socket_turn_speaks_what_the_stream_speaks_and_a_cancel_stops_the_decode(chatterbox_server):
+    """The realtime socket on the real Chatterbox path: a one-segment turn gives the same samples as
+    the token-window stream of that text and seed; a cancel mid-turn leaves no job behind."""
+    import base64
+    import time
+
+    from realtimekit import RealtimeClient, ws_url
+
+    stream = requests.post(chatterbox_server.url("/v1/audio/speech/stream"), timeout=300,
+                           json={"input": "Hello there.", "seed": 11, "response_format": "pcm"})
+    assert stream.status_code == 200, stream.text
+    c = RealtimeClient(ws_url(chatterbox_server.base, "/v1/audio/speech/realtime") + "?seed=11")
+    try:
+        c.until_type("session.created")
+        c.send("input_text.append", text="Hello there.")
+        c.send("input_text.done")
+        done = c.until_type("speech.audio.done", timeout=300)
+        audio = b"".join(base64.b64decode(e["audio"]) for e in c.received.of("speech.audio.delta"))
+        assert audio == stream.content
+        assert done["usage"]["output_tokens"] <= TOKEN_CAP and done["usage"]["segments"] == 1
+
+        c.send("input_text.append", context_id="long", text="One sentence here. Another one there. A third one. ")
+        c.send("input_text.done", context_id="long")
+        c.until_type("speech.audio.delta", "long", timeout=300)
+        c.send("context.cancel", context_id="long")
+        c.until_type("context.cancelled", "long", timeout=10)
+        deadline = time.monotonic() + 30
+        while sum(slot["active_jobs"] for slot in chatterbox_server.health()["workers"]["slots"]):
+            assert time.monotonic() < deadline, chatterbox_server.health()
+            time.sleep(0.2)
+    finally:
+        c.close()
