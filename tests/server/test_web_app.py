@@ -247,9 +247,9 @@ def test_bad_values_show_the_servers_message_next_to_their_field(hibari_page):
 
     page.fill("#panel-speak textarea", "Hello.")
     page.click("#panel-speak details.settings summary")
-    page.fill('.field[data-param="speed"] input[type=number]', "9")
+    page.fill('#panel-speak .field[data-param="speed"] input[type=number]', "9")
     page.click("#play")
-    speed = page.locator('.field[data-param="speed"]')
+    speed = page.locator('#panel-speak .field[data-param="speed"]')
     expect(speed.locator(".field-error")).to_contain_text("less than or equal to 4.0")
     expect(speed.locator("input[type=number]")).to_be_focused()
     expect(input_error).to_be_empty()
@@ -514,15 +514,16 @@ def test_request_history_statistics_and_languages(hibari_page, hibari_server):
 # -- the pages themselves -------------------------------------------------------------------------
 def test_pages_render_fully_with_every_external_route_blocked(hibari_page):
     page = hibari_page.open()
-    expect(page.locator("[role=tab]")).to_have_text(["Speak", "Voices", "Convert", "Long jobs", "Outputs", "Server"])
+    expect(page.locator("[role=tab]")).to_have_text(["Speak", "Live", "Voices", "Convert", "Long jobs", "Outputs",
+                                                     "Server"])
     expect(page.locator('#panel-speak .field[data-param="model"] option')).not_to_have_count(1)
     settings = page.locator("#speak-settings .field")
     expect(settings.filter(has_text="Speed")).to_contain_text("0.25 – 4")       # the range from /openapi.json
-    assert page.locator('.field[data-param="speed"] input[type=number]').get_attribute("max") == "4"
+    assert page.locator('#panel-speak .field[data-param="speed"] input[type=number]').get_attribute("max") == "4"
 
     page.focus("#tab-speak")                             # tabs by keyboard
     page.keyboard.press("ArrowRight")
-    expect(page.locator("#tab-voices")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#tab-live")).to_have_attribute("aria-selected", "true")
     page.keyboard.press("End")
     expect(page.locator("#tab-server")).to_be_focused()
     expect(page.locator("#panel-server table.workers tbody tr")).to_have_attribute("data-state", "ready")

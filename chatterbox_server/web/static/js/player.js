@@ -34,7 +34,7 @@ export function pcm16ToFloat(bytes) {
   return out;
 }
 
-function base64Bytes(text) {
+export function base64Bytes(text) {
   const binary = atob(text);
   const bytes = new Uint8Array(binary.length);
   for (let i = 0; i < binary.length; i += 1) bytes[i] = binary.charCodeAt(i);
@@ -62,16 +62,69 @@ export function wavBlob(pieces, sampleRate) {
 }
 
 /**
+ * Gap-free playback of PCM16 pieces on one AudioContext: each piece starts where the one before
+ * ends (or just ahead of now, after a gap). `silence()` drops whatever is scheduled, at once.
+ */
+export class PcmQueue {
+  constructor() {
+    this.context = null;
+    this.sources = [];
+    this.timers = [];
+    this.next = 0;
+  }
+
+  /** Create or wake the AudioContext (call it from a user gesture: autoplay rules). */
+  async resume() {
+    this.context ||= new AudioContext();
+    await this.context.resume();
+  }
+
+  /** Schedule PCM16 `bytes` at `rate`; `onStart` runs when they begin to sound. Answers that time. */
+  schedule(bytes, rate, onStart = null) {
+    const samples = pcm16ToFloat(bytes);
+    const buffer = this.context.createBuffer(1, Math.max(samples.length, 1), rate);
+    buffer.copyToChannel(samples, 0);
+    const source = this.context.createBufferSource();
+    source.buffer = buffer;
+    source.connect(this.context.destination);
+    const at = Math.max(this.next, this.context.currentTime + START_LEAD_S);
+    source.start(at);
+    this.sources.push(source);
+    source.onended = () => { this.sources = this.sources.filter((s) => s !== source); };
+    if (onStart) this.timers.push(setTimeout(onStart, (at - this.context.currentTime) * 1000));
+    this.next = at + samples.length / rate;
+    return at;
+  }
+
+  /** Seconds of audio scheduled and not yet heard. */
+  ahead() {
+    return this.context ? Math.max(0, this.next - this.context.currentTime) : 0;
+  }
+
+  silence() {
+    for (const source of this.sources) {
+      try {
+        source.stop();
+      } catch {
+        // never started
+      }
+    }
+    this.timers.forEach(clearTimeout);
+    this.sources = [];
+    this.timers = [];
+    this.next = 0;
+  }
+}
+
+/**
  * One playback at a time. Callbacks: onStart({requestId, seed, chunks, ignored}), onFirstAudio(ms),
  * onChunk(index) when a chunk begins to sound, onReceived(index), onEnd({usage}), onError(error).
  */
 export class StreamPlayer {
   constructor(callbacks) {
     this.cb = callbacks;
-    this.context = null;
+    this.queue = new PcmQueue();
     this.controller = null;
-    this.sources = [];
-    this.timers = [];
     this.pieces = [];
     this.sampleRate = 24000;
   }
@@ -83,14 +136,13 @@ export class StreamPlayer {
   /** Resolves when the stream has been received whole (playback may go on after). */
   async play(body) {
     this.stop();
-    this.context ||= new AudioContext();
-    await this.context.resume();
+    await this.queue.resume();
+    const { context } = this.queue;
     const controller = new AbortController();
     const mine = () => this.controller === controller; // a newer play() may have replaced this one
     this.controller = controller;
     this.pieces = [];
     const clicked = performance.now();
-    let next = 0;
     let index = 0;
     let first = true;
     try {
@@ -110,16 +162,16 @@ export class StreamPlayer {
         else if (event.type === "speech.audio.delta") {
           const bytes = base64Bytes(event.audio);
           this.pieces.push(bytes);
-          const at = this.schedule(bytes, next, index);
+          const chunk = index;
+          const at = this.queue.schedule(bytes, this.sampleRate, () => this.cb.onChunk?.(chunk));
           if (first) {
             first = false;
-            const ms = performance.now() - clicked + Math.max(0, at - this.context.currentTime) * 1000;
+            const ms = performance.now() - clicked + Math.max(0, at - context.currentTime) * 1000;
             this.cb.onFirstAudio?.(ms);
           }
-          next = at + bytes.byteLength / 2 / this.sampleRate;
           this.cb.onReceived?.(index);
           index += 1;
-          while (next - this.context.currentTime > MAX_AHEAD_S && mine()) {
+          while (this.queue.ahead() > MAX_AHEAD_S && mine()) {
             await new Promise((resolve) => { setTimeout(resolve, 1000); });
           }
         } else if (event.type === "speech.audio.done") usage = event.usage;
@@ -128,49 +180,20 @@ export class StreamPlayer {
       if (!usage) throw new ApiError(0, "The stream ended before the audio was complete.");
       if (!mine()) return;
       this.controller = null;
-      this.cb.onEnd?.({ usage, endsIn: Math.max(0, next - this.context.currentTime) });
+      this.cb.onEnd?.({ usage, endsIn: this.queue.ahead() });
     } catch (error) {
       if (error.name === "AbortError" || !mine()) return;
       this.controller = null;
-      this.silence();
+      this.queue.silence();
       this.cb.onError?.(error);
     }
-  }
-
-  schedule(bytes, next, index) {
-    const samples = pcm16ToFloat(bytes);
-    const buffer = this.context.createBuffer(1, Math.max(samples.length, 1), this.sampleRate);
-    buffer.copyToChannel(samples, 0);
-    const source = this.context.createBufferSource();
-    source.buffer = buffer;
-    source.connect(this.context.destination);
-    const at = Math.max(next, this.context.currentTime + START_LEAD_S);
-    source.start(at);
-    this.sources.push(source);
-    source.onended = () => { this.sources = this.sources.filter((s) => s !== source); };
-    const delay = (at - this.context.currentTime) * 1000;
-    this.timers.push(setTimeout(() => this.cb.onChunk?.(index), delay));
-    return at;
   }
 
   /** Cancel the request (the server stops synthesizing when the connection closes) and the sound. */
   stop() {
     if (this.controller) this.controller.abort();
     this.controller = null;
-    this.silence();
-  }
-
-  silence() {
-    for (const source of this.sources) {
-      try {
-        source.stop();
-      } catch {
-        // never started
-      }
-    }
-    this.timers.forEach(clearTimeout);
-    this.sources = [];
-    this.timers = [];
+    this.queue.silence();
   }
 
   /** What was received so far, as a WAV file. */
