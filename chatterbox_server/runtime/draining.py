@@ -46,6 +46,11 @@ def reloading(run_dir: str, now: float | None = None) -> bool:
     return 0 <= (time.time() if now is None else now) - marked <= RELOAD_WINDOW_SECONDS
 
 
+def worker_exiting() -> bool:
+    """True once this front worker was told to exit (a stop or a reload): long-lived sockets wind down."""
+    return _worker is not None and not _worker.alive
+
+
 def stopping(run_dir: str) -> bool:
     """True once this front worker was told to exit, unless a reload replaces it."""
     return _worker is not None and not _worker.alive and not reloading(run_dir)

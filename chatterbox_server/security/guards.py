@@ -60,7 +60,9 @@ def init_app(app: Flask, settings: Settings, run_dir: str) -> None:
     @app.after_request
     def release_with_response(response: Response) -> Response:
         token = g.pop("stream_token", None)
-        if token:
+        if token and websocket_request():
+            limits.release(token)       # the socket's whole life ran inside the view, which has returned
+        elif token:
             response.call_on_close(lambda: limits.release(token))     # after the last byte of a stream
         return response
 

@@ -37,7 +37,7 @@ import gevent.event
 
 from chatterbox_server.audio.timings import offset_words
 from chatterbox_server.runtime.pool_client import JobHandle, PoolBusy, PoolClient, PoolError
-from chatterbox_server.runtime.telemetry import AUDIO_SECONDS, FIRST_AUDIO
+from chatterbox_server.runtime.telemetry import AUDIO_SECONDS, FIRST_AUDIO, REALTIME_CONTEXTS
 from chatterbox_server.security.redact import public_pool_message
 from chatterbox_server.text.segmenter import Segment, Segmenter, SegmentPolicy, TurnClosed
 from workers.engines.base import EngineInfo, SynthesisSettings, VoiceRef
@@ -230,6 +230,7 @@ class Context:
                     continue
                 if self.segmenter.closed:
                     self.finished = True
+                    REALTIME_CONTEXTS.labels("done").inc()
                     self.session.emit(Done(self.id, self.usage, self.serial))
                     return
                 self._wait_for_text()
@@ -309,6 +310,7 @@ class Context:
         self.sequence += 1
 
     def _failed(self, exc: PoolError) -> None:
+        REALTIME_CONTEXTS.labels("failed").inc()
         retry_after = exc.retry_after if isinstance(exc, PoolBusy) else None
         self.session.emit(ContextFailed(self.id, public_pool_message(str(exc), exc.status, exc.code), exc.code,
                                         exc.status, self.serial, retry_after))
@@ -373,6 +375,7 @@ class Session:
             return False
         context.cancel()
         self._cancelled.add(context.serial)
+        REALTIME_CONTEXTS.labels("cancelled" if reason == CANCELLED_BY_CLIENT else "evicted").inc()
         self.emit(Cancelled(context_id, reason, context.serial))
         return True
 
@@ -382,6 +385,7 @@ class Session:
         for context in list(self.contexts.values()):
             context.cancel()
             self._cancelled.add(context.serial)
+            REALTIME_CONTEXTS.labels("disconnected").inc()
         self.contexts.clear()
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import socket
 import threading
 import time
@@ -386,4 +387,37 @@ def test_a_slow_reader_gets_back_pressure_and_then_everything(tmp_path):
         assert len(c.received.audio()) / 2 / 48000 == pytest.approx(total, abs=0.05)     # nothing lost
     finally:
         c.close()
+        server.stop()
+
+
+def test_a_stopping_server_finishes_the_turn_in_progress_then_closes_with_1001(tmp_path):
+    server = start_server(tmp_path, engine="tone", front_workers="1", model_workers="1", graceful_timeout="20")
+    try:
+        c = client(server)
+        c.send("input_text.append", text=" ".join(f"[[sleep:0.4]] Part {n} of the answer." for n in range(4)))
+        c.send("input_text.done")
+        c.until_type("speech.audio.delta")
+        server.process.send_signal(signal.SIGTERM)
+        done = c.until_type("speech.audio.done", timeout=20)
+        assert done["usage"]["segments"] == 4
+        code, _ = c.wait_closed(timeout=10)
+        assert code == 1001
+    finally:
+        server.stop()
+
+
+def test_a_socket_counts_as_one_stream_of_its_key(tmp_path):
+    server = start_server(tmp_path, engine="hibari", front_workers="1", api_key="sekret", max_streams_per_key="1")
+    try:
+        first = RealtimeClient(ws_url(server.base, PATH) + "?api_key=sekret")
+        first.until_type("session.created")
+        with pytest.raises(InvalidStatus) as refused:
+            RealtimeClient(ws_url(server.base, PATH) + "?api_key=sekret")
+        assert refused.value.response.status_code == 429
+        first.close()
+        time.sleep(0.5)
+        again = RealtimeClient(ws_url(server.base, PATH) + "?api_key=sekret")
+        again.until_type("session.created")
+        again.close()
+    finally:
         server.stop()

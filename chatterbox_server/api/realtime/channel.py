@@ -8,7 +8,8 @@ simple-websocket's own reader included). The writer takes events from a bounded 
 that reads slowly fills it, the contexts then stop taking audio from the model worker, whose
 credits park the job. That is the back-pressure; memory stays bounded.
 
-Close codes: 1000 normal (the client closed the session, or it was idle for the timeout), 1008
+Close codes: 1000 normal (the client closed the session, or it was idle for the timeout), 1001 the
+front worker is stopping or reloading (after the turns in progress are spoken), 1008
 a protocol violation that cannot be answered with an error event, 1009 a message too big to read,
 1011 a server error, 1013 the server is full (sent before any GPU time, with an error event that
 carries a retry hint).
@@ -27,6 +28,7 @@ import gevent.event
 import gevent.lock
 from simple_websocket import ConnectionClosed
 
+from chatterbox_server.runtime.draining import worker_exiting
 from chatterbox_server.runtime.pool_client import PoolBusy, PoolError
 from chatterbox_server.security.redact import public_pool_message
 from chatterbox_server.synthesis.realtime import Audio, Event, Session, SessionError
@@ -36,7 +38,7 @@ OUTGOING_AUDIO_SECONDS = 2.0        # engine audio waiting for the writer before
 OUTGOING_EVENTS = 256               # any events waiting: a client that reads nothing stops being read
 POLL_SECONDS = 0.5                  # how often the reading loop looks at the clock while nothing arrives
 CLOSE_WAIT_SECONDS = 300.0          # longest a graceful close waits for the turns still being spoken
-NORMAL, POLICY, TOO_BIG, SERVER_ERROR, TRY_AGAIN_LATER = 1000, 1008, 1009, 1011, 1013
+NORMAL, GOING_AWAY, POLICY, TOO_BIG, SERVER_ERROR, TRY_AGAIN_LATER = 1000, 1001, 1008, 1009, 1011, 1013
 Frame = str | bytes
 Item = Event | Frame | None          # None: the writer's end
 
@@ -180,6 +182,9 @@ class Channel:
             except ConnectionClosed:
                 return
             now = time.monotonic()
+            if worker_exiting():        # a stop or reload: finish the turns in progress, then 1001
+                self.close(GOING_AWAY, "the server is restarting; reconnect", graceful=True)
+                return
             if message is None:
                 if not self.ws.connected or (self.writer is not None and self.writer.dead):
                     return

@@ -19,6 +19,7 @@ from chatterbox_server.api.realtime.deepgram import DeepgramProtocol
 from chatterbox_server.api.realtime.elevenlabs import ElevenLabsProtocol
 from chatterbox_server.api.realtime.native import NativeProtocol
 from chatterbox_server.errors import ApiError
+from chatterbox_server.runtime.telemetry import REALTIME_SOCKETS
 from chatterbox_server.services import services
 from chatterbox_server.synthesis.realtime import SessionError
 from workers.engines.base import EngineInfo
@@ -60,6 +61,7 @@ def serve(ws: Any, make_translator: Callable[[EngineInfo], Translator],
     except (ApiError, SessionError) as exc:
         _refuse(ws, exc, error_frames)
         return
+    REALTIME_SOCKETS.labels(type(translator).__name__.removesuffix("Protocol").lower()).inc()
     Channel(ws, new_session, translator, svc.settings.realtime_max_message_bytes).serve()
 
 
