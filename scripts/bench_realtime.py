@@ -385,7 +385,7 @@ async def load_socket(url: str, index: int, contexts: tuple[str, ...], started: 
                 await ws.send(json.dumps({"type": "input_text.done", "context_id": c}))
             await asyncio.wait_for(reader, timeout=600)
     except websockets.ConnectionClosed as exc:
-        record["close"] = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else None
+        record["close"] = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else repr(exc)
     except Exception as exc:  # noqa: BLE001 - recorded and counted as a loss
         record["close"] = repr(exc)
     return record
@@ -407,6 +407,7 @@ def run_load_once(args, max_queued_jobs: int | None) -> dict:
             pids = front_worker_pids(server)
             with Sampler(server, pids) as sampler:
                 records, wall = asyncio.run(load_all(server, args.sockets))
+            log = server.log()
             idle_health = []
             for _ in range(40):
                 started = time.perf_counter()
@@ -443,6 +444,10 @@ def run_load_once(args, max_queued_jobs: int | None) -> dict:
             "health_idle": summary(idle_health) | {"p95_ms": round(percentile(idle_health, 0.95) * 1000, 1)},
             "audio_seconds_total": round(sum(s["bytes"] for r in records for s in r["contexts"].values())
                                          / 2 / RATE, 1),
+            "lost_records": [r for r in records if any(s["done"] is None and (s["error"] or {}).get("status") != 429
+                                                       for s in r["contexts"].values())][:3],
+            "server_log_problems": [line for line in log.splitlines()
+                                    if re.search(r"WORKER TIMEOUT|Traceback|Error|error|exited|killed", line)][-40:],
             "machine": machine()}
 
 
