@@ -162,7 +162,7 @@ def http_first_audio(session: requests.Session, server: Server, text: str, seed:
 
 
 def first_audio_pairs(server: Server, samples: int, text: str, first_segment: str, seed0: int,
-                      finish: bool = True, between=None) -> dict:
+                      finish: bool = True, between=None, timeout: float = 60.0) -> dict:
     """Interleaved pairs (the order alternates), one seed a pair."""
     session = requests.Session()
     sock, http, same, lengths = [], [], 0, []
@@ -172,9 +172,9 @@ def first_audio_pairs(server: Server, samples: int, text: str, first_segment: st
         got = {}
         for kind in order:
             if kind == "socket":
-                got[kind] = socket_first_audio(server, text, first_segment, seed, finish=finish)
+                got[kind] = socket_first_audio(server, text, first_segment, seed, finish=finish, timeout=timeout)
             else:
-                got[kind] = http_first_audio(session, server, first_segment, seed, finish=finish)
+                got[kind] = http_first_audio(session, server, first_segment, seed, finish=finish, timeout=timeout)
             if between is not None:
                 between()
         sock.append(got["socket"]["first_audio"])
@@ -477,9 +477,10 @@ def run_chatterbox(args) -> dict:
             text, first = "Hi there, friend.", "Hi there,"
             def idle() -> None:
                 wait_idle(server)
-            socket_first_audio(server, text, first, 500, finish=False)          # warm-up
+            socket_first_audio(server, text, first, 500, finish=False, timeout=900)     # warm-up
             idle()
-            result = first_audio_pairs(server, args.samples, text, first, 1, finish=False, between=idle)
+            result = first_audio_pairs(server, args.samples, text, first, 1, finish=False, between=idle,
+                                       timeout=900)
         finally:
             server.stop()
     result.update(engine="chatterbox (random weights, CPU)", max_new_tokens=args.tokens,
