@@ -6,6 +6,7 @@ import base64
 import json
 import time
 from dataclasses import dataclass, field
+from ssl import SSLContext
 
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -36,8 +37,8 @@ class Received:
 
 
 class RealtimeClient:
-    def __init__(self, url: str, headers: dict | None = None) -> None:
-        self.ws = connect(url, additional_headers=headers, max_size=None, open_timeout=10)
+    def __init__(self, url: str, headers: dict | None = None, ssl: SSLContext | None = None) -> None:
+        self.ws = connect(url, additional_headers=headers, max_size=None, open_timeout=10, ssl=ssl)
         self.received = Received()
         self.started = time.monotonic()
         self.closed: tuple[int | None, str | None] | None = None
