@@ -225,7 +225,7 @@ def socket_attempts(nginx: Nginx, count: int) -> list[tuple[str, str]]:
 
 
 def open_socket(nginx: Nginx) -> RealtimeClient:
-    return RealtimeClient(ws_url(nginx.base, SOCKET_PATH), ssl=nginx.tls_context())
+    return RealtimeClient(ws_url(nginx.base, SOCKET_PATH), ssl=nginx.socket_tls_context())
 
 
 def test_a_socket_lives_on_one_box_through_the_cluster(cluster):

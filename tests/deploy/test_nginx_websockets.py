@@ -52,7 +52,7 @@ def proxied(tmp_path_factory):
 
 
 def client(base: str, path: str = PATH, nginx: Nginx | None = None) -> RealtimeClient:
-    return RealtimeClient(ws_url(base, path), ssl=nginx.tls_context() if nginx else None)
+    return RealtimeClient(ws_url(base, path), ssl=nginx.socket_tls_context() if nginx else None)
 
 
 def opened(base: str, nginx: Nginx | None = None) -> RealtimeClient:
