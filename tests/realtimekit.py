@@ -6,6 +6,7 @@ import base64
 import json
 import time
 from dataclasses import dataclass, field
+from ssl import SSLContext
 
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -36,10 +37,11 @@ class Received:
 
 
 class RealtimeClient:
-    def __init__(self, url: str, headers: dict | None = None, sock=None, max_queue: int = 16) -> None:
+    def __init__(self, url: str, headers: dict | None = None, sock=None, max_queue: int = 16,
+                 ssl: SSLContext | None = None) -> None:
         """`max_queue`: messages the client's reader thread holds before it stops reading the socket."""
         self.ws = connect(url, additional_headers=headers, max_size=None, open_timeout=10, sock=sock,
-                          max_queue=max_queue)
+                          max_queue=max_queue, ssl=ssl)
         self.received = Received()
         self.started = time.monotonic()
         self.closed: tuple[int | None, str | None] | None = None

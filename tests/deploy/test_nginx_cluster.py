@@ -6,11 +6,14 @@ The tests of this module run in order on one pair of instances; the last ones ki
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import os
 import re
 import signal
+import socket
 import threading
 import time
 import wave
@@ -20,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from nginxkit import Nginx, local_site, requires_nginx, run_nginx
+from nginxkit import Nginx, local_site, locations, requires_nginx, run_nginx
+from realtimekit import RealtimeClient, ws_url
 from serverkit import ROOT, Server, free_port, start_server
 
 pytestmark = [pytest.mark.server, pytest.mark.slow, requires_nginx]
@@ -121,11 +125,15 @@ def wait_in_flight(server: Server, count: int) -> None:
 
 
 # -- the site file --------------------------------------------------------------------------------
-def location_directives(path: Path) -> dict[str, str]:
-    text = re.sub(r"#.*", "", path.read_text())
-    body = text[text.index("location / {"):]
-    return dict(re.findall(r"^\s*((?:proxy|client)_\w+)\s+([^;]*);", body, re.M)) | \
-        dict(re.findall(r"^\s*(client_max_body_size)\s+([^;]*);", text, re.M))
+def location_directives(path: Path, sockets: bool = False) -> dict[str, str]:
+    """The proxy settings of the TLS server's `location /` (or, with `sockets`, of its WebSocket location),
+    and the server's client_max_body_size."""
+    text = path.read_text()
+    [directives] = [d for match, d in locations(text)
+                    if ("realtime" in match if sockets else match == "/" and "proxy_pass" in d)]
+    proxying = {name: "; ".join(values) for name, values in directives.items()
+                if name.startswith(("proxy_", "client_"))}
+    return proxying | dict(re.findall(r"^\s*(client_max_body_size)\s+([^;]*);", re.sub(r"#.*", "", text), re.M))
 
 
 def tls_and_redirect(path: Path) -> tuple[str, list[str]]:
@@ -140,6 +148,17 @@ def test_cluster_site_keeps_every_proxy_setting_of_the_single_site():
     assert {k: v for k, v in cluster.items() if k in single and k != "proxy_pass"} == \
         {k: v for k, v in single.items() if k != "proxy_pass"}
     assert cluster["proxy_next_upstream"] == "error timeout http_502 http_503"   # never non_idempotent
+    # the WebSocket location too: the same as the single site's, plus the same failover (of handshakes only)
+    single_sockets, cluster_sockets = location_directives(SINGLE_SITE, True), location_directives(SITE, True)
+    own = ("proxy_pass", "proxy_set_header")
+    assert {k: v for k, v in cluster_sockets.items() if k in single_sockets and k not in own} == \
+        {k: v for k, v in single_sockets.items() if k not in own}
+    upgrade = "Connection $chatterbox_cluster_connection_upgrade"     # its own map: no clash with the single site's
+    assert cluster_sockets["proxy_set_header"] == single_sockets["proxy_set_header"].replace(
+        "Connection $chatterbox_connection_upgrade", upgrade) != single_sockets["proxy_set_header"]
+    failover = ("proxy_next_upstream", "proxy_connect")
+    assert {k: v for k, v in cluster_sockets.items() if k.startswith(failover)} == \
+        {k: v for k, v in cluster.items() if k.startswith(failover)}
     # the same TLS server and port-80 redirect, and a client's X-Forwarded-Prefix dropped the same way
     assert tls_and_redirect(SITE) == tls_and_redirect(SINGLE_SITE)
     assert 'proxy_set_header X-Forwarded-Prefix "";' in SITE.read_text()
@@ -186,6 +205,45 @@ def test_outputs_written_by_either_instance_load_through_nginx(cluster):
             fetched = requests.get(nginx.base + uri, timeout=10)
             assert fetched.status_code == 200 and fetched.content == direct and direct[:4] == b"RIFF"
         assert set(served(nginx, "GET", uri, count=4)) == {address(a), address(b)}, (maker, served(nginx, "GET", uri))
+
+
+
+# -- WebSockets ---------------------------------------------------------------------------------------
+SOCKET_PATH = "/v1/audio/speech/realtime"
+
+
+def socket_attempts(nginx: Nginx, count: int) -> list[tuple[str, str]]:
+    """(`$upstream_addr`, `$upstream_status`) of each finished socket, once `count` have closed (nginx logs a
+    socket when it ends)."""
+    pattern = re.compile(rf"^GET {re.escape(SOCKET_PATH)} \d+ upstreams=(.+) statuses=(.+)$")
+    deadline = time.monotonic() + 5
+    while True:
+        found = [(m.group(1), m.group(2)) for line in nginx.access_lines() if (m := pattern.match(line))]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.02)
+
+
+def open_socket(nginx: Nginx) -> RealtimeClient:
+    return RealtimeClient(ws_url(nginx.base, SOCKET_PATH), ssl=nginx.socket_tls_context())
+
+
+def test_a_socket_lives_on_one_box_through_the_cluster(cluster):
+    nginx, a, b = cluster
+    logged = len(socket_attempts(nginx, 0))
+    c = open_socket(nginx)
+    try:
+        assert c.until_type("session.created")["engine"] == "tone"
+        for turn in range(3):           # several turns, each word its own message: all on the same box
+            for word in f"Turn {turn} of the conversation is here.".split():
+                c.send("input_text.append", text=word + " ")
+            c.send("input_text.done")
+            c.until_type("speech.audio.done")
+        assert len(c.received.audio()) > 24000
+    finally:
+        c.close()
+    [(upstream, status)] = socket_attempts(nginx, logged + 1)[logged:]
+    assert status == "101" and upstream in (address(a), address(b))    # one box, one attempt
 
 
 # -- failover policy ---------------------------------------------------------------------------------
@@ -243,6 +301,95 @@ def test_a_post_is_never_sent_twice_but_a_get_moves_past_a_503(loading_and_live)
     assert [attempts.split(", ")[-1] for attempts in tried] == [address(live)] * 6
     assert sum(loading in attempts for attempts in tried) == 2
     assert "upstream server temporarily disabled" in nginx.error_log()
+
+
+
+def test_a_socket_handshake_moves_past_a_503(loading_and_live):
+    """A handshake answered 503 (a box still loading) goes on to the next box: the client, which sends no
+    frame before the 101, gets its socket from the live box."""
+    nginx, loading, live = loading_and_live
+    first = open_socket(nginx)          # kept open: least_conn sends the next one to the box with none
+    second = open_socket(nginx)
+    try:
+        for c in (first, second):
+            assert c.until_type("session.created")["engine"] == "tone"
+    finally:
+        first.close()
+        second.close()
+    attempts = socket_attempts(nginx, 2)
+    assert [upstreams.split(", ")[-1] for upstreams, _ in attempts] == [address(live)] * 2
+    assert [statuses.split(", ")[-1] for _, statuses in attempts] == ["101", "101"]
+    assert (f"{loading}, {address(live)}", "503, 101") in attempts
+
+
+class DyingSocketBox:
+    """A box that accepts a WebSocket handshake, sends one event and dies (closes the TCP connection)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.accepted = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            with connection:
+                request = b""
+                while b"\r\n\r\n" not in request and (chunk := connection.recv(4096)):
+                    request += chunk
+                key = re.search(rb"(?im)^sec-websocket-key:\s*(\S+)", request)
+                if key is None:
+                    continue
+                self.accepted += 1
+                accept = base64.b64encode(hashlib.sha1(key.group(1) + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+                connection.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                   b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+                event = json.dumps({"type": "session.created", "engine": "dying"}).encode()
+                connection.sendall(bytes([0x81, len(event)]) + event)      # one unmasked text frame
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def dying_and_live(cluster, tmp_path):
+    _, a, _ = cluster
+    dying = DyingSocketBox()
+    port, tls_port = free_port(), free_port()
+    boxes = iter([dying.address, address(a)])
+    site = re.sub(r"server 10\.0\.0\.\d+:4123", lambda _: f"server {next(boxes)}", SITE.read_text())
+    site = local_site(site, tmp_path, port, tls_port)
+    try:
+        with run_nginx(tmp_path, site, port, tls_port) as nginx:
+            yield nginx, dying, a
+    finally:
+        dying.close()
+
+
+def test_a_socket_cut_by_its_box_is_never_replayed_on_another(dying_and_live):
+    """After the 101 nginx is a tunnel: a box that dies under a socket ends that socket (no close frame:
+    the client sees the cut), and nothing of it is sent to the other box."""
+    nginx, dying, live = dying_and_live
+    sockets = [open_socket(nginx)]
+    if sockets[0].until(lambda e: "engine" in e)["engine"] != "dying":     # on the live box: kept open, so
+        sockets.append(open_socket(nginx))                                  # least_conn picks the dying one
+        assert sockets[1].until(lambda e: "engine" in e)["engine"] == "dying"
+    cut = sockets[-1]
+    try:
+        assert cut.wait_closed() == (None, None)                            # cut, not closed by a close frame
+        assert dying.accepted == 1
+        assert all(c.connected for c in sockets[:-1])                       # the live box's socket goes on
+    finally:
+        for c in sockets:
+            c.close()
+    attempts = socket_attempts(nginx, len(sockets))
+    assert (dying.address, "101") in attempts                               # one box, one attempt
+    assert all(", " not in upstreams for upstreams, _ in attempts), attempts
+    assert [upstreams for upstreams, _ in attempts].count(address(live)) == len(sockets) - 1
 
 
 # -- one instance dies -------------------------------------------------------------------------------
