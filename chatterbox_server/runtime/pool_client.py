@@ -211,7 +211,9 @@ class JobHandle:
         self.closed = True
         self._accepted()
         if self.reader is not gevent.getcurrent():
-            self.reader.kill(block=False)
+            # dead before the descriptor closes: a reader still waiting on it would leave libev a
+            # watcher on a closed (or reused) descriptor, which aborts the process (EBADF in epoll_ctl)
+            self.reader.kill(block=True)
         self.conn.close()
 
 
