@@ -98,7 +98,7 @@ class CartesiaProtocol:
             raise SessionError("max_buffer_delay_ms must be between 0 and 5000", context_id,
                                param="max_buffer_delay_ms")
         policy = SegmentPolicy() if not delay else with_max_delay(SegmentPolicy(), int(delay))
-        settings, _ = vendor_context(self.info, options, policy, context_id)
+        settings = vendor_context(self.info, options, policy, context_id)
         if delay == 0:
             self.immediate.add(context_id)
         context = channel.session.open(context_id, settings)

@@ -65,7 +65,7 @@ class DeepgramProtocol:
             if not isinstance(text, str):
                 raise SessionError("Speak needs `text`, a string", param="text")
             if self.context_id not in session.contexts:
-                settings, _ = vendor_context(self.info, {"voice": self.voice}, SegmentPolicy(), self.context_id)
+                settings = vendor_context(self.info, {"voice": self.voice}, SegmentPolicy(), self.context_id)
                 context = session.open(self.context_id, settings)
                 self.wires.open(context.serial, self.format, self.rate)
             session.append(self.context_id, text)

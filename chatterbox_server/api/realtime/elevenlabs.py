@@ -127,7 +127,7 @@ class ElevenLabsProtocol:
             policy = SegmentPolicy.chunk_schedule(schedule)
         else:
             policy = SegmentPolicy.chunk_schedule()
-        context_settings, _ = vendor_context(self.info, options, policy, context_id)
+        context_settings = vendor_context(self.info, options, policy, context_id)
         context = channel.session.open(context_id, context_settings)
         self.wires.open(context.serial, self.format, self.rate)
 

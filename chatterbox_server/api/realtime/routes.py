@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, request
+from flask.blueprints import BlueprintSetupState
 from flask_sock import Sock
 
 from chatterbox_server.api.realtime import cartesia, deepgram, elevenlabs, native
@@ -28,26 +29,27 @@ realtime_bp = Blueprint("realtime", __name__)
 vendor_bp = Blueprint("realtime_vendors", __name__)
 sock = Sock()
 OVERSIZE_FACTOR = 16        # messages this many times over the limit are not even read (1009)
-WEBSOCKET_PATHS = ("/audio/speech/realtime",)
 
 
-def server_options() -> dict[str, Any]:
-    settings = services().settings
-    return {"ping_interval": settings.realtime_ping_interval or None,
-            "max_message_size": settings.realtime_max_message_bytes * OVERSIZE_FACTOR}
+def server_options(state: BlueprintSetupState) -> None:
+    """simple-websocket's options, which flask-sock reads from the app's config: the settings' pings and a
+    transport limit well above the message limit (so that an oversized message can be answered)."""
+    settings = state.app.config["SETTINGS"]
+    state.app.config["SOCK_SERVER_OPTIONS"] = {
+        "ping_interval": settings.realtime_ping_interval or None,
+        "max_message_size": settings.realtime_max_message_bytes * OVERSIZE_FACTOR}
 
 
-def prepare_socket() -> None:
-    """Before the handshake: whole-frame writes, and the server options from the settings."""
-    environ = request.environ
-    raw = environ.get("gunicorn.socket")
+def whole_frames() -> None:
+    """Before the handshake: the socket that simple-websocket writes to sends each frame whole."""
+    raw = request.environ.get("gunicorn.socket")
     if raw is not None and not isinstance(raw, WholeFrames):
-        environ["gunicorn.socket"] = WholeFrames(raw)
-    current_app.config["SOCK_SERVER_OPTIONS"] = server_options()
+        request.environ["gunicorn.socket"] = WholeFrames(raw)
 
 
-realtime_bp.before_request(prepare_socket)
-vendor_bp.before_request(prepare_socket)
+for blueprint in (realtime_bp, vendor_bp):
+    blueprint.record_once(server_options)
+    blueprint.before_request(whole_frames)
 
 
 def serve(ws: Any, make_translator: Callable[[EngineInfo], Translator],

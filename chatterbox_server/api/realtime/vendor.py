@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from chatterbox_server.api.realtime.common import SAMPLE_RATES, SocketOptions, WireAudio, context_settings, load_options
+from chatterbox_server.api.realtime.common import SAMPLE_RATES, WireAudio, context_settings, load_options
 from chatterbox_server.errors import ApiError
 from chatterbox_server.security import guards
 from chatterbox_server.services import services
@@ -58,6 +58,6 @@ class Wires:
 
 
 def vendor_context(info: EngineInfo, options: dict[str, Any], policy: SegmentPolicy,
-                   context_id: str) -> tuple[ContextSettings, SocketOptions]:
-    loaded = load_options(options)
-    return context_settings(loaded, info, policy, context_id), loaded
+                   context_id: str) -> ContextSettings:
+    """A context's settings from the options a vendor's message amounts to, checked as ours are."""
+    return context_settings(load_options(options), info, policy, context_id)
