@@ -21,11 +21,9 @@ audio is noise, not words, so Whisper has nothing to align to.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import sys
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -50,13 +48,8 @@ SENTENCES = (
 
 
 def wav_bytes(audio: np.ndarray, rate: int) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes((np.clip(audio, -1, 1) * 32767).round().astype("<i2").tobytes())
-    return buffer.getvalue()
+    from chatterbox_server.audio.encoders import pcm_to_wav
+    return pcm_to_wav((np.clip(audio, -1, 1) * 32767).round(), rate)
 
 
 def summary(errors: list[float]) -> dict:

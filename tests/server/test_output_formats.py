@@ -13,6 +13,8 @@ import pytest
 import requests
 from asr import asr_available, transcribe, word_error_rate
 
+from chatterbox_server.audio.encoders import pcm_to_wav
+
 pytestmark = pytest.mark.server
 TEXT = "Please call me back tomorrow morning about the delivery."
 ENGINE_RATE = 24000
@@ -24,16 +26,6 @@ def mulaw_to_pcm16(data: bytes) -> np.ndarray:
     u = ~np.frombuffer(data, dtype=np.uint8).astype(np.int32) & 0xFF
     magnitude = (((u & 0x0F) << 3) + 0x84) << ((u >> 4) & 0x07)
     return np.where(u & 0x80, 0x84 - magnitude, magnitude - 0x84).astype(np.int16)
-
-
-def wav_of(samples: np.ndarray, rate: int) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(samples.astype("<i2").tobytes())
-    return buffer.getvalue()
 
 
 def speak(server, path: str = "/v1/audio/speech", **fields) -> requests.Response:
@@ -76,7 +68,7 @@ def test_mulaw_whole_file_is_8k_g711_and_still_understood(hibari_server, engine_
     assert abs(len(response.content) - engine_samples * 8000 / ENGINE_RATE) <= 1       # one byte a sample
     samples = mulaw_to_pcm16(response.content)
     assert np.sqrt(np.mean(samples.astype(np.float64) ** 2)) > 300        # speech, not silence
-    assert_intelligible(wav_of(samples, 8000))
+    assert_intelligible(pcm_to_wav(samples, 8000))
 
 
 def test_alaw_whole_file(hibari_server, engine_samples):
@@ -92,7 +84,7 @@ def test_mulaw_progressive_stream(hibari_server):
     assert response.headers["X-Chatterbox-Sample-Rate"] == "8000"
     samples = mulaw_to_pcm16(response.content)
     assert samples.size > 8000
-    assert_intelligible(wav_of(samples, 8000))
+    assert_intelligible(pcm_to_wav(samples, 8000))
 
 
 def test_mulaw_sse(hibari_server):
@@ -101,7 +93,7 @@ def test_mulaw_sse(hibari_server):
                          "encoding": "pcm_mulaw"}
     samples = mulaw_to_pcm16(deltas(events))
     assert samples.size > 8000
-    assert_intelligible(wav_of(samples, 8000))
+    assert_intelligible(pcm_to_wav(samples, 8000))
 
 
 @pytest.mark.parametrize("rate", [16000, 48000])

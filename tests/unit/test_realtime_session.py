@@ -9,8 +9,17 @@ import gevent.queue
 import pytest
 
 from chatterbox_server.runtime.pool_client import PoolBusy, PoolError
-from chatterbox_server.synthesis.realtime import (Audio, Cancelled, ContextFailed, ContextSettings, Done, Flushed,
-                                                  Session, SessionError, SessionLimits)
+from chatterbox_server.synthesis.realtime import (
+    Audio,
+    Cancelled,
+    ContextFailed,
+    ContextSettings,
+    Done,
+    Flushed,
+    Session,
+    SessionError,
+    SessionLimits,
+)
 from chatterbox_server.text.segmenter import SegmentPolicy
 from workers.engines.base import EngineInfo, SynthesisSettings, VoiceRef
 from workers.ipc.protocol import AudioChunk, JobDone
