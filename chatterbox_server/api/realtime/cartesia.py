@@ -6,7 +6,8 @@ Each client message is one piece of a context: ``{"context_id", "transcript", "c
 "generation_config"?: {"speed"}}``. The first piece opens the context with its voice and format;
 pieces are joined verbatim; ``continue: false`` ends the context (after its last piece);
 ``{"context_id", "cancel": true}`` stops it (nothing of it is sent after that); ``flush: true`` is
-answered ``flush_done`` with an increasing ``flush_id`` once its audio is out.
+answered ``flush_done`` with an increasing ``flush_id`` once its audio is out. A piece without
+``continue: true`` is the context's last, as there.
 ``max_buffer_delay_ms: 0`` (what pipecat and LiveKit send) synthesizes each piece as it comes;
 otherwise our segmenter waits at most that long for a better cut.
 
@@ -71,7 +72,7 @@ class CartesiaProtocol:
             session.flush(context_id, self._next_flush_id(context_id))
         elif transcript and context_id in self.immediate:
             session.flush(context_id, ack=False)
-        if data.get("continue") is False or data.get("continue") is None and not transcript:
+        if data.get("continue") is not True:        # Cartesia's default: this request is the last piece
             session.end(context_id)
 
     def _next_flush_id(self, context_id: str) -> int:

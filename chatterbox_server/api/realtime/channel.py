@@ -194,8 +194,9 @@ class Channel:
                     self.close(NORMAL, f"no message for {self.translator.idle_timeout:g} s")
                 continue
             last_heard = now
-            if len(message) > self.max_message_bytes:
-                self._report(SessionError(f"message of {len(message)} bytes is over the limit of "
+            size = len(message.encode("utf-8")) if isinstance(message, str) else len(message)
+            if size > self.max_message_bytes:
+                self._report(SessionError(f"message of {size} bytes is over the limit of "
                                           f"{self.max_message_bytes}; send text in smaller pieces",
                                           code="message_too_big", status=413))
                 continue

@@ -93,6 +93,8 @@ class ElevenLabsProtocol:
         if text == "" and not data.get("flush"):
             if not self.multi and context is not None:
                 session.end(context_id)             # the single stream's end of input
+            elif not self.multi:
+                channel.close()                     # ended before any text: nothing to speak
             return                                  # a keepalive
         if context is None:
             if text is None and not data.get("flush"):
