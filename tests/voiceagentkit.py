@@ -6,14 +6,15 @@ reads) were read from the clients' source; see the comments in each test module.
 """
 from __future__ import annotations
 
-import io
 import math
 import os
 import struct
-import wave
 from array import array
 
+import numpy as np
 from serverkit import Server
+
+from chatterbox_server.audio.encoders import pcm_to_wav
 
 API_KEY = "voice-agent-test-key"        # every client insists on some key; the server may ignore it
 # The voice every client asks for. Vendor voice ids mean nothing here: the server maps the name it
@@ -74,13 +75,7 @@ def assert_float_speech(pcm: bytes, sample_rate: int, *, min_seconds: float = 0.
 
 
 def wav(pcm: bytes, sample_rate: int = SAMPLE_RATE) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm)
-    return out.getvalue()
+    return pcm_to_wav(np.frombuffer(pcm, dtype="<i2"), sample_rate)
 
 
 def heard(pcm: bytes, sample_rate: int = SAMPLE_RATE) -> str | None:

@@ -150,8 +150,7 @@ def test_livekit_stream_push_flush_end(kind, hibari_server):
         # one segment per stream, each ended by its Flushed
         assert len(got.segments) == 2, got.segments
     if kind in ("elevenlabs", "cartesia"):
-        # PENDING (alignment / word timestamps may land later): ElevenLabs normalizedAlignment and
-        # Cartesia word_timestamps become timed transcripts on the frames.
+        # ElevenLabs normalizedAlignment and Cartesia word_timestamps become timed transcripts on the frames
         assert got.timed, f"{kind}: no timed transcript (alignment / word_timestamps missing)"
         text = "".join(str(t) for t in got.timed).lower()
         assert "elephants" in text and "bicycle" in text, text

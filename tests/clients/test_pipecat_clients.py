@@ -146,8 +146,7 @@ def test_pipecat_elevenlabs_turns_and_barge_in(hibari_server):
                                settings=ElevenLabsTTSService.Settings(voice=kit.VOICE, model="eleven_flash_v2_5"))
     recorder = asyncio.run(converse(tts))
     check(recorder)
-    # ElevenLabs alignment -> pipecat word timestamps (TTSTextFrame with a pts). PENDING: alignment may
-    # arrive later from another engineer; this assert then starts to hold.
+    # ElevenLabs alignment -> pipecat word timestamps (TTSTextFrame with a pts)
     words = [f for _, f in recorder.seen if isinstance(f, frames.TTSTextFrame) and f.context_id == recorder.turn_two]
     assert words, "no word frames for turn two (alignment missing?)"
 
@@ -171,7 +170,7 @@ def test_pipecat_cartesia_turns_and_barge_in(hibari_server):
                              settings=CartesiaTTSService.Settings(voice=kit.VOICE, model="sonic-3"))
     recorder = asyncio.run(converse(tts))
     check(recorder)
-    # Cartesia word timestamps -> TTSTextFrame. PENDING: timestamps may arrive later.
+    # Cartesia word timestamps -> TTSTextFrame
     words = [f for _, f in recorder.seen if isinstance(f, frames.TTSTextFrame) and f.context_id == recorder.turn_two]
     assert words, "no word frames for turn two (word_timestamps missing?)"
 

@@ -78,8 +78,8 @@ def test_elevenlabs_stream_input_messages_match_the_sdk_types(hibari_server):
                 final = True
     assert final, "no isFinal before the close"
     kit.assert_speech(audio, what="stream-input")
-    # PENDING (alignment may land later): both alignment and normalizedAlignment, parallel lists,
-    # times relative to each message's audio (what pipecat assumes and the SDK documents).
+    # both alignment and normalizedAlignment, parallel lists, times relative to each message's audio
+    # (what pipecat assumes and the SDK documents)
     assert alignments, "no alignment in any audio message"
     for msg in alignments:
         for key in ("alignment", "normalizedAlignment"):
@@ -118,7 +118,7 @@ def test_cartesia_sdk_context_with_timestamps(hibari_server):
     pcm = b"".join(e.audio or b"" for e in events if e.type == "chunk")
     kit.assert_speech(pcm, min_seconds=3.0, what="cartesia context")
     kit.assert_intelligible(pcm, kit.TURN_ONE)
-    # PENDING (word timestamps may land later): words with start/end in seconds, cumulative in the context
+    # words with start/end in seconds, cumulative in the context
     stamps = [e.word_timestamps for e in events if e.type == "timestamps" and e.word_timestamps]
     assert stamps, "no word_timestamps events"
     words = [w for s in stamps for w in s.words]
