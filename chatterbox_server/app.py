@@ -23,7 +23,7 @@ from chatterbox_server.api.extended import voices as extended_voices
 from chatterbox_server.api.openai import aliases, captioned, info, long_text, memory, status
 from chatterbox_server.api.openai import speech as openai_speech
 from chatterbox_server.api.openai import voices as openai_voices
-from chatterbox_server.api.realtime.routes import realtime_bp, vendor_bp
+from chatterbox_server.api.realtime.routes import realtime_bp, server_options, vendor_bp
 from chatterbox_server.runtime import draining, housekeeping
 from chatterbox_server.runtime.telemetry import SPEECH_REQUESTS
 from chatterbox_server.security import guards
@@ -55,6 +55,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config["SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + UPLOAD_OVERHEAD_BYTES
+    app.config["SOCK_SERVER_OPTIONS"] = server_options(settings)
     app.json.sort_keys = False
     run_dir = os.environ.get(RUN_DIR_ENV) or _start_own_pool(settings)
     svc = Services.create(settings, run_dir, bodies.request_fields,

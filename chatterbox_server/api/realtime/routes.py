@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, request
-from flask.blueprints import BlueprintSetupState
 from flask_sock import Sock
 
 from chatterbox_server.api.realtime import cartesia, deepgram, elevenlabs, native
@@ -22,6 +21,7 @@ from chatterbox_server.api.realtime.native import NativeProtocol
 from chatterbox_server.errors import ApiError
 from chatterbox_server.runtime.telemetry import REALTIME_SOCKETS
 from chatterbox_server.services import services
+from chatterbox_server.settings import Settings
 from chatterbox_server.synthesis.realtime import SessionError
 from workers.engines.base import EngineInfo
 
@@ -31,13 +31,12 @@ sock = Sock()
 OVERSIZE_FACTOR = 16        # messages this many times over the limit are not even read (1009)
 
 
-def server_options(state: BlueprintSetupState) -> None:
-    """simple-websocket's options, which flask-sock reads from the app's config: the settings' pings and a
-    transport limit well above the message limit (so that an oversized message can be answered)."""
-    settings = state.app.config["SETTINGS"]
-    state.app.config["SOCK_SERVER_OPTIONS"] = {
-        "ping_interval": settings.realtime_ping_interval or None,
-        "max_message_size": settings.realtime_max_message_bytes * OVERSIZE_FACTOR}
+def server_options(settings: Settings) -> dict[str, Any]:
+    """simple-websocket's options (flask-sock reads them from the app's config, `SOCK_SERVER_OPTIONS`):
+    the settings' pings and a transport limit well above the message limit, so that an oversized
+    message can still be answered with an error event."""
+    return {"ping_interval": settings.realtime_ping_interval or None,
+            "max_message_size": settings.realtime_max_message_bytes * OVERSIZE_FACTOR}
 
 
 def whole_frames() -> None:
@@ -48,7 +47,6 @@ def whole_frames() -> None:
 
 
 for blueprint in (realtime_bp, vendor_bp):
-    blueprint.record_once(server_options)
     blueprint.before_request(whole_frames)
 
 
