@@ -21,8 +21,8 @@ import base64
 from typing import Any
 
 from chatterbox_server.api.realtime.channel import Channel, Frame, dumps, parse_json
-from chatterbox_server.api.realtime.common import output_rate, with_max_delay
-from chatterbox_server.api.realtime.vendor import Wires, check_rate, our_voice, vendor_context
+from chatterbox_server.api.realtime.common import Wires, output_rate, with_max_delay
+from chatterbox_server.api.realtime.vendor import our_voice, vendor_context
 from chatterbox_server.audio.timings import cartesia as word_timestamps
 from chatterbox_server.synthesis.realtime import (
     Audio,
@@ -121,8 +121,7 @@ class CartesiaProtocol:
         if not isinstance(rate, int):
             raise SessionError("sample_rate must be an integer", context_id, param="output_format.sample_rate")
         fmt = ENCODINGS[encoding]
-        return fmt, output_rate(fmt, self.info.sample_rate, check_rate(rate, "output_format.sample_rate"),
-                                "output_format.sample_rate")
+        return fmt, output_rate(fmt, self.info.sample_rate, rate, "output_format.sample_rate")
 
     # -- server events --------------------------------------------------------------------------
     def frames(self, event: Event) -> list[Frame]:

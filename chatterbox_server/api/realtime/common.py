@@ -14,7 +14,7 @@ from chatterbox_server.audio.encoders import OUTPUT_RATES, StreamEncoder, output
 from chatterbox_server.errors import ApiError
 from chatterbox_server.security import guards
 from chatterbox_server.services import services
-from chatterbox_server.synthesis.realtime import ContextSettings, Event, Session, SessionError, SessionLimits
+from chatterbox_server.synthesis.realtime import Audio, ContextSettings, Event, Session, SessionError, SessionLimits
 from chatterbox_server.synthesis.requests import (
     SPEED_RANGE,
     SpeechRequest,
@@ -32,7 +32,6 @@ from workers.engines.base import EngineInfo, SynthesisSettings
 
 # the encodings a socket can carry: raw PCM (16-bit or float), G.711, and the streamable codecs
 SOCKET_FORMATS = ("pcm", "pcm_f32le", "mulaw", "alaw", "mp3", "opus")
-SAMPLE_RATES = OUTPUT_RATES
 
 
 class SocketOptionsSchema(SynthesisFields):
@@ -45,7 +44,7 @@ class SocketOptionsSchema(SynthesisFields):
     model = fields.String(load_default=None, allow_none=True)
     response_format = fields.String(load_default="pcm", validate=one_of(SOCKET_FORMATS))
     sample_rate = WholeNumber(load_default=None, allow_none=True,
-                              validate=validate.OneOf(SAMPLE_RATES, error="Must be one of: {choices}."))
+                              validate=validate.OneOf(OUTPUT_RATES, error="Must be one of: {choices}."))
     speed = fields.Float(load_default=1.0, validate=in_range(*SPEED_RANGE))
     timestamps = fields.Boolean(load_default=False)
     binary = fields.Boolean(load_default=False)
@@ -107,8 +106,7 @@ def context_settings(options: SocketOptions, info: EngineInfo, policy: SegmentPo
         check_engine_fields(probe, info)
         voice = svc.voices.resolve(options["voice"], info, owns=guards.owner_check())
     except ApiError as exc:
-        raise SessionError(exc.message, context_id, code=exc.code or "invalid_value", status=exc.status,
-                           param=exc.param) from None
+        raise session_error(exc, context_id) from None
     seed = options["seed"] if options["seed"] is not None else random_seed()
     synthesis = SynthesisSettings(speed=options["speed"], exaggeration=options["exaggeration"],
                                   cfg_weight=options["cfg_weight"], temperature=options["temperature"],
@@ -150,6 +148,28 @@ class WireAudio:
     def finish(self) -> bytes:
         data, self.head = self.head + self.encoder.finish(), b""
         return data
+
+
+class Wires:
+    """The wire encoding of each context, by its serial."""
+
+    def __init__(self, info: EngineInfo) -> None:
+        self.info = info
+        self.by_serial: dict[int, WireAudio] = {}
+
+    def open(self, serial: int, fmt: str, rate: int) -> None:
+        self.by_serial[serial] = WireAudio(fmt, self.info.sample_rate, rate)
+
+    def feed(self, event: Audio) -> bytes:
+        wire = self.by_serial.get(event.serial)
+        return wire.feed(event.pcm) if wire is not None else b""
+
+    def finish(self, serial: int) -> bytes:
+        wire = self.by_serial.pop(serial, None)
+        return wire.finish() if wire is not None else b""
+
+    def forget(self, serial: int) -> None:
+        self.by_serial.pop(serial, None)
 
 
 def new_session(emit: Callable[[Event], None]) -> Session:

@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from chatterbox_server.api.realtime.channel import Channel, Frame, dumps, parse_json
-from chatterbox_server.api.realtime.common import output_rate
-from chatterbox_server.api.realtime.vendor import Wires, check_rate, our_voice, vendor_context
+from chatterbox_server.api.realtime.common import Wires, output_rate
+from chatterbox_server.api.realtime.vendor import our_voice, vendor_context
 from chatterbox_server.synthesis.realtime import Audio, Cancelled, ContextFailed, Done, Event, Flushed, SessionError
 from chatterbox_server.text.segmenter import SegmentPolicy
 from workers.engines.base import EngineInfo
@@ -36,8 +36,7 @@ class DeepgramProtocol:
         requested = query.get("sample_rate")
         if requested is not None and not requested.isdigit():
             raise SessionError("sample_rate must be a whole number", param="sample_rate")
-        rate = check_rate(int(requested), "sample_rate") if requested else (
-            24000 if self.format == "pcm" else 8000)
+        rate = int(requested) if requested else (24000 if self.format == "pcm" else 8000)
         self.rate = output_rate(self.format, info.sample_rate, rate)
         self.model = query.get("model") or "aura-2-thalia-en"
         self.voice = our_voice(self.model, info)

@@ -22,8 +22,8 @@ import base64
 from typing import Any
 
 from chatterbox_server.api.realtime.channel import Channel, Frame, dumps, parse_json
-from chatterbox_server.api.realtime.common import output_rate
-from chatterbox_server.api.realtime.vendor import Wires, check_rate, our_voice, vendor_context
+from chatterbox_server.api.realtime.common import Wires, output_rate
+from chatterbox_server.api.realtime.vendor import our_voice, vendor_context
 from chatterbox_server.audio.timings import elevenlabs_alignment, offset_words
 from chatterbox_server.synthesis.realtime import (
     Audio,
@@ -50,7 +50,7 @@ def parse_output_format(value: str, engine_rate: int) -> tuple[str, int]:
         raise SessionError(f"output_format {value!r} is not served; use pcm_<rate>, ulaw_8000, alaw_8000, "
                            "mp3_<rate>_<kbps> or opus_48000_<kbps>", code="invalid_value", param="output_format")
     fmt = CODECS[codec]
-    return fmt, output_rate(fmt, engine_rate, check_rate(int(rate_text), "output_format"), "output_format")
+    return fmt, output_rate(fmt, engine_rate, int(rate_text), "output_format")
 
 
 class ElevenLabsProtocol:

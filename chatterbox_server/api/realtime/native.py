@@ -30,7 +30,7 @@ import base64
 from typing import Any
 
 from chatterbox_server.api.realtime.channel import Channel, Frame, dumps, parse_json
-from chatterbox_server.api.realtime.common import SocketOptions, WireAudio, context_settings, load_options, output_rate
+from chatterbox_server.api.realtime.common import SocketOptions, Wires, context_settings, load_options, output_rate
 from chatterbox_server.audio.timings import word_objects
 from chatterbox_server.errors import OPENAI_TYPES
 from chatterbox_server.synthesis.realtime import (
@@ -56,7 +56,7 @@ class NativeProtocol:
         self.idle_timeout = idle_timeout
         self.options = load_options(query, "query: ")
         # by context serial (an id may be reused once its context ended: its last events may still be queued)
-        self.wire: dict[int, WireAudio] = {}
+        self.wires = Wires(info)
         self.binary: dict[int, bool] = {}
         self.sequences: dict[int, int] = {}
 
@@ -111,7 +111,7 @@ class NativeProtocol:
         settings = context_settings(options, self.info, context_id=context_id)
         context = channel.session.open(context_id, settings)
         self.binary[context.serial] = options["binary"]
-        self.wire[context.serial] = WireAudio(options["response_format"], self.info.sample_rate, rate)
+        self.wires.open(context.serial, options["response_format"], rate)
         channel.send(dumps({"type": "context.created", "context_id": context_id, "seed": settings.seed,
                             "voice": settings.voice.name, "session": self._describe(options)}))
 
@@ -150,8 +150,7 @@ class NativeProtocol:
         return []
 
     def _audio(self, event: Audio) -> list[Frame]:
-        wire = self.wire.get(event.serial)
-        data = wire.feed(event.pcm) if wire is not None else b""
+        data = self.wires.feed(event)
         return self._delta(event.serial, event.context_id, data) if data else []
 
     def _delta(self, serial: int, context_id: str, data: bytes) -> list[Frame]:
@@ -164,14 +163,13 @@ class NativeProtocol:
 
     def _tail(self, serial: int, context_id: str) -> list[Frame]:
         """What the encoder still holds (codecs buffer a frame), sent before the context's end."""
-        wire = self.wire.pop(serial, None)
-        tail = wire.finish() if wire is not None else b""
+        tail = self.wires.finish(serial)
         frames = self._delta(serial, context_id, tail) if tail else []
         self._forget(serial)
         return frames
 
     def _forget(self, serial: int) -> None:
-        self.wire.pop(serial, None)
+        self.wires.forget(serial)
         self.binary.pop(serial, None)
         self.sequences.pop(serial, None)
 
