@@ -13,7 +13,7 @@ import pytest
 import requests
 from serverkit import Server, start_server
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.serial]
 CHEAP = {"bypass_whisper_checking": True, "num_candidates_per_chunk": 1, "export_formats": ["wav"]}
 CHAIN = "a=>" + " ".join(["b"] * 30) + ", b=>" + " ".join(["c"] * 30)    # x30 per level
 SHORT_SENTENCES = ("Abc def ghi jkl mno. " * 200)[:4096]                     # 196 chunks
