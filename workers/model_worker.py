@@ -15,6 +15,10 @@ makes the worker exit. Jobs failing again and again with engine errors (a sticky
 it exit with EXIT_ENGINE_BROKEN, for the supervisor to start a fresh engine.
 A job with ``timestamps`` gets each text chunk's word timings on that chunk's last audio message:
 the engine's own when it has them, else an estimate from the audio (workers/timings.py).
+A speech job may give each text chunk its own speed (``chunk_speeds``) and ask for silences: the
+worker adds them as exact zero samples after its fades, ``lead_pause`` in front of chunk 0's first
+message and ``pauses_after[i]`` at the end of chunk i's last one (a message of silence alone when the
+engine's last piece of that chunk has no audio: still one credit), so they count in the job's audio.
 After every step (and every admitted job) the worker publishes on the board how long a new
 job would wait for a row, from the step time its chunks took (workers/scheduler/estimate.py); front
 workers admit jobs on it.
@@ -57,7 +61,7 @@ from workers.liveness import FailureStreak
 from workers.scheduler import parking
 from workers.scheduler.batch import ActiveJob, newcomer_wait, select_batch
 from workers.scheduler.estimate import CostMeter
-from workers.timings import ChunkWords
+from workers.timings import ChunkWords, Word, shift_words
 
 log = logging.getLogger("chatterbox.model_worker")
 PROCESS_TITLE = "chatterbox-model-worker"
@@ -330,7 +334,7 @@ class ModelWorker:
                 active.stream = self.engine.open_conversion(active.source[start:end], job.voice,
                                                             chunk_seed(job.seed, index), watermark=job.watermark)
             else:
-                engine_speed, active.stretch = split_speed(job.settings.speed, self.info.native_speed)
+                engine_speed, active.stretch = split_speed(job.chunk_speed(index), self.info.native_speed)
                 settings = dataclasses.replace(job.settings, speed=engine_speed, timestamps=job.timestamps)
                 active.words = ChunkWords(job.chunks[index], self.info.sample_rate) if job.timestamps else None
                 active.stream = self.engine.open_stream(job.chunks[index], settings, job.voice,
@@ -372,7 +376,12 @@ class ModelWorker:
         self.step_made_audio = True
         audio = self._finish_audio(active, piece)
         words = self._chunk_words(active, piece, audio)
-        if audio.size or (piece.last and (active.pieces_in_chunk == 0 or words is not None)):
+        lead, trail = self._pauses(active, piece)
+        if audio.size or (piece.last and (active.pieces_in_chunk == 0 or words is not None or trail)):
+            if lead or trail:
+                audio = np.concatenate([np.zeros(lead, np.float32), audio, np.zeros(trail, np.float32)])
+            if words is not None and active.next_index == 0:
+                words = self._after_lead(active.job, words)
             pcm = to_pcm16(audio)
             stats.samples += len(pcm) // 2
             active.credits -= 1
@@ -392,6 +401,23 @@ class ModelWorker:
             self.batch.remove(active)    # the next chunk competes for a row again
         if active.next_index == active.job.units:
             self._finish(active)
+
+    def _pauses(self, active: ActiveJob, piece: Piece) -> tuple[int, int]:
+        """Samples of silence around this piece's audio, if it is sent: the job's lead pause before the
+        first message of chunk 0 (none is sent until the engine has audio or the chunk ends, so the lead
+        waits for that message), the chunk's pause after it on its last."""
+        job = active.job
+        if not isinstance(job, SpeechJob):
+            return 0, 0
+        rate = self.info.sample_rate
+        lead = round(job.lead_pause * rate) if active.next_index == 0 and active.pieces_in_chunk == 0 else 0
+        trail = round(job.pause_after(active.next_index) * rate) if piece.last else 0
+        return lead, trail
+
+    def _after_lead(self, job: SpeechJob | ConvertJob, words: tuple[Word, ...]) -> tuple[Word, ...]:
+        """Chunk 0's words, from the first sample of its first message: the lead pause comes first."""
+        lead = round(job.lead_pause * self.info.sample_rate) if isinstance(job, SpeechJob) else 0
+        return shift_words(words, lead / self.info.sample_rate) if lead else words
 
     @staticmethod
     def _chunk_words(active: ActiveJob, piece: Piece, audio: np.ndarray) -> tuple[tuple[str, float, float], ...] | None:

@@ -89,6 +89,11 @@ def scale_words(words: Sequence[Word], factor: float) -> tuple[Word, ...]:
     return tuple((word, start * factor, end * factor) for word, start, end in words)
 
 
+def shift_words(words: Sequence[Word], seconds: float) -> tuple[Word, ...]:
+    """Timings of the same audio with `seconds` of silence in front of it (at ChunkWords' precision)."""
+    return tuple((word, round(start + seconds, 4), round(end + seconds, 4)) for word, start, end in words)
+
+
 def trim_to_voice(words: Sequence[Word], audio: np.ndarray, sample_rate: int) -> tuple[Word, ...]:
     """Engine timings pulled in to the audible part of each word: a duration model lengthens the
     last vowel before a pause (hibari gives a sentence's last word some 300 ms that decay below

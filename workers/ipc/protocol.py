@@ -7,6 +7,7 @@ definition; this module imports only the standard library and the engine datacla
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from workers.engines.base import SynthesisSettings, VoiceRef
@@ -24,10 +25,33 @@ class SpeechJob:
     text_preview: str = ""
     background: bool = False           # background work: runs only when no interactive job can use the slot
     timestamps: bool = False           # send each text chunk's word timings (AudioChunk.words)
+    # Per text chunk; an empty tuple keeps the job-wide behaviour. The silences are exact zero samples
+    # (round(seconds * sample rate)) that the model worker adds around the speech, after its fades, and
+    # they count in the job's audio: lead_pause opens chunk 0's first message (that chunk's words move
+    # by it), pauses_after[i] closes chunk i's last message.
+    chunk_speeds: tuple[float, ...] = ()   # chunk i's speed; empty: settings.speed for every chunk
+    lead_pause: float = 0.0                # seconds of silence before the first chunk's speech
+    pauses_after: tuple[float, ...] = ()   # seconds of silence after chunk i; empty: none
+
+    def __post_init__(self) -> None:
+        for name in ("chunk_speeds", "pauses_after"):
+            values = getattr(self, name)
+            if values and len(values) != len(self.chunks):
+                raise ValueError(f"{name} has {len(values)} values for {len(self.chunks)} chunks")
+        if not all(math.isfinite(speed) and speed > 0 for speed in self.chunk_speeds):
+            raise ValueError(f"chunk_speeds must be positive and finite: {self.chunk_speeds}")
+        if not all(math.isfinite(pause) and pause >= 0 for pause in (self.lead_pause, *self.pauses_after)):
+            raise ValueError("lead_pause and pauses_after must be finite and >= 0")
 
     @property
     def units(self) -> int:
         return len(self.chunks)
+
+    def chunk_speed(self, index: int) -> float:
+        return self.chunk_speeds[index] if self.chunk_speeds else self.settings.speed
+
+    def pause_after(self, index: int) -> float:
+        return self.pauses_after[index] if self.pauses_after else 0.0
 
 
 @dataclass(frozen=True)
