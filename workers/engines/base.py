@@ -34,6 +34,7 @@ class EngineInfo:
     supports_voice_conversion: bool = False
     languages: tuple[str, ...] = ()    # accepted `language` values; empty: English only
     native_speed: tuple[float, float] | None = None  # speed range the engine does itself
+    tags: tuple[str, ...] = ()         # bracket tags it speaks, named without brackets ("laugh", "clear throat")
     fallback_reason: str | None = None # CHATTERBOX_ENGINE=auto: why Chatterbox could not run here
     language_extras_missing: dict[str, str] = field(default_factory=dict)  # language -> what it goes without
 

@@ -36,6 +36,7 @@ from workers.engines.base import (
 from workers.engines.language_extras import missing_extras
 from workers.engines.s3gen_stream import S3GenStreamer, WindowVocoder
 from workers.engines.t3_batch import Sampling, Sequence, T3Batch
+from workers.engines.tags import TURBO_TAGS
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +219,7 @@ class ChatterboxEngine(Engine):
             supports_voice_conversion=self.model != "turbo",
             languages=self._languages,
             native_speed=None,
+            tags=TURBO_TAGS if self.model == "turbo" else (),
             language_extras_missing=missing_extras(self._languages),
         )
 
