@@ -21,8 +21,9 @@ same speaker and a table key "Speaker 1", "speaker_1" or "SPEAKER1" names it; ``
 is another label. Table keys that normalize alike: the last one wins.
 
 These markers are consumed here, before :mod:`chatterbox_server.text.markup` reads the turns:
-to it ``[s1]`` would be an unknown tag. SSML documents are not for this module: a marker inside
-one would cut the document in two; callers split plain text only.
+to it ``[S1]`` and ``[voice:x]`` are ordinary text (not tag-like: a digit, a colon), which would be
+spoken. SSML documents are not for this module: a marker inside one would cut the document in
+two; callers split plain text only.
 """
 
 from __future__ import annotations
