@@ -39,11 +39,12 @@ $(VENV)/.chatterbox-installed: locks/chatterbox.txt locks/chatterbox-tts.txt $(V
 run: install
 	$(BIN)/gunicorn -c gunicorn.conf.py
 
-# Two processes (pytest-xdist, a module per process so its server is started once), then the
-# tests that assert wall-clock latencies on their own, where the other process cannot slow them.
+# Two processes (pytest-xdist; tests/conftest.py groups them: a file per process so its server
+# starts once, and every real-Chatterbox test in one process, for memory), then the tests that
+# assert wall-clock latencies on their own, where the other process cannot slow them.
 TEST_PROCESSES ?= 2
 test: install-dev install-chatterbox
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile -m "not serial"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadgroup -m "not serial"
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m serial
 
 # Everything but the real-Chatterbox tests; needs no torch.

@@ -14,6 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from chatterbox_server import web
 from chatterbox_server.api import bodies, errors, health, metrics
 from chatterbox_server.api.docs import pages as docs_pages
+from chatterbox_server.api.elevenlabs import dialogue as elevenlabs_dialogue
 from chatterbox_server.api.extended import common as extended_common
 from chatterbox_server.api.extended import concat, ops
 from chatterbox_server.api.extended import files as extended_files
@@ -21,6 +22,7 @@ from chatterbox_server.api.extended import tts as extended_tts
 from chatterbox_server.api.extended import vc as extended_vc
 from chatterbox_server.api.extended import voices as extended_voices
 from chatterbox_server.api.openai import aliases, captioned, info, long_text, memory, status
+from chatterbox_server.api.openai import dialogue as openai_dialogue
 from chatterbox_server.api.openai import speech as openai_speech
 from chatterbox_server.api.openai import voices as openai_voices
 from chatterbox_server.api.realtime.routes import realtime_bp, server_options, vendor_bp
@@ -36,12 +38,13 @@ UPLOAD_OVERHEAD_BYTES = 1024 * 1024     # form fields and multipart framing arou
 EXTENDED_BLUEPRINTS = (extended_tts.bp, ops.bp, concat.bp, extended_voices.bp, extended_files.bp, extended_vc.bp)
 # The OpenAI-style family answers under /v1 and at the root (clients configured with either base URL).
 OPENAI_BLUEPRINTS = (openai_speech.bp, openai_voices.bp, long_text.bp, status.bp, info.bp, memory.bp,
-                     captioned.bp, realtime_bp)
+                     captioned.bp, openai_dialogue.bp, realtime_bp)
 EXPOSED_HEADERS = ["Content-Disposition", "X-Alternative-Formats", "X-Request-Id", "X-Chatterbox-Seed",
                    "X-Generation-Seed", "X-Chatterbox-Chunks", "X-Chatterbox-Ignored-Fields",
                    "X-Chatterbox-Whisper", "X-Chatterbox-Watermark", "X-Chatterbox-Speed-Library",
                    "X-Chatterbox-Return-Format", "X-Output-Files", "X-Chatterbox-Degraded",
-                   "X-Chatterbox-Language-Extras"]
+                   "X-Chatterbox-Language-Extras", "X-Chatterbox-Segments", "X-Chatterbox-Turns",
+                   "X-Chatterbox-Dropped-Tags", "X-Chatterbox-Sample-Rate"]
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -89,7 +92,8 @@ def _register_blueprints(app: Flask) -> None:
         _register_twice(app, blueprint)
     for blueprint in EXTENDED_BLUEPRINTS:
         app.register_blueprint(blueprint, url_prefix="/api/v1")
-    for blueprint in (health.bp, extended_common.outputs_bp, docs_pages.bp, metrics.bp, web.bp, vendor_bp):
+    for blueprint in (health.bp, extended_common.outputs_bp, docs_pages.bp, metrics.bp, web.bp, vendor_bp,
+                      elevenlabs_dialogue.bp):
         app.register_blueprint(blueprint)
 
 

@@ -264,6 +264,15 @@ class Settings:
         8.0, "How much audio of a context synthesis may run ahead of real-time playback (counted from the "
         "context's first audio): the next segment starts only when the listener has less than this buffered, "
         "so a barge-in wastes at most about this much synthesis.")
+    dialogue_max_turns: int = setting(
+        200, "Most turns one dialogue request may have (`/v1/audio/dialogue`, `/v1/text-to-dialogue`, inline "
+        "speakers in any text field); long-text jobs allow 20 times as many.")
+    dialogue_lookahead_turns: int = setting(
+        4, "Turns of one dialogue synthesized at once (rows of one batch where the engine batches); the "
+        "first turn starts alone, so its first audio comes as early as a single request's.")
+    dialogue_gap_ms: int = setting(
+        300, "Default silence between the turns of a dialogue, in milliseconds (a request's `gap_ms` "
+        "overrides it).")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -304,6 +313,11 @@ class Settings:
         for name in ("max_concat_seconds", "max_vc_seconds"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be more than 0")
+        for name in ("dialogue_max_turns", "dialogue_lookahead_turns"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{env_name(name)} must be at least 1")
+        if not 0 <= self.dialogue_gap_ms <= 5000:
+            raise SettingsError(f"{env_name('dialogue_gap_ms')} must be between 0 and 5000")
         for name in ("realtime_idle_timeout", "realtime_lookahead_seconds"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be more than 0")

@@ -6,6 +6,8 @@ import wave
 import numpy as np
 
 SEAM_FADE_SECONDS = 0.004   # long enough to remove a click, short enough to be inaudible
+EDGE_SILENCE = 10 ** (-45 / 20)     # below this an engine's lead-in and tail are silence (hibari's: ~0.2-0.4 s)
+EDGE_MARGIN_SECONDS = 0.015         # kept of that silence, so a word's onset and decay are never cut
 
 
 def split_speed(speed: float, native: tuple[float, float] | None) -> tuple[float, float]:
@@ -89,3 +91,20 @@ def join_window(tail: np.ndarray | None, audio: np.ndarray, overlap: int, sample
         audio = np.concatenate([crossfade(tail, audio[:overlap]), audio[overlap:]])
     tail, audio = (None, audio) if last else (audio[-overlap:], audio[:-overlap])
     return tail, fade_edges(audio, sample_rate, start=first, end=last)
+
+
+def trim_quiet_edges(audio: np.ndarray, sample_rate: int, *, start: bool, end: bool) -> tuple[np.ndarray, int]:
+    """The engine's own silence cut from the asked edges (where a pause or a dialogue's gap takes its
+    place, so the silence heard is the one asked for), faded again at a cut edge; and how many samples
+    the start lost. A piece with nothing above EDGE_SILENCE is left as it is."""
+    if not (start or end) or audio.size == 0:
+        return audio, 0
+    loud = np.flatnonzero(np.abs(audio) > EDGE_SILENCE)
+    if loud.size == 0:
+        return audio, 0
+    margin = round(EDGE_MARGIN_SECONDS * sample_rate)
+    first = max(0, int(loud[0]) - margin) if start else 0
+    last = min(audio.size, int(loud[-1]) + 1 + margin) if end else audio.size
+    if first == 0 and last == audio.size:
+        return audio, 0
+    return fade_edges(audio[first:last], sample_rate, start=first > 0, end=last < audio.size), first

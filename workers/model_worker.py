@@ -40,7 +40,7 @@ from multiprocessing.connection import Connection
 import numpy as np
 
 from chatterbox_server.settings import Settings
-from workers.audio import finish_piece, join_window, read_wav_mono, split_speed, to_pcm16
+from workers.audio import finish_piece, join_window, read_wav_mono, split_speed, to_pcm16, trim_quiet_edges
 from workers.engines import load_engine
 from workers.engines.base import VC_INPUT_RATE, Engine, EngineError, EngineInfo, Piece
 from workers.ipc.board import Board, WorkerState
@@ -344,6 +344,7 @@ class ModelWorker:
             self._stream_failed(active, exc)
             return False
         active.pieces_in_chunk = 0
+        active.trimmed = 0
         return True
 
     def _stream_failed(self, active: ActiveJob, exc: BaseException) -> None:
@@ -376,6 +377,7 @@ class ModelWorker:
         self.step_made_audio = True
         audio = self._finish_audio(active, piece)
         words = self._chunk_words(active, piece, audio)
+        audio, words = self._trim(active, piece, audio, words)
         lead, trail = self._pauses(active, piece)
         if audio.size or (piece.last and (active.pieces_in_chunk == 0 or words is not None or trail)):
             if lead or trail:
@@ -401,6 +403,21 @@ class ModelWorker:
             self.batch.remove(active)    # the next chunk competes for a row again
         if active.next_index == active.job.units:
             self._finish(active)
+
+    def _trim(self, active: ActiveJob, piece: Piece, audio: np.ndarray,
+              words: tuple[Word, ...] | None) -> tuple[np.ndarray, tuple[Word, ...] | None]:
+        """The engine's silence cut where the job asks (SpeechJob.trims); the chunk's words (timed on the
+        audio before the cut) moved back by what its start lost."""
+        job = active.job
+        if not isinstance(job, SpeechJob):
+            return audio, words
+        start, end = job.trims(active.next_index)
+        audio, cut = trim_quiet_edges(audio, self.info.sample_rate, start=start and active.pieces_in_chunk == 0,
+                                      end=end and piece.last)
+        active.trimmed += cut
+        if words is not None and active.trimmed:
+            words = shift_words(words, -active.trimmed / self.info.sample_rate, floor=0.0)
+        return audio, words
 
     def _pauses(self, active: ActiveJob, piece: Piece) -> tuple[int, int]:
         """Samples of silence around this piece's audio, if it is sent: the job's lead pause before the

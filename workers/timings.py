@@ -89,9 +89,12 @@ def scale_words(words: Sequence[Word], factor: float) -> tuple[Word, ...]:
     return tuple((word, start * factor, end * factor) for word, start, end in words)
 
 
-def shift_words(words: Sequence[Word], seconds: float) -> tuple[Word, ...]:
-    """Timings of the same audio with `seconds` of silence in front of it (at ChunkWords' precision)."""
-    return tuple((word, round(start + seconds, 4), round(end + seconds, 4)) for word, start, end in words)
+def shift_words(words: Sequence[Word], seconds: float, floor: float | None = None) -> tuple[Word, ...]:
+    """Timings of the same audio with `seconds` of silence in front of it (negative: cut from its
+    front), at ChunkWords' precision; `floor` bounds the moved times from below."""
+    low = float("-inf") if floor is None else floor
+    return tuple((word, round(max(start + seconds, low), 4), round(max(end + seconds, low), 4))
+                 for word, start, end in words)
 
 
 def trim_to_voice(words: Sequence[Word], audio: np.ndarray, sample_rate: int) -> tuple[Word, ...]:

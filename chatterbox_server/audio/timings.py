@@ -82,3 +82,14 @@ def elevenlabs_alignment(words: Iterable[Word]) -> dict:
             starts.append(end_ms)
             durations.append(next_ms - end_ms)
     return {"chars": chars, "charStartTimesMs": starts, "charDurationsMs": durations}
+
+
+def character_alignment(words: Iterable[Word]) -> dict:
+    """ElevenLabs' HTTP alignment (the with-timestamps answers): the characters of the words joined by
+    single spaces, each with its start and end in seconds (elevenlabs_alignment's timing)."""
+    shape = elevenlabs_alignment(words)
+    starts = [ms / 1000 for ms in shape["charStartTimesMs"]]
+    ends = [(start + duration) / 1000 for start, duration in zip(shape["charStartTimesMs"], shape["charDurationsMs"],
+                                                                 strict=True)]
+    return {"characters": shape["chars"], "character_start_times_seconds": starts,
+            "character_end_times_seconds": ends}

@@ -58,6 +58,18 @@ def one_of(choices: tuple[str, ...]) -> validate.OneOf:
 SPEED_RANGE = (0.25, 4.0)
 
 
+MAX_SPEAKERS = 32
+MAX_VOICE_NAME = 256
+
+
+def speakers_field() -> fields.Dict:
+    """Inline speakers' voices: {"S1": "alice", "Speaker 2": "bob"} (text/speakers.py reads the labels)."""
+    return fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=64)),
+                       values=fields.String(validate=validate.Length(min=1, max=MAX_VOICE_NAME)),
+                       load_default=None, allow_none=True,
+                       validate=validate.Length(max=MAX_SPEAKERS, error=f"At most {MAX_SPEAKERS} speakers."))
+
+
 def seed_field() -> WholeNumber:
     return WholeNumber(load_default=None, allow_none=True, validate=in_range(0, SEED_MAX))
 
@@ -93,6 +105,7 @@ class SpeechRequest:
     explicit: frozenset[str]            # fields the client actually sent
     sample_rate: int | None = None      # the wire rate asked for; None: the format's default (output_rate_for)
     timestamps: bool = False            # word timings with the audio (SSE events; the captioned answer)
+    speakers: dict[str, str] | None = None  # inline speaker labels -> voices ("S1" -> "alice"); see text/speakers.py
 
 
 @dataclass(frozen=True)
@@ -162,6 +175,7 @@ class SpeechRequestSchema(SynthesisFields):
     sample_rate = WholeNumber(load_default=None, allow_none=True,
                               validate=validate.OneOf(OUTPUT_RATES, error="Must be one of: {choices}."))
     timestamps = fields.Boolean(load_default=False)     # word timings: `speech.audio.timestamps` SSE events
+    speakers = speakers_field()
 
     def __init__(self, *, max_input_chars: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -219,3 +233,97 @@ def _flatten(problems: Any) -> str:
     if isinstance(problems, dict):
         return " ".join(f"{key}: {_flatten(value)}" for key, value in problems.items())
     return str(problems)
+
+
+# -- dialogue -------------------------------------------------------------------------------------
+TURN_OVERRIDES = ("exaggeration", "cfg_weight", "temperature", "speed")
+GAP_MS_MAX = 5000
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    """One turn as a request names it: its text, its voice (None: the request's) and its own settings."""
+    text: str
+    voice: str | None = None
+    overrides: tuple[tuple[str, float], ...] = ()     # (field, value) from TURN_OVERRIDES
+
+
+@dataclass(frozen=True)
+class DialogueRequest:
+    base: SpeechRequest                 # the request-wide fields; base.input is every turn's text joined
+    turns: tuple[TurnRequest, ...] | None   # None: base.input holds inline speakers (text/speakers.py)
+    gap_ms: int | None                  # None: CHATTERBOX_DIALOGUE_GAP_MS
+
+
+class DialogueTurnSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    text = fields.String(required=True, validate=validate.Length(min=1))
+    voice = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=MAX_VOICE_NAME))
+    voice_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=MAX_VOICE_NAME))
+    exaggeration = fields.Float(validate=in_range(0.25, 2.0))
+    cfg_weight = fields.Float(validate=in_range(0.0, 1.0))
+    temperature = fields.Float(validate=in_range(0.05, 5.0))
+    speed = fields.Float(validate=in_range(*SPEED_RANGE))
+
+    @validates("text")
+    def _check_text(self, value: str, data_key: str) -> None:
+        if not value.strip():
+            raise ValidationError("Must contain text to speak.")
+
+    @post_load
+    def _turn(self, data: dict[str, Any], **_: Any) -> TurnRequest:
+        voice = data.pop("voice") or data.pop("voice_id")
+        overrides = tuple((name, float(data[name])) for name in TURN_OVERRIDES if name in data)
+        return TurnRequest(data["text"], voice, overrides)
+
+
+class DialogueRequestSchema(SpeechRequestSchema):
+    """POST /v1/audio/dialogue: `inputs` (a list of turns) or `input` with inline speakers and `speakers`."""
+
+    input = fields.String(load_default=None)
+    inputs = fields.List(fields.Nested(DialogueTurnSchema), load_default=None)
+    gap_ms = WholeNumber(load_default=None, allow_none=True, validate=in_range(0, GAP_MS_MAX))
+
+    def __init__(self, *, max_input_chars: int, max_turns: int, **kwargs: Any) -> None:
+        super().__init__(max_input_chars=max_input_chars, **kwargs)
+        self.max_turns = max_turns
+
+    @pre_load
+    def _count_turns(self, data: Any, **_: Any) -> Any:
+        """Refused before 10,000 turns are each validated."""
+        if isinstance(data, dict):
+            inputs = data.get("inputs")
+            if isinstance(inputs, list) and len(inputs) > self.max_turns:
+                raise ValidationError(f"{len(inputs)} turns; at most {self.max_turns} in one request "
+                                      "(CHATTERBOX_DIALOGUE_MAX_TURNS); use a long-text job for more.",
+                                      field_name="inputs")
+        return data
+
+    @validates("input")
+    def _check_input(self, value: str | None, data_key: str) -> None:
+        if value is not None:
+            super()._check_input(value, data_key)
+
+    @validates_schema
+    def _one_script(self, data: dict[str, Any], **_: Any) -> None:
+        inputs, text = data.get("inputs"), data.get("input")
+        if (inputs is None) == (text is None):
+            raise ValidationError('Send either "inputs" (a list of {"text", "voice"} turns) or "input" (a script '
+                                  'with inline speakers and a "speakers" table).', field_name="inputs")
+        if inputs is not None:
+            if not inputs:
+                raise ValidationError("Must have at least one turn.", field_name="inputs")
+            total = sum(len(turn.text) for turn in inputs)
+            if total > self.max_input_chars:
+                raise ValidationError(f"The turns hold {total} characters, more than the limit of "
+                                      f"{self.max_input_chars}.", field_name="inputs")
+
+    @post_load
+    def _resolve(self, data: dict[str, Any], **kwargs: Any) -> DialogueRequest:
+        inputs, gap_ms = data.pop("inputs"), data.pop("gap_ms")
+        if inputs is not None:
+            data["input"] = "\n".join(turn.text for turn in inputs)
+        base = super()._resolve(data, **kwargs)
+        return DialogueRequest(base, tuple(inputs) if inputs is not None else None, gap_ms)

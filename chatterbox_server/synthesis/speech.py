@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import gevent
 from gevent import socket as gsocket
@@ -26,8 +27,9 @@ from chatterbox_server.runtime.pool_client import JobHandle, PoolClient, PoolErr
 from chatterbox_server.runtime.progress import Progress
 from chatterbox_server.runtime.telemetry import AUDIO_SECONDS, FIRST_AUDIO
 from chatterbox_server.security.redact import public_pool_message
-from chatterbox_server.synthesis.requests import SEED_MAX, SpeechRequest
+from chatterbox_server.synthesis.requests import SEED_MAX, SPEED_RANGE, SpeechRequest
 from chatterbox_server.text.chunking import shorten_first_chunk, split_text
+from chatterbox_server.text.markup import has_markup, parse_markup, plan_chunks
 from workers.engines.base import EngineInfo, SynthesisSettings, VoiceRef
 from workers.ipc.protocol import AudioChunk, ConvertJob, JobFailed, SpeechJob
 
@@ -49,18 +51,58 @@ def random_seed() -> int:
     return random.SystemRandom().randrange(1, SEED_MAX + 1)
 
 
-def build_job(request: SpeechRequest, voice: VoiceRef, request_id: str, streaming: bool = False) -> SpeechJob:
-    """The job for a request; a streamed one gets a short first chunk so its audio starts sooner."""
-    chunks = split_text(request.input, request.streaming_strategy, request.streaming_chunk_size)
-    if streaming:
-        chunks = shorten_first_chunk(request.input, chunks, FIRST_CHUNK_CHARS)
-    seed = request.seed if request.seed is not None else random_seed()
+@dataclass(frozen=True)
+class TextPlan:
+    """A request's text as the job's chunks, with the pauses and speeds its markup asks for."""
+    chunks: tuple[str, ...]
+    speeds: tuple[float, ...] = ()          # per chunk, when markup changes the rate; empty: the request's
+    lead_pause: float = 0.0
+    pauses_after: tuple[float, ...] = ()    # empty: no pauses
+    dropped_tags: tuple[str, ...] = ()      # expressive tags the engine does not understand, removed
+
+
+def plan_text(text: str, strategy: str, max_chars: int, *, streaming: bool = False,
+              tags: frozenset[str] = frozenset(), speed: float = 1.0) -> TextPlan:
+    """Chunks for `text`; a streamed answer gets a short first chunk so its audio starts sooner.
+    Raises MarkupError for pauses, SSML or tags it cannot read (text/markup.py)."""
+    if not has_markup(text):
+        chunks = split_text(text, strategy, max_chars)
+        if streaming:
+            chunks = shorten_first_chunk(text, chunks, FIRST_CHUNK_CHARS)
+        return TextPlan(tuple(chunk.text for chunk in chunks))
+    plan = plan_chunks(parse_markup(text, tags), strategy, max_chars)
+    speeds = tuple(min(max(speed * rate, SPEED_RANGE[0]), SPEED_RANGE[1]) for rate in plan.speeds)
+    return TextPlan(plan.chunks, speeds if any(rate != 1.0 for rate in plan.speeds) else (),
+                    plan.lead_pause, plan.pauses_after if any(plan.pauses_after) else (), plan.dropped_tags)
+
+
+def build_job(request: SpeechRequest, voice: VoiceRef, request_id: str, streaming: bool = False,
+              tags: frozenset[str] = frozenset(), seed: int | None = None) -> tuple[SpeechJob, TextPlan]:
+    """The job for a request and its text's plan (`seed`: a dialogue turn's, else the request's or a
+    random one). Raises MarkupError (text/markup.py) and NothingToSay before anything is submitted."""
+    plan = plan_text(request.input, request.streaming_strategy, request.streaming_chunk_size,
+                     streaming=streaming, tags=tags, speed=request.speed)
+    if not plan.chunks:
+        raise NothingToSay("there is nothing to speak once its pauses and the tags this engine does not "
+                           f"understand are taken out{dropped_note(plan.dropped_tags)}")
+    if seed is None:
+        seed = request.seed if request.seed is not None else random_seed()
     settings = SynthesisSettings(speed=request.speed, exaggeration=request.exaggeration,
                                  cfg_weight=request.cfg_weight, temperature=request.temperature,
                                  language=request.language)
-    return SpeechJob(request_id=request_id, chunks=tuple(chunk.text for chunk in chunks), settings=settings,
-                     voice=voice, seed=seed, buffer_size=request.streaming_buffer_size,
-                     text_preview=request.input[:80], timestamps=request.timestamps)
+    job = SpeechJob(request_id=request_id, chunks=plan.chunks, settings=settings,
+                    voice=voice, seed=seed, buffer_size=request.streaming_buffer_size,
+                    text_preview=request.input[:80], timestamps=request.timestamps,
+                    chunk_speeds=plan.speeds, lead_pause=plan.lead_pause, pauses_after=plan.pauses_after)
+    return job, plan
+
+
+def dropped_note(tags: tuple[str, ...]) -> str:
+    return f" (dropped: {', '.join(f'[{tag}]' for tag in tags)})" if tags else ""
+
+
+class NothingToSay(ValueError):
+    """The text has no words left once its markup is read."""
 
 
 @dataclass
@@ -113,6 +155,13 @@ class SpeechRun:
         result = self.handle.result
         return (result.input_tokens, result.output_tokens) if result else (0, 0)
 
+    @property
+    def request_id(self) -> str:
+        return self.job.request_id
+
+    def notes(self) -> list[dict[str, Any]]:
+        return []       # a dialogue's turn events (synthesis/dialogue.py); one job has none
+
     def _job_ended(self, reader: gevent.Greenlet) -> None:
         failure = reader.value
         if isinstance(failure, JobFailed) and failure.kind == "client":
@@ -155,23 +204,47 @@ class SpeechRun:
             self.cleanups.pop()()
 
 
+def client_gone(client_socket: Any) -> bool:
+    """Blocks until the client's socket is readable; True if the client hung up, False if it sent
+    something or the socket cannot be watched (TLS sockets cannot peek, closed ones cannot wait)."""
+    try:
+        gsocket.wait_read(client_socket.fileno())
+        return client_socket.recv(1, socket.MSG_PEEK) == b""
+    except ConnectionError:         # a reset: the client closed with our data still unread
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def watch_client(client_socket: object, handle: JobHandle) -> gevent.Greenlet:
     """Cancel the job as soon as the client hangs up, instead of at the next failed write (flask #4385)."""
     def watch() -> None:
-        try:
-            gsocket.wait_read(client_socket.fileno())
-            gone = client_socket.recv(1, socket.MSG_PEEK) == b""
-        except ConnectionError:         # a reset: the client closed with our data still unread
-            gone = True
-        except (OSError, ValueError):
-            return      # TLS sockets cannot peek, closed sockets cannot wait: stop watching
-        if gone:
+        if client_gone(client_socket):
             handle.cancel("the client disconnected")
     return gevent.spawn(watch)
 
 
 # -- response bodies ------------------------------------------------------------------------------
-def collect_pcm(run: SpeechRun) -> bytes:
+class AudioRun(Protocol):
+    """What the bodies below read: a SpeechRun, or a DialogueRun (synthesis/dialogue.py)."""
+    info: EngineInfo
+
+    @property
+    def request_id(self) -> str: ...
+
+    @property
+    def usage(self) -> tuple[int, int]: ...
+
+    def audio(self) -> Iterator[AudioChunk]: ...
+
+    def notes(self) -> list[dict[str, Any]]: ...
+
+    def abort_client(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+def collect_pcm(run: AudioRun) -> bytes:
     """The run's whole audio as one PCM16 string; the run is closed however it ends."""
     try:
         return b"".join(chunk.pcm for chunk in run.audio())
@@ -179,7 +252,7 @@ def collect_pcm(run: SpeechRun) -> bytes:
         run.close()
 
 
-def collect_captioned(run: SpeechRun) -> tuple[bytes, tuple[tuple[str, float, float], ...]]:
+def collect_captioned(run: AudioRun) -> tuple[bytes, tuple[tuple[str, float, float], ...]]:
     """The run's whole audio and its words on the audio's timeline (a `timestamps` job); the run is closed."""
     clock, pcm, words = WordClock(run.info.sample_rate), [], []
     try:
@@ -191,7 +264,7 @@ def collect_captioned(run: SpeechRun) -> tuple[bytes, tuple[tuple[str, float, fl
     return b"".join(pcm), tuple(words)
 
 
-def whole_file(run: SpeechRun, fmt: str, output_rate: int | None = None) -> bytes:
+def whole_file(run: AudioRun, fmt: str, output_rate: int | None = None) -> bytes:
     return off_hub(encode_whole, fmt, collect_pcm(run), run.info.sample_rate, output_rate)
 
 
@@ -201,7 +274,7 @@ def encode_chunk(encoder: StreamEncoder, pcm: bytes) -> bytes:
     return encoder.feed(pcm) if encoder.passthrough else off_hub(encoder.feed, pcm)
 
 
-def progressive(run: SpeechRun, fmt: str, output_rate: int | None = None) -> Iterator[bytes]:
+def progressive(run: AudioRun, fmt: str, output_rate: int | None = None) -> Iterator[bytes]:
     encoder = StreamEncoder(fmt, run.info.sample_rate, output_rate=output_rate)
     try:
         head = encoder.header()
@@ -215,18 +288,18 @@ def progressive(run: SpeechRun, fmt: str, output_rate: int | None = None) -> Ite
             yield tail
     except PoolError as exc:
         if exc.status == 499:       # the client hung up: nobody is left to tell, nothing went wrong here
-            log.info("request %s: %s", run.job.request_id, exc)
+            log.info("request %s: %s", run.request_id, exc)
             return
         if exc.status == CLIENT_STALLED and run.abort_client():     # unfinished, and no error logged
-            log.info("request %s: %s", run.job.request_id, exc)
+            log.info("request %s: %s", run.request_id, exc)
             return
-        log.error("request %s failed after the stream started: %s", run.job.request_id, exc)
+        log.error("request %s failed after the stream started: %s", run.request_id, exc)
         raise StreamAborted(str(exc)) from exc
     finally:
         run.close()
 
 
-def server_sent_events(run: SpeechRun, fmt: str, output_rate: int | None = None) -> Iterator[bytes]:
+def server_sent_events(run: AudioRun, fmt: str, output_rate: int | None = None) -> Iterator[bytes]:
     """The speech event stream (OpenAI's `stream_format: sse`). For wav and pcm the deltas are raw
     PCM16 as `speech.audio.info` describes (clients wrap them in a WAV header themselves); other
     formats send encoded bytes (mulaw, alaw: raw G.711), which the info event's `encoding` names. A job
@@ -237,6 +310,8 @@ def server_sent_events(run: SpeechRun, fmt: str, output_rate: int | None = None)
         head = encoder.header()
         clock = WordClock(run.info.sample_rate)
         for chunk in run.audio():
+            for note in run.notes():
+                yield sse.event(note)
             data = head + encode_chunk(encoder, chunk.pcm)
             head = b""
             if data:
@@ -247,13 +322,15 @@ def server_sent_events(run: SpeechRun, fmt: str, output_rate: int | None = None)
         tail = head + encoder.finish()
         if tail:
             yield sse.audio_delta(tail)
+        for note in run.notes():
+            yield sse.event(note)
         yield sse.audio_done(*run.usage)
     except PoolError as exc:
         if exc.status == 499:
-            log.info("request %s: %s", run.job.request_id, exc)
+            log.info("request %s: %s", run.request_id, exc)
             return
         (log.info if exc.status == CLIENT_STALLED else log.error)(
-            "request %s failed after the stream started: %s", run.job.request_id, exc)
+            "request %s failed after the stream started: %s", run.request_id, exc)
         yield sse.error(public_pool_message(str(exc), exc.status, exc.code), exc.code)
     finally:
         run.close()

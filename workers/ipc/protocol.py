@@ -32,6 +32,10 @@ class SpeechJob:
     chunk_speeds: tuple[float, ...] = ()   # chunk i's speed; empty: settings.speed for every chunk
     lead_pause: float = 0.0                # seconds of silence before the first chunk's speech
     pauses_after: tuple[float, ...] = ()   # seconds of silence after chunk i; empty: none
+    # The engine's own lead-in and tail silence is cut where a pause stands (so the silence heard is
+    # the pause asked for) and, with trim_edges, at the job's two ends (a dialogue's turns, whose gap
+    # the front worker adds): workers/audio.py trim_quiet_edges.
+    trim_edges: bool = False
 
     def __post_init__(self) -> None:
         for name in ("chunk_speeds", "pauses_after"):
@@ -52,6 +56,12 @@ class SpeechJob:
 
     def pause_after(self, index: int) -> float:
         return self.pauses_after[index] if self.pauses_after else 0.0
+
+    def trims(self, index: int) -> tuple[bool, bool]:
+        """Whether chunk `index` loses the engine's silence at its (start, end)."""
+        start = (self.trim_edges or self.lead_pause > 0) if index == 0 else self.pause_after(index - 1) > 0
+        end = self.pause_after(index) > 0 or (self.trim_edges and index == len(self.chunks) - 1)
+        return start, end
 
 
 @dataclass(frozen=True)

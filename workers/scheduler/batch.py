@@ -30,6 +30,7 @@ class ActiveJob:
     stream: Stream | None = None           # the open stream of chunk next_index; kept while paused
     stretch: float = 1.0                   # time-stretch still to apply to the open chunk
     pieces_in_chunk: int = 0               # audio messages sent for chunk next_index
+    trimmed: int = 0                       # samples of engine silence cut from chunk next_index's start
     pieces: int = 0                        # audio messages sent in all
     last_served: float = 0.0
     stats: JobStats = dataclasses.field(default_factory=JobStats)

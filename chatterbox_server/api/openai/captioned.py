@@ -16,6 +16,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from chatterbox_server.api.language_notes import degraded_headers, language_note
 from chatterbox_server.api.openai.speech import (
+    build_speech_job,
     check_engine_fields,
     check_whole_budget,
     json_body,
@@ -29,6 +30,7 @@ from chatterbox_server.runtime.hub import off_hub
 from chatterbox_server.security import guards
 from chatterbox_server.services import services
 from chatterbox_server.synthesis import speech
+from workers.engines.base import VoiceRef
 
 bp = Blueprint("openai_captioned", __name__)
 
@@ -44,10 +46,11 @@ def captioned_speech() -> Response:
     info = svc.require_engine()
     ignored = check_engine_fields(req, info)
     rate = wire_rate(req, info)
-    check_whole_budget(req)
-    voice = svc.voices.resolve(req.voice, info, owns=guards.owner_check())
     request_id = speech.new_request_id()
-    job = dataclasses.replace(speech.build_job(req, voice, request_id), timestamps=True)
+    job, plan = build_speech_job(req, VoiceRef("default"), request_id, info)
+    check_whole_budget(job.chunks)
+    voice = svc.voices.resolve(req.voice, info, owns=guards.owner_check())
+    job = dataclasses.replace(job, voice=voice, timestamps=True)
     run = speech.SpeechRun.start(svc.pool, job, info, request.environ.get("gunicorn.socket"), svc.progress)
     pcm, words = speech.collect_captioned(run)
     audio = off_hub(encode_whole, req.response_format, pcm, info.sample_rate, rate)
@@ -58,5 +61,7 @@ def captioned_speech() -> Response:
                          "X-Chatterbox-Chunks": str(len(job.chunks))})
     if ignored:
         body.headers["X-Chatterbox-Ignored-Fields"] = ",".join(ignored)
+    if plan.dropped_tags:
+        body.headers["X-Chatterbox-Dropped-Tags"] = ",".join(plan.dropped_tags)
     body.headers.update(degraded_headers(language_note(info, req.language)))
     return body

@@ -1,13 +1,16 @@
 """The OpenAI-style speech API, served under /v1 and at the root."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from chatterbox_server.api.bodies import form_fields, json_object, load, uploaded
+from chatterbox_server.api.bodies import form_fields, load, uploaded
 from chatterbox_server.api.language_notes import degraded_headers, language_note
-from chatterbox_server.audio.encoders import CONTENT_TYPES, output_rate_for
+from chatterbox_server.api.openai.checks import check_engine_fields, inline_or_none, json_body, wire_rate
+from chatterbox_server.api.openai.dialogue import respond_dialogue
+from chatterbox_server.audio.encoders import CONTENT_TYPES
 from chatterbox_server.errors import ApiError
 from chatterbox_server.runtime.hub import off_hub
 from chatterbox_server.runtime.progress import IDLE
@@ -17,19 +20,18 @@ from chatterbox_server.store import files
 from chatterbox_server.synthesis import speech
 from chatterbox_server.synthesis.budget import Ledger, Limits, check_whole_file
 from chatterbox_server.synthesis.requests import OPENAI_MODELS, SpeechRequest, SpeechRequestSchema
+from chatterbox_server.synthesis.speech import TextPlan
 from chatterbox_server.synthesis.voice_defaults import OPENAI_NAMES, with_voice_defaults
 from chatterbox_server.synthesis.voices import write_temporary_voice
+from chatterbox_server.text.markup import MarkupError
 from workers.engines.base import EngineInfo, VoiceRef
+from workers.ipc.protocol import SpeechJob
 
 bp = Blueprint("openai", __name__)
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 # -- request parsing ------------------------------------------------------------------------------
-def json_body() -> dict[str, Any]:
-    return json_object(hint="; use the /upload endpoints for multipart forms")
-
-
 def form_body() -> tuple[dict[str, Any], bytes | None]:
     if request.is_json:         # the /upload endpoints without a file: the peer's clients send JSON too
         return json_body(), None
@@ -42,29 +44,6 @@ def parse_speech(data: dict[str, Any], streaming: bool) -> SpeechRequest:
                                guards.owner_check())
     limit = settings.max_stream_input_chars if streaming else settings.max_input_chars
     return load(SpeechRequestSchema(max_input_chars=limit), data)
-
-
-def wire_rate(req: SpeechRequest, info: EngineInfo) -> int:
-    """The rate the client gets: its `sample_rate`, else the format's default for this engine."""
-    try:
-        return output_rate_for(req.response_format, info.sample_rate, req.sample_rate)
-    except ValueError as exc:       # the schema checked the asked rate; this is the engine's own
-        raise ApiError(400, f"sample_rate: {exc}", param="sample_rate") from exc
-
-
-def check_engine_fields(req: SpeechRequest, info: EngineInfo) -> list[str]:
-    """400 for what this engine cannot honour; returns the fields it accepts but does not use."""
-    if req.model is not None and req.model not in (*info.model_names, *OPENAI_MODELS):
-        raise ApiError(400, f"model {req.model!r} is not served here; use one of "
-                            f"{', '.join((*info.model_names, *OPENAI_MODELS))}", param="model",
-                       code="model_not_found")
-    if req.language is not None and req.language not in info.languages and req.language != "en":
-        supported = ", ".join(info.languages) or "en (this model speaks English only)"
-        raise ApiError(400, f"language {req.language!r} is not supported; use {supported}", param="language")
-    unused = [] if info.supports_exaggeration else ["exaggeration", "cfg_weight", "temperature"]
-    if req.instructions is not None:
-        unused.append("instructions")
-    return [name for name in unused if name in req.explicit]
 
 
 # -- the speech endpoints -------------------------------------------------------------------------
@@ -93,25 +72,45 @@ def stream_speech_upload() -> Response:
     return respond(parse_speech(data, streaming=True), progressive=True, voice_file=voice_file)
 
 
-def check_whole_budget(req: SpeechRequest) -> None:
+def check_whole_budget(chunks: tuple[str, ...]) -> None:
     """A whole-file answer: nothing is sent until it is made, so its text must fit the time limit."""
     svc = services()
-    chunks = speech.split_text(req.input, req.streaming_strategy, req.streaming_chunk_size)
     ledger = Ledger(Limits.of(svc.settings))
-    ledger.add_text([chunk.text for chunk in chunks], 1, 1, True)
+    ledger.add_text(list(chunks), 1, 1, True)
     check_whole_file(ledger, svc.pool.speed(), "input")
+
+
+def build_speech_job(req: SpeechRequest, voice: VoiceRef, request_id: str, info: EngineInfo,
+                     streaming: bool = False) -> tuple[SpeechJob, TextPlan]:
+    """speech.build_job with its markup problems as 400s that point at the character."""
+    try:
+        return speech.build_job(req, voice, request_id, streaming=streaming, tags=frozenset(info.tags))
+    except MarkupError as exc:
+        raise ApiError(400, f"input: {exc}", param="input") from exc
+    except speech.NothingToSay as exc:
+        raise ApiError(400, f"input: {exc}", param="input") from exc
 
 
 def respond(req: SpeechRequest, progressive: bool, voice_file: bytes | None) -> Response:
     svc = services()
     info = svc.require_engine()
+    turns = inline_or_none(req)
+    if turns is not None:
+        if voice_file is not None:
+            raise ApiError(400, "voice_file cannot go with inline speakers: name each speaker's voice in "
+                                '"speakers"', param="voice_file")
+        return respond_dialogue(req, turns, None, progressive)
     ignored = check_engine_fields(req, info)
     rate = wire_rate(req, info)
     if req.timestamps and req.stream_format != "sse":
         raise ApiError(400, 'timestamps come as events of stream_format "sse"; for a file with its word '
                             "timings use POST /v1/audio/speech/captioned", param="timestamps")
-    if not progressive and req.stream_format != "sse":      # nothing is sent until the whole file is made
-        check_whole_budget(req)
+    streaming = progressive or req.stream_format == "sse"
+    request_id = speech.new_request_id()
+    # the text is read before anything is stored or submitted: bad markup costs nothing
+    job, plan = build_speech_job(req, VoiceRef("default"), request_id, info, streaming=streaming)
+    if not streaming:        # nothing is sent until the whole file is made
+        check_whole_budget(job.chunks)
     temporary_voice = None
     if voice_file is not None:
         if not info.supports_cloning:
@@ -121,8 +120,7 @@ def respond(req: SpeechRequest, progressive: bool, voice_file: bytes | None) -> 
         voice = VoiceRef("voice_file", temporary_voice)
     else:
         voice = svc.voices.resolve(req.voice, info, owns=guards.owner_check())
-    request_id = speech.new_request_id()
-    job = speech.build_job(req, voice, request_id, streaming=progressive or req.stream_format == "sse")
+    job = dataclasses.replace(job, voice=voice)
     try:
         run = speech.SpeechRun.start(svc.pool, job, info, request.environ.get("gunicorn.socket"), svc.progress)
     except BaseException:
@@ -135,6 +133,8 @@ def respond(req: SpeechRequest, progressive: bool, voice_file: bytes | None) -> 
                "X-Chatterbox-Sample-Rate": str(rate)}      # raw pcm, mulaw and alaw say it nowhere else
     if ignored:
         headers["X-Chatterbox-Ignored-Fields"] = ",".join(ignored)
+    if plan.dropped_tags:
+        headers["X-Chatterbox-Dropped-Tags"] = ",".join(plan.dropped_tags)
     headers.update(degraded_headers(language_note(info, req.language)))
     if req.stream_format == "sse":
         return Response(speech.server_sent_events(run, req.response_format, rate), mimetype="text/event-stream",

@@ -1,0 +1,1 @@
+"""ElevenLabs-shaped HTTP endpoints (their sockets are in api/realtime/elevenlabs.py)."""

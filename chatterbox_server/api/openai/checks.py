@@ -1,0 +1,50 @@
+"""What the OpenAI family's speech views check before they build a job: the body, the engine's fields, the wire rate,
+inline speakers."""
+from __future__ import annotations
+
+from typing import Any
+
+from chatterbox_server.api.bodies import json_object
+from chatterbox_server.audio.encoders import output_rate_for
+from chatterbox_server.errors import ApiError
+from chatterbox_server.synthesis.dialogue import inline_turns
+from chatterbox_server.synthesis.requests import OPENAI_MODELS, SpeechRequest, TurnRequest
+from chatterbox_server.text.speakers import SpeakerError
+from workers.engines.base import EngineInfo
+
+
+def json_body() -> dict[str, Any]:
+    return json_object(hint="; use the /upload endpoints for multipart forms")
+
+
+def wire_rate(req: SpeechRequest, info: EngineInfo) -> int:
+    """The rate the client gets: its `sample_rate`, else the format's default for this engine."""
+    try:
+        return output_rate_for(req.response_format, info.sample_rate, req.sample_rate)
+    except ValueError as exc:       # the schema checked the asked rate; this is the engine's own
+        raise ApiError(400, f"sample_rate: {exc}", param="sample_rate") from exc
+
+
+def check_engine_fields(req: SpeechRequest, info: EngineInfo) -> list[str]:
+    """400 for what this engine cannot honour; returns the fields it accepts but does not use."""
+    if req.model is not None and req.model not in (*info.model_names, *OPENAI_MODELS):
+        raise ApiError(400, f"model {req.model!r} is not served here; use one of "
+                            f"{', '.join((*info.model_names, *OPENAI_MODELS))}", param="model",
+                       code="model_not_found")
+    if req.language is not None and req.language not in info.languages and req.language != "en":
+        supported = ", ".join(info.languages) or "en (this model speaks English only)"
+        raise ApiError(400, f"language {req.language!r} is not supported; use {supported}", param="language")
+    unused = [] if info.supports_exaggeration else ["exaggeration", "cfg_weight", "temperature"]
+    if req.instructions is not None:
+        unused.append("instructions")
+    return [name for name in unused if name in req.explicit]
+
+
+def inline_or_none(req: SpeechRequest) -> list[TurnRequest] | None:
+    """The turns of `input` when it has inline speakers (text/speakers.py); a label without a voice is a 400."""
+    try:
+        return inline_turns(req)
+    except SpeakerError as exc:
+        raise ApiError(400, f"input: {exc}; give every label a voice in \"speakers\", e.g. "
+                            '{"speakers": {"S1": "alice", "S2": "bob"}}',
+                       param="speakers") from exc
