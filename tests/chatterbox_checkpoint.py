@@ -147,25 +147,37 @@ def build_random_checkpoint(directory: pathlib.Path, *, seed: int = 0, multiling
 
 
 TURBO_VOCAB_SIZE = 50276            # ChatterboxTurboTTS.from_local expects this many text tokens
+GPT2_VOCAB_SIZE = 50257             # GPT-2's byte-level BPE, <|endoftext|> last; the turbo tags come after it
+# The released turbo tokenizer's added tokens (written out here, not taken from workers/engines/tags.py,
+# so the engine's list is checked against them): 50257 + 19 = TURBO_VOCAB_SIZE.
+TURBO_TAG_TOKENS = (
+    "[laugh]", "[chuckle]", "[gasp]", "[cough]", "[sigh]", "[groan]", "[sniff]", "[shush]", "[clear throat]",
+    "[whispering]", "[angry]", "[fear]", "[surprised]", "[crying]", "[happy]", "[sarcastic]", "[dramatic]",
+    "[narration]", "[advertisement]",
+)
 TURBO_FILES = ("ve.safetensors", "t3_turbo_v1.safetensors", "s3gen_meanflow.safetensors", "tokenizer.json",
                "tokenizer_config.json", "conds.pt")
 
 
 def _write_turbo_tokenizer(directory: pathlib.Path) -> None:
-    """A byte-level BPE (GPT-2 style, no merges) padded to the turbo vocabulary size, saved the way
+    """A byte-level BPE (GPT-2 style, no merges) padded to GPT-2's vocabulary size, then the turbo tags
+    as added special tokens (one id each, whatever surrounds them), saved the way
     `AutoTokenizer.from_pretrained(ckpt_dir)` reads it."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     tokens = sorted(pre_tokenizers.ByteLevel.alphabet())
-    tokens += [f"<|filler{i}|>" for i in range(len(tokens), TURBO_VOCAB_SIZE - 1)] + ["<|endoftext|>"]
+    tokens += [f"<|filler{i}|>" for i in range(len(tokens), GPT2_VOCAB_SIZE - 1)] + ["<|endoftext|>"]
     tokenizer = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=[]))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>",
                                    bos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    fast.add_special_tokens({"additional_special_tokens": [AddedToken(tag, special=True, normalized=False)
+                                                           for tag in TURBO_TAG_TOKENS]})
     fast.save_pretrained(str(directory))
     assert len(fast) == TURBO_VOCAB_SIZE
+    assert fast.convert_tokens_to_ids(list(TURBO_TAG_TOKENS)) == list(range(GPT2_VOCAB_SIZE, TURBO_VOCAB_SIZE))
 
 
 def _turbo_t3():

@@ -20,6 +20,7 @@ import torch  # noqa: E402
 
 from workers.engines.base import EngineError, SynthesisSettings, VoiceRef  # noqa: E402
 from workers.engines.chatterbox import ChatterboxEngine, token_cap  # noqa: E402
+from workers.engines.tags import TURBO_TAGS  # noqa: E402
 
 pytestmark = pytest.mark.chatterbox
 
@@ -90,6 +91,7 @@ def test_engine_info(engine):
     assert info.default_voice == "default"
     assert info.supports_cloning and info.supports_exaggeration and info.supports_voice_conversion
     assert info.languages == () and info.native_speed is None
+    assert info.tags == ()                                    # bracket tags are turbo's alone
 
 
 def test_synthesis_gives_float32_audio_of_the_generated_length(runs):
@@ -217,7 +219,7 @@ def test_multilingual_engine_speaks_a_listed_language(chatterbox_checkpoint):
     engine = ChatterboxEngine("multilingual", device="cpu", checkpoint_dir=str(chatterbox_checkpoint),
                               max_new_tokens=CAP)
     info = engine.load()
-    assert info.model == "chatterbox-multilingual" and info.supports_exaggeration
+    assert info.model == "chatterbox-multilingual" and info.supports_exaggeration and info.tags == ()
     assert {"en", "de", "zh", "ja"} <= set(info.languages)
     result = engine.synthesize("Guten Tag, wie geht es dir?", SynthesisSettings(language="de"), BUILTIN, seed=1)
     assert result.audio.dtype == np.float32 and np.isfinite(result.audio).all()
@@ -229,16 +231,21 @@ def test_multilingual_engine_speaks_a_listed_language(chatterbox_checkpoint):
         engine.synthesize("Hallo.", SynthesisSettings(language="xx"), BUILTIN, seed=1)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def turbo_checkpoint(tmp_path_factory):
     directory = tmp_path_factory.mktemp("chatterbox-turbo")
     yield checkpoints.build_random_turbo_checkpoint(directory, seed=0)
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def test_turbo_engine(turbo_checkpoint):
+@pytest.fixture(scope="module")
+def turbo(turbo_checkpoint):
     engine = ChatterboxEngine("turbo", device="cpu", checkpoint_dir=str(turbo_checkpoint), max_new_tokens=CAP)
-    info = engine.load()
+    return engine, engine.load()
+
+
+def test_turbo_engine(turbo):
+    engine, info = turbo
     assert info.model == "chatterbox-turbo" and info.model_names == ("chatterbox", "chatterbox-turbo")
     assert not info.supports_exaggeration and not info.supports_voice_conversion
     first = engine.synthesize(TEXT, SynthesisSettings(), BUILTIN, seed=1)
@@ -249,3 +256,22 @@ def test_turbo_engine(turbo_checkpoint):
     assert np.array_equal(first.audio, again.audio)          # turbo ignores exaggeration and CFG
     with pytest.raises(EngineError):
         engine.convert_voice(np.zeros(16000, np.float32), BUILTIN, 0)
+
+
+def test_turbo_speaks_its_tags_each_as_one_token(turbo):
+    """The tags EngineInfo lists are added tokens of turbo's tokenizer, one id each even inside a text
+    (the random checkpoint's tokenizer has them as the released one does), and a tagged text speaks."""
+    engine, info = turbo
+    assert info.tags == TURBO_TAGS and len(set(info.tags)) == 19
+    ids = [engine._tokenize(f"[{tag}]", None).reshape(-1).tolist() for tag in info.tags]
+    assert all(len(tag_ids) == 1 for tag_ids in ids) and len({tag_ids[0] for tag_ids in ids}) == 19
+    assert ids == [[engine._tts.tokenizer.convert_tokens_to_ids(f"[{tag}]")] for tag in info.tags]
+    text = "Oh, that is funny [laugh] anyway, [clear throat] where were we?"
+    tokens = engine._tokenize(engine._punc_norm(text), None).reshape(-1).tolist()
+    laugh, clear_throat = ids[info.tags.index("laugh")][0], ids[info.tags.index("clear throat")][0]
+    assert tokens.count(laugh) == 1 and tokens.count(clear_throat) == 1
+    result = engine.synthesize(text, SynthesisSettings(), BUILTIN, seed=1)
+    assert result.input_tokens == len(tokens)
+    assert 0 < result.output_tokens <= CAP
+    assert result.audio.dtype == np.float32 and np.isfinite(result.audio).all()
+    assert len(result.audio) == (result.extra["vocoded_tokens"] + 3) * SAMPLES_PER_TOKEN
