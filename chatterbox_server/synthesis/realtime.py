@@ -35,11 +35,14 @@ from dataclasses import dataclass, field
 import gevent
 import gevent.event
 
-from chatterbox_server.audio.timings import offset_words
+from chatterbox_server.audio.timings import WordClock
 from chatterbox_server.runtime.pool_client import JobHandle, PoolBusy, PoolClient, PoolError
 from chatterbox_server.runtime.telemetry import AUDIO_SECONDS, FIRST_AUDIO, REALTIME_CONTEXTS
 from chatterbox_server.security.redact import public_pool_message
+from chatterbox_server.synthesis.speech import plan_text
+from chatterbox_server.text.markup import MarkupError
 from chatterbox_server.text.segmenter import Segment, Segmenter, SegmentPolicy, TurnClosed
+from chatterbox_server.text.speakers import split_speakers
 from workers.engines.base import EngineInfo, SynthesisSettings, VoiceRef
 from workers.ipc.protocol import AudioChunk, SpeechJob, chunk_seed
 
@@ -69,6 +72,10 @@ class ContextSettings:
     policy: SegmentPolicy = field(default_factory=SegmentPolicy)
     timestamps: bool = False
     buffer_size: int = 3                # audio messages a segment's job may run ahead of the writer
+    tags: frozenset[str] = frozenset()  # expressive tags the engine performs (others are dropped)
+    # inline speakers: normalized label ("s1", "speaker1") -> voice; [voice:NAME] goes through voice_for
+    speakers: dict[str, VoiceRef] = field(default_factory=dict)
+    voice_for: Callable[[str], VoiceRef] | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +157,7 @@ class Context:
         self.id = context_id
         self.serial = session.next_serial()
         self.settings = settings
+        self.voice = settings.voice         # an inline speaker marker changes it for the rest of the turn
         self.segmenter = Segmenter(settings.policy)
         self.pending: deque[Segment | _FlushMark] = deque()
         self.wake = gevent.event.Event()
@@ -269,21 +277,62 @@ class Context:
         return sent - (self.session.clock() - self.first_audio_at)
 
     def _synthesize(self, segment: Segment) -> None:
+        for part, (voice, text) in enumerate(self._voiced_parts(segment.text)):
+            if self.cancelled:
+                return
+            self._synthesize_part(segment, voice, text, part)
+
+    def _voiced_parts(self, text: str) -> list[tuple[VoiceRef, str]]:
+        """The segment in its voices: an inline speaker marker switches the context's voice from there
+        on (text/speakers.py); a label without a voice fails the context (PoolError 400)."""
+        turns = split_speakers(text)
+        if turns is None:
+            return [(self.voice, text)]
+        parts = []
+        for turn in turns:
+            if turn.voice is not None:
+                self.voice = self._named_voice(turn.voice)
+            elif turn.label is not None:
+                if turn.label not in self.settings.speakers:
+                    raise PoolError(f"speaker {turn.written_label or turn.label!r} has no voice; give it one in "
+                                    "the session's `speakers`", status=400, code="invalid_value")
+                self.voice = self.settings.speakers[turn.label]
+            parts.append((self.voice, turn.text))
+        return parts
+
+    def _named_voice(self, name: str) -> VoiceRef:
+        if self.settings.voice_for is None:
+            raise PoolError(f"[voice:{name}] cannot be used on this socket", status=400, code="invalid_value")
+        try:
+            return self.settings.voice_for(name)
+        except SessionError as exc:
+            raise PoolError(str(exc), status=400, code="voice_not_found") from None
+
+    def _synthesize_part(self, segment: Segment, voice: VoiceRef, text: str, part: int) -> None:
         session, settings = self.session, self.settings
-        job = SpeechJob(request_id=f"{session.id}-{self.id}-{segment.index}"[:120], chunks=(segment.text,),
-                        settings=settings.settings, voice=settings.voice,
-                        seed=chunk_seed(settings.seed, segment.index), buffer_size=settings.buffer_size,
-                        text_preview=segment.text[:80], timestamps=settings.timestamps)
+        try:
+            plan = plan_text(text, "sentence", settings.policy.max_chars, tags=settings.tags,
+                             speed=settings.settings.speed)
+        except MarkupError as exc:
+            raise PoolError(f"segment {segment.index}: {exc}", status=400, code="invalid_markup") from None
+        if not plan.chunks:
+            return          # only pauses or dropped tags: nothing to say
+        job = SpeechJob(request_id=f"{session.id}-{self.id}-{segment.index}-{part}"[:120], chunks=plan.chunks,
+                        settings=settings.settings, voice=voice,
+                        seed=chunk_seed(settings.seed, segment.index + part), buffer_size=settings.buffer_size,
+                        text_preview=text[:80], timestamps=settings.timestamps, chunk_speeds=plan.speeds,
+                        lead_pause=plan.lead_pause, pauses_after=plan.pauses_after)
         submitted = session.clock()
         handle = session.pool.submit(job, admitted=self.usage.segments > 0)
         self.handle = handle
         segment_start = self.samples / session.info.sample_rate
+        clock = WordClock(session.info.sample_rate, segment_start)
         try:
             chunks = handle.chunks()
             for chunk in chunks:
                 if self.cancelled:
                     return
-                self._send_audio(chunk, segment, segment_start, submitted)
+                self._send_audio(chunk, segment, segment_start, submitted, clock)
             result = handle.result
         finally:
             if self.handle is handle:
@@ -292,11 +341,12 @@ class Context:
         if result is not None:
             AUDIO_SECONDS.inc(result.audio_seconds)
             usage = self.usage
-            self.usage = Usage(usage.characters + len(segment.text), usage.segments + 1,
+            self.usage = Usage(usage.characters + len(text), usage.segments + (part == 0),
                                usage.input_tokens + result.input_tokens, usage.output_tokens + result.output_tokens,
                                round(self.samples / session.info.sample_rate, 3))
 
-    def _send_audio(self, chunk: AudioChunk, segment: Segment, segment_start: float, submitted: float) -> None:
+    def _send_audio(self, chunk: AudioChunk, segment: Segment, segment_start: float, submitted: float,
+                    clock: WordClock) -> None:
         now = self.session.clock()
         if self.first_audio_at is None:
             self.first_audio_at = now
@@ -304,7 +354,7 @@ class Context:
         start = self.samples / self.session.info.sample_rate
         self.samples += len(chunk.pcm) // 2
         self.last_activity = now
-        words = offset_words(chunk.words, segment_start) if chunk.words is not None else None
+        words = clock.feed(chunk.index, len(chunk.pcm), chunk.words)   # on the context's timeline
         self.session.emit(Audio(self.id, self.sequence, chunk.pcm, segment.index, start, self.serial,
                                 chunk.synth_seconds, segment_start, words))
         self.sequence += 1

@@ -233,7 +233,8 @@ class Segmenter:
         mode = self.policy.mode
         if mode == "schedule" and last_visible < min(self._threshold(), self.policy.max_chars):
             return None                   # too short for the schedule and for max_chars: skip the scan
-        sentences = {cut for cut in sentence_cuts(text, 0, len(text)) if 0 < cut <= limit}
+        inside = _BracketSpans(text).covers
+        sentences = {cut for cut in sentence_cuts(text, 0, len(text)) if 0 < cut <= limit and not inside(cut)}
         if mode == "schedule":
             cut = self._schedule_cut(text, limit, sentences)
             if cut is not None:
@@ -286,7 +287,8 @@ class Segmenter:
         cuts = _word_ends(text, len(text))
         cuts += clause_cuts(text, 0, len(text))
         cuts += [match.end() for match in CJK_TERMINATOR.finditer(text)]
-        cuts = [cut for cut in cuts if 0 < cut <= self.policy.max_chars]
+        inside = _BracketSpans(text).covers
+        cuts = [cut for cut in cuts if 0 < cut <= self.policy.max_chars and not inside(cut)]
         return max(cuts, default=None)
 
     # --- bookkeeping ----------------------------------------------------------------------------
@@ -322,9 +324,31 @@ class Segmenter:
 
 def _word_ends(text: str, limit: int) -> list[int]:
     """Offsets up to ``limit`` where a word ends and whitespace follows it, in order."""
-    return [match.end() for match in WORD.finditer(text) if match.end() <= limit and match.end() < len(text)]
+    inside = _BracketSpans(text).covers
+    return [match.end() for match in WORD.finditer(text)
+            if match.end() <= limit and match.end() < len(text) and not inside(match.end())]
 
 
 def _clauses(text: str, limit: int) -> set[int]:
     """Offsets up to ``limit`` where a clause ends."""
-    return {cut for cut in clause_cuts(text, 0, len(text)) if 0 < cut <= limit}
+    inside = _BracketSpans(text).covers
+    return {cut for cut in clause_cuts(text, 0, len(text)) if 0 < cut <= limit and not inside(cut)}
+
+
+class _BracketSpans:
+    """`covers(cut)`: whether a cut at an offset would fall inside ``[...]``: a pause, an expressive tag or a speaker
+    marker (text/markup.py, text/speakers.py) is never split between segments, and one whose ``]``
+    has not arrived yet holds every cut after its ``[`` (a flush or the end of the turn still
+    releases it, for the markup reader to judge)."""
+
+    def __init__(self, text: str) -> None:
+        self.spans: list[tuple[int, int]] = []
+        at = text.find("[")
+        while at != -1:
+            close = text.find("]", at + 1)
+            end = len(text) + 1 if close == -1 else close + 1
+            self.spans.append((at, end))
+            at = text.find("[", end) if close != -1 else -1
+
+    def covers(self, cut: int) -> bool:
+        return any(start < cut < end for start, end in self.spans)

@@ -286,3 +286,62 @@ def test_the_elevenlabs_sdk_text_to_dialogue_calls_work(voiced_tone_server):
                                                                  output_format="pcm_24000"))
     assert b"".join(base64.b64decode(chunk.audio_base_64) for chunk in lines) == audio
     assert [s.dialogue_input_index for s in lines[-1].voice_segments] == [0, 1, 2]
+
+
+# -- the realtime socket: speakers switch the voice mid-turn, pauses and tags in streamed text ----------
+def socket_client(server):
+    from realtimekit import RealtimeClient, ws_url
+    c = RealtimeClient(ws_url(server.base, "/v1/audio/speech/realtime"))
+    assert c.until_type("session.created")
+    return c
+
+
+def test_inline_speakers_on_the_socket_switch_the_voice_where_the_text_says(voiced_tone_server):
+    c = socket_client(voiced_tone_server)
+    try:
+        c.send("session.update", session={"speakers": {"S1": "alice", "S2": "bob"}, "seed": SEED})
+        for piece in ("[S", "1] one two ", "three. [S2] fo", "ur five."):
+            c.send("input_text.append", text=piece)
+        c.send("input_text.done")
+        c.until_type("speech.audio.done")
+        got = np.frombuffer(c.received.audio(), dtype=np.int16)
+    finally:
+        c.close()
+    want = np.concatenate([speak(voiced_tone_server, "one two three.", "alice", SEED),
+                           speak(voiced_tone_server, "four five.", "bob", SEED + 1)])
+    assert np.array_equal(got, want)
+
+
+def test_a_pause_split_across_messages_is_one_exact_silence_on_the_socket(voiced_tone_server):
+    c = socket_client(voiced_tone_server)
+    try:
+        for piece in ("Wait for it, [pau", "se:8", "00ms] now go."):
+            c.send("input_text.append", text=piece)
+        c.send("input_text.done")
+        c.until_type("speech.audio.done")
+        audio = np.frombuffer(c.received.audio(), dtype=np.int16)
+    finally:
+        c.close()
+    runs = [run for run in zero_runs(audio, round(0.8 * RATE)) if 0 < run[0] and run[1] < len(audio)]
+    assert len(runs) == 1, runs
+    assert 0 <= (runs[0][1] - runs[0][0]) - round(0.8 * RATE) <= round(0.010 * RATE)
+
+
+@pytest.mark.parametrize(("text", "code", "says"), [
+    ("hello [laugth] there.", "invalid_markup", "[laugh]"),
+    ("[S1] hello there. [S9] who am I?", "invalid_value", "S9"),
+])
+def test_bad_markup_or_a_speaker_without_voice_fails_its_context_not_the_socket(voiced_tone_server, text, code,
+                                                                               says):
+    c = socket_client(voiced_tone_server)
+    try:
+        c.send("session.update", session={"speakers": {"S1": "alice"}})
+        c.send("input_text.append", context_id="bad", text=text)
+        c.send("input_text.done", context_id="bad")
+        error = c.until_type("error", context_id="bad")
+        assert error["error"]["code"] == code and says in error["error"]["message"], error
+        c.send("input_text.append", context_id="good", text="still here.")
+        c.send("input_text.done", context_id="good")
+        assert c.until_type("speech.audio.done", context_id="good")
+    finally:
+        c.close()

@@ -12,6 +12,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Response, jsonify, send_from_directory
 
 import chatterbox_server
+from chatterbox_server.api.docs import dialogue_paths as dialogue_docs
 from chatterbox_server.api.docs import realtime_paths as realtime_docs
 from chatterbox_server.api.docs import store_paths as store_docs
 from chatterbox_server.api.extended.concat_schema import ConcatSchema, MixedConcatSchema
@@ -121,6 +122,7 @@ def build_spec() -> dict[str, Any]:
     spec.path("/api/v1/vc", operations=vc)
     store_docs.add_store_paths(spec)
     realtime_docs.add_realtime_paths(spec)
+    dialogue_docs.add_paths(spec)
     for path, summary, tag in (("/api/v1/health", "Health in the peer's shape (status healthy)", "extended"),
                                ("/api/v1/config", "Defaults, formats and limits", "extended"),
                                ("/api/v1/metrics", "System, request and process metrics", "extended"),

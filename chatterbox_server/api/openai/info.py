@@ -12,6 +12,9 @@ from chatterbox_server.api.openai import aliases
 from chatterbox_server.api.openai.memory import process_memory
 from chatterbox_server.api.openai.status import current_statistics, history_records, processing_status
 from chatterbox_server.services import services
+from chatterbox_server.text.markup import EXPRESSIVE_TAGS, MAX_PAUSE_SECONDS
+from workers.engines.base import EngineInfo
+from workers.engines.tags import TURBO_DELIVERY_TAGS, TURBO_SOUND_TAGS
 
 bp = Blueprint("info", __name__)
 API_NAME = "chatterbox-server"
@@ -71,7 +74,23 @@ def api_info() -> Response:
                     "version_info": versions, "tts_status": status, "statistics": stats,
                     "memory_info": process_memory(), "recent_requests": history_records(3),
                     "uptime_info": {"total_requests": stats["total_requests"], "success_rate": stats["success_rate"],
-                                    "is_processing": status["is_processing"]}})
+                                    "is_processing": status["is_processing"]},
+                    "markup": markup_info(services().engine_info())})
+
+
+def markup_info(info: EngineInfo | None) -> dict[str, Any]:
+    """What a text may hold besides words (text/markup.py, text/speakers.py), and which expressive tags
+    the live engine performs: the others are dropped before synthesis and named in
+    X-Chatterbox-Dropped-Tags; a bracketed lowercase word that is no tag is a 400 listing these."""
+    understood = set(info.tags) if info else set()
+    kinds = {tag: "sound" for tag in TURBO_SOUND_TAGS} | {tag: "delivery" for tag in TURBO_DELIVERY_TAGS}
+    return {
+        "expressive_tags": [{"tag": f"[{name}]", "kind": kinds.get(name, "sound"), "description": description,
+                             "understood": name in understood} for name, description in EXPRESSIVE_TAGS.items()],
+        "pauses": {"syntax": "[pause:500ms] or [pause:1.5s]", "max_seconds": MAX_PAUSE_SECONDS},
+        "ssml": ["speak", "break time", "break strength", "p", "s", "prosody rate"],
+        "speakers": ["[S1]", "[SPEAKER0]", "Speaker 1:", "[voice:NAME]"],
+    }
 
 
 @bp.get("/languages")

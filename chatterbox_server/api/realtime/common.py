@@ -24,11 +24,13 @@ from chatterbox_server.synthesis.requests import (
     first_error,
     in_range,
     one_of,
+    speakers_field,
 )
 from chatterbox_server.synthesis.speech import encode_chunk, random_seed
 from chatterbox_server.synthesis.voice_defaults import OPENAI_NAMES, with_voice_defaults
 from chatterbox_server.text.segmenter import MODES, SegmentPolicy
-from workers.engines.base import EngineInfo, SynthesisSettings
+from chatterbox_server.text.speakers import normalize_label
+from workers.engines.base import EngineInfo, SynthesisSettings, VoiceRef
 
 # the encodings a socket can carry: raw PCM (16-bit or float), G.711, and the streamable codecs
 SOCKET_FORMATS = ("pcm", "pcm_f32le", "mulaw", "alaw", "mp3", "opus")
@@ -53,6 +55,7 @@ class SocketOptionsSchema(SynthesisFields):
                                  validate=validate.Length(min=1, max=16))
     max_delay_ms = WholeNumber(load_default=None, allow_none=True, validate=in_range(0, 10_000))
     buffer_size = WholeNumber(load_default=3, validate=in_range(1, 10))
+    speakers = speakers_field()         # inline speakers' voices: [S1] ... [S2] ... in the text
 
 
 @dataclass(frozen=True)
@@ -111,8 +114,16 @@ def context_settings(options: SocketOptions, info: EngineInfo, policy: SegmentPo
     synthesis = SynthesisSettings(speed=options["speed"], exaggeration=options["exaggeration"],
                                   cfg_weight=options["cfg_weight"], temperature=options["temperature"],
                                   language=options["language"])
+    owns = guards.owner_check()
+
+    def voice_for(name: str) -> VoiceRef:       # [voice:NAME] in a context's text, later, off the request
+        try:
+            return svc.voices.resolve(name, info, owns=owns)
+        except ApiError as exc:
+            raise session_error(exc, context_id) from None
+    speakers = {normalize_label(label): voice_for(name) for label, name in (options["speakers"] or {}).items()}
     return ContextSettings(voice, synthesis, seed, policy or policy_for(options), options["timestamps"],
-                           options["buffer_size"])
+                           options["buffer_size"], frozenset(info.tags), speakers, voice_for)
 
 
 def _as_speech_request(options: SocketOptions) -> SpeechRequest:
