@@ -90,6 +90,7 @@ class ModelWorker:
         self.closing: set[Connection] = set()         # last message queued: closed once it is written
         self.batch: list[ActiveJob] = []              # jobs holding a row of the engine's batch
         self.parked_published = 0
+        self.published_caches: dict | None = None
         self.done = 0
         self.failed = 0
         self.cost = CostMeter()
@@ -127,6 +128,7 @@ class ModelWorker:
         info = {**dataclasses.asdict(self.info), "memory": self.engine.memory_stats()}
         info["outbox"] = {"parked_jobs": self.parked_published}
         info["admission"] = {"rows": self.capacity, "per_unit": self.cost.per_unit}
+        info["caches"] = self.published_caches = self.engine.cache_stats()
         self.board.publish_info(self.slot, info)
 
     def _listen(self) -> socket.socket:
@@ -458,6 +460,8 @@ class ModelWorker:
 
     # -- endings ------------------------------------------------------------------------------------
     def _finish(self, active: ActiveJob) -> None:
+        if cache_sizes(self.engine.cache_stats()) != cache_sizes(self.published_caches):
+            self._publish_info()        # a voice came into or left a per-voice cache: /memory shows it
         stats = active.stats
         self._send(active.conn, JobDone(stats.input_tokens, stats.output_tokens,
                                         stats.samples / self.info.sample_rate, stats.synth_seconds))
@@ -537,6 +541,11 @@ class ModelWorker:
             if active in self.batch:
                 self.batch.remove(active)
         self.idle_conns.discard(conn)
+
+
+def cache_sizes(caches: dict | None) -> dict:
+    """The engine's caches without their hit counts, which change with every job."""
+    return {name: (cache.get("entries"), cache.get("bytes")) for name, cache in (caches or {}).items()}
 
 
 def run(slot: int, settings: Settings, run_dir: str, device: str, lifeline: Connection) -> None:

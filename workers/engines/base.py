@@ -163,5 +163,9 @@ class Engine(ABC):
         """Accelerator memory in bytes (allocated, reserved, peak), for /memory; None on CPU engines."""
         return None
 
+    def cache_stats(self) -> dict | None:
+        """What the engine keeps per voice (entries, capacity, bytes, hits, misses), for /memory."""
+        return None
+
     def release_memory(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Give cached accelerator memory back between jobs."""

@@ -106,14 +106,32 @@ def _no_progress_bar(iterable: Any, *args: Any, **kwargs: Any) -> Any:
     return iterable
 
 
+def tensor_bytes(value: Any, seen: set[int] | None = None) -> int:
+    """Bytes of every tensor reachable from `value` (dataclasses, objects, dicts, sequences), each once."""
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return 0
+    seen.add(id(value))
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(tensor_bytes(item, seen) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_bytes(item, seen) for item in value)
+    if hasattr(value, "__dict__"):
+        return sum(tensor_bytes(item, seen) for item in vars(value).values())
+    return 0
+
+
 class _ConditionalsCache:
-    """Bounded LRU of reference-file conditionals keyed by (path, mtime, size)."""
+    """Bounded LRU of reference-file conditionals keyed by (path, mtime, size); each entry's tensor
+    bytes are counted once, when it is built, for /memory."""
 
     def __init__(self, capacity: int = _CONDITIONALS_CACHE_SIZE):
         self.capacity = capacity
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[tuple, Any] = OrderedDict()
+        self._entries: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get_or_build(self, key: tuple, build: Callable[[], Any]) -> tuple[Any, bool]:
@@ -121,14 +139,21 @@ class _ConditionalsCache:
             if key in self._entries:
                 self._entries.move_to_end(key)
                 self.hits += 1
-                return self._entries[key], True
+                return self._entries[key][0], True
         value = build()
+        size = tensor_bytes(value)
         with self._lock:
             self.misses += 1
-            self._entries[key] = value
+            self._entries[key] = (value, size)
             while len(self._entries) > self.capacity:
                 self._entries.popitem(last=False)
         return value, False
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"entries": len(self._entries), "capacity": self.capacity,
+                    "bytes": sum(size for _, size in self._entries.values()), "hits": self.hits,
+                    "misses": self.misses}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -222,6 +247,9 @@ class ChatterboxEngine(Engine):
             tags=TURBO_TAGS if self.model == "turbo" else (),
             language_extras_missing=missing_extras(self._languages),
         )
+
+    def cache_stats(self) -> dict | None:
+        return {"conditionals": self.conditionals_cache.stats()}
 
     def memory_stats(self) -> dict | None:
         if not self.device.startswith("cuda"):

@@ -70,7 +70,8 @@ def process_memory(detailed: bool | None = None) -> dict[str, Any]:
     for view in svc.pool.slots():
         accelerator = view.info.get("memory") if view.info else None
         workers.append({"slot": view.slot, "pid": view.pid, "state": view.state.name.lower(),
-                        "rss_bytes": _rss(view.pid), "accelerator": accelerator})
+                        "rss_bytes": _rss(view.pid), "accelerator": accelerator,
+                        "caches": view.info.get("caches") if view.info else None})
         for key in gpu:
             gpu[key] += (accelerator or {}).get(key, 0)
     total_rss = _server_rss(front.rss + sum(w["rss_bytes"] or 0 for w in workers))
@@ -81,6 +82,11 @@ def process_memory(detailed: bool | None = None) -> dict[str, Any]:
         info.update(gpu_memory_allocated_mb=round(gpu["allocated_bytes"] / MB, 2),
                     gpu_memory_reserved_mb=round(gpu["reserved_bytes"] / MB, 2),
                     gpu_memory_max_allocated_mb=round(gpu["peak_allocated_bytes"] / MB, 2))
+    voices = [w["caches"]["conditionals"] for w in workers if (w["caches"] or {}).get("conditionals")]
+    if voices:      # the per-voice conditionals of every model worker (bounded: capacity each)
+        info["voice_cache"] = {"entries": sum(c["entries"] for c in voices),
+                               "capacity": sum(c["capacity"] for c in voices),
+                               "mb": round(sum(c["bytes"] for c in voices) / MB, 2)}
     if detailed:
         info.update(front_worker={"pid": os.getpid(), "rss_bytes": front.rss, "vms_bytes": front.vms},
                     model_workers=workers, system=dict(system._asdict()))
