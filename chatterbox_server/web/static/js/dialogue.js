@@ -100,7 +100,7 @@ async function init(root, env) {
     if (keys === shownKeys) return;
     shownKeys = keys;
     speakerRows.replaceChildren(...labels.map(({ key, label }) => {
-      const voice = el("select", { name: `speaker-${key}`, "data-speaker": label });
+      const voice = el("select", { name: `speaker-${key}`, "data-key": key });
       fillSelect(voice, choices(), chosen.get(key) || "");
       voice.addEventListener("change", () => chosen.set(key, voice.value));
       const row = field(`speaker-${key}`, `Voice of ${label}`, voice);
@@ -177,7 +177,8 @@ async function init(root, env) {
   function tick() {
     const heard = position();
     root.dataset.position = heard.toFixed(3);
-    const all = pieces.reduce((sum, p) => sum + p.byteLength, 0) / 2 / rate;
+    const last = timeline[timeline.length - 1];
+    const all = last ? last.offset + last.seconds : 0; // seconds received
     show("dialogue-heard", `${heard.toFixed(1)} of ${all.toFixed(1)} s`);
     if (complete && queue.ahead() <= 0) {
       stopTicking();
@@ -212,9 +213,10 @@ async function init(root, env) {
   }
 
   function body() {
-    const speakers = {};
+    const speakers = {}; // a label with no voice is left out: the server's 400 then names it
     for (const { key, label } of speakerLabels(script.value)) {
-      if (chosen.get(key)) speakers[label] = chosen.get(key);
+      const voice = speakerRows.querySelector(`select[data-key="${key}"]`)?.value;
+      if (voice) speakers[label] = voice;
     }
     return { input: script.value, speakers, stream_format: "sse", response_format: "pcm",
       ...values(form, ["gap_ms", "seed"]) };
@@ -323,7 +325,7 @@ async function init(root, env) {
     if (at) script.setSelectionRange(Number(at[1]), Number(at[1]));
     const missing = /speaker "([^"]+)" is not in the speakers table/.exec(message);
     const key = missing ? normalize(missing[1]) : "";
-    speakerRows.querySelector(`select[name="speaker-${CSS.escape(key)}"]`)?.setAttribute("aria-invalid", "true");
+    speakerRows.querySelector(`select[data-key="${CSS.escape(key)}"]`)?.setAttribute("aria-invalid", "true");
   }
 
   form.addEventListener("submit", (event) => {
@@ -339,7 +341,10 @@ async function init(root, env) {
   async function loadVoices() {
     try {
       listing = await call("/v1/voices");
-      for (const voice of speakerRows.querySelectorAll("select")) fillSelect(voice, choices());
+      for (const voice of speakerRows.querySelectorAll("select")) {
+        fillSelect(voice, choices()); // a voice deleted meanwhile is no longer chosen
+        chosen.set(voice.dataset.key, voice.value);
+      }
     } catch (error) {
       showError(form, error);
     }
