@@ -514,8 +514,8 @@ def test_request_history_statistics_and_languages(hibari_page, hibari_server):
 # -- the pages themselves -------------------------------------------------------------------------
 def test_pages_render_fully_with_every_external_route_blocked(hibari_page):
     page = hibari_page.open()
-    expect(page.locator("[role=tab]")).to_have_text(["Speak", "Live", "Voices", "Convert", "Long jobs", "Outputs",
-                                                     "Server"])
+    expect(page.locator("[role=tab]")).to_have_text(["Speak", "Live", "Dialogue", "Voices", "Convert", "Long jobs",
+                                                     "Outputs", "Server"])
     expect(page.locator('#panel-speak .field[data-param="model"] option')).not_to_have_count(1)
     settings = page.locator("#speak-settings .field")
     expect(settings.filter(has_text="Speed")).to_contain_text("0.25 – 4")       # the range from /openapi.json

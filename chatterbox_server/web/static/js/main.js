@@ -7,13 +7,14 @@ import { el } from "./forms.js";
 import { health } from "./server.js";
 import { panel as speak } from "./speak.js";
 import { panel as live } from "./live.js";
+import { panel as dialogue } from "./dialogue.js";
 import { panel as voices } from "./voices.js";
 import { panel as convert } from "./convert.js";
 import { panel as jobs } from "./jobs.js";
 import { panel as outputs } from "./outputs.js";
 import { panel as server } from "./server.js";
 
-const PANELS = [speak, live, voices, convert, jobs, outputs, server];
+const PANELS = [speak, live, dialogue, voices, convert, jobs, outputs, server];
 const HEALTH_MS = 5000;
 
 const env = { limits: JSON.parse(document.body.dataset.limits) };
