@@ -220,7 +220,23 @@ def has_markup(text: str) -> bool:
     True for SSML and for any ``[`` that starts a pause or a tag (a known, unknown or unclosed
     one): a text for which this is False parses to one Speech of the stripped text.
     """
-    return _SSML_START.match(text) is not None or _TAG_START.search(text) is not None
+    return _SSML_START.match(text) is not None or _TAG_START.search(_hide_double_brackets(text)) is not None
+
+
+# Double brackets are text, never markup: "[[sleep:1]]" and "[[fail]]" are the tone engine's test
+# markers (workers/engines/tone.py), and a wiki-style "[[link]]" is no tag either. They are hidden behind
+# private-use characters of the same length while the text is read (error positions stay right), then
+# shown again in the Speech pieces.
+_DOUBLE_BRACKETS = re.compile(r"\[\[([^\[\]\n]{1,64})\]\]")
+_OPEN_MASK, _CLOSE_MASK = "\uf8f0", "\uf8f1"
+
+
+def _hide_double_brackets(text: str) -> str:
+    return _DOUBLE_BRACKETS.sub(lambda m: f"{_OPEN_MASK * 2}{m.group(1)}{_CLOSE_MASK * 2}", text)
+
+
+def _show_double_brackets(text: str) -> str:
+    return text.replace(_OPEN_MASK, "[").replace(_CLOSE_MASK, "]")
 
 
 def parse_markup(text: str, engine_tags: frozenset[str] = frozenset()) -> Markup:
@@ -230,13 +246,19 @@ def parse_markup(text: str, engine_tags: frozenset[str] = frozenset()) -> Markup
     around a name in ``engine_tags`` are ignored.
     """
     kept = frozenset(tag.strip("[]") for tag in engine_tags)
+    text = _hide_double_brackets(text)
     ssml = _SSML_START.match(text)
     builder = _Builder(collapse_whitespace=ssml is not None)
     if ssml is None:
         _read_text(text, _same_position, 1.0, builder, kept)
     else:
         _SsmlReader(text, ssml.start(1), builder, kept).read()
-    return builder.finish()
+    markup = builder.finish()
+    if _OPEN_MASK not in text:
+        return markup
+    pieces = tuple(Speech(_show_double_brackets(piece.text), piece.rate) if isinstance(piece, Speech) else piece
+                   for piece in markup.pieces)
+    return Markup(pieces, markup.dropped_tags)
 
 
 def plan_chunks(markup: Markup, strategy: str, max_chars: int) -> Plan:

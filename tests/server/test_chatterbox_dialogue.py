@@ -82,11 +82,11 @@ def test_each_voice_is_conditioned_once_and_the_cache_shows_in_memory(server, tm
             added = requests.post(server.url("/v1/voices"), data={"name": name}, timeout=120,
                                   files={"voice_file": (path.name, handle, "audio/wav")})
         assert added.status_code in (200, 201), added.text
-    before = requests.get(server.url("/memory"), timeout=30).json().get("voice_cache", {"entries": 0})
+    before = requests.get(server.url("/memory"), timeout=30).json()["memory_info"].get("voice_cache", {"entries": 0})
     response = requests.post(server.url("/v1/audio/dialogue"), timeout=1200, json={
         "input": "[S1] Hello. [S2] Hi. [S1] Bye. [S2] Bye now.", "speakers": {"S1": "alice", "S2": "bob"},
         "seed": SEED, "response_format": "pcm", "gap_ms": 0})
     assert response.status_code == 200, response.text
-    after = requests.get(server.url("/memory"), timeout=30).json()["voice_cache"]
+    after = requests.get(server.url("/memory"), timeout=30).json()["memory_info"]["voice_cache"]
     assert after["entries"] == before["entries"] + 2            # two voices, four turns
     assert after["capacity"] >= after["entries"] and after["mb"] > 0

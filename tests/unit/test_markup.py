@@ -687,3 +687,10 @@ def test_plans_keep_every_pause_second_and_every_kept_tag_whole(elements, kept, 
         assert "[" not in whole_tag.sub("", chunk) and "]" not in whole_tag.sub("", chunk), chunk
     assert found == kept_written
     assert "".join("".join(plan.chunks).split()) == "".join(visible.split())
+
+
+@pytest.mark.parametrize("text", ["hello [[sleep:0.5]] world", "x [[fail]] y", "[[crash]] boom", "see [[wiki link]]"])
+def test_double_brackets_are_text_never_a_tag(text):
+    assert not has_markup(text)
+    assert parse_markup(text).pieces == (Speech(text),)
+    assert plan_chunks(parse_markup(f"{text} [pause:1s] more"), "sentence", 200).chunks == (text, "more")
