@@ -135,13 +135,15 @@ class DialogueRun:
     """The turns of one dialogue admitted to the pool, their audio in order with gaps."""
 
     def __init__(self, pool: PoolClient, turns: list[DialogueTurn], info: EngineInfo, request_id: str,
-                 progress: Progress, *, gap_seconds: float, lookahead: int, seed: int) -> None:
+                 progress: Progress, *, gap_seconds: float, lookahead: int, seed: int,
+                 first_alone: bool = True) -> None:
         if not turns:
             raise ValueError("a dialogue needs at least one turn")
         self.pool, self.turns, self.info, self.request_id = pool, turns, info, request_id
         self.progress, self.seed = progress, seed
         self.gap_samples = round(gap_seconds * info.sample_rate)
         self.lookahead = max(1, lookahead)
+        self.first_alone = first_alone      # a listener waits for the first audio; a whole file does not
         self.flights: dict[int, _InFlight] = {}
         self.next_to_submit = 0
         self.segments: list[Segment] = []
@@ -163,12 +165,17 @@ class DialogueRun:
     @classmethod
     def start(cls, pool: PoolClient, turns: list[DialogueTurn], info: EngineInfo, request_id: str,
               client_socket: object | None, progress: Progress, *, gap_seconds: float, lookahead: int,
-              seed: int) -> DialogueRun:
-        """Admits the first turn and waits for its first audio, as SpeechRun.start does."""
-        run = cls(pool, turns, info, request_id, progress, gap_seconds=gap_seconds, lookahead=lookahead, seed=seed)
+              seed: int, first_alone: bool = True) -> DialogueRun:
+        """Admits the first turn and waits for its first audio, as SpeechRun.start does. `first_alone`
+        (a streamed answer): the other turns start once the first has audio, so that it comes as
+        early as a single request's; else (a whole file) `lookahead` turns start at once."""
+        run = cls(pool, turns, info, request_id, progress, gap_seconds=gap_seconds, lookahead=lookahead, seed=seed,
+                  first_alone=first_alone)
         progress.begin(request_id, sum(turn.job.units for turn in turns), turns[0].text[:80])
         try:
             run._submit(0, admitted=False)
+            if not first_alone:
+                run._top_up(0)
             if client_socket is not None:
                 run.client_socket = client_socket
                 run.watcher = gevent.spawn(run._watch_client, client_socket)
@@ -270,11 +277,11 @@ class DialogueRun:
             self.pending_notes.append({"type": "dialogue.turn", **segment.as_dict()})
             last_index = index_base
             for chunk in self._turn_audio(number):
-                if number == 0 and self.next_to_submit == 1:
-                    self._top_up(0)         # the first turn speaks: the others may start now
                 last_index = index_base + chunk.index
                 samples += len(chunk.pcm) // 2
                 yield dataclasses.replace(chunk, index=last_index)
+                if number == 0 and self.first_alone and self.next_to_submit == 1:
+                    self._top_up(0)         # the first turn's audio is out: the others may start now
             segment.end = samples / self.info.sample_rate
             self.pending_notes.append({"type": "dialogue.turn.done", "turn": number,
                                        "start": round(segment.start, 3), "end": round(segment.end, 3)})

@@ -117,7 +117,8 @@ def start_dialogue(base: SpeechRequest, turns: list[TurnRequest], gap_ms: int | 
         check_dialogue_budget(planned)
     gap = (settings.dialogue_gap_ms if gap_ms is None else gap_ms) / 1000
     run = DialogueRun.start(svc.pool, planned, info, request_id, request.environ.get("gunicorn.socket"),
-                            svc.progress, gap_seconds=gap, lookahead=settings.dialogue_lookahead_turns, seed=seed)
+                            svc.progress, gap_seconds=gap, lookahead=settings.dialogue_lookahead_turns, seed=seed,
+                            first_alone=streaming)
     headers = {"X-Request-Id": request_id, "X-Chatterbox-Seed": str(seed), "X-Chatterbox-Turns": str(len(planned)),
                "X-Chatterbox-Chunks": str(sum(turn.job.units for turn in planned)),
                "X-Chatterbox-Sample-Rate": str(rate)}
