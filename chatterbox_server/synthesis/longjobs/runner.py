@@ -32,8 +32,9 @@ from chatterbox_server.store.jobs_db import JobStore, paused_values
 from chatterbox_server.store.voice_library import Owns, VoiceLibrary, everyone
 from chatterbox_server.synthesis.longjobs import files
 from chatterbox_server.synthesis.longjobs.rules import COMPLETED, FAILED, PENDING, PROCESSING
+from chatterbox_server.synthesis.longjobs.script import Script
 from workers.engines.base import SynthesisSettings
-from workers.ipc.protocol import SpeechJob
+from workers.ipc.protocol import AudioChunk, SpeechJob
 
 log = logging.getLogger("chatterbox.longjobs")
 POLL_SECONDS = 1.0
@@ -149,43 +150,56 @@ class Runner:
         info = self.pool.engine_info()
         if info is None:                        # the model workers went away since the claim
             return self._requeue(job_id, failed=False)
+        chunks = self.store.chunks(job_id)
+        texts = [c["text"] for c in chunks]
+        plan = Script.from_params(params, texts)
+        owns = self.access(job.get("owner"))
         try:
-            voice = self.voices.resolve(job["voice"], info, owns=self.access(job.get("owner")))
+            voices = [self.voices.resolve(name, info, owns=owns) for name in (plan.voices or (job["voice"],))]
         except ApiError as exc:
             self.store.release(job_id, self.owner, {"status": FAILED, "error": str(exc)})
             return
         off_hub(files.mark_owner, self.jobs_root, job_id, job.get("owner"))    # its audio counts in its key's quota
-        chunks = self.store.chunks(job_id)
-        texts = [c["text"] for c in chunks]
-        start = self._first_missing(job_id, chunks)
+        missing = self._missing(job_id, chunks)
         settings = SynthesisSettings(speed=params["speed"], exaggeration=params["exaggeration"],
                                      cfg_weight=params["cfg_weight"], temperature=params["temperature"],
                                      language=params.get("language"))
-        if start < len(texts):
-            speech = SpeechJob(request_id=f"long-{job_id}-{start}", chunks=tuple(texts[start:]), settings=settings,
-                               voice=voice, seed=params["seed"] + start, buffer_size=BUFFER_CHUNKS,
-                               text_preview=texts[start][:80], background=True)
-            outcome = self._synthesize(job_id, speech, start)
+        speeds = plan.speeds(params["speed"])
+        start = missing[0] if missing else len(texts)
+        while start < len(texts):
+            begin, end = plan.span(start)
+            speech = SpeechJob(request_id=f"long-{job_id}-{begin}", chunks=tuple(texts[begin:end]), settings=settings,
+                               voice=voices[plan.voice_index(begin)], seed=params["seed"] + begin,
+                               buffer_size=BUFFER_CHUNKS, text_preview=texts[begin][:80], background=True,
+                               chunk_speeds=speeds[begin:end], lead_pause=plan.lead if begin == 0 else 0.0,
+                               pauses_after=plan.pauses[begin:end] if any(plan.pauses[begin:end]) else (),
+                               trim_edges=plan.trim_edges)
+            outcome = self._synthesize(job_id, speech, begin, start)
             if outcome == "stop":
                 return
             if outcome == "retry":
                 return self._requeue(job_id)
             if outcome == "busy":                   # the pool is full or not ready: no failure, no attempt used up
                 return self._requeue(job_id, failed=False)
+            start = next((idx for idx in missing if idx >= end), len(texts))
         chunks = self.store.chunks(job_id)
-        if self._first_missing(job_id, chunks) < len(chunks):     # a file went missing meanwhile: go again
+        if self._missing(job_id, chunks):     # a file went missing meanwhile: go again
             return self._requeue(job_id, failed=False)
         paths = [files.recorded_path(self.jobs_root, job_id, c["audio_file"]) for c in chunks]
         self._finish(job_id, job["output_format"], paths, info.sample_rate)
 
-    def _first_missing(self, job_id: str, chunks: list[dict]) -> int:
+    def _missing(self, job_id: str, chunks: list[dict]) -> list[int]:
+        """The chunks without a file, in order."""
+        missing = []
         for i, chunk in enumerate(chunks):
             path = files.recorded_path(self.jobs_root, job_id, chunk["audio_file"])
             if path is None or not os.path.exists(path):
-                return i
-        return len(chunks)
+                missing.append(i)
+        return missing
 
-    def _synthesize(self, job_id: str, speech: SpeechJob, start: int) -> str:
+    def _synthesize(self, job_id: str, speech: SpeechJob, begin: int, keep_from: int) -> str:
+        """Submit `speech` (chunks `begin` on) and record each chunk from `keep_from` on as it is made
+        (one before it is made again only to be thrown away: Script.span)."""
         try:
             handle = self.pool.submit(speech)
         except PoolBusy:
@@ -198,22 +212,18 @@ class Runner:
             return "retry"
         watcher = gevent.spawn(self._watch, job_id, handle)
         try:
-            self.store.chunk_started(job_id, start)
-            for chunk in handle.chunks():
-                idx = start + chunk.index
-                path = files.chunk_path(self.jobs_root, job_id, idx)       # a name of this write's own
-                off_hub(files.write_atomically, path, chunk.pcm)
-                recorded, replaced = self.store.chunk_done(job_id, idx, os.path.basename(path), len(chunk.pcm) // 2,
-                                                           int(chunk.synth_seconds * 1000), self.owner)
-                if not recorded:
-                    # another runner holds the job now (or it was paused, cancelled, deleted):
-                    # this file is no chunk of it
-                    store_files.remove(path)
-                    log.info("long-text job %s: chunk %d not recorded, the job is no longer ours", job_id, idx)
-                    handle.cancel("the job's lease passed to another runner")
-                    self._forget_if_deleted(job_id)
-                    return "stop"
-                store_files.remove(files.recorded_path(self.jobs_root, job_id, replaced))
+            self.store.chunk_started(job_id, keep_from)
+            # a chunk's audio may come in several messages (a streaming engine's pieces, a pause alone):
+            # it is whole once a message of the next chunk comes, or the job ends
+            pieces: list[AudioChunk] = []
+            for message in handle.chunks():
+                if pieces and message.index != pieces[0].index:
+                    if not self._record(job_id, handle, begin + pieces[0].index, keep_from, pieces):
+                        return "stop"
+                    pieces = []
+                pieces.append(message)
+            if pieces and not self._record(job_id, handle, begin + pieces[0].index, keep_from, pieces):
+                return "stop"
             return "done"
         except PoolError as exc:
             if handle.cancel_reason:
@@ -229,6 +239,27 @@ class Runner:
         finally:
             watcher.kill(block=False)
             handle.close()
+
+    def _record(self, job_id: str, handle, idx: int, keep_from: int,  # noqa: ANN001 - a pool_client.JobHandle
+                pieces: list[AudioChunk]) -> bool:
+        """Write chunk `idx` and record it; False when the job is no longer ours (the handle is cancelled)."""
+        if idx < keep_from:
+            return True             # made again only so that the next chunk is made as before
+        pcm = b"".join(piece.pcm for piece in pieces)
+        path = files.chunk_path(self.jobs_root, job_id, idx)       # a name of this write's own
+        off_hub(files.write_atomically, path, pcm)
+        recorded, replaced = self.store.chunk_done(job_id, idx, os.path.basename(path), len(pcm) // 2,
+                                                   int(sum(piece.synth_seconds for piece in pieces) * 1000),
+                                                   self.owner)
+        if not recorded:
+            # another runner holds the job now (or it was paused, cancelled, deleted): this file is no chunk of it
+            store_files.remove(path)
+            log.info("long-text job %s: chunk %d not recorded, the job is no longer ours", job_id, idx)
+            handle.cancel("the job's lease passed to another runner")
+            self._forget_if_deleted(job_id)
+            return False
+        store_files.remove(files.recorded_path(self.jobs_root, job_id, replaced))
+        return True
 
     def _forget_if_deleted(self, job_id: str) -> None:
         if self.store.get(job_id) is None:      # deleted: a chunk written meanwhile must not linger
