@@ -252,3 +252,37 @@ def test_a_plain_jobs_chunks_in_several_messages_are_whole(setup):
     (job,) = pool.submitted
     assert job.units == 3 and not job.trim_edges and job.pauses_after == () and job.chunk_speeds == ()
     assert audio == b"".join(made(job, i) for i in range(3)) and len(audio) == 3 * 8
+
+
+def test_the_lease_is_renewed_across_many_short_speech_jobs(tmp_path):
+    """Each turn of a dialogue is a speech job of its own, shorter than the lease's renewal interval:
+    the lease is the job's, so no other runner takes a job that takes longer than its lease."""
+    engine = db.make_engine(db.database_url("", str(tmp_path)))
+    db.migrate(engine, str(tmp_path))
+    store = JobStore(engine, lease_seconds=1.0)           # renewed every 0.33 s
+    pool = FakePool()
+    the_runner = runner.Runner(store, pool, Voices(), str(tmp_path / "jobs"), 2, 0)
+    script = plan(" ".join(f"[S{1 + n % 2}] Line {n}." for n in range(40)))
+    original = FakeHandle.chunks
+
+    def slow(self):
+        for message in original(self):
+            gevent.sleep(0.02)
+            yield message
+    taken: list[str] = []
+
+    def intruder() -> None:
+        while True:
+            job = store.claim("intruder", 5, lambda owner: False)
+            if job is not None:
+                taken.append(job["id"])
+            gevent.sleep(0.1)
+    FakeHandle.chunks = slow
+    other = gevent.spawn(intruder)
+    try:
+        assert run_job(store, the_runner, "dialogue", script) is not None      # 40 jobs of 0.06 s: 2.4 s
+    finally:
+        FakeHandle.chunks = original
+        other.kill()
+        engine.dispose()
+    assert len(pool.submitted) == 40 and taken == []

@@ -28,8 +28,13 @@ from chatterbox_server.errors import ApiError
 from chatterbox_server.settings import env_name
 from chatterbox_server.synthesis.budget import Ledger, Limits
 from chatterbox_server.synthesis.requests import SPEED_RANGE
-from chatterbox_server.text.markup import MarkupError, has_markup, parse_markup, plan_chunks
-from chatterbox_server.text.prep import hide_double_brackets, show_double_brackets
+from chatterbox_server.text.markup import MarkupError, parse_markup, plan_chunks
+from chatterbox_server.text.prep import (  # noqa: F401 - needs_script: the view asks it here
+    describe_turn,
+    hide_double_brackets,
+    needs_script,
+    show_double_brackets,
+)
 from chatterbox_server.text.speakers import SpeakerError, Turn, resolve_turns, split_speakers
 
 TURNS_PER_DIALOGUE_LIMIT = 20       # a long job takes 20 times CHATTERBOX_DIALOGUE_MAX_TURNS
@@ -131,16 +136,6 @@ class Script:
 
 
 # -- planning -------------------------------------------------------------------------------------
-def needs_script(text: str) -> bool:
-    """Whether `text` is more than plain text: inline speakers or markup (cheap; no parsing). A
-    marker that cannot be read counts: plan_script refuses it."""
-    text = hide_double_brackets(text)
-    try:
-        return has_markup(text) or split_speakers(text) is not None
-    except SpeakerError:
-        return True
-
-
 def plan_script(text: str, *, strategy: str, chunk_size: int, tags: frozenset[str], speakers: dict[str, str] | None,
                 default_voice: str | None, gap: float, max_turns: int, limits: Limits,
                 what: str = "input") -> Script:
@@ -216,16 +211,6 @@ def check_stored(chunks: list[str], chunk_size: int, limits: Limits, what: str) 
     """A retry of a scripted job: its stored chunks against the limits in force now (a 413)."""
     Ledger(limits).add_long_text(chunks, chunk_size, what)
     return chunks
-
-
-def describe_turn(number: int, turn: Turn) -> str:
-    if turn.voice is not None:
-        who = f"[voice:{turn.voice}]"
-    elif turn.label is not None:
-        who = f'speaker "{turn.written_label or turn.label}"'
-    else:
-        who = "the text before the first speaker marker"
-    return f"turn {number} ({who}, at character {turn.position})"
 
 
 def _voices(turns: list[Turn], speakers: dict[str, str] | None, default_voice: str) -> list[str]:
