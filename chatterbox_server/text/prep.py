@@ -48,6 +48,21 @@ class TextOptions:
     sound_words_field: str = ""
 
 
+# Double brackets are text, never markup (text/markup.py): "[[sleep:1]]" and "[[fail]]" are the tone
+# engine's test markers, which markup would read as an unknown tag. They are hidden behind private-use
+# characters of the same length while markup is read (its error positions stay right), then shown again.
+_DOUBLE_BRACKETS = re.compile(r"\[\[([^\[\]\n]{1,64})\]\]")
+_OPEN_MASK, _CLOSE_MASK = "\uf8f0", "\uf8f1"
+
+
+def hide_double_brackets(text: str) -> str:
+    return _DOUBLE_BRACKETS.sub(lambda m: f"{_OPEN_MASK * 2}{m.group(1)}{_CLOSE_MASK * 2}", text)
+
+
+def show_double_brackets(text: str) -> str:
+    return text.replace(_OPEN_MASK, "[").replace(_CLOSE_MASK, "]")
+
+
 def normalize_spacing(text: str) -> str:
     """Runs of whitespace become one space; leading and trailing whitespace goes."""
     return re.sub(r"\s{2,}", " ", text.strip())

@@ -2,6 +2,7 @@
 download, edit, retry, bulk actions and history. The work itself is done by longjobs.runner."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -26,7 +27,7 @@ from chatterbox_server.security import guards
 from chatterbox_server.services import services
 from chatterbox_server.store.jobs_db import SORTS, paused_values
 from chatterbox_server.synthesis.budget import Limits
-from chatterbox_server.synthesis.longjobs import files, rules
+from chatterbox_server.synthesis.longjobs import files, rules, script
 from chatterbox_server.synthesis.longjobs.rules import (
     CANCELLABLE,
     CANCELLED,
@@ -112,7 +113,8 @@ def _new_job(text: str, chunks: list[str], voice: str | None, fmt: str, params: 
 def create_job() -> Response:
     svc = services()
     req = load(rules.LongTextRequestSchema(max_input_chars=svc.settings.longtext_max_chars), json_object())
-    chunks = off_hub(rules.plan_job, req["input"], req, Limits.of(svc.settings))     # 413 before anything else
+    scripted = off_hub(script.needs_script, req["input"])
+    chunks = None if scripted else off_hub(rules.plan_job, req["input"], req, Limits.of(svc.settings))  # 413 first
     info = svc.require_engine()
     if req["model"] is not None and req["model"] not in (*info.model_names, *OPENAI_MODELS):
         raise ApiError(400, f"model {req['model']!r} is not served here", param="model", code="model_not_found")
@@ -121,10 +123,38 @@ def create_job() -> Response:
     params = {name: req[name] for name in ("exaggeration", "cfg_weight", "temperature", "speed", "language",
                                             "streaming_strategy", "streaming_chunk_size")}
     params["seed"] = req["seed"] if req["seed"] is not None else random_seed()
-    row = _new_job(req["input"], chunks, req["voice"], req["response_format"] or "mp3", params,
+    planned = _plan_script(req, info) if scripted else script.Script(tuple(chunks or ()))
+    if planned.scripted:
+        if planned.trim_edges:      # a dialogue
+            params["speakers"] = req["speakers"]
+            params["gap_ms"] = svc.settings.dialogue_gap_ms if req["gap_ms"] is None else req["gap_ms"]
+        params["script"] = planned.to_json()
+    row = _new_job(req["input"], list(planned.chunks), req["voice"], req["response_format"] or "mp3", params,
                    {"session_id": req["session_id"], "display_name": req["display_name"],
                     "tags": json.dumps(req["tags"])}, guards.workspace())
-    return jsonify(_create_response(row, "Job submitted for processing"))
+    response = jsonify(_create_response(row, "Job submitted for processing"))
+    if planned.dropped_tags:
+        response.headers["X-Chatterbox-Dropped-Tags"] = ",".join(planned.dropped_tags)
+    return response
+
+
+def _plan_script(req: dict[str, Any], info: Any) -> script.Script:
+    """A script's chunks (off the hub: a two-hour script is read in one go), every turn's voice
+    resolved: a 400 naming the turn before anything is stored or synthesized."""
+    svc = services()
+    gap_ms = svc.settings.dialogue_gap_ms if req["gap_ms"] is None else req["gap_ms"]
+    planned = off_hub(functools.partial(
+        script.plan_script, req["input"], strategy=req["streaming_strategy"], chunk_size=req["streaming_chunk_size"],
+        tags=frozenset(info.tags), speakers=req["speakers"], default_voice=req["voice"], gap=gap_ms / 1000,
+        max_turns=script.TURNS_PER_DIALOGUE_LIMIT * svc.settings.dialogue_max_turns, limits=Limits.of(svc.settings)))
+    owns = guards.owner_check()
+    for name in planned.voices:
+        try:
+            svc.voices.resolve(name, info, param="speakers", owns=owns)
+        except ApiError as exc:
+            raise ApiError(exc.status, f"input: {planned.first_use.get(name, 'a turn')}: {exc.message}",
+                           param="speakers", code=exc.code) from None
+    return planned
 
 
 def _check_language(language: str | None, info: Any, param: str = "language") -> None:
@@ -153,19 +183,28 @@ def job_status(job_id: str) -> Response:
     return jsonify(rules.job_response(row, _chunks(row)))
 
 
-def _chunks(row: dict[str, Any]) -> list[dict[str, Any]]:
+def _chunks(row: dict[str, Any], voices: bool = False) -> list[dict[str, Any]]:
+    """The job's chunk rows with the sample rate; `voices`: each with its voice too (and, in a
+    script, its turn and the silence after it)."""
     chunks = services().jobs.chunks(row["id"])
     info = services().engine_info() if not row["sample_rate"] else None
     rate = row["sample_rate"] or (info.sample_rate if info else None)
     for chunk in chunks:
         chunk["sample_rate"] = rate
+    if voices:
+        plan = script.Script.from_params(json.loads(row["parameters"]), [c["text"] for c in chunks])
+        for chunk in chunks:
+            chunk["voice"] = plan.voice_of(chunk["idx"], row["voice"])
+            if plan.scripted:
+                chunk["turn"] = plan.turn_of(chunk["idx"])
+                chunk["pause_after_ms"] = round(1000 * plan.pause_after(chunk["idx"]))
     return chunks
 
 
 @bp.get("/audio/speech/long/<job_id>/details")
 def job_details(job_id: str) -> Response:
     row = _job(job_id)
-    chunks = _chunks(row)
+    chunks = _chunks(row, voices=True)
     services().jobs.touch(job_id)
     done = [c for c in chunks if c["audio_file"]]
     return jsonify({"metadata": rules.metadata(row), "chunks": [rules.describe_chunk(c) for c in chunks],
@@ -337,7 +376,12 @@ def _retry(row: dict[str, Any], preserve_chunks: bool, new_parameters: dict | No
     changed = any(checked[k] != params.get(k) for k in rules.RETRY_PARAMETERS if k in new_parameters)
     params.update({k: checked[k] for k in rules.RETRY_PARAMETERS if k in new_parameters})
     # the same text and chunking, but checked again before any file is linked: limits may be lower now
-    chunks = off_hub(rules.plan_job, row["text"], params, Limits.of(services().settings), "the job's text")
+    limits = Limits.of(services().settings)
+    if params.get("script"):        # planned with the engine's tags and the speakers then: its chunks as stored
+        chunks = off_hub(script.check_stored, [c["text"] for c in services().jobs.chunks(row["id"])],
+                         params["streaming_chunk_size"], limits, "the job's text")
+    else:
+        chunks = off_hub(rules.plan_job, row["text"], params, limits, "the job's text")
     original = row["original_job_id"] or row["id"]
     job_id = str(uuid.uuid4())
     # reused chunks are linked in before the job exists, and recorded with it in one transaction:

@@ -27,12 +27,14 @@ from chatterbox_server.store.job_states import (  # noqa: F401 - the states are 
 )
 from chatterbox_server.synthesis.budget import Ledger, Limits
 from chatterbox_server.synthesis.requests import (
+    GAP_MS_MAX,
     RESPONSE_FORMATS,
     SPEED_RANGE,
     SynthesisFields,
     WholeNumber,
     in_range,
     one_of,
+    speakers_field,
 )
 from chatterbox_server.text.chunking import STRATEGIES, chunk_texts
 
@@ -60,6 +62,9 @@ class LongTextRequestSchema(SynthesisFields):
     display_name = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
     tags = fields.List(fields.String(validate=validate.Length(max=50)), load_default=list,
                        validate=validate.Length(max=20))
+    # a script with inline speakers (text/speakers.py): each label's voice, and the silence between turns
+    speakers = speakers_field()
+    gap_ms = WholeNumber(load_default=None, allow_none=True, validate=in_range(0, GAP_MS_MAX))
 
     def __init__(self, *, max_input_chars: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -147,12 +152,35 @@ def remaining_seconds(row: dict[str, Any]) -> int | None:
 
 
 def describe_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
+    """A chunk row as the peer shows it, with its voice (and, in a script, its turn and the silence
+    after it) when the caller added them to the row."""
     samples, rate = chunk.get("samples"), chunk.get("sample_rate")
-    return {"index": chunk["idx"], "text": chunk["text"], "text_preview": chunk["text"][:50],
-            "character_count": len(chunk["text"]), "audio_file": chunk["audio_file"],
-            "duration_ms": int(1000 * samples / rate) if samples is not None and rate else None,
-            "processing_started_at": iso(chunk["started_at"]), "processing_completed_at": iso(chunk["completed_at"]),
-            "error": None}
+    described = {"index": chunk["idx"], "text": chunk["text"], "text_preview": chunk["text"][:50],
+                 "character_count": len(chunk["text"]), "audio_file": chunk["audio_file"],
+                 "duration_ms": int(1000 * samples / rate) if samples is not None and rate else None,
+                 "processing_started_at": iso(chunk["started_at"]),
+                 "processing_completed_at": iso(chunk["completed_at"]), "error": None}
+    for name in ("voice", "turn", "pause_after_ms"):
+        if name in chunk:
+            described[name] = chunk[name]
+    return described
+
+
+def public_parameters(raw: str) -> dict[str, Any]:
+    """The job's parameters as the API shows them: without its script (a list per chunk)."""
+    params = json.loads(raw)
+    params.pop("script", None)
+    return params
+
+
+def script_summary(raw: str) -> dict[str, Any] | None:
+    """A scripted job's turns, voices and dropped tags (None for plain text)."""
+    script = json.loads(raw).get("script")
+    if not script:
+        return None
+    return {"turns": script.get("turn_count", 1), "voices": script.get("voices", []),
+            "dropped_tags": script.get("dropped_tags", []),
+            "lead_pause_ms": round(1000 * script.get("lead", 0.0))}
 
 
 def metadata(row: dict[str, Any]) -> dict[str, Any]:
@@ -161,7 +189,8 @@ def metadata(row: dict[str, Any]) -> dict[str, Any]:
         "job_id": row["id"], "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
         "status": row["status"], "text_length": row["text_length"], "text_hash": row["text_hash"],
         "total_chunks": row["total_chunks"], "completed_chunks": row["completed_chunks"], "failed_chunks": [],
-        "current_chunk": row["current_chunk"], "voice": row["voice"], "parameters": json.loads(row["parameters"]),
+        "current_chunk": row["current_chunk"], "voice": row["voice"],
+        "parameters": public_parameters(row["parameters"]), "script": script_summary(row["parameters"]),
         "processing_started_at": iso(row["processing_started_at"]),
         "processing_paused_at": iso(row["processing_paused_at"]),
         "processing_completed_at": iso(row["processing_completed_at"]),
@@ -205,7 +234,7 @@ def list_item(row: dict[str, Any]) -> dict[str, Any]:
             "total_duration_seconds": row["output_duration_seconds"], "audio_file_size": row["output_size_bytes"],
             "retry_count": row["retry_count"], "is_archived": bool(row["is_archived"]),
             "display_name": row["display_name"], "tags": json.loads(row["tags"] or "[]"),
-            "last_accessed": iso(row["last_accessed"]), "parameters": json.loads(row["parameters"])}
+            "last_accessed": iso(row["last_accessed"]), "parameters": public_parameters(row["parameters"])}
 
 
 def history_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -32,8 +32,9 @@ from chatterbox_server.store.jobs_db import JobStore, paused_values
 from chatterbox_server.store.voice_library import Owns, VoiceLibrary, everyone
 from chatterbox_server.synthesis.longjobs import files
 from chatterbox_server.synthesis.longjobs.rules import COMPLETED, FAILED, PENDING, PROCESSING
-from workers.engines.base import SynthesisSettings
-from workers.ipc.protocol import SpeechJob
+from chatterbox_server.synthesis.longjobs.script import Script
+from workers.engines.base import SynthesisSettings, VoiceRef
+from workers.ipc.protocol import AudioChunk, SpeechJob
 
 log = logging.getLogger("chatterbox.longjobs")
 POLL_SECONDS = 1.0
@@ -64,6 +65,20 @@ def owner_dead(owner: str) -> bool:
         return True
     except (psutil.Error, ValueError):
         return False
+
+
+class _Lease:
+    """A running job's lease as its watcher sees it: `lost` says why it stopped (the speech job in
+    flight, `handle`, is cancelled then), None while it holds."""
+
+    def __init__(self) -> None:
+        self.handle = None          # the pool_client.JobHandle in flight, if any
+        self.lost: str | None = None
+
+    def lose(self, reason: str) -> None:
+        self.lost = reason
+        if self.handle is not None:
+            self.handle.cancel(reason)
 
 
 class Runner:
@@ -149,43 +164,74 @@ class Runner:
         info = self.pool.engine_info()
         if info is None:                        # the model workers went away since the claim
             return self._requeue(job_id, failed=False)
+        chunks = self.store.chunks(job_id)
+        plan = Script.from_params(params, [c["text"] for c in chunks])
+        owns = self.access(job.get("owner"))
         try:
-            voice = self.voices.resolve(job["voice"], info, owns=self.access(job.get("owner")))
+            voices = [self.voices.resolve(name, info, owns=owns) for name in (plan.voices or (job["voice"],))]
         except ApiError as exc:
             self.store.release(job_id, self.owner, {"status": FAILED, "error": str(exc)})
             return
         off_hub(files.mark_owner, self.jobs_root, job_id, job.get("owner"))    # its audio counts in its key's quota
-        chunks = self.store.chunks(job_id)
-        texts = [c["text"] for c in chunks]
-        start = self._first_missing(job_id, chunks)
+        # the lease is renewed through all the job's speech jobs (a script's are many and short) and
+        # while its audio is joined (an hour of mp3 takes longer to encode than a lease lasts)
+        lease = _Lease()
+        watcher = gevent.spawn(self._watch, job_id, lease)
+        try:
+            self._run_spans(job, params, plan, voices, self._missing(job_id, chunks), lease, info.sample_rate)
+        finally:
+            watcher.kill(block=False)
+
+    def _run_spans(self, job: dict, params: dict, plan: Script, voices: list[VoiceRef], missing: list[int],
+                   lease: _Lease, sample_rate: int) -> None:
+        """Synthesize the missing chunks span by span (Script.span), then join the job's audio."""
+        job_id, texts = job["id"], plan.chunks
         settings = SynthesisSettings(speed=params["speed"], exaggeration=params["exaggeration"],
                                      cfg_weight=params["cfg_weight"], temperature=params["temperature"],
                                      language=params.get("language"))
-        if start < len(texts):
-            speech = SpeechJob(request_id=f"long-{job_id}-{start}", chunks=tuple(texts[start:]), settings=settings,
-                               voice=voice, seed=params["seed"] + start, buffer_size=BUFFER_CHUNKS,
-                               text_preview=texts[start][:80], background=True)
-            outcome = self._synthesize(job_id, speech, start)
+        speeds = plan.speeds(params["speed"])
+        start = missing[0] if missing else len(texts)
+        announced = -1              # chunk_done marks the next chunk started: one more write a span is no need
+        while start < len(texts):
+            if lease.lost is not None:
+                log.info("long-text job %s: stopped (%s)", job_id, lease.lost)
+                self._stopped(job_id)
+                return
+            begin, end = plan.span(start)
+            speech = SpeechJob(request_id=f"long-{job_id}-{begin}", chunks=texts[begin:end], settings=settings,
+                               voice=voices[plan.voice_index(begin)], seed=params["seed"] + begin,
+                               buffer_size=BUFFER_CHUNKS, text_preview=texts[begin][:80], background=True,
+                               chunk_speeds=speeds[begin:end], lead_pause=plan.lead if begin == 0 else 0.0,
+                               pauses_after=plan.pauses[begin:end] if any(plan.pauses[begin:end]) else (),
+                               trim_edges=plan.trim_edges)
+            if start != announced:
+                self.store.chunk_started(job_id, start)
+            outcome = self._synthesize(job_id, speech, begin, start, lease)
             if outcome == "stop":
                 return
             if outcome == "retry":
                 return self._requeue(job_id)
             if outcome == "busy":                   # the pool is full or not ready: no failure, no attempt used up
                 return self._requeue(job_id, failed=False)
+            announced, start = end, next((idx for idx in missing if idx >= end), len(texts))
         chunks = self.store.chunks(job_id)
-        if self._first_missing(job_id, chunks) < len(chunks):     # a file went missing meanwhile: go again
+        if self._missing(job_id, chunks):     # a file went missing meanwhile: go again
             return self._requeue(job_id, failed=False)
         paths = [files.recorded_path(self.jobs_root, job_id, c["audio_file"]) for c in chunks]
-        self._finish(job_id, job["output_format"], paths, info.sample_rate)
+        self._finish(job_id, job["output_format"], paths, sample_rate)
 
-    def _first_missing(self, job_id: str, chunks: list[dict]) -> int:
+    def _missing(self, job_id: str, chunks: list[dict]) -> list[int]:
+        """The chunks without a file, in order."""
+        missing = []
         for i, chunk in enumerate(chunks):
             path = files.recorded_path(self.jobs_root, job_id, chunk["audio_file"])
             if path is None or not os.path.exists(path):
-                return i
-        return len(chunks)
+                missing.append(i)
+        return missing
 
-    def _synthesize(self, job_id: str, speech: SpeechJob, start: int) -> str:
+    def _synthesize(self, job_id: str, speech: SpeechJob, begin: int, keep_from: int, lease: _Lease) -> str:
+        """Submit `speech` (chunks `begin` on) and record each chunk from `keep_from` on as it is made
+        (one before it is made again only to be thrown away: Script.span)."""
         try:
             handle = self.pool.submit(speech)
         except PoolBusy:
@@ -196,30 +242,26 @@ class Runner:
                 return "busy"
             log.warning("long-text job %s: the pool refused a chunk (%s)", job_id, exc)
             return "retry"
-        watcher = gevent.spawn(self._watch, job_id, handle)
+        lease.handle = handle
+        if lease.lost is not None:          # lost while this job was being submitted
+            handle.cancel(f"job {lease.lost}")
         try:
-            self.store.chunk_started(job_id, start)
-            for chunk in handle.chunks():
-                idx = start + chunk.index
-                path = files.chunk_path(self.jobs_root, job_id, idx)       # a name of this write's own
-                off_hub(files.write_atomically, path, chunk.pcm)
-                recorded, replaced = self.store.chunk_done(job_id, idx, os.path.basename(path), len(chunk.pcm) // 2,
-                                                           int(chunk.synth_seconds * 1000), self.owner)
-                if not recorded:
-                    # another runner holds the job now (or it was paused, cancelled, deleted):
-                    # this file is no chunk of it
-                    store_files.remove(path)
-                    log.info("long-text job %s: chunk %d not recorded, the job is no longer ours", job_id, idx)
-                    handle.cancel("the job's lease passed to another runner")
-                    self._forget_if_deleted(job_id)
-                    return "stop"
-                store_files.remove(files.recorded_path(self.jobs_root, job_id, replaced))
+            # a chunk's audio may come in several messages (a streaming engine's pieces, a pause alone):
+            # it is whole once a message of the next chunk comes, or the job ends
+            pieces: list[AudioChunk] = []
+            for message in handle.chunks():
+                if pieces and message.index != pieces[0].index:
+                    if not self._record(job_id, handle, begin + pieces[0].index, keep_from, pieces):
+                        return "stop"
+                    pieces = []
+                pieces.append(message)
+            if pieces and not self._record(job_id, handle, begin + pieces[0].index, keep_from, pieces):
+                return "stop"
             return "done"
         except PoolError as exc:
             if handle.cancel_reason:
                 log.info("long-text job %s: stopped (%s)", job_id, handle.cancel_reason)
-                self.store.drop_lease(job_id, self.owner)
-                self._forget_if_deleted(job_id)
+                self._stopped(job_id)
                 return "stop"
             if exc.status < 500:
                 self.store.release(job_id, self.owner, {"status": FAILED, "error": str(exc)})
@@ -227,14 +269,40 @@ class Runner:
             log.warning("long-text job %s: %s; it will be retried", job_id, exc)
             return "retry"
         finally:
-            watcher.kill(block=False)
+            lease.handle = None
             handle.close()
+
+    def _record(self, job_id: str, handle, idx: int, keep_from: int,  # noqa: ANN001 - a pool_client.JobHandle
+                pieces: list[AudioChunk]) -> bool:
+        """Write chunk `idx` and record it; False when the job is no longer ours (the handle is cancelled)."""
+        if idx < keep_from:
+            return True             # made again only so that the next chunk is made as before
+        pcm = b"".join(piece.pcm for piece in pieces)
+        path = files.chunk_path(self.jobs_root, job_id, idx)       # a name of this write's own
+        off_hub(files.write_atomically, path, pcm)
+        recorded, replaced = self.store.chunk_done(job_id, idx, os.path.basename(path), len(pcm) // 2,
+                                                   int(sum(piece.synth_seconds for piece in pieces) * 1000),
+                                                   self.owner)
+        if not recorded:
+            # another runner holds the job now (or it was paused, cancelled, deleted): this file is no chunk of it
+            store_files.remove(path)
+            log.info("long-text job %s: chunk %d not recorded, the job is no longer ours", job_id, idx)
+            handle.cancel("the job's lease passed to another runner")
+            self._forget_if_deleted(job_id)
+            return False
+        store_files.remove(files.recorded_path(self.jobs_root, job_id, replaced))
+        return True
 
     def _forget_if_deleted(self, job_id: str) -> None:
         if self.store.get(job_id) is None:      # deleted: a chunk written meanwhile must not linger
             files.remove_job_files(self.jobs_root, job_id)
 
-    def _watch(self, job_id: str, handle) -> None:  # noqa: ANN001 - a pool_client.JobHandle
+    def _stopped(self, job_id: str) -> None:
+        """Paused, cancelled, deleted or taken over: forget the lease, keep the status."""
+        self.store.drop_lease(job_id, self.owner)
+        self._forget_if_deleted(job_id)
+
+    def _watch(self, job_id: str, lease: _Lease) -> None:
         """Renew the lease; stop the job at once when it was paused, cancelled, deleted or taken over."""
         interval = min(1.0, self.store.lease_seconds / 3)
         while True:
@@ -243,10 +311,10 @@ class Runner:
                 status = self.store.heartbeat(job_id, self.owner)
             except Exception as exc:  # noqa: BLE001 - an unrenewable lease may pass to another runner
                 log.error("long-text job %s: cannot renew its lease (%s); stopping it", job_id, exc)
-                handle.cancel("its lease could not be renewed")
+                lease.lose("its lease could not be renewed")
                 return
             if status != PROCESSING:
-                handle.cancel(f"job {status or 'taken over or deleted'}")
+                lease.lose(f"job {status or 'taken over or deleted'}")
                 return
 
     def _requeue(self, job_id: str, failed: bool = True) -> None:
