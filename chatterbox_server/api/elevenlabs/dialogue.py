@@ -19,7 +19,8 @@ from flask import Blueprint, Response, request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from chatterbox_server.api.bodies import json_object, load
-from chatterbox_server.api.openai.dialogue import STREAM_HEADERS, start_dialogue
+from chatterbox_server.api.openai.checks import STREAM_HEADERS
+from chatterbox_server.api.openai.dialogue import start_dialogue
 from chatterbox_server.api.realtime.elevenlabs import CODECS
 from chatterbox_server.api.realtime.vendor import our_voice
 from chatterbox_server.audio.encoders import CONTENT_TYPES, StreamEncoder, encode_whole

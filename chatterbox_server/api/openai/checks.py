@@ -1,12 +1,16 @@
-"""What the OpenAI family's speech views check before they build a job: the body, the engine's fields, the wire rate,
-inline speakers."""
+"""What the OpenAI family's speech views share: the checks before they build a job (the body, the
+engine's fields, the wire rate, inline speakers) and the shape of their audio answers."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from flask import Response
+
 from chatterbox_server.api.bodies import json_object
-from chatterbox_server.audio.encoders import output_rate_for
+from chatterbox_server.audio.encoders import CONTENT_TYPES, output_rate_for
 from chatterbox_server.errors import ApiError
+from chatterbox_server.synthesis import speech
 from chatterbox_server.synthesis.dialogue import inline_turns
 from chatterbox_server.synthesis.requests import OPENAI_MODELS, SpeechRequest, TurnRequest
 from chatterbox_server.text.speakers import SpeakerError
@@ -48,3 +52,19 @@ def inline_or_none(req: SpeechRequest) -> list[TurnRequest] | None:
         raise ApiError(400, f"input: {exc}; give every label a voice in \"speakers\", e.g. "
                             '{"speakers": {"S1": "alice", "S2": "bob"}}',
                        param="speakers") from exc
+
+
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def audio_answer(run: speech.AudioRun, req: SpeechRequest, rate: int, headers: dict[str, str], progressive: bool,
+                 whole_headers: Callable[[], dict[str, str]] = dict) -> Response:
+    """SSE, a progressive stream or (made first) a whole file; `whole_headers` are known once it is made."""
+    if req.stream_format == "sse":
+        return Response(speech.server_sent_events(run, req.response_format, rate), mimetype="text/event-stream",
+                        headers={**headers, **STREAM_HEADERS})
+    if progressive:
+        return Response(speech.progressive(run, req.response_format, rate),
+                        content_type=CONTENT_TYPES[req.response_format], headers={**headers, **STREAM_HEADERS})
+    body = speech.whole_file(run, req.response_format, rate)
+    return Response(body, content_type=CONTENT_TYPES[req.response_format], headers={**headers, **whole_headers()})

@@ -16,8 +16,13 @@ from flask import Blueprint, Response, current_app, request
 
 from chatterbox_server.api.bodies import load
 from chatterbox_server.api.language_notes import degraded_headers, language_note
-from chatterbox_server.api.openai.checks import check_engine_fields, inline_or_none, json_body, wire_rate
-from chatterbox_server.audio.encoders import CONTENT_TYPES
+from chatterbox_server.api.openai.checks import (
+    audio_answer,
+    check_engine_fields,
+    inline_or_none,
+    json_body,
+    wire_rate,
+)
 from chatterbox_server.errors import ApiError
 from chatterbox_server.security import guards
 from chatterbox_server.services import services
@@ -29,7 +34,6 @@ from chatterbox_server.synthesis.voice_defaults import OPENAI_NAMES, with_voice_
 from workers.engines.base import EngineInfo, VoiceRef
 
 bp = Blueprint("openai_dialogue", __name__)
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SEGMENTS_HEADER_BYTES = 6000        # nginx's default proxy buffer holds 4-8 KB of headers
 
 
@@ -136,12 +140,5 @@ def respond_dialogue(base: SpeechRequest, turns: list[TurnRequest], gap_ms: int 
     if base.timestamps and base.stream_format != "sse":
         raise ApiError(400, 'timestamps come as events of stream_format "sse"', param="timestamps")
     run, rate, headers = start_dialogue(base, turns, gap_ms, progressive or base.stream_format == "sse")
-    if base.stream_format == "sse":
-        return Response(speech.server_sent_events(run, base.response_format, rate), mimetype="text/event-stream",
-                        headers={**headers, **STREAM_HEADERS})
-    if progressive:
-        return Response(speech.progressive(run, base.response_format, rate),
-                        content_type=CONTENT_TYPES[base.response_format], headers={**headers, **STREAM_HEADERS})
-    body = speech.whole_file(run, base.response_format, rate)
-    headers["X-Chatterbox-Segments"] = segments_header([segment.as_dict() for segment in run.segments])
-    return Response(body, content_type=CONTENT_TYPES[base.response_format], headers=headers)
+    return audio_answer(run, base, rate, headers, progressive, lambda: {
+        "X-Chatterbox-Segments": segments_header([segment.as_dict() for segment in run.segments])})

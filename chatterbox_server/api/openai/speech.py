@@ -8,9 +8,14 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from chatterbox_server.api.bodies import form_fields, load, uploaded
 from chatterbox_server.api.language_notes import degraded_headers, language_note
-from chatterbox_server.api.openai.checks import check_engine_fields, inline_or_none, json_body, wire_rate
+from chatterbox_server.api.openai.checks import (
+    audio_answer,
+    check_engine_fields,
+    inline_or_none,
+    json_body,
+    wire_rate,
+)
 from chatterbox_server.api.openai.dialogue import respond_dialogue
-from chatterbox_server.audio.encoders import CONTENT_TYPES
 from chatterbox_server.errors import ApiError
 from chatterbox_server.runtime.hub import off_hub
 from chatterbox_server.runtime.progress import IDLE
@@ -28,7 +33,6 @@ from workers.engines.base import EngineInfo, VoiceRef
 from workers.ipc.protocol import SpeechJob
 
 bp = Blueprint("openai", __name__)
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 # -- request parsing ------------------------------------------------------------------------------
@@ -136,14 +140,7 @@ def respond(req: SpeechRequest, progressive: bool, voice_file: bytes | None) -> 
     if plan.dropped_tags:
         headers["X-Chatterbox-Dropped-Tags"] = ",".join(plan.dropped_tags)
     headers.update(degraded_headers(language_note(info, req.language)))
-    if req.stream_format == "sse":
-        return Response(speech.server_sent_events(run, req.response_format, rate), mimetype="text/event-stream",
-                        headers={**headers, **STREAM_HEADERS})
-    if progressive:
-        return Response(speech.progressive(run, req.response_format, rate),
-                        content_type=CONTENT_TYPES[req.response_format], headers={**headers, **STREAM_HEADERS})
-    body = speech.whole_file(run, req.response_format, rate)
-    return Response(body, content_type=CONTENT_TYPES[req.response_format], headers=headers)
+    return audio_answer(run, req, rate, headers, progressive)
 
 
 # -- models, progress (the voices are in api/openai/voices.py) ------------------------------------
