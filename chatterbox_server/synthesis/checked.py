@@ -8,9 +8,10 @@ on with one unchecked take a chunk and its Outcome says why (`degraded`), never 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +24,10 @@ from chatterbox_server.runtime.asr_client import BUSY, AsrClient
 from chatterbox_server.runtime.pool_client import PoolClient
 from chatterbox_server.runtime.progress import Progress
 from chatterbox_server.synthesis import speech, watermark
-from chatterbox_server.synthesis.requests import ExtendedTtsRequest
+from chatterbox_server.synthesis.requests import SPEED_RANGE, ExtendedTtsRequest
 from chatterbox_server.synthesis.takes import Take, choose, make_takes
 from chatterbox_server.text.header_text import header_value
+from chatterbox_server.text.prep import SpokenChunk
 from workers.engines.base import EngineInfo, SynthesisSettings, VoiceRef
 from workers.ipc.protocol import SpeechJob
 
@@ -69,6 +71,13 @@ class CheckedSpeech:
 
     def speak(self, req: ExtendedTtsRequest, chunks: list[str], voice: VoiceRef) -> Outcome:
         """The request's takes, chunk by chunk; the caller has let the request in (PoolClient.admit)."""
+        return self.speak_script(req, [SpokenChunk(text, None) for text in chunks], {None: voice})
+
+    def speak_script(self, req: ExtendedTtsRequest, chunks: Sequence[SpokenChunk],
+                     voices: Mapping[str | None, VoiceRef]) -> Outcome:
+        """A script's takes (text/prep.plan_script), chunk by chunk, each in its voice (None: the
+        request's) at its rate, with its exact silences: the model worker adds them to every take
+        of the chunk as zero samples and cuts the engine's own edge silence where they stand."""
         seed = req.seed or speech.random_seed()
         cand = req.candidates
         settings = synthesis_settings(req, self.allow_disable_watermark)
@@ -77,11 +86,12 @@ class CheckedSpeech:
         per_chunk = cand.per_chunk if asr is not None or cand.bypass_whisper else 1
         pieces = []
         try:
-            for index, text in enumerate(chunks):
+            for index, chunk in enumerate(chunks):
                 if asr is not None and "whisper" in outcome.degraded:      # Whisper was busy: the rest unchecked
                     asr.close()
                     asr, per_chunk = None, 1
-                takes, audio = self.chunk_takes(asr, req, settings, voice, seed, index, text, per_chunk, outcome)
+                takes, audio = self.chunk_takes(asr, req, at_rate(settings, chunk.rate), voices[chunk.voice], seed,
+                                                index, chunk, per_chunk, outcome)
                 best, why = choose(takes, cand.longest_on_fail)
                 pieces.append(audio[(best.candidate, best.attempt)])
                 outcome.takes.extend({**take.describe(), "selected": take is best,
@@ -112,13 +122,16 @@ class CheckedSpeech:
         return asr
 
     def chunk_takes(self, asr: AsrClient | None, req: ExtendedTtsRequest, settings: SynthesisSettings,
-                    voice: VoiceRef, seed: int, index: int, text: str, per_chunk: int,
+                    voice: VoiceRef, seed: int, index: int, chunk: SpokenChunk, per_chunk: int,
                     outcome: Outcome) -> tuple[list[Take], dict[tuple[int, int], bytes]]:
         rate = self.info.sample_rate
+        text = chunk.text
+        silence = chunk.before + chunk.after
 
         def synthesize_take(take_seed: int) -> bytes:
             job = SpeechJob(request_id=speech.new_request_id(), chunks=(text,), settings=settings, voice=voice,
-                            seed=take_seed, buffer_size=CHUNK_BUFFER, text_preview=text[:80])
+                            seed=take_seed, buffer_size=CHUNK_BUFFER, text_preview=text[:80],
+                            lead_pause=chunk.before / rate, pauses_after=(chunk.after / rate,) if chunk.after else ())
             return speech.collect_pcm(speech.SpeechRun.start(self.pool, job, self.info, self.client_socket,
                                                              self.progress, admitted=True))
 
@@ -149,7 +162,14 @@ class CheckedSpeech:
                 return None
 
         return make_takes(index, text, seed, per_chunk, req.candidates.max_attempts, synthesize_round,
-                          lambda pcm: len(pcm) / 2 / rate, hear if asr is not None else None)
+                          lambda pcm: (len(pcm) / 2 - silence) / rate, hear if asr is not None else None)
+
+
+def at_rate(settings: SynthesisSettings, rate: float) -> SynthesisSettings:
+    """The settings of a chunk that markup speeds up or slows down (SSML prosody), within SPEED_RANGE."""
+    if rate == 1.0:
+        return settings
+    return dataclasses.replace(settings, speed=min(max(settings.speed * rate, SPEED_RANGE[0]), SPEED_RANGE[1]))
 
 
 def after_synthesis(audio: np.ndarray, rate: int, req: ExtendedTtsRequest) -> np.ndarray:

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from chatterbox_server.text.chunking import sentences, split_text
+from chatterbox_server.text.markup import MarkupError, Pause, has_markup, parse_markup
+from chatterbox_server.text.speakers import SpeakerError, Turn, resolve_turns, split_speakers
 
 BATCH_MAX_CHARS = 400           # enable_batching: sentences packed up to this many characters
 SHORT_SENTENCE_CHARS = 20       # smart_batch_short_sentences: shorter ones are joined to a neighbour
@@ -200,3 +202,121 @@ def plan_chunks(text: str, options: TextOptions, enable_batching: bool, smart_ba
 
 def _speakable(text: str) -> bool:
     return any(ch.isalnum() for ch in text)
+
+
+# -- scripts: inline speakers and markup -----------------------------------------------------------
+@dataclass(frozen=True)
+class SpokenChunk:
+    """One chunk of a script: its prepared text, its voice (None: the request's), markup's rate and the
+    silence before and after it (each silence between two chunks is halved between them, to the sample,
+    so that the engine's own edge silence can be cut on both sides of it)."""
+    text: str
+    voice: str | None
+    rate: float = 1.0
+    before: int = 0                 # samples of silence
+    after: int = 0
+    turn: int = 0
+
+
+@dataclass(frozen=True)
+class Script:
+    chunks: tuple[SpokenChunk, ...]
+    voices: dict[str, str]          # each named voice -> where it is first used ("turn 2 (speaker "S2")")
+    dropped_tags: tuple[str, ...]
+    turns: int
+
+
+class ScriptError(ValueError):
+    """A script that cannot be spoken: `param` is the field to blame, `message` starts with it."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param, self.message = param, message
+
+
+def needs_script(text: str) -> bool:
+    """Whether a text has inline speakers or markup (pauses, SSML, tags); cheap, nothing is parsed.
+    A marker that cannot be read counts too: plan_script refuses it."""
+    text = hide_double_brackets(text)
+    try:
+        return has_markup(text) or split_speakers(text) is not None
+    except SpeakerError:
+        return True
+
+
+def plan_script(text: str, chunker: Callable[[str], list[str]], *, tags: frozenset[str],
+                speakers: dict[str, str] | None, gap: float, sample_rate: int, max_turns: int) -> Script:
+    """A text's turns (text/speakers.py), each turn's markup (text/markup.py) and each piece of speech
+    cut into chunks by `chunker` (the request's own text preparation, plan_chunks), with the pauses,
+    and `gap` seconds between turns, as exact samples at `sample_rate`. Raises ScriptError."""
+    text = hide_double_brackets(text)
+    try:
+        turns = split_speakers(text)
+    except SpeakerError as exc:
+        raise ScriptError("text", f"text: {exc}") from exc
+    dialogue = turns is not None
+    if turns is None:
+        turns = [Turn(None, None, text, 0)]
+    if len(turns) > max_turns:
+        raise ScriptError("text", f"text: {len(turns)} turns; at most {max_turns} in one request "
+                                  "(CHATTERBOX_DIALOGUE_MAX_TURNS); use a long-text job for more")
+    try:            # "" : the request's voice (reference_audio_filename), for text before the first marker
+        names = [voice or None for voice, _ in resolve_turns(turns, speakers or {}, "")]
+    except SpeakerError as exc:
+        number = next((n for n, turn in enumerate(turns) if turn.position == exc.position), None)
+        where = f"turn {number}: " if number is not None else ""
+        raise ScriptError("speakers", f"speakers: {where}{exc}; give every label a voice in \"speakers\", e.g. "
+                                      '{"speakers": {"S1": "alice", "S2": "bob"}}') from exc
+    voices: dict[str, str] = {}
+    spoken: list[dict] = []
+    dropped: dict[str, None] = {}
+    pending = 0.0                   # seconds of silence not yet placed
+    lead = 0.0
+    for number, (turn, name) in enumerate(zip(turns, names, strict=True)):
+        where = describe_turn(number, turn) if dialogue else ""
+        if name is not None and name not in voices:
+            voices[name] = where
+        if number and (spoken or pending or lead):
+            pending += gap
+        try:
+            markup = parse_markup(turn.text, tags)
+        except MarkupError as exc:
+            hint = f"; {exc.hint}" if exc.hint else ""
+            raise ScriptError("text", f"text: {where + ': ' if where else ''}{exc.message} at character "
+                                      f"{turn.text_position + exc.position}{hint}") from exc
+        dropped.update(dict.fromkeys(markup.dropped_tags))
+        for piece in markup.pieces:
+            if isinstance(piece, Pause):
+                pending += piece.seconds
+                continue
+            for chunk in chunker(show_double_brackets(piece.text)):
+                if spoken:
+                    spoken[-1]["after"] += pending
+                else:
+                    lead += pending
+                pending = 0.0
+                spoken.append({"text": chunk, "voice": name, "rate": piece.rate, "after": 0.0, "turn": number})
+    if not spoken:
+        note = f" (dropped: {', '.join(f'[{tag}]' for tag in dropped)})" if dropped else ""
+        raise ScriptError("text", "text: there is nothing to speak once its pauses, speaker markers and the tags "
+                                  f"this engine does not understand are taken out{note}")
+    spoken[-1]["after"] += pending
+    chunks = []
+    carried = round(lead * sample_rate)         # the first chunk's lead-in: all of it before that chunk
+    for index, item in enumerate(spoken):
+        silence = round(item["after"] * sample_rate)
+        after = silence if index == len(spoken) - 1 else silence // 2
+        chunks.append(SpokenChunk(item["text"], item["voice"], item["rate"], carried, after, item["turn"]))
+        carried = silence - after
+    return Script(tuple(chunks), voices, tuple(dropped), len(turns))
+
+
+def describe_turn(number: int, turn: Turn) -> str:
+    """How an error names a turn: its number (from 0), its speaker and where its marker is."""
+    if turn.voice is not None:
+        who = f"[voice:{turn.voice}]"
+    elif turn.label is not None:
+        who = f'speaker "{turn.written_label or turn.label}"'
+    else:
+        who = "the text before the first speaker marker"
+    return f"turn {number} ({who}, at character {turn.position})"

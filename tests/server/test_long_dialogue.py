@@ -135,8 +135,8 @@ def test_pauses_inside_turns_are_exact_zero_runs_and_tags_are_dropped_and_said(s
     runs = zero_runs(got, round(0.1 * RATE))        # the silences' samples are exact; a fade may end in a zero more
     lengths = [end - start for start, end in runs]
     assert len(lengths) == 3, lengths
-    assert all(0 <= length - round(seconds * RATE) <= 2 for length, seconds in zip(lengths, (0.2, 0.7, 0.4),
-                                                                                    strict=True)), lengths
+    assert all(0 <= length - round(seconds * RATE) <= round(0.010 * RATE)
+               for length, seconds in zip(lengths, (0.2, 0.7, 0.4), strict=True)), lengths
 
 
 def test_markup_without_speakers_is_the_same_audio_as_a_single_request(server):

@@ -7,6 +7,7 @@ directory or its project sub-folder (synthesis/outputs.py) and answer with one f
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -22,14 +23,14 @@ from chatterbox_server.api.extended.common import (
     output_url,
     reference_voice,
 )
-from chatterbox_server.api.extended.tts_schema import ExtendedQuerySchema, ExtendedTtsSchema
+from chatterbox_server.api.extended.tts_schema import ExtendedQuerySchema, ExtendedTtsSchema, TtsRequest
 from chatterbox_server.api.language_notes import language_note
 from chatterbox_server.audio import post
 from chatterbox_server.audio.encoders import CONTENT_TYPES, encode_whole
 from chatterbox_server.errors import ApiError
 from chatterbox_server.runtime.hub import off_hub
 from chatterbox_server.security import guards
-from chatterbox_server.services import services
+from chatterbox_server.services import Services, services
 from chatterbox_server.store import outputs_index
 from chatterbox_server.store.outputs import OutputStore
 from chatterbox_server.synthesis import speech, watermark
@@ -39,8 +40,9 @@ from chatterbox_server.synthesis.outputs import Generated, encode_and_store
 from chatterbox_server.synthesis.requests import ExtendedTtsRequest
 from chatterbox_server.synthesis.voice_defaults import EXTENDED_NAMES as SPEED_NAMES
 from chatterbox_server.synthesis.voice_defaults import with_voice_defaults
+from chatterbox_server.text import prep
 from chatterbox_server.text.header_text import attachment
-from workers.engines.base import EngineInfo
+from workers.engines.base import EngineInfo, VoiceRef
 
 log = logging.getLogger("chatterbox.extended.tts")
 bp = Blueprint("extended_tts", __name__)
@@ -56,10 +58,14 @@ def tts() -> Response:
     svc = services()
     body = with_voice_defaults(svc.voices, json_object(), "reference_audio_filename", ExtendedTtsSchema, SPEED_NAMES,
                                guards.owner_check())
-    req: ExtendedTtsRequest = load(ExtendedTtsSchema(max_input_chars=settings.max_input_chars), body)
+    req: TtsRequest = load(ExtendedTtsSchema(max_input_chars=settings.max_input_chars), body)
     limits = Limits.of(settings)
-    chunks = off_hub(prepared_chunks, req.text, req.text_options, req.enable_batching,
-                     req.smart_batch_short_sentences, limits)
+    script = plan_script(svc, req, limits) if prep.needs_script(req.text) else None
+    if script is not None:
+        chunks = [chunk.text for chunk in script.chunks]
+    else:
+        chunks = off_hub(prepared_chunks, req.text, req.text_options, req.enable_batching,
+                         req.smart_batch_short_sentences, limits)
     if not chunks:
         raise ApiError(400, "text: nothing is left to speak after text preparation (sound_words_field, ...)",
                        param="text")
@@ -70,9 +76,17 @@ def tts() -> Response:
     info = svc.require_engine()
     headers = engine_notes(req, info)
     voice = reference_voice(svc, req.reference_voice, info)
+    voices = script_voices(svc, script, info) if script is not None else {}
     disk_quota.require_room()   # the output is stored: refused before any synthesis when the workspace is full
     svc.pool.admit()        # once for the whole request: the checked takes are then held to the job cap only
-    outcome = checked_speech(svc, info).speak(req, chunks, voice)
+    if script is not None:
+        outcome = checked_speech(svc, info).speak_script(req, script.chunks, {None: voice, **voices})
+        if script.dropped_tags:
+            headers["X-Chatterbox-Dropped-Tags"] = ",".join(script.dropped_tags)
+        if script.turns > 1:
+            headers["X-Chatterbox-Turns"] = str(script.turns)
+    else:
+        outcome = checked_speech(svc, info).speak(req, chunks, voice)
     headers.update(outcome.headers)
     note = language_note(info, req.language)
     if note:
@@ -94,6 +108,36 @@ def tts() -> Response:
     if query["response_mode"] == "url":
         return url_response(generated, req, outcome, chunks, seconds, time.monotonic() - started, headers)
     return download_response(generated, query["return_format"], headers)
+
+
+# -- scripts: inline speakers, pauses, SSML and tags ------------------------------------------------
+def plan_script(svc: Services, req: TtsRequest, limits: Limits) -> prep.Script:
+    """The text's turns and markup read before anything is synthesized (text/prep.plan_script), each
+    piece of speech prepared as a plain text is (sound_words_field, lowercase, ...); a 400 that names
+    the turn and the character."""
+    info = svc.require_engine()             # which tags it renders, and its rate for the exact silences
+    gap = (svc.settings.dialogue_gap_ms if req.gap_ms is None else req.gap_ms) / 1000
+
+    def chunker(text: str) -> list[str]:
+        return prepared_chunks(text, req.text_options, req.enable_batching, req.smart_batch_short_sentences, limits)
+    try:
+        return off_hub(functools.partial(prep.plan_script, req.text, chunker, tags=frozenset(info.tags),
+                                         speakers=req.speakers, gap=gap, sample_rate=info.sample_rate,
+                                         max_turns=svc.settings.dialogue_max_turns))
+    except prep.ScriptError as exc:
+        raise ApiError(400, exc.message, param=exc.param) from None
+
+
+def script_voices(svc: Services, script: prep.Script, info: EngineInfo) -> dict[str | None, VoiceRef]:
+    """Every voice the script's speakers name, from the library (a 404 naming the turn for one it lacks)."""
+    voices: dict[str | None, VoiceRef] = {}
+    for name, where in script.voices.items():
+        try:
+            voices[name] = reference_voice(svc, name, info)
+        except ApiError as exc:
+            message = exc.message.removeprefix("reference_audio_filename: ")
+            raise ApiError(exc.status, f"speakers: {where}: {message}", param="speakers", code=exc.code) from None
+    return voices
 
 
 # -- engine fields --------------------------------------------------------------------------------
@@ -157,7 +201,9 @@ def generation_parameters(req: ExtendedTtsRequest, seed: int) -> dict[str, Any]:
             "normalize_method": after.normalize_method, "normalize_level": after.normalize_level,
             "normalize_tp": after.normalize_tp, "normalize_lra": after.normalize_lra, "trim": after.trim,
             "trim_threshold_ms": after.trim_threshold_ms, "project": req.folder or None,
-            "export_formats": list(req.export_formats), "disable_watermark": req.disable_watermark}
+            "export_formats": list(req.export_formats), "disable_watermark": req.disable_watermark,
+            **({"speakers": req.speakers, "gap_ms": req.gap_ms}
+               if isinstance(req, TtsRequest) and req.speakers else {})}
 
 
 # -- responses ------------------------------------------------------------------------------------

@@ -2,12 +2,14 @@
 
 The peer's code (api_models.TTSRequest) is the reference where it and its docs disagree. Only this
 family takes these ranges (cfg_weight up to 2, exaggeration from 0, ...); /v1 keeps the OpenAI-style ranges.
-No Flask here: the view hands the schema a dict and gets an ExtendedTtsRequest or a ValidationError.
+No Flask here: the view hands the schema a dict and gets a TtsRequest (an ExtendedTtsRequest with a
+script's speakers and gap) or a ValidationError.
 """
 from __future__ import annotations
 
 import posixpath
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, pre_load, validate, validates
@@ -15,6 +17,7 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_lo
 from chatterbox_server.api.extended.fields import EXPORT_FORMATS, RESPONSE_MODES, reference_voice_name
 from chatterbox_server.audio.post import NORMALIZE_METHODS
 from chatterbox_server.synthesis.requests import (
+    GAP_MS_MAX,
     SEED_MAX,
     AfterSynthesis,
     Candidates,
@@ -22,6 +25,7 @@ from chatterbox_server.synthesis.requests import (
     WholeNumber,
     in_range,
     one_of,
+    speakers_field,
 )
 from chatterbox_server.text.prep import TextOptions
 
@@ -50,6 +54,13 @@ def clean_folder(value: str) -> str:
             raise ValidationError(f"Invalid folder name {part!r}: letters, digits, space, '_', '-', '.' "
                                   "(not first), up to 64 characters.")
     return posixpath.join(*parts)
+
+
+@dataclass(frozen=True)
+class TtsRequest(ExtendedTtsRequest):
+    """An ExtendedTtsRequest with what only /api/v1/tts reads: a script's speakers and its gap."""
+    speakers: dict[str, str] | None = None      # inline speaker labels -> library voices (text/speakers.py)
+    gap_ms: int | None = None                   # silence between turns; None: CHATTERBOX_DIALOGUE_GAP_MS
 
 
 class ExtendedTtsSchema(Schema):
@@ -96,6 +107,9 @@ class ExtendedTtsSchema(Schema):
                                  load_default=lambda: list(DEFAULT_EXPORT_FORMATS),
                                  validate=validate.Length(min=1, error="Name at least one format."))
     disable_watermark = fields.Boolean(load_default=True)
+    # ours: inline speakers in `text` ("[S1] Hi. [S2] Hello.") and their library voices, and the gap
+    speakers = speakers_field()
+    gap_ms = WholeNumber(load_default=None, allow_none=True, validate=in_range(0, GAP_MS_MAX))
 
     def __init__(self, *, max_input_chars: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -124,6 +138,11 @@ class ExtendedTtsSchema(Schema):
         if value is not None:
             reference_voice_name(value)
 
+    @validates("speakers")
+    def _check_speakers(self, value: dict[str, str] | None, data_key: str) -> None:
+        for voice in (value or {}).values():
+            reference_voice_name(voice)
+
     @validates("project")
     def _check_project(self, value: str | None, data_key: str) -> None:
         if value is not None:
@@ -135,13 +154,13 @@ class ExtendedTtsSchema(Schema):
             clean_folder(value)
 
     @post_load
-    def _build(self, d: dict[str, Any], **_: Any) -> ExtendedTtsRequest:
+    def _build(self, d: dict[str, Any], **_: Any) -> TtsRequest:
         project = clean_folder(d["project"]) if d["project"] else ""
         folder = clean_folder(d["folder"]) if d["folder"] else ""
         if project and folder and project != folder:
             raise ValidationError({"folder": ["Cannot differ from project (folder is an alias of project)."]})
         reference = d["reference_audio_filename"]
-        return ExtendedTtsRequest(
+        return TtsRequest(
             text=d["text"], reference_voice=reference_voice_name(reference) if reference else None,
             exaggeration=d["exaggeration"], temperature=d["temperature"], cfg_weight=d["cfg_weight"],
             seed=d["seed"] or None, language=d["language"], speed_factor=d["speed_factor"],
@@ -156,7 +175,9 @@ class ExtendedTtsSchema(Schema):
                                  d["normalize_tp"], d["normalize_lra"], d["use_auto_editor"], d["ae_threshold"],
                                  d["ae_margin"], d["keep_original_wav_ae"], d["trim"], d["trim_threshold_ms"]),
             folder=project or folder, export_formats=tuple(dict.fromkeys(d["export_formats"])),
-            disable_watermark=d["disable_watermark"], explicit=self._sent & frozenset(self.fields))
+            disable_watermark=d["disable_watermark"], explicit=self._sent & frozenset(self.fields),
+            speakers={label: reference_voice_name(voice) for label, voice in d["speakers"].items()}
+            if d["speakers"] is not None else None, gap_ms=d["gap_ms"])
 
 
 class ExtendedQuerySchema(Schema):
