@@ -220,7 +220,7 @@ def has_markup(text: str) -> bool:
     True for SSML and for any ``[`` that starts a pause or a tag (a known, unknown or unclosed
     one): a text for which this is False parses to one Speech of the stripped text.
     """
-    return _SSML_START.match(text) is not None or _TAG_START.search(_hide_double_brackets(text)) is not None
+    return _SSML_START.match(text) is not None or _TAG_START.search(hide_double_brackets(text)) is not None
 
 
 # Double brackets are text, never markup: "[[sleep:1]]" and "[[fail]]" are the tone engine's test
@@ -231,11 +231,11 @@ _DOUBLE_BRACKETS = re.compile(r"\[\[([^\[\]\n]{1,64})\]\]")
 _OPEN_MASK, _CLOSE_MASK = "\uf8f0", "\uf8f1"
 
 
-def _hide_double_brackets(text: str) -> str:
+def hide_double_brackets(text: str) -> str:
     return _DOUBLE_BRACKETS.sub(lambda m: f"{_OPEN_MASK * 2}{m.group(1)}{_CLOSE_MASK * 2}", text)
 
 
-def _show_double_brackets(text: str) -> str:
+def show_double_brackets(text: str) -> str:
     return text.replace(_OPEN_MASK, "[").replace(_CLOSE_MASK, "]")
 
 
@@ -246,7 +246,7 @@ def parse_markup(text: str, engine_tags: frozenset[str] = frozenset()) -> Markup
     around a name in ``engine_tags`` are ignored.
     """
     kept = frozenset(tag.strip("[]") for tag in engine_tags)
-    text = _hide_double_brackets(text)
+    text = hide_double_brackets(text)
     ssml = _SSML_START.match(text)
     builder = _Builder(collapse_whitespace=ssml is not None)
     if ssml is None:
@@ -256,7 +256,7 @@ def parse_markup(text: str, engine_tags: frozenset[str] = frozenset()) -> Markup
     markup = builder.finish()
     if _OPEN_MASK not in text:
         return markup
-    pieces = tuple(Speech(_show_double_brackets(piece.text), piece.rate) if isinstance(piece, Speech) else piece
+    pieces = tuple(Speech(show_double_brackets(piece.text), piece.rate) if isinstance(piece, Speech) else piece
                    for piece in markup.pieces)
     return Markup(pieces, markup.dropped_tags)
 

@@ -16,7 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from chatterbox_server.text.chunking import sentences, split_text
-from chatterbox_server.text.markup import MarkupError, Pause, has_markup, parse_markup
+from chatterbox_server.text.markup import (
+    MarkupError,
+    Pause,
+    has_markup,
+    hide_double_brackets,
+    parse_markup,
+    show_double_brackets,
+)
 from chatterbox_server.text.speakers import SpeakerError, Turn, resolve_turns, split_speakers
 
 BATCH_MAX_CHARS = 400           # enable_batching: sentences packed up to this many characters
@@ -48,21 +55,6 @@ class TextOptions:
     fix_dot_letters: bool = True
     remove_reference_numbers: bool = True
     sound_words_field: str = ""
-
-
-# Double brackets are text, never markup (text/markup.py): "[[sleep:1]]" and "[[fail]]" are the tone
-# engine's test markers, which markup would read as an unknown tag. They are hidden behind private-use
-# characters of the same length while markup is read (its error positions stay right), then shown again.
-_DOUBLE_BRACKETS = re.compile(r"\[\[([^\[\]\n]{1,64})\]\]")
-_OPEN_MASK, _CLOSE_MASK = "\uf8f0", "\uf8f1"
-
-
-def hide_double_brackets(text: str) -> str:
-    return _DOUBLE_BRACKETS.sub(lambda m: f"{_OPEN_MASK * 2}{m.group(1)}{_CLOSE_MASK * 2}", text)
-
-
-def show_double_brackets(text: str) -> str:
-    return text.replace(_OPEN_MASK, "[").replace(_CLOSE_MASK, "]")
 
 
 def normalize_spacing(text: str) -> str:
