@@ -11,7 +11,8 @@ from chatterbox_server.synthesis.requests import DialogueRequestSchema
 
 ERROR = {"description": "Invalid request (`param` names the field; a turn's problem names the turn and character)",
          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-AUDIO = {"description": "Audio", "content": {"audio/*": {"schema": {"type": "string", "format": "binary"}}}}
+AUDIO_CONTENT: dict[str, Any] = {"audio/*": {"schema": {"type": "string", "format": "binary"}}}
+AUDIO: dict[str, Any] = {"description": "Audio", "content": AUDIO_CONTENT}
 OURS = (
     "Several voices from one request: `inputs` (a list of turns, each with its `voice` and optional exaggeration, "
     "cfg_weight, temperature, speed) or `input` with inline speakers (`[S1]`, `[SPEAKER0]`, `Speaker 1:` lines, "
@@ -41,7 +42,7 @@ def add_paths(spec: APISpec) -> None:
     spec.components.schema("DialogueRequest", schema=DialogueRequestSchema(max_input_chars=4096, max_turns=200))
     spec.components.schema("TextToDialogueRequest", schema=TextToDialogueSchema())
     events = {"description": "Audio, or Server-Sent Events with stream_format=sse",
-              "content": {**AUDIO["content"], "text/event-stream": {"schema": {"type": "string"}}}}
+              "content": {**AUDIO_CONTENT, "text/event-stream": {"schema": {"type": "string"}}}}
     timed = {"description": "audio_base64, alignment, normalized_alignment, voice_segments",
              "content": {"application/json": {"schema": {"type": "object"}}}}
     spec.path("/v1/audio/dialogue", operations=_post("A dialogue: whole file or SSE", OURS, "DialogueRequest", events))
