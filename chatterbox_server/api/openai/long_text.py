@@ -40,6 +40,7 @@ from chatterbox_server.synthesis.longjobs.rules import (
 )
 from chatterbox_server.synthesis.requests import OPENAI_MODELS
 from chatterbox_server.synthesis.speech import random_seed
+from workers.engines.base import EngineInfo
 
 bp = Blueprint("long_text", __name__)
 log = logging.getLogger("chatterbox.longjobs")
@@ -123,11 +124,11 @@ def create_job() -> Response:
     params = {name: req[name] for name in ("exaggeration", "cfg_weight", "temperature", "speed", "language",
                                             "streaming_strategy", "streaming_chunk_size")}
     params["seed"] = req["seed"] if req["seed"] is not None else random_seed()
-    planned = _plan_script(req, info) if scripted else script.Script(tuple(chunks or ()))
+    gap_ms = svc.settings.dialogue_gap_ms if req["gap_ms"] is None else req["gap_ms"]
+    planned = _plan_script(req, info, gap_ms) if scripted else script.Script(tuple(chunks or ()))
     if planned.scripted:
         if planned.trim_edges:      # a dialogue
-            params["speakers"] = req["speakers"]
-            params["gap_ms"] = svc.settings.dialogue_gap_ms if req["gap_ms"] is None else req["gap_ms"]
+            params.update(speakers=req["speakers"], gap_ms=gap_ms)
         params["script"] = planned.to_json()
     row = _new_job(req["input"], list(planned.chunks), req["voice"], req["response_format"] or "mp3", params,
                    {"session_id": req["session_id"], "display_name": req["display_name"],
@@ -138,11 +139,10 @@ def create_job() -> Response:
     return response
 
 
-def _plan_script(req: dict[str, Any], info: Any) -> script.Script:
+def _plan_script(req: dict[str, Any], info: EngineInfo, gap_ms: int) -> script.Script:
     """A script's chunks (off the hub: a two-hour script is read in one go), every turn's voice
     resolved: a 400 naming the turn before anything is stored or synthesized."""
     svc = services()
-    gap_ms = svc.settings.dialogue_gap_ms if req["gap_ms"] is None else req["gap_ms"]
     planned = off_hub(functools.partial(
         script.plan_script, req["input"], strategy=req["streaming_strategy"], chunk_size=req["streaming_chunk_size"],
         tags=frozenset(info.tags), speakers=req["speakers"], default_voice=req["voice"], gap=gap_ms / 1000,

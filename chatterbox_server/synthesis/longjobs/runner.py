@@ -191,7 +191,7 @@ class Runner:
                                      language=params.get("language"))
         speeds = plan.speeds(params["speed"])
         start = missing[0] if missing else len(texts)
-        announced = -1              # chunk_done marks the next chunk started: one more write a span is no need
+        announced = -1              # chunk_done marks the next chunk started: a span that follows on needs no write
         while start < len(texts):
             if lease.lost is not None:
                 log.info("long-text job %s: stopped (%s)", job_id, lease.lost)
@@ -244,7 +244,7 @@ class Runner:
             return "retry"
         lease.handle = handle
         if lease.lost is not None:          # lost while this job was being submitted
-            handle.cancel(f"job {lease.lost}")
+            handle.cancel(lease.lost)
         try:
             # a chunk's audio may come in several messages (a streaming engine's pieces, a pause alone):
             # it is whole once a message of the next chunk comes, or the job ends
