@@ -30,7 +30,7 @@ from chatterbox_server.synthesis.requests import first_error
 
 bp = Blueprint("extended_voices", __name__)
 # default_parameters may hold any synthesis field of POST /api/v1/tts but these
-NOT_DEFAULTS = ("text", "reference_audio_filename", "export_formats")
+NOT_DEFAULTS = ("text", "reference_audio_filename", "export_formats", "speakers", "gap_ms")  # per script, not per voice
 
 
 def voice_entry(voice: StoredVoice, library: VoiceLibrary) -> dict[str, Any]:
