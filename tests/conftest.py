@@ -12,16 +12,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")   # before huggingface_hub is impor
 collect_ignore = [] if os.environ.get("CHATTERBOX_INSTALLED_URL") else ["installed"]
 
 
-@pytest.hookimpl(tryfirst=True)     # before pytest-xdist reads the groups (make test: --dist loadgroup)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """One xdist group per test file, so a module's server starts once; every real-Chatterbox test in
-    one group of its own, so one process holds the random checkpoint (5 GB) and its servers: two
-    at once filled the 24 GB of memory and the kernel killed workers."""
-    for item in items:
-        group = "chatterbox" if item.get_closest_marker("chatterbox") else item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture(scope="session")
 def chatterbox_checkpoint(tmp_path_factory):
     """One random-weight checkpoint of the real architecture for every Chatterbox test (~45 s, 5 GB).
