@@ -58,7 +58,7 @@ def runs(engine, builtin_snapshot, reference_wav):
     out["builtin_seed2"] = engine.synthesize(TEXT, SynthesisSettings(), BUILTIN, seed=2)
     out["builtin_unmarked"] = engine.synthesize(TEXT, SynthesisSettings(watermark=False), BUILTIN, seed=1)
     out["clone"] = engine.synthesize(TEXT, SynthesisSettings(), clone, seed=1)
-    out["clone_snapshot"] = _snapshot(next(iter(engine.conditionals_cache._entries.values())))
+    out["clone_snapshot"] = _snapshot(next(iter(engine.conditionals_cache._entries.values()))[0])   # (conds, bytes)
     # cfg_weight 0 as well: upstream standard generate() crashes there
     settings = SynthesisSettings(exaggeration=1.2, cfg_weight=0.0)
     out["clone_exaggerated"] = engine.synthesize(TEXT, settings, clone, seed=1)
