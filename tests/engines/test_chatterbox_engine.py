@@ -140,8 +140,10 @@ def test_cloned_voice_differs_and_its_conditionals_are_cached(engine, runs):
     assert engine.conditionals_cache.misses == 1 and engine.conditionals_cache.hits >= 1
     assert len(engine.conditionals_cache) == 1
     assert not np.array_equal(runs["clone"].audio, runs["builtin"].audio)
-    cached = next(iter(engine.conditionals_cache._entries.values()))
+    cached, size = next(iter(engine.conditionals_cache._entries.values()))
     _assert_unchanged(cached, runs["clone_snapshot"])
+    stats = engine.cache_stats()["conditionals"]         # what /memory shows
+    assert stats["entries"] == 1 and stats["bytes"] == size > 0
     for audio in (runs["clone"].audio, runs["clone_exaggerated"].audio):
         assert audio.dtype == np.float32 and np.isfinite(audio).all() and len(audio) > 0
 
