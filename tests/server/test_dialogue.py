@@ -32,6 +32,10 @@ def speak(server, text: str, voice: str, seed: int, **fields) -> np.ndarray:
                              json={"input": text, "voice": voice, "seed": seed, "response_format": "pcm", **fields}))
 
 
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(round(seconds * RATE), dtype=np.int16)
+
+
 def dialogue(server, path: str = "/v1/audio/dialogue", **body) -> requests.Response:
     return requests.post(server.url(path), json={"response_format": "pcm", "seed": SEED, **body}, timeout=120)
 
@@ -68,7 +72,7 @@ TURNS = [{"text": "one two three.", "voice": "alice"}, {"text": "four five.", "v
 def expected_audio(server, turns: list[dict], gap_ms: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """The single requests of the turns (one chunk each: seeds SEED, SEED+1, ...) joined by the gap."""
     parts, spans, at = [], [], 0
-    gap = np.zeros(round(gap_ms * RATE / 1000), dtype=np.int16)
+    gap = silence(gap_ms / 1000)
     for number, turn in enumerate(turns):
         audio = speak(server, turn["text"], turn["voice"], SEED + number)
         spans.append((at, at + len(audio)))

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import requests
 import soundfile
-from test_dialogue import jobs_seen, zero_runs
+from test_dialogue import jobs_seen, silence, speak, zero_runs
 from test_voices import reference_wav, upload
 
 from workers.audio import EDGE_SILENCE
@@ -43,17 +43,6 @@ def samples(response: requests.Response) -> np.ndarray:
     audio, rate = soundfile.read(io.BytesIO(response.content), dtype="int16")
     assert rate == RATE
     return audio
-
-
-def speak(server, text: str, voice: str, seed: int, **fields) -> np.ndarray:
-    response = requests.post(server.url("/v1/audio/speech"), timeout=60,
-                             json={"input": text, "voice": voice, "seed": seed, "response_format": "pcm", **fields})
-    assert response.status_code == 200, response.text
-    return np.frombuffer(response.content, dtype=np.int16)
-
-
-def silence(seconds: float) -> np.ndarray:
-    return np.zeros(round(seconds * RATE), dtype=np.int16)
 
 
 def test_plain_text_is_spoken_as_before(server):

@@ -15,7 +15,7 @@ import pytest
 import requests
 from asr import asr_available, transcribe, word_error_rate
 from serverkit import start_server
-from test_dialogue import jobs_seen, piece_wav, zero_runs
+from test_dialogue import jobs_seen, piece_wav, silence, speak, zero_runs
 from test_voices import reference_wav, upload
 
 from workers.audio import EDGE_SILENCE
@@ -77,17 +77,6 @@ def details(server, job_id: str) -> dict:
     response = requests.get(server.url(f"{LONG}/{job_id}/details"), timeout=30)
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def speak(server, text: str, voice: str, seed: int, **fields) -> np.ndarray:
-    response = requests.post(server.url("/v1/audio/speech"), timeout=60,
-                             json={"input": text, "voice": voice, "seed": seed, "response_format": "pcm", **fields})
-    assert response.status_code == 200, response.text
-    return np.frombuffer(response.content, dtype=np.int16)
-
-
-def silence(seconds: float) -> np.ndarray:
-    return np.zeros(round(seconds * RATE), dtype=np.int16)
 
 
 def job_count(server) -> int:
