@@ -121,6 +121,19 @@ class Engine(ABC):
     def synthesize(self, text: str, settings: SynthesisSettings, voice: VoiceRef, seed: int) -> Synthesized:
         """Speak one text chunk. The same text, settings, voice and seed give the same audio."""
 
+    @abstractmethod
+    def describe(self) -> EngineInfo:
+        """What `load` will report, without loading any weights: a model that is not loaded yet still
+        has its features (languages, tags, exaggeration) known, so requests to it are checked at once."""
+
+    def unload(self) -> None:  # noqa: B027 - engines with weights override it
+        """Free the weights' memory (idle unload, the memory budget). `load` brings them back: from a
+        copy in host memory where the engine kept one (weights that lived on a GPU), else from disk."""
+
+    def weight_bytes(self) -> int:
+        """Bytes the loaded model holds on its device (what CHATTERBOX_GPU_MEMORY_BUDGET counts); 0 unloaded."""
+        return 0
+
     # -- streams: what the model worker drives ---------------------------------------------------
     #: streams one step may advance together (whole-chunk engines: one, so turns stay per chunk)
     step_capacity: int = 1
