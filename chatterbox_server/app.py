@@ -23,6 +23,7 @@ from chatterbox_server.api.extended import vc as extended_vc
 from chatterbox_server.api.extended import voices as extended_voices
 from chatterbox_server.api.openai import aliases, captioned, info, long_text, memory, status
 from chatterbox_server.api.openai import dialogue as openai_dialogue
+from chatterbox_server.api.openai import models as openai_models
 from chatterbox_server.api.openai import speech as openai_speech
 from chatterbox_server.api.openai import voices as openai_voices
 from chatterbox_server.api.realtime.routes import realtime_bp, server_options, vendor_bp
@@ -38,7 +39,7 @@ UPLOAD_OVERHEAD_BYTES = 1024 * 1024     # form fields and multipart framing arou
 EXTENDED_BLUEPRINTS = (extended_tts.bp, ops.bp, concat.bp, extended_voices.bp, extended_files.bp, extended_vc.bp)
 # The OpenAI-style family answers under /v1 and at the root (clients configured with either base URL).
 OPENAI_BLUEPRINTS = (openai_speech.bp, openai_voices.bp, long_text.bp, status.bp, info.bp, memory.bp,
-                     captioned.bp, openai_dialogue.bp, realtime_bp)
+                     captioned.bp, openai_dialogue.bp, openai_models.bp, realtime_bp)
 EXPOSED_HEADERS = ["Content-Disposition", "X-Alternative-Formats", "X-Request-Id", "X-Chatterbox-Seed",
                    "X-Generation-Seed", "X-Chatterbox-Chunks", "X-Chatterbox-Ignored-Fields",
                    "X-Chatterbox-Whisper", "X-Chatterbox-Watermark", "X-Chatterbox-Speed-Library",

@@ -24,7 +24,9 @@ from chatterbox_server.store.jobs_db import JobStore
 from chatterbox_server.store.outputs import OutputStore
 from chatterbox_server.store.vc_inputs import VcInputStore
 from chatterbox_server.store.voice_library import VoiceLibrary
+from chatterbox_server.synthesis import routing
 from chatterbox_server.synthesis.longjobs.runner import Runner
+from chatterbox_server.synthesis.requests import OPENAI_MODELS
 from workers.engines.base import EngineInfo
 
 EXTENSION = "chatterbox"
@@ -55,7 +57,8 @@ class Services:
         history writes are queued for a writer greenlet."""
         data = settings.data_dir
         pool = PoolClient(run_dir, settings.max_queued_jobs, settings.queue_timeout, settings.chunk_timeout,
-                          max_queued_seconds=settings.max_queued_seconds)
+                          max_queued_seconds=settings.max_queued_seconds,
+                          slot_models=tuple(model for model, _ in settings.slot_models))
         voices = VoiceLibrary(os.path.join(data, "voices"), settings.max_upload_bytes, settings.voice_alias_map,
                               settings.default_voice)
         engine = db.make_engine(db.database_url(settings.database_url, data), settings.database_connect_timeout)
@@ -74,15 +77,40 @@ class Services:
                    VcInputStore(os.path.join(data, "vc_inputs"), os.path.join(data, "state")),
                    database, jobs, history, jobs_root, runner, ErrorLog(os.path.join(run_dir, "errors.jsonl")))
 
-    def engine_info(self) -> EngineInfo | None:
-        return self.pool.engine_info()
+    def engine_info(self, model: str | None = None) -> EngineInfo | None:
+        """A served model's engine (the default one without `model`, a name from `route`)."""
+        return self.pool.engine_info(model)
 
-    def require_engine(self) -> EngineInfo:
-        info = self.engine_info()
+    def served(self) -> list[routing.Served]:
+        return [routing.Served(name, self.pool.engine_info(name)) for name in self.pool.models]
+
+    def route(self, requested: str | None, language: str | None = None, *, vendor_ids: bool = False,
+              param: str = "model") -> str:
+        """The served model a request's `model` (and `language`) picks; 400 naming those served."""
+        openai_map = {name: "" for name in OPENAI_MODELS} | self.settings.openai_model_pairs
+        try:
+            return routing.route(requested, language, self.served(), openai_map, vendor_ids=vendor_ids)
+        except routing.UnknownModel as exc:
+            raise ApiError(400, str(exc), param=param, code="model_not_found") from exc
+
+    def require_engine(self, requested: str | None = None, language: str | None = None, *,
+                       vendor_ids: bool = False, param: str = "model") -> EngineInfo:
+        """The engine of the model the request goes to (`route`); 503 while it has no worker yet."""
+        name = self.route(requested, language, vendor_ids=vendor_ids, param=param)
+        info = self.engine_info(name)
         if info is None:
-            raise ApiError(503, "the model is still loading or no model worker is running; see /health",
+            raise ApiError(503, f"model {routing.model_id(name)} has no model worker running yet; see /health",
                            code="model_unavailable", retry_after=5)
         return info
+
+    def require_converter(self) -> EngineInfo:
+        """The engine voice conversion goes to: the default model's when it converts, else the first
+        served model's that does (turbo has no conversion)."""
+        for name in self.pool.models:
+            info = self.engine_info(name)
+            if info is not None and info.supports_voice_conversion:
+                return info
+        return self.require_engine()
 
 
 def services() -> Services:

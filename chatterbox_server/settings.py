@@ -39,6 +39,29 @@ class Settings:
         "(a deterministic test engine that makes tones, for tests only).", ENGINES)
     model: str = setting(
         "standard", "Chatterbox model: `standard`, `turbo` or `multilingual`.", CHATTERBOX_MODELS)
+    models: str = setting(
+        "", "Models served side by side, comma-separated, the first is the default: `standard`, `turbo`, "
+        "`multilingual`, each in its own model workers, optionally `name:workers@device+device` (e.g. "
+        "`standard,turbo:2@cuda:1,multilingual@cpu`: 2 turbo workers on cuda:1). Without them an entry takes "
+        "CHATTERBOX_MODEL_WORKERS and CHATTERBOX_DEVICE. Empty: the one CHATTERBOX_MODEL names. "
+        "CHATTERBOX_ENGINE=hibari serves its one model whatever this says.")
+    preload: str = setting(
+        "default", "Models loaded at start: `default` (the first of CHATTERBOX_MODELS), `all`, `none`, or a "
+        "comma-separated list. The others load on their first request, which waits (its SSE stream and "
+        "progress say `loading model`).")
+    idle_unload_seconds: float = setting(
+        0.0, "Seconds without a request after which a model's workers free its memory. The worker processes "
+        "stay, so the next request reloads it quickly (from host memory when it lived on a GPU, else from "
+        "disk). 0: never.")
+    gpu_memory_budget: str = setting(
+        "", "Most memory the loaded models' weights may hold together, e.g. `20GB` or `12000MB` (each "
+        "worker's copy counts, on whatever device it lives). Loading one more first unloads the least recently "
+        "used idle models; a model with a request in progress is never unloaded, the load waits instead. "
+        "Empty: no limit.")
+    openai_model_map: str = setting(
+        "tts-1=turbo,tts-1-hd=standard,gpt-4o-mini-tts=standard",
+        "Which model OpenAI's model names are served by; a name whose model is not served here goes to the "
+        "default model.")
     device: str = setting(
         "auto",
         "Where Chatterbox runs: `auto` (CUDA when present), `cpu`, `cuda`, `cuda:N`, or a list "
@@ -336,6 +359,64 @@ class Settings:
             raise SettingsError(f"{env_name('longtext_lease_seconds')} must be at least 1")
         if not self.bind_addresses:
             raise SettingsError(f"{env_name('bind')} names no address")
+        if self.idle_unload_seconds < 0:
+            raise SettingsError(f"{env_name('idle_unload_seconds')} cannot be negative")
+        specs = self.model_specs        # raises for a malformed CHATTERBOX_MODELS
+        served = {spec.name for spec in specs}
+        for name in self.preload_names:
+            if name not in served:
+                raise SettingsError(f"{env_name('preload')} names {name!r}, which is not served "
+                                    f"(CHATTERBOX_MODELS: {', '.join(sorted(served))})")
+        _ = self.memory_budget_bytes
+        for alias, target in self.openai_model_pairs.items():
+            if target not in CHATTERBOX_MODELS:
+                raise SettingsError(f"{env_name('openai_model_map')}: {alias}={target}: choose one of "
+                                    f"{', '.join(CHATTERBOX_MODELS)}")
+
+    @property
+    def model_specs(self) -> tuple[ModelSpec, ...]:
+        """The models this server serves, the default first: one group of model workers each."""
+        if self.engine == "hibari":
+            return (ModelSpec("hibari", self.model_workers, ("cpu",)),)
+        default_devices = ("cpu",) if self.engine == "tone" else _devices(self.device)
+        specs: list[ModelSpec] = []
+        for entry in (self.models or self.model).split(","):
+            if not entry.strip():
+                continue
+            spec = _model_spec(entry.strip(), self.model_workers, default_devices)
+            if any(spec.name == other.name for other in specs):
+                raise SettingsError(f"{env_name('models')} names {spec.name!r} twice")
+            specs.append(spec)
+        if not specs:
+            raise SettingsError(f"{env_name('models')} names no model")
+        return tuple(specs)
+
+    @property
+    def slot_models(self) -> tuple[tuple[str, str], ...]:
+        """(model, device) of each model-worker slot, in slot order: the pool's table for everyone."""
+        return tuple((spec.name, device) for spec in self.model_specs for device in spec.slots)
+
+    @property
+    def preload_names(self) -> tuple[str, ...]:
+        names = [spec.name for spec in self.model_specs]
+        wanted = self.preload.strip().lower()
+        if wanted == "all":
+            return tuple(names)
+        if wanted == "none":
+            return ()
+        if wanted == "default":
+            return (names[0],)
+        listed = tuple(part.strip() for part in wanted.split(",") if part.strip())
+        return ("hibari",) if self.engine == "hibari" and listed else listed
+
+    @property
+    def memory_budget_bytes(self) -> int | None:
+        return parse_bytes(self.gpu_memory_budget, env_name("gpu_memory_budget"))
+
+    @property
+    def openai_model_pairs(self) -> dict[str, str]:
+        pairs = (item.split("=", 1) for item in self.openai_model_map.split(",") if "=" in item)
+        return {alias.strip(): model.strip() for alias, model in pairs if alias.strip() and model.strip()}
 
     @property
     def voice_alias_map(self) -> dict[str, str]:
@@ -353,6 +434,60 @@ class Settings:
 
 class SettingsError(ValueError):
     """A CHATTERBOX_* variable holds a value the server cannot use."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One served model: its name (`standard`, `turbo`, `multilingual`; `hibari`) and its workers."""
+    name: str
+    workers_per_device: int
+    devices: tuple[str, ...]
+
+    @property
+    def slots(self) -> tuple[str, ...]:
+        """The device of each of its model workers."""
+        return tuple(device for device in self.devices for _ in range(self.workers_per_device))
+
+
+def _devices(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.replace("+", ",").split(",") if part.strip()) or ("auto",)
+
+
+def _model_spec(entry: str, default_workers: int, default_devices: tuple[str, ...]) -> ModelSpec:
+    """`name[:workers][@device[+device...]]`."""
+    head, _, device_text = entry.partition("@")
+    name, _, workers_text = head.partition(":")
+    name = name.strip().lower()
+    if name not in CHATTERBOX_MODELS:
+        raise SettingsError(f"{env_name('models')}: {name!r} is no model; choose among {', '.join(CHATTERBOX_MODELS)}")
+    try:
+        workers = int(workers_text) if workers_text.strip() else default_workers
+    except ValueError:
+        raise SettingsError(f"{env_name('models')}: {entry!r}: the workers after ':' must be a number") from None
+    if workers < 1:
+        raise SettingsError(f"{env_name('models')}: {entry!r}: at least 1 worker")
+    devices = _devices(device_text) if device_text.strip() else default_devices
+    return ModelSpec(name, workers, devices)
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(text: str, name: str) -> int | None:
+    """`20GB`, `12000MB`, `1.5GiB`, a plain byte count; empty: None."""
+    text = text.strip().lower().replace(" ", "")
+    if not text:
+        return None
+    number = text.rstrip("kmgtib")
+    unit = text[len(number):]
+    try:
+        value = float(number) * _BYTE_UNITS[unit]
+    except (ValueError, KeyError):
+        raise SettingsError(f"{name}={text!r}: give a size such as 20GB or 12000MB") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be more than 0")
+    return int(value)
 
 
 def env_name(field_name: str) -> str:

@@ -22,4 +22,5 @@ def bare_worker(max_batch: int, engine: Engine | None = None) -> ModelWorker:
     worker.settings = Settings(max_batch=max_batch)
     worker.engine = engine or BatchedEngine()
     worker.jobs, worker.batch = {}, []
+    worker.info = EngineInfo("batched", "batched", "cpu", 24000, ("batched",))    # loaded
     return worker

@@ -33,6 +33,7 @@ import selectors
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
@@ -41,7 +42,7 @@ import numpy as np
 
 from chatterbox_server.settings import Settings
 from workers.audio import finish_piece, join_window, read_wav_mono, split_speed, to_pcm16, trim_quiet_edges
-from workers.engines import load_engine
+from workers.engines import ServedEngine
 from workers.engines.base import VC_INPUT_RATE, Engine, EngineError, EngineInfo, Piece
 from workers.ipc.board import Board, WorkerState
 from workers.ipc.outbox import Outbox, PeerGone
@@ -54,6 +55,9 @@ from workers.ipc.protocol import (
     JobFailed,
     MemoryAction,
     MemoryReport,
+    ModelAction,
+    ModelLoading,
+    ModelReport,
     SpeechJob,
     chunk_seed,
 )
@@ -67,6 +71,7 @@ log = logging.getLogger("chatterbox.model_worker")
 PROCESS_TITLE = "chatterbox-model-worker"
 EXIT_LOAD_FAILED = 3
 EXIT_ENGINE_BROKEN = 4      # CHATTERBOX_MAX_ENGINE_FAILURES jobs in a row failed with engine errors
+LOADING_POLL_SECONDS = 0.05  # how often the loop looks whether the loader thread is done
 
 
 def socket_path(run_dir: str, slot: int) -> str:
@@ -100,35 +105,162 @@ class ModelWorker:
         self.step_failure: str | None = None    # an engine error in the current step
         self.step_made_audio = False
         self.broken: str | None = None          # why the engine is given up on
+        self.exit_code = 0
+        # several models on one server: this worker serves one of them, loaded on demand
+        self.group = settings.slot_models[slot][0] if slot < len(settings.slot_models) else settings.model
+        self.served: ServedEngine | None = None
+        self.described: EngineInfo | None = None  # the model's features before its weights are loaded
+        self.loader: threading.Thread | None = None
+        self.load_result: tuple[Engine, EngineInfo, float] | BaseException | None = None
+        self.load_wanted = False                # asked the supervisor for room in the memory budget
+        self.loads = 0                          # loads in this process (the first one warms up)
+        self.load_seconds = 0.0
+        self.last_used = time.monotonic()
 
     # -- life cycle ---------------------------------------------------------------------------------
     def run(self) -> int:
         try:
-            self.engine, self.info = load_engine(self.settings, self.device)
-            log.info("slot %d: %s model %s loaded on %s; warming up", self.slot, self.info.engine,
-                     self.info.model, self.info.device)
-            self.engine.warmup(self.info)
-        except Exception as exc:  # noqa: BLE001 - report any load failure on the board, then exit
-            log.error("slot %d: engine failed to load: %s", self.slot, exc, exc_info=True)
+            self.served = ServedEngine(self.settings, self.group, self.device)
+            self.engine = self.served.engine
+            self.described = self.served.describe()
+        except Exception as exc:  # noqa: BLE001 - report any failure on the board, then exit
+            log.error("slot %d: engine cannot be set up: %s", self.slot, exc, exc_info=True)
             self.board.set_state(self.slot, WorkerState.FAILED, f"engine failed to load: {exc}")
             return EXIT_LOAD_FAILED
         self.listener = self._listen()
         self._publish_info()
-        self.board.set_state(self.slot, WorkerState.READY)
-        log.info("slot %d: ready (pid %d)", self.slot, os.getpid())
+        self.board.set_state(self.slot, WorkerState.UNLOADED)
+        log.info("slot %d: serving model %s (%s), not loaded yet (pid %d)", self.slot, self.group,
+                 self.described.model, os.getpid())
         self.serve()
         if self.broken:
             # the board says so before the exit: front workers stop sending jobs here at once
             self.board.set_state(self.slot, WorkerState.FAILED, self.broken)
             log.error("slot %d: %s; exiting for a fresh engine", self.slot, self.broken)
-            return EXIT_ENGINE_BROKEN
+            return self.exit_code or EXIT_ENGINE_BROKEN
         return 0
 
+    @property
+    def loaded(self) -> bool:
+        return self.info is not None
+
+    # -- loading and unloading the model ----------------------------------------------------------
+    def want_load(self) -> None:
+        """Load the model as soon as the memory budget has room (the supervisor decides); at once
+        without a supervisor."""
+        if self.loaded or self.loader is not None or self.load_wanted:
+            return
+        self.board.set_state(self.slot, WorkerState.LOADING)
+        if self.lifeline is None:
+            self.start_load()
+            return
+        self.load_wanted = True
+        estimate = max(self.engine.expected_bytes(), 0) if self.engine is not None else 0
+        self._tell_supervisor(("want-load", estimate))
+
+    def start_load(self) -> None:
+        self.load_wanted = False
+        if self.loaded or self.loader is not None:
+            return
+        self.board.set_state(self.slot, WorkerState.LOADING)
+        warm = self.loads == 0 and not self.jobs        # a waiting request would wait for the warm-up too
+        log.info("slot %d: loading model %s on %s%s", self.slot, self.group, self.device,
+                 " (and warming up)" if warm else "")
+        self.loader = threading.Thread(target=self._load_in_thread, args=(warm,), name="model-loader", daemon=True)
+        self.loader.start()
+
+    def _load_in_thread(self, warm: bool) -> None:
+        started = time.monotonic()
+        try:
+            info = self.served.load()
+            if warm:
+                self.served.engine.warmup(info)
+            self.load_result = (self.served.engine, info, time.monotonic() - started)
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop, which reports it
+            self.load_result = exc
+
+    def _finish_load(self) -> None:
+        if self.loader is None or self.loader.is_alive():
+            return
+        self.loader.join()
+        self.loader, result, self.load_result = None, self.load_result, None
+        if isinstance(result, BaseException) or result is None:
+            self._load_failed(result)
+            return
+        self.engine, info, self.load_seconds = result
+        self.info = info
+        self.loads += 1
+        self.last_used = time.monotonic()
+        self.cost = CostMeter()
+        self._publish_info()
+        self.board.set_state(self.slot, WorkerState.READY)
+        log.info("slot %d: %s model %s loaded on %s in %.1f s", self.slot, info.engine, info.model, info.device,
+                 self.load_seconds)
+        self._tell_supervisor(("loaded", self.engine.weight_bytes()))
+        for conn in list(self.jobs):
+            self._send(conn, ModelLoading(self.group, done=True))
+
+    def _load_failed(self, exc: BaseException | None) -> None:
+        reason = f"engine failed to load: {exc}"
+        log.error("slot %d: model %s %s", self.slot, self.group, reason, exc_info=exc)
+        for conn in list(self.jobs):
+            self._fail(conn, JobFailed(f"model {self.group} could not be loaded: {exc}", status=503))
+        for conn in list(self.idle_conns):
+            self._close(conn)
+        self._tell_supervisor(("load-failed", reason[:500]))
+        # a fresh process for the next try: a failed CUDA initialisation can leave this one unusable
+        self.broken, self.exit_code = reason, EXIT_LOAD_FAILED
+
+    def refuse_load(self, message: str) -> None:
+        """The memory budget can never hold this model: its waiting jobs fail, the worker stays unloaded."""
+        self.load_wanted = False
+        for conn in list(self.jobs):
+            self._fail(conn, JobFailed(message, status=503))
+        self.board.set_state(self.slot, WorkerState.UNLOADED, message)
+
+    def unload(self, reason: str) -> bool:
+        """Free the model's memory; False (and nothing done) while a job is here."""
+        if self.jobs or self.idle_conns or self.loader is not None:
+            return False
+        if not self.loaded:
+            return True
+        self.engine.unload()
+        self.info = None
+        self.batch = []
+        import gc
+        gc.collect()
+        self._publish_info()
+        self.board.set_state(self.slot, WorkerState.UNLOADED)
+        log.info("slot %d: model %s unloaded (%s)", self.slot, self.group, reason)
+        self._tell_supervisor(("unloaded", reason))
+        return True
+
+    def _unload_if_idle(self) -> None:
+        limit = self.settings.idle_unload_seconds
+        if limit > 0 and self.loaded and not self.jobs and time.monotonic() - self.last_used >= limit:
+            self.unload(f"idle for {limit:g} s")
+
+    def _tell_supervisor(self, message: tuple) -> None:
+        if self.lifeline is None:
+            return
+        try:
+            self.lifeline.send(message)
+        except OSError:
+            self.lifeline_closed = True
+
     def _publish_info(self) -> None:
-        info = {**dataclasses.asdict(self.info), "memory": self.engine.memory_stats()}
+        info: dict = {**dataclasses.asdict(self.info or self.described), "loaded": self.loaded,
+                      "group": self.group}
+        if self.engine is not None and self.loaded:
+            info["memory"] = self.engine.memory_stats()
+            info["weight_bytes"] = self.engine.weight_bytes()
+            info["caches"] = self.published_caches = self.engine.cache_stats()
+        else:
+            info["memory"], info["weight_bytes"], info["caches"] = None, 0, None
+            self.published_caches = None
+        info["loads"], info["load_seconds"] = self.loads, round(self.load_seconds, 3)
         info["outbox"] = {"parked_jobs": self.parked_published}
         info["admission"] = {"rows": self.capacity, "per_unit": self.cost.per_unit}
-        info["caches"] = self.published_caches = self.engine.cache_stats()
         self.board.publish_info(self.slot, info)
 
     def _listen(self) -> socket.socket:
@@ -146,10 +278,15 @@ class ModelWorker:
     # -- the loop -----------------------------------------------------------------------------------
     def serve(self) -> None:
         while not (self.stopping and not self.jobs and not self.closing) and not self.broken:
-            busy = any(job.runnable for job in self.jobs.values())
-            self._poll(timeout=0 if busy else self._idle_wait())
+            busy = self.loaded and any(job.runnable for job in self.jobs.values())
+            wait = 0 if busy else self._idle_wait()
+            self._poll(timeout=min(wait, LOADING_POLL_SECONDS) if self.loader is not None else wait)
             if self.lifeline_closed:
                 break
+            self._finish_load()
+            if self.broken:
+                break
+            self._unload_if_idle()
             batch = self._select_batch()
             if batch and self.idle_conns and all(job.background for job in batch):
                 # a client that has just connected is about to send its job: read it before a background step
@@ -223,6 +360,14 @@ class ModelWorker:
             return
         if message == "stop":
             self.stopping = True
+        elif message == ("load",):
+            self.start_load()
+        elif message == ("preload",):
+            self.want_load()
+        elif isinstance(message, tuple) and message[0] == "refuse":
+            self.refuse_load(message[1])
+        elif isinstance(message, tuple) and message[0] == "unload" and not self.unload(message[1]):
+            self._tell_supervisor(("unload-refused",))
 
     def _accept(self) -> None:
         sock, _ = self.listener.accept()
@@ -246,6 +391,8 @@ class ModelWorker:
             self._admit(conn, message)
         elif isinstance(message, MemoryAction) and conn in self.idle_conns:
             self._memory_action(conn, message)
+        elif isinstance(message, ModelAction) and conn in self.idle_conns:
+            self._model_action(conn, message)
         elif isinstance(message, Credit) and conn in self.jobs:
             self.jobs[conn].credits += message.chunks
         else:
@@ -269,12 +416,37 @@ class ModelWorker:
                                       self.engine.memory_stats()))
         self._retire(conn)
 
+    def _model_action(self, conn: Connection, action: ModelAction) -> None:
+        """POST /v1/models/{id}/load or /unload, for this worker's share of the model."""
+        self.idle_conns.discard(conn)
+        if action.action == "load":
+            self.want_load()
+            report = ModelReport("loaded" if self.loaded else "loading")
+        elif action.action == "unload":
+            in_use = len(self.jobs) + len(self.idle_conns)
+            if self.loader is not None or self.load_wanted:
+                report = ModelReport("loading", "the model is loading; unload it once it is loaded")
+            elif self.unload("unloaded by hand"):
+                report = ModelReport("unloaded")
+            else:
+                report = ModelReport("in_use", f"{in_use} request(s) in progress", active_jobs=in_use)
+        else:
+            report = ModelReport("failed", f"unknown action {action.action!r}")
+        self._send(conn, report)
+        self._retire(conn)
+
     def _admit(self, conn: Connection, job: SpeechJob | ConvertJob) -> None:
         self.idle_conns.discard(conn)
         active = ActiveJob(conn, job, credits=job.buffer_size)
         self.jobs[conn] = active
+        self.last_used = time.monotonic()
         self._publish_load()       # at once, not after the next step: front workers admit on it
         if not self._send(conn, Accepted(self.slot, jobs_ahead=len(self.jobs) - 1)):
+            return
+        if not self.loaded:
+            if not self._send(conn, ModelLoading(self.group)):
+                return
+            self.want_load()
             return
         if not job.units:
             self._finish(active)
@@ -284,6 +456,8 @@ class ModelWorker:
         return max(1, min(self.settings.max_batch, self.engine.step_capacity))
 
     def _select_batch(self) -> list[ActiveJob]:
+        if not self.loaded:
+            return []
         self.batch = select_batch(self.batch, self.jobs.values(), self.capacity)
         return self.batch
 
@@ -528,13 +702,15 @@ class ModelWorker:
         if outbox is not None:
             outbox.close()
         conn.close()
-        if not self.jobs:
-            self.engine.release_memory()
+        if not self.jobs and self.engine is not None:
+            if self.loaded:
+                self.engine.release_memory()
             self._publish_info()
 
     def _forget_job(self, conn: Connection) -> None:
         active = self.jobs.pop(conn, None)
         if active is not None:
+            self.last_used = time.monotonic()
             if active.stream is not None:
                 active.stream.close()
                 active.stream = None
@@ -550,7 +726,8 @@ def cache_sizes(caches: dict | None) -> dict:
 
 def run(slot: int, settings: Settings, run_dir: str, device: str, lifeline: Connection) -> None:
     """Spawn target: the whole life of one model-worker process."""
-    _set_title(f"{PROCESS_TITLE} [slot {slot} {device}]")
+    model = settings.slot_models[slot][0] if slot < len(settings.slot_models) else settings.model
+    _set_title(f"{PROCESS_TITLE} [slot {slot} {model} {device}]")
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format=f"[%(asctime)s] [{os.getpid()}] [%(levelname)s] %(name)s: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)        # Ctrl-C reaches the whole group; the master decides

@@ -26,6 +26,8 @@ from chatterbox_server.settings import Settings
 from workers import model_worker
 from workers.ipc.board import Board, WorkerState
 from workers.liveness import Silence, hang_reason
+from workers.scheduler import residency
+from workers.scheduler.residency import Resident
 
 log = logging.getLogger("chatterbox.supervisor")
 PROCESS_TITLE = "chatterbox-pool-supervisor"
@@ -35,11 +37,7 @@ MAX_BACKOFF_SECONDS = 30.0
 
 def worker_devices(settings: Settings) -> list[str]:
     """One entry per model-worker slot. `auto` is resolved inside each worker (torch lives there)."""
-    if settings.engine in ("hibari", "tone"):
-        devices = ["cpu"]
-    else:
-        devices = [d.strip() for d in settings.device.split(",") if d.strip()] or ["auto"]
-    return [device for device in devices for _ in range(settings.model_workers)]
+    return [device for _, device in settings.slot_models]
 
 
 @dataclass
@@ -55,6 +53,8 @@ class Slot:
     silence: Silence | None = None      # measured while the worker is READY
     kill_reason: str | None = None      # set when the supervisor killed it (hung)
     exit_reason: str = ""               # why the previous worker went, carried on the board
+    resident: Resident | None = None     # its model's weights, as the memory budget sees them
+    jobs_done: int = 0                   # the board's count when last looked at (a finished job is a use)
 
 
 class Supervisor:
@@ -64,7 +64,11 @@ class Supervisor:
         self.lifeline = lifeline
         self.board = Board.open(os.path.join(run_dir, "board"))
         self.context = multiprocessing.get_context("spawn")
-        self.slots = [Slot(i, device) for i, device in enumerate(worker_devices(settings))]
+        self.slots = [Slot(i, device, resident=Resident(i, model))
+                      for i, (model, device) in enumerate(settings.slot_models)]
+        self.preload = set(settings.preload_names)
+        self.budget = settings.memory_budget_bytes
+        self.measured: dict[str, int] = {}      # bytes each model's weights took at its last load
         self.stopping = False
 
     def run(self) -> None:
@@ -75,6 +79,8 @@ class Supervisor:
             self._watch(timeout=1.0)
             self._kill_hung()
             self._restart_due()
+            self._note_use()
+            self._apply(residency.plan([slot.resident for slot in self.slots], self.budget, self.measured))
         self._stop_all()
 
     def _start(self, slot: Slot) -> None:
@@ -87,15 +93,82 @@ class Supervisor:
         slot.process, slot.lifeline, slot.started, slot.restart_at = process, parent_end, time.monotonic(), None
         slot.silence, slot.kill_reason = None, None
         self.board.reset(slot.index, process.pid, slot.restarts, error=slot.exit_reason)
-        log.info("model worker %d started (pid %d, device %s)", slot.index, process.pid, slot.device)
+        slot.resident = Resident(slot.index, slot.resident.model, last_used=time.monotonic())
+        log.info("model worker %d started (pid %d, model %s, device %s)", slot.index, process.pid,
+                 slot.resident.model, slot.device)
+        if slot.resident.model in self.preload:
+            self._send(slot, ("preload",))
 
     def _watch(self, timeout: float) -> None:
         sentinels = {slot.process.sentinel: slot for slot in self.slots if slot.process is not None}
-        for ready in wait([self.lifeline, *sentinels], timeout):
+        talking = {slot.lifeline: slot for slot in self.slots if slot.lifeline is not None}
+        for ready in wait([self.lifeline, *sentinels, *talking], timeout):
             if ready is self.lifeline:
                 self._read_lifeline()
-            else:
+            elif ready in talking:
+                if talking[ready].lifeline is ready:        # not reaped earlier in this round
+                    self._hear(talking[ready])
+            elif sentinels[ready].process is not None:
                 self._reap(sentinels[ready])
+
+    # -- the memory budget: loads, unloads --------------------------------------------------------
+    def _hear(self, slot: Slot) -> None:
+        """A message from a model worker about its model (model_worker.ModelWorker.want_load etc.)."""
+        try:
+            message = slot.lifeline.recv()
+        except (EOFError, OSError):      # dying: its sentinel follows
+            if slot.process is not None:
+                self._reap(slot)
+            return
+        resident, kind = slot.resident, message[0]
+        if kind == "want-load":
+            resident.wants_since = resident.wants_since or time.monotonic()
+            resident.expected = int(message[1] or 0)
+        elif kind == "loaded":
+            resident.loaded, resident.loaded_bytes, resident.loading_bytes = True, int(message[1]), 0
+            resident.wants_since, resident.last_used = None, time.monotonic()
+            self.measured[resident.model] = resident.loaded_bytes
+        elif kind == "unloaded":
+            resident.loaded, resident.loaded_bytes, resident.unloading = False, 0, False
+            log.info("model worker %d unloaded %s (%s)", slot.index, resident.model, message[1])
+        elif kind == "unload-refused":
+            resident.unloading = False
+        elif kind == "load-failed":
+            resident.loading_bytes, resident.wants_since = 0, None
+
+    def _note_use(self) -> None:
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.process is None:
+                continue
+            view = self.board.view(slot.index)
+            slot.resident.busy = view.active > 0
+            if view.active > 0 or view.jobs_done != slot.jobs_done:
+                slot.resident.last_used, slot.jobs_done = now, view.jobs_done
+
+    def _apply(self, plan: residency.Plan) -> None:
+        for index in plan.grant:
+            slot = self.slots[index]
+            slot.resident.loading_bytes = max(residency.size_of(slot.resident, self.measured), 1)
+            slot.resident.wants_since = None
+            self._send(slot, ("load",))
+        for index in plan.evict:
+            slot = self.slots[index]
+            log.info("memory budget: unloading %s from model worker %d to make room", slot.resident.model, index)
+            slot.resident.unloading = True
+            self._send(slot, ("unload", "the memory budget needs its room"))
+        for index, message in plan.refuse:
+            slot = self.slots[index]
+            log.error("memory budget: %s", message)
+            slot.resident.wants_since = None
+            self._send(slot, ("refuse", message))
+
+    def _send(self, slot: Slot, message: object) -> None:
+        try:
+            if slot.lifeline is not None:
+                slot.lifeline.send(message)
+        except OSError:
+            pass        # dying: its sentinel follows
 
     def _read_lifeline(self) -> None:
         try:
@@ -129,6 +202,7 @@ class Supervisor:
         process.join(timeout=5)
         slot.lifeline.close()
         slot.process = slot.lifeline = None
+        slot.resident = Resident(slot.index, slot.resident.model)     # its memory went with it
         lived = time.monotonic() - slot.started
         slot.crashes_in_a_row = 0 if lived > HEALTHY_AFTER_SECONDS else slot.crashes_in_a_row + 1
         delay = 0.0 if slot.crashes_in_a_row <= 1 else min(2.0 ** (slot.crashes_in_a_row - 1), MAX_BACKOFF_SECONDS)

@@ -8,13 +8,14 @@ import gevent
 from flask import Blueprint, Response, jsonify
 
 from chatterbox_server.api.language_notes import language_extras_availability
+from chatterbox_server.api.model_states import model_entries
 from chatterbox_server.errors import ApiError
 from chatterbox_server.runtime.asr_availability import DEFAULT_MODEL, engine_availability, whisper_availability
 from chatterbox_server.runtime.asr_client import AsrClient
 from chatterbox_server.security import guards
 from chatterbox_server.services import Services, services
 from workers.engines.base import EngineInfo
-from workers.ipc.board import SlotView, WorkerState
+from workers.ipc.board import TAKES_JOBS, SlotView, WorkerState
 
 bp = Blueprint("ops", __name__)
 
@@ -24,12 +25,17 @@ def health_report(svc: Services, detailed: bool | None = None) -> dict[str, Any]
     detailed = guards.admin_caller() if detailed is None else detailed
     views = svc.pool.slots()
     ready = [v for v in views if v.state == WorkerState.READY]
-    alive = [v for v in views if v.state in (WorkerState.READY, WorkerState.STARTING)]
+    alive = [v for v in views if v.state in (*TAKES_JOBS, WorkerState.STARTING)]
     info = svc.engine_info()
-    in_flight = sum(v.active for v in ready)
+    in_flight = sum(v.active for v in views if v.state in TAKES_JOBS)
     busy = sum(1 for v in ready if v.active > 0)
     supervisor_alive = svc.pool.supervisor_alive()
-    is_ready = bool(ready) and supervisor_alive
+    models = {entry["id"]: _model_health(entry) for entry in model_entries(svc, detailed)}
+    # ready: the preloaded models serve, and every model can take a request (loaded, or able to load)
+    preloaded_ready = all(entry["state"] == "loaded" or entry["loads"] > 0 for entry in models.values()
+                          if entry["preload"])      # once loaded, an idle unload leaves it ready
+    takers = [v for v in views if v.state in TAKES_JOBS]
+    is_ready = bool(takers) and preloaded_ready and supervisor_alive
     status = "ok" if is_ready else ("loading" if alive and supervisor_alive else "unavailable")
     return {
         "status": status,
@@ -47,7 +53,16 @@ def health_report(svc: Services, detailed: bool | None = None) -> dict[str, Any]
         "queue_depth": max(in_flight - busy, 0),
         "jobs_parked": sum(parked_jobs(v) for v in ready),
         "optional": optional_capabilities(svc, info, detailed),
+        "models": models,
     }
+
+
+def _model_health(entry: dict[str, Any]) -> dict[str, Any]:
+    keys = ("state", "default", "preload", "engine", "device", "active_jobs", "error")
+    workers = entry["workers"]
+    return {**{key: entry.get(key) for key in keys if key in entry},
+            "workers": {"total": len(workers), "loaded": sum(1 for w in workers if w["loaded"])},
+            "weight_mb": entry["memory"]["weight_mb"], "loads": entry["loads"]}
 
 
 _WHISPER_CACHE: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -87,7 +102,7 @@ def whisper_status(run_dir: str) -> dict[str, Any]:
 
 def _slot(view: SlotView, detailed: bool) -> dict[str, Any]:
     """`last_error` keeps why the slot's worker was last replaced (crashed, hung, broken engine)."""
-    running = view.state in (WorkerState.READY, WorkerState.STARTING)
+    running = view.state in (*TAKES_JOBS, WorkerState.STARTING)
     entry = {"slot": view.slot, "pid": view.pid, "state": view.state.name.lower(), "active_jobs": view.active,
              "jobs_done": view.jobs_done, "jobs_failed": view.jobs_failed, "restarts": view.restarts,
              "engine_failures_in_a_row": view.engine_failures,

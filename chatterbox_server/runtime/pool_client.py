@@ -29,8 +29,19 @@ from gevent import socket as gsocket
 
 from chatterbox_server.runtime.admission import Limits, WorkerLoad, admissible, refusal
 from workers.engines.base import EngineInfo
-from workers.ipc.board import Board, SlotView, Speed, WorkerState, pid_alive
-from workers.ipc.protocol import Accepted, AudioChunk, ConvertJob, Credit, JobDone, JobFailed, SpeechJob
+from workers.ipc.board import TAKES_JOBS, Board, SlotView, Speed, WorkerState, pid_alive
+from workers.ipc.protocol import (
+    Accepted,
+    AudioChunk,
+    ConvertJob,
+    Credit,
+    JobDone,
+    JobFailed,
+    ModelAction,
+    ModelLoading,
+    ModelReport,
+    SpeechJob,
+)
 from workers.liveness import Silence, check_interval
 from workers.model_worker import socket_path
 from workers.scheduler.estimate import in_flight_seconds
@@ -134,6 +145,7 @@ class JobHandle:
         self.jobs_ahead = 0
         self.closed = False
         self.cancel_reason: str | None = None
+        self.loading_model: str | None = None      # the job waits for this model to load
         self.reader = gevent.spawn(self._read)
 
     def _read(self) -> None:
@@ -158,13 +170,15 @@ class JobHandle:
         self.messages.put(_END)
         self.close()
 
-    def _next(self, first_audio: bool) -> object:
-        """The next message; JobTimeout when the worker stays silent or the first audio is too late."""
+    def _next(self, first_audio: bool, peek: bool = False) -> object:
+        """The next message (`peek`: left in the queue); JobTimeout when the worker stays silent or the
+        first audio is too late. The first-audio limit does not run while the model loads."""
         interval = check_interval(self.chunk_timeout)
-        deadline = self.first_audio_deadline if first_audio else float("inf")
         while True:
+            deadline = self.first_audio_deadline if first_audio and self.loading_model is None else float("inf")
+            take = self.messages.peek if peek else self.messages.get
             try:
-                return self.messages.get(timeout=max(0.0, min(interval, deadline - time.monotonic())))
+                return take(timeout=max(0.0, min(interval, deadline - time.monotonic())))
             except gevent.queue.Empty:
                 pass
             now = time.monotonic()
@@ -174,6 +188,31 @@ class JobHandle:
             if 0 < self.chunk_timeout <= silent:
                 raise JobTimeout(f"the model worker made no progress for {silent:.0f} s")
 
+    def _loading(self, message: ModelLoading) -> None:
+        if message.done:
+            self.loading_model = None
+            if self.queue_timeout > 0:
+                self.first_audio_deadline = time.monotonic() + self.queue_timeout
+        else:
+            self.loading_model = message.model
+
+    def model_loading(self) -> bool:
+        """Wait until the job's audio begins or its model starts loading; True for the load (whose
+        client may be told so before the audio). Leaves the audio, or the failure, to `chunks`."""
+        while True:
+            message = self._next(first_audio=True, peek=True)
+            if isinstance(message, Accepted):
+                self.messages.get()
+                self.jobs_ahead = message.jobs_ahead
+                continue
+            if isinstance(message, ModelLoading):
+                self.messages.get()
+                self._loading(message)
+                if not message.done:
+                    return True
+                continue
+            return False
+
     def chunks(self) -> Iterator[AudioChunk]:
         """Audio chunks in order. Raises PoolError if the job fails; sets `result` when it completes."""
         received = 0
@@ -181,6 +220,9 @@ class JobHandle:
             message = self._next(first_audio=received == 0)
             if isinstance(message, Accepted):
                 self.jobs_ahead = message.jobs_ahead
+                continue
+            if isinstance(message, ModelLoading):
+                self._loading(message)
                 continue
             if isinstance(message, AudioChunk):
                 received += 1
@@ -219,24 +261,45 @@ class JobHandle:
 
 class PoolClient:
     def __init__(self, run_dir: str, max_queued_jobs: int, queue_timeout: float, chunk_timeout: float,
-                 max_queued_seconds: float = 0.0):
+                 max_queued_seconds: float = 0.0, slot_models: tuple[str, ...] = ()):
+        """`slot_models`: the served model of each slot (Settings.slot_models); empty: one model."""
         self.run_dir = run_dir
         self.board = Board.open(os.path.join(run_dir, "board"))
         self.max_queued_jobs = max_queued_jobs
         self.limits = Limits.of(max_queued_jobs, max_queued_seconds, queue_timeout)
         self.queue_timeout = queue_timeout
         self.chunk_timeout = chunk_timeout
+        self.slot_models = slot_models or ("",) * self.board.slots
         self.connecting: Counter[int] = Counter()     # jobs sent by this front worker, not yet counted
         self.connecting_seconds: Counter[int] = Counter()     # what they add to a newcomer's wait
 
-    def slots(self) -> list[SlotView]:
-        return self.board.views()
+    # -- the served models ---------------------------------------------------------------------------
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The served models, the default first."""
+        return tuple(dict.fromkeys(self.slot_models))
 
-    def ready_slots(self) -> list[SlotView]:
-        return [view for view in self.slots() if view.state == WorkerState.READY]
+    @property
+    def default_model(self) -> str:
+        return self.slot_models[0]
 
-    def engine_info(self) -> EngineInfo | None:
-        for view in self.ready_slots():
+    def model_of(self, slot: int) -> str:
+        return self.slot_models[slot] if slot < len(self.slot_models) else self.default_model
+
+    def slots(self, model: str | None = None) -> list[SlotView]:
+        """Every slot's view, or those of one model's workers."""
+        views = self.board.views()
+        return views if model is None else [view for view in views if self.model_of(view.slot) == model]
+
+    def ready_slots(self, model: str | None = None) -> list[SlotView]:
+        return [view for view in self.slots(model) if view.state == WorkerState.READY]
+
+    def engine_info(self, model: str | None = None) -> EngineInfo | None:
+        """What the model's engine does (a loaded worker's info, else what an unloaded one described);
+        None while no worker of it has said."""
+        views = self.slots(model or self.default_model)
+        ordered = [v for v in views if v.state == WorkerState.READY] + [v for v in views if v.state in TAKES_JOBS]
+        for view in ordered:
             if view.info:
                 return engine_info_from_dict(view.info)
         return None
@@ -245,13 +308,24 @@ class PoolClient:
         pid, _ = self.board.supervisor()
         return pid_alive(pid)
 
-    def admit(self, check_wait: bool = True) -> list[SlotView]:
-        """The ready workers that may take a new job, least loaded first (runtime/admission.py).
+    def _takers(self, model: str) -> dict[int, SlotView]:
+        """The model's workers a job may go to: those with the model loaded, else those that will load it."""
+        views = self.slots(model)
+        for states in ((WorkerState.READY,), (WorkerState.LOADING,), (WorkerState.UNLOADED,)):
+            found = {v.slot: v for v in views if v.state in states and v.info}
+            if found:
+                return found
+        failed = [v.last_error for v in views if v.last_error]
+        if failed:
+            raise PoolError(f"model {model} is not available: {failed[0]}", retry_after=5)
+        raise PoolError(f"no model worker of model {model} is ready yet; try again shortly", retry_after=5)
+
+    def admit(self, check_wait: bool = True, model: str | None = None) -> list[SlotView]:
+        """The model's workers that may take a new job, least loaded first (runtime/admission.py).
         Raises PoolError (503) when none is ready, PoolBusy (429) when every ready one is full
-        (`check_wait=False`: full only by the job-count cap)."""
-        ready = {view.slot: view for view in self.ready_slots()}
-        if not ready:
-            raise PoolError("no model worker is ready yet; try again shortly")
+        (`check_wait=False`: full only by the job-count cap). Each model is admitted on its own workers'
+        load alone, so a flood on one model never refuses another."""
+        ready = self._takers(model or self.default_model)
         loads = [WorkerLoad(v.slot, v.active + self.connecting[v.slot],
                             v.queued_seconds + self.connecting_seconds[v.slot]) for v in ready.values()]
         slots = admissible(loads, self.limits, check_wait)
@@ -260,10 +334,10 @@ class PoolClient:
             raise PoolBusy(refused.message, retry_after=refused.retry_after)
         return [ready[slot] for slot in slots]
 
-    def speed(self) -> Speed:
-        """How fast the ready workers synthesize (their published admission costs) and the shortest
-        queue among them: what a whole-file request's time is estimated from (synthesis/budget.py)."""
-        ready = self.ready_slots()
+    def speed(self, model: str | None = None) -> Speed:
+        """How fast the model's ready workers synthesize (their published admission costs) and the
+        shortest queue among them: what a whole-file request's time is estimated from (synthesis/budget.py)."""
+        ready = self.ready_slots(model or self.default_model)
         costs = [(view.info.get("admission") or {}) for view in ready]
         per_unit = [cost.get("per_unit") or {} for cost in costs]
         per_char = max((unit.get("speech") or 0.0 for unit in per_unit), default=0.0)
@@ -275,10 +349,10 @@ class PoolClient:
                      str(info.get("device") or ""))
 
     def submit(self, job: SpeechJob | ConvertJob, admitted: bool = False) -> JobHandle:
-        """Send the job to the least-loaded ready worker with room; raises as `admit` does.
+        """Send the job to the least-loaded worker of its model with room; raises as `admit` does.
         `admitted`: a further job of a request already let in (`admit`), held only to the job-count cap."""
         background = bool(getattr(job, "background", False))     # gives its rows up: lengthens no wait
-        for view in self.admit(check_wait=not (admitted or background)):
+        for view in self.admit(check_wait=not (admitted or background), model=job.model or None):
             admission = view.info.get("admission") or {}
             seconds = in_flight_seconds(job, admission.get("per_unit") or {}, admission.get("rows") or 1)
             self._count(view.slot, 1, seconds)
@@ -294,6 +368,25 @@ class PoolClient:
                              on_accepted=lambda slot=view.slot, s=seconds: self._count(slot, -1, -s),
                              heartbeat=lambda slot=view.slot: self.board.beat_of(slot))
         raise PoolError("no model worker accepted the job; try again shortly")
+
+    def model_action(self, model: str, action: str, timeout: float = 10.0) -> list[ModelReport]:
+        """Ask every running worker of the model to `load` or `unload` it; their answers."""
+        def ask(slot: int) -> ModelReport:
+            try:
+                with gevent.Timeout(timeout):
+                    conn = connect(socket_path(self.run_dir, slot))
+                    try:
+                        conn.send(ModelAction(action))
+                        report = conn.recv()
+                    finally:
+                        conn.close()
+            except (OSError, EOFError, gevent.Timeout) as exc:
+                return ModelReport("failed", f"model worker {slot} did not answer: {type(exc).__name__}")
+            return report if isinstance(report, ModelReport) else ModelReport("failed", "unexpected answer")
+        slots = [view.slot for view in self.slots(model) if view.state in TAKES_JOBS]
+        greenlets = [gevent.spawn(ask, slot) for slot in slots]
+        gevent.joinall(greenlets)
+        return [greenlet.value for greenlet in greenlets]
 
     def _count(self, slot: int, jobs: int, seconds: float) -> None:
         self.connecting[slot] += jobs

@@ -35,6 +35,12 @@ class Progress:
             self.active[request_id]["current_chunk"] = done
             self._save()
 
+    def note(self, request_id: str, stage: str | None) -> None:
+        """What the request waits for besides its chunks (`loading model`); None: synthesizing again."""
+        if request_id in self.active:
+            self.active[request_id]["stage"] = stage
+            self._save()
+
     def end(self, request_id: str, result: object | None = None, error: str | None = None) -> None:
         """`result` (the job's JobDone, None if it did not complete) and `error` serve subclasses."""
         if self.active.pop(request_id, None) is not None:
@@ -70,9 +76,10 @@ def describe(entry: dict[str, Any], now: float | None = None, hide_text: bool = 
     done, total = entry["current_chunk"], max(entry["total_chunks"], 1)
     elapsed = now - entry["started_at"]
     estimate = entry["started_at"] + elapsed * total / done if done else None
+    loading = entry.get("stage") == "loading model"
     return {"request_id": entry["request_id"], "front_worker_pid": entry["front_worker_pid"],
-            "is_processing": True, "status": "generating_audio",
-            "current_step": f"Streaming audio for chunk {min(done + 1, total)}/{total}",
+            "is_processing": True, "status": "loading_model" if loading else "generating_audio",
+            "current_step": "Loading model" if loading else f"Streaming audio for chunk {min(done + 1, total)}/{total}",
             "current_chunk": done, "total_chunks": entry["total_chunks"],
             "progress_percentage": round(100.0 * done / total, 1), "duration_seconds": round(elapsed, 3),
             "estimated_completion": estimate, "text_preview": None if hide_text else entry["text_preview"]}

@@ -106,7 +106,7 @@ def turn_request(base: SpeechRequest, turn: TurnRequest) -> SpeechRequest:
 
 def plan_dialogue(base: SpeechRequest, turns: list[TurnRequest], request_id: str,
                   voice_for: Callable[[str | None], VoiceRef], *, streaming: bool, tags: frozenset[str],
-                  seed: int) -> tuple[list[DialogueTurn], tuple[str, ...]]:
+                  seed: int, model: str = "") -> tuple[list[DialogueTurn], tuple[str, ...]]:
     """Every turn's job, built before any is submitted (a bad turn costs no GPU time), each distinct
     voice resolved once; and the expressive tags the engine dropped. Raises TurnError."""
     voices: dict[str | None, VoiceRef] = {}
@@ -118,7 +118,7 @@ def plan_dialogue(base: SpeechRequest, turns: list[TurnRequest], request_id: str
             voices[request.voice] = voice_for(request.voice)
         try:
             job, plan = build_job(request, voices[request.voice], request_id, streaming=streaming and number == 0,
-                                  tags=tags, seed=0)
+                                  tags=tags, seed=0, model=model)
         except MarkupError as exc:
             raise TurnError(number, str(exc)) from exc
         except NothingToSay as exc:

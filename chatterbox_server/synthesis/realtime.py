@@ -76,6 +76,7 @@ class ContextSettings:
     # inline speakers: normalized label ("s1", "speaker1") -> voice; [voice:NAME] goes through voice_for
     speakers: dict[str, VoiceRef] = field(default_factory=dict)
     voice_for: Callable[[str], VoiceRef] | None = None
+    model: str = ""                     # the served model its segments go to
 
 
 @dataclass(frozen=True)
@@ -321,7 +322,7 @@ class Context:
                         settings=settings.settings, voice=voice,
                         seed=chunk_seed(settings.seed, segment.index + part), buffer_size=settings.buffer_size,
                         text_preview=text[:80], timestamps=settings.timestamps, chunk_speeds=plan.speeds,
-                        lead_pause=plan.lead_pause, pauses_after=plan.pauses_after)
+                        lead_pause=plan.lead_pause, pauses_after=plan.pauses_after, model=settings.model)
         submitted = session.clock()
         handle = session.pool.submit(job, admitted=self.usage.segments > 0)
         self.handle = handle
@@ -390,7 +391,7 @@ class Session:
     def admit(self) -> None:
         """Raise PoolError (503) or PoolBusy (429 with a retry hint) when a new turn could not start
         now: checked when the socket opens, before any GPU time is spent."""
-        self.pool.admit()
+        self.pool.admit(model=self.info.group or None)
 
     # -- commands ---------------------------------------------------------------------------------
     def open(self, context_id: str, settings: ContextSettings) -> Context:

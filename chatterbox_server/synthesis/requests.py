@@ -153,6 +153,7 @@ class ExtendedTtsRequest:
     export_formats: tuple[str, ...]
     disable_watermark: bool
     explicit: frozenset[str]
+    model: str | None = None            # which served model (synthesis/routing.py); None: the default
 
 
 class SpeechRequestSchema(SynthesisFields):

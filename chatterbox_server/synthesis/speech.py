@@ -7,6 +7,7 @@ transfer (no final chunk), never a short file that looks complete.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import socket
@@ -77,9 +78,11 @@ def plan_text(text: str, strategy: str, max_chars: int, *, streaming: bool = Fal
 
 
 def build_job(request: SpeechRequest, voice: VoiceRef, request_id: str, streaming: bool = False,
-              tags: frozenset[str] = frozenset(), seed: int | None = None) -> tuple[SpeechJob, TextPlan]:
+              tags: frozenset[str] = frozenset(), seed: int | None = None,
+              model: str = "") -> tuple[SpeechJob, TextPlan]:
     """The job for a request and its text's plan (`seed`: a dialogue turn's, else the request's or a
-    random one). Raises MarkupError (text/markup.py) and NothingToSay before anything is submitted."""
+    random one; `model`: the served model it goes to). Raises MarkupError (text/markup.py) and
+    NothingToSay before anything is submitted."""
     plan = plan_text(request.input, request.streaming_strategy, request.streaming_chunk_size,
                      streaming=streaming, tags=tags, speed=request.speed)
     if not plan.chunks:
@@ -93,7 +96,8 @@ def build_job(request: SpeechRequest, voice: VoiceRef, request_id: str, streamin
     job = SpeechJob(request_id=request_id, chunks=plan.chunks, settings=settings,
                     voice=voice, seed=seed, buffer_size=request.streaming_buffer_size,
                     text_preview=request.input[:80], timestamps=request.timestamps,
-                    chunk_speeds=plan.speeds, lead_pause=plan.lead_pause, pauses_after=plan.pauses_after)
+                    chunk_speeds=plan.speeds, lead_pause=plan.lead_pause, pauses_after=plan.pauses_after,
+                    model=model)
     return job, plan
 
 
@@ -114,6 +118,7 @@ class SpeechRun:
     progress: Progress
     chunks: Iterator[AudioChunk]
     first: AudioChunk | None = None
+    loading: bool = False               # its model is loading; `first` comes once it is loaded
     watcher: gevent.Greenlet | None = None
     client_socket: object | None = None
     started: float = field(default_factory=time.monotonic)
@@ -122,7 +127,11 @@ class SpeechRun:
     @classmethod
     def start(cls, pool: PoolClient, job: SpeechJob | ConvertJob, info: EngineInfo, client_socket: object | None,
               progress: Progress, admitted: bool = False) -> SpeechRun:
-        """`admitted`: the request was let in already (PoolClient.admit); see PoolClient.submit."""
+        """`admitted`: the request was let in already (PoolClient.admit); see PoolClient.submit. The job
+        goes to the model `info` describes. Returns once the first audio is in, or once the model
+        begins loading for it (`loading`: the stream may say so; the audio follows)."""
+        if not job.model and info.group:
+            job = dataclasses.replace(job, model=info.group)
         handle = pool.submit(job, admitted=admitted)
         run = cls(handle, job, info, progress, handle.chunks(), client_socket=client_socket)
         progress.begin(job.request_id, job.units, job.text_preview)
@@ -130,12 +139,20 @@ class SpeechRun:
             run.watcher = watch_client(client_socket, handle)
             handle.reader.link_value(run._job_ended)
         try:
-            run.first = run._next()
+            if handle.model_loading():
+                run.loading = True
+                progress.note(job.request_id, "loading model")
+            else:
+                run.first = run._first()
         except BaseException:
             run.close()
             raise
-        FIRST_AUDIO.observe(time.monotonic() - run.started)
         return run
+
+    def _first(self) -> AudioChunk | None:
+        chunk = self._next()
+        FIRST_AUDIO.observe(time.monotonic() - self.started)
+        return chunk
 
     def _next(self) -> AudioChunk | None:
         chunk = next(self.chunks, None)
@@ -145,6 +162,10 @@ class SpeechRun:
 
     def audio(self) -> Iterator[AudioChunk]:
         """Every chunk, the first one included; raises PoolError if the job fails on the way."""
+        if self.loading:
+            self.loading = False
+            self.first = self._first()
+            self.progress.note(self.job.request_id, None)
         chunk = self.first
         while chunk is not None:
             yield chunk
@@ -307,6 +328,8 @@ def server_sent_events(run: AudioRun, fmt: str, output_rate: int | None = None) 
     encoder = StreamEncoder("pcm" if fmt in ("wav", "pcm") else fmt, run.info.sample_rate, output_rate=output_rate)
     try:
         yield sse.audio_info(encoder.output_rate, **sse.delta_encoding(encoder.fmt))
+        if getattr(run, "loading", False):      # its model loads first: say so before the wait
+            yield sse.event({"type": "speech.loading", "model": run.info.model, "message": "loading model"})
         head = encoder.header()
         clock = WordClock(run.info.sample_rate)
         for chunk in run.audio():

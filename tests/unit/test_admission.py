@@ -175,7 +175,9 @@ def test_a_full_or_restarting_pool_never_uses_up_a_long_text_jobs_attempts(tmp_p
     from workers.engines.base import EngineInfo
 
     class FullPool:
-        def engine_info(self) -> EngineInfo:
+        models = ("standard",)
+
+        def engine_info(self, model=None) -> EngineInfo:
             return EngineInfo("tone", "tone", "cpu", 24000, ("tone",))
 
         def submit(self, job):  # noqa: ANN001, ANN201 - the PoolClient call the runner makes

@@ -168,7 +168,9 @@ class FakePool:
         self.fail_after: int | None = None      # the model worker dies once this many messages were sent
         self.sent = 0
 
-    def engine_info(self):
+    models = ("standard",)
+
+    def engine_info(self, model=None):
         return self.info
 
     def submit(self, job: SpeechJob, admitted: bool = False) -> FakeHandle:

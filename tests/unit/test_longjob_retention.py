@@ -44,7 +44,9 @@ class Handle:
 
 
 class Pool:
-    def engine_info(self) -> EngineInfo:
+    models = ("standard",)
+
+    def engine_info(self, model=None) -> EngineInfo:
         return EngineInfo("tone", "tone", "cpu", RATE, ("tone",))
 
     def submit(self, job):  # noqa: ANN001, ANN201

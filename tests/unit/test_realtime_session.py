@@ -63,7 +63,7 @@ class FakePool:
         self.handles: list[FakeHandle] = []
         self.submitted_at: list[float] = []
 
-    def admit(self):
+    def admit(self, model=None):
         if self.busy:
             raise PoolBusy("full", retry_after=2)
         return []

@@ -65,7 +65,7 @@ def vc_app(request, tmp_path, monkeypatch):
     pool_dir.mkdir()
     Board(str(pool_dir / "board"), 1, create=True).close()
     monkeypatch.setenv("CHATTERBOX_POOL_DIR", str(pool_dir))
-    monkeypatch.setattr(Services, "engine_info", lambda self: CHATTERBOX)
+    monkeypatch.setattr(Services, "engine_info", lambda self, model=None: CHATTERBOX)
     jobs = []
 
     def synthesize(svc, job, info):

@@ -37,6 +37,7 @@ class EngineInfo:
     tags: tuple[str, ...] = ()         # bracket tags it speaks, named without brackets ("laugh", "clear throat")
     fallback_reason: str | None = None # CHATTERBOX_ENGINE=auto: why Chatterbox could not run here
     language_extras_missing: dict[str, str] = field(default_factory=dict)  # language -> what it goes without
+    group: str = ""                    # the served model (CHATTERBOX_MODELS entry) whose worker this is
 
 
 @dataclass(frozen=True)
@@ -121,10 +122,11 @@ class Engine(ABC):
     def synthesize(self, text: str, settings: SynthesisSettings, voice: VoiceRef, seed: int) -> Synthesized:
         """Speak one text chunk. The same text, settings, voice and seed give the same audio."""
 
-    @abstractmethod
     def describe(self) -> EngineInfo:
         """What `load` will report, without loading any weights: a model that is not loaded yet still
-        has its features (languages, tags, exaggeration) known, so requests to it are checked at once."""
+        has its features (languages, tags, exaggeration) known, so requests to it are checked at once.
+        Every engine a model worker serves has it; test doubles driven without a worker may not."""
+        raise NotImplementedError(f"{type(self).__name__} cannot describe itself before it is loaded")
 
     def unload(self) -> None:  # noqa: B027 - engines with weights override it
         """Free the weights' memory (idle unload, the memory budget). `load` brings them back: from a
@@ -132,6 +134,10 @@ class Engine(ABC):
 
     def weight_bytes(self) -> int:
         """Bytes the loaded model holds on its device (what CHATTERBOX_GPU_MEMORY_BUDGET counts); 0 unloaded."""
+        return 0
+
+    def expected_bytes(self) -> int:
+        """What `weight_bytes` will be once loaded, for the memory budget before the first load; 0: unknown."""
         return 0
 
     # -- streams: what the model worker drives ---------------------------------------------------

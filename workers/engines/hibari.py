@@ -5,6 +5,7 @@ so a chunk asked for with ``SynthesisSettings.timestamps`` comes with real word 
 from __future__ import annotations
 
 import unicodedata
+from pathlib import Path
 
 import numpy as np
 
@@ -21,15 +22,30 @@ class HibariEngine(Engine):
         self.tts = None
         self.aligned = False          # the session outputs phoneme durations too
 
+    def describe(self) -> EngineInfo:
+        from hibari import SAMPLE_RATE
+        return EngineInfo(engine="hibari", model="hibari", device="cpu", sample_rate=SAMPLE_RATE,
+                          model_names=("hibari", f"hibari-{VOICE}"), default_voice=VOICE, voices=(VOICE,),
+                          native_speed=NATIVE_SPEED)
+
     def load(self) -> EngineInfo:
-        from hibari import SAMPLE_RATE, Hibari
+        from hibari import Hibari
         self.tts = Hibari(voice=VOICE, threads=self.threads)
         session = session_with_durations(self.tts.model_path, self.threads)
         if session is not None:
             self.tts.sess, self.aligned = session, True     # same audio, one more output
-        return EngineInfo(engine="hibari", model="hibari", device="cpu", sample_rate=SAMPLE_RATE,
-                          model_names=("hibari", f"hibari-{VOICE}"), default_voice=VOICE, voices=(VOICE,),
-                          native_speed=NATIVE_SPEED)
+        return self.describe()
+
+    def unload(self) -> None:
+        self.tts, self.aligned = None, False
+
+    def weight_bytes(self) -> int:
+        return self.expected_bytes() if self.tts is not None else 0
+
+    def expected_bytes(self) -> int:
+        """The ONNX model file: what its session holds, near enough."""
+        import hibari
+        return sum(path.stat().st_size for path in Path(hibari.__file__).parent.joinpath("assets").glob("*.onnx"))
 
     def synthesize(self, text: str, settings: SynthesisSettings, voice: VoiceRef, seed: int) -> Synthesized:
         if voice.audio_path is not None:

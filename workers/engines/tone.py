@@ -22,18 +22,66 @@ from workers.engines.base import (
     Synthesized,
     VoiceRef,
 )
+from workers.engines.tags import TURBO_TAGS
 
 SAMPLE_RATE = 24000
 WORD_SECONDS = 0.15
 _SLEEP = re.compile(r"\[\[sleep:([0-9.]+)\]\]")
 
 
+# what the tone engine imitates of each Chatterbox model, so that routing by model is testable in seconds
+MULTILINGUAL_LANGUAGES = ("ar", "da", "de", "el", "en", "es", "fi", "fr", "he", "hi", "it", "ja", "ko", "ms",
+                          "nl", "no", "pl", "pt", "ru", "sv", "sw", "tr", "zh")
+
+
+def _per_model(variable: str, model: str) -> str | None:
+    """`CHATTERBOX_TONE_*` test knobs: one value for every model, or `standard=2,turbo=0.5`."""
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return None
+    if "=" not in raw:
+        return raw
+    pairs = dict(item.split("=", 1) for item in raw.split(",") if "=" in item)
+    return pairs.get(model)
+
+
 class ToneEngine(Engine):
+    """Test knobs for loading, each for every model or per model (`turbo=2,standard=0`):
+    CHATTERBOX_TONE_WEIGHT_MB (memory its "weights" really hold, default 8), CHATTERBOX_TONE_LOAD_SECONDS
+    (how long a load takes) and CHATTERBOX_TONE_FAIL_LOAD (a load fails with this message)."""
+
+    def __init__(self, model: str = "standard") -> None:
+        self.model = model
+        self.weights: np.ndarray | None = None
+
+    def describe(self) -> EngineInfo:
+        suffix = "" if self.model == "standard" else f"-{self.model}"
+        return EngineInfo(engine="tone", model=f"tone{suffix}", device="cpu", sample_rate=SAMPLE_RATE,
+                          model_names=(f"tone{suffix}",), default_voice="default", voices=("default",),
+                          supports_cloning=True, supports_exaggeration=self.model != "turbo",
+                          supports_voice_conversion=self.model != "turbo",
+                          languages=MULTILINGUAL_LANGUAGES if self.model == "multilingual" else (),
+                          native_speed=(0.25, 4.0), tags=TURBO_TAGS if self.model == "turbo" else ())
+
     def load(self) -> EngineInfo:
-        return EngineInfo(engine="tone", model="tone", device="cpu", sample_rate=SAMPLE_RATE,
-                          model_names=("tone",), default_voice="default", voices=("default",),
-                          supports_cloning=True, supports_exaggeration=True, supports_voice_conversion=True,
-                          native_speed=(0.25, 4.0))
+        failure = _per_model("CHATTERBOX_TONE_FAIL_LOAD", self.model)
+        seconds = float(_per_model("CHATTERBOX_TONE_LOAD_SECONDS", self.model) or 0)
+        if seconds:
+            time.sleep(seconds)
+        if failure:
+            raise RuntimeError(failure)
+        megabytes = float(_per_model("CHATTERBOX_TONE_WEIGHT_MB", self.model) or 8)
+        self.weights = np.ones(int(megabytes * 2**20), np.uint8)     # touched: resident, like real weights
+        return self.describe()
+
+    def unload(self) -> None:
+        self.weights = None
+
+    def weight_bytes(self) -> int:
+        return 0 if self.weights is None else int(self.weights.nbytes)
+
+    def expected_bytes(self) -> int:
+        return int(float(_per_model("CHATTERBOX_TONE_WEIGHT_MB", self.model) or 8) * 2**20)
 
     def synthesize(self, text: str, settings: SynthesisSettings, voice: VoiceRef, seed: int) -> Synthesized:
         self._inject_faults(text)

@@ -22,7 +22,7 @@ HEADER = struct.Struct("<8s q d i i")          # magic, supervisor pid, supervis
 SLOT = struct.Struct("<q i i i i q q d d d")   # pid, state, restarts, active, engine failures, done, failed, beat,
                                                # started, queued seconds
 BEAT_AT = SLOT.size - 24                        # the beat field's offset in a slot
-INFO_BYTES = 2048
+INFO_BYTES = 4096
 ERROR_BYTES = 512
 SLOT_BYTES = SLOT.size + INFO_BYTES + ERROR_BYTES
 INFO_SEQ = struct.Struct("<q")                 # the first bytes of the info field
@@ -36,6 +36,11 @@ class WorkerState(IntEnum):
     READY = 2         # accepting jobs
     FAILED = 3        # died or could not load; the supervisor restarts it after a back-off
     STOPPED = 4       # shut down on purpose
+    UNLOADED = 5      # running without its model's weights (not preloaded, or idle-unloaded); a job makes it load
+    LOADING = 6       # loading its model's weights (or waiting for room in the memory budget); jobs wait
+
+# the states in which a worker takes a job: READY runs it, the others hold it until their model is loaded
+TAKES_JOBS = (WorkerState.READY, WorkerState.LOADING, WorkerState.UNLOADED)
 
 
 @dataclass(frozen=True)

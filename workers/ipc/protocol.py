@@ -36,6 +36,7 @@ class SpeechJob:
     # the pause asked for) and, with trim_edges, at the job's two ends (a dialogue's turns, whose gap
     # the front worker adds): workers/audio.py trim_quiet_edges.
     trim_edges: bool = False
+    model: str = ""                    # the served model it is for (CHATTERBOX_MODELS); empty: the default
 
     def __post_init__(self) -> None:
         for name in ("chunk_speeds", "pauses_after"):
@@ -76,6 +77,7 @@ class ConvertJob:
     buffer_size: int
     text_preview: str = ""
     watermark: bool = True             # Chatterbox's Perth watermark; off only when the operator allows it
+    model: str = ""                    # the served model it is for; empty: the default
 
     @property
     def units(self) -> int:
@@ -94,7 +96,28 @@ class MemoryAction:
     reset_peak: bool = False           # also reset the accelerator's peak-memory statistics
 
 
+@dataclass(frozen=True)
+class ModelAction:
+    """Sent alone on a fresh connection: `load` or `unload` the worker's model (POST /v1/models/{id}/...).
+    Answered with a ModelReport."""
+    action: str
+
+
 # -- model worker -> front worker -------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelReport:
+    state: str                         # loaded, loading, unloaded, in_use (an unload refused), failed
+    message: str = ""
+    active_jobs: int = 0
+
+
+@dataclass(frozen=True)
+class ModelLoading:
+    """The job waits for its model to load (`done=False`, right after Accepted) or can now start (`done=True`)."""
+    model: str
+    done: bool = False
+
+
 @dataclass(frozen=True)
 class Accepted:
     worker_slot: int

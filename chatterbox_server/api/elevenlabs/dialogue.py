@@ -40,6 +40,7 @@ from chatterbox_server.synthesis.requests import (
     first_error,
     in_range,
 )
+from chatterbox_server.synthesis.routing import model_id
 
 bp = Blueprint("elevenlabs_dialogue", __name__)
 DEFAULT_OUTPUT_FORMAT = "mp3_44100_128"
@@ -93,11 +94,11 @@ def parse(timestamps: bool) -> tuple[SpeechRequest, list[TurnRequest], list[str]
         raise ApiError(400, f"inputs: {len(data['inputs'])} turns; at most {limit} in one request "
                             "(CHATTERBOX_DIALOGUE_MAX_TURNS)", param="inputs")
     body = load(TextToDialogueSchema(), data)
-    info = services().require_engine()
+    info = services().require_engine(body["model_id"], vendor_ids=True, param="model_id")
     fmt, rate = output_format()
     turns = [TurnRequest(turn["text"], our_voice(turn["voice_id"], info)) for turn in body["inputs"]]
     fields_sent = {"input": "\n".join(turn.text for turn in turns), "response_format": fmt, "sample_rate": rate,
-                   "seed": body["seed"], "timestamps": timestamps}
+                   "seed": body["seed"], "timestamps": timestamps, "model": model_id(info.group)}
     settings = services().settings
     try:
         base = SpeechRequestSchema(max_input_chars=settings.max_stream_input_chars).load(fields_sent)

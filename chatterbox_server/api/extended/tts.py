@@ -72,13 +72,13 @@ def tts() -> Response:
     cand = req.candidates
     ledger = Ledger(limits)
     ledger.add_text(chunks, cand.per_chunk, cand.max_attempts, cand.bypass_whisper)
-    check_whole_file(ledger, svc.pool.speed(), "text")         # every answer of /api/v1/tts is a whole file
-    info = svc.require_engine()
+    info = svc.require_engine(req.model, req.language)
+    check_whole_file(ledger, svc.pool.speed(info.group), "text")   # every answer of /api/v1/tts is a whole file
     headers = engine_notes(req, info)
     voice = reference_voice(svc, req.reference_voice, info)
     voices = script_voices(svc, script, info) if script is not None else {}
     disk_quota.require_room()   # the output is stored: refused before any synthesis when the workspace is full
-    svc.pool.admit()        # once for the whole request: the checked takes are then held to the job cap only
+    svc.pool.admit(model=info.group)    # once for the whole request: its checked takes are held to the job cap only
     if script is not None:
         outcome = checked_speech(svc, info).speak_script(req, script.chunks, {None: voice, **voices})
         if script.dropped_tags:
@@ -115,7 +115,7 @@ def plan_script(svc: Services, req: TtsRequest, limits: Limits) -> prep.Script:
     """The text's turns and markup read before anything is synthesized (text/prep.plan_script), each
     piece of speech prepared as a plain text is (sound_words_field, lowercase, ...); a 400 that names
     the turn and the character."""
-    info = svc.require_engine()             # which tags it renders, and its rate for the exact silences
+    info = svc.require_engine(req.model, req.language)  # which tags it renders, its rate for the exact silences
     gap = (svc.settings.dialogue_gap_ms if req.gap_ms is None else req.gap_ms) / 1000
 
     def chunker(text: str) -> list[str]:

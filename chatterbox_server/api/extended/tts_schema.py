@@ -74,6 +74,7 @@ class ExtendedTtsSchema(Schema):
     seed = WholeNumber(load_default=0, allow_none=True, validate=in_range(0, SEED_MAX))
     cfg_weight = fields.Float(load_default=1.0, validate=in_range(0.0, 2.0))
     language = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=2, max=16))
+    model = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=100))
     num_candidates_per_chunk = WholeNumber(load_default=3, validate=in_range(1, 10))
     max_attempts_per_candidate = WholeNumber(load_default=3, validate=in_range(1, 10))
     bypass_whisper_checking = fields.Boolean(load_default=False)
@@ -177,7 +178,7 @@ class ExtendedTtsSchema(Schema):
             folder=project or folder, export_formats=tuple(dict.fromkeys(d["export_formats"])),
             disable_watermark=d["disable_watermark"], explicit=self._sent & frozenset(self.fields),
             speakers={label: reference_voice_name(voice) for label, voice in d["speakers"].items()}
-            if d["speakers"] is not None else None, gap_ms=d["gap_ms"])
+            if d["speakers"] is not None else None, gap_ms=d["gap_ms"], model=d["model"])
 
 
 class ExtendedQuerySchema(Schema):

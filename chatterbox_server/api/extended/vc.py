@@ -52,7 +52,7 @@ def voice_conversion() -> Response:
     started = time.monotonic()
     mode = load(VcQuerySchema(), request.args.to_dict())["response_mode"]
     svc = services()
-    info = svc.require_engine()
+    info = svc.require_converter()
     if not info.supports_voice_conversion:
         # a 400, not a 503: nothing will change by retrying; the server was set up without the engine
         raise ApiError(400, f"voice conversion needs the chatterbox engine; this server runs {info.engine} "
@@ -84,7 +84,7 @@ def voice_conversion() -> Response:
         disable = bool(form.get("disable_watermark"))       # multipart: not sent means keep it
         allowed = svc.settings.allow_disable_watermark
         job = convert_job(source, voice, form["seed"], chunk, overlap, watermark.keeps_watermark(disable, allowed))
-        check_whole_file(ledger, svc.pool.speed(), "input_audio")
+        check_whole_file(ledger, svc.pool.speed(info.group), "input_audio")
         pcm = synthesize(svc, job, info)
     finally:
         for path in temporary:

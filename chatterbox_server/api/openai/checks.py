@@ -12,7 +12,7 @@ from chatterbox_server.audio.encoders import CONTENT_TYPES, output_rate_for
 from chatterbox_server.errors import ApiError
 from chatterbox_server.synthesis import speech
 from chatterbox_server.synthesis.dialogue import inline_turns
-from chatterbox_server.synthesis.requests import OPENAI_MODELS, SpeechRequest, TurnRequest
+from chatterbox_server.synthesis.requests import SpeechRequest, TurnRequest
 from chatterbox_server.text.speakers import SpeakerError
 from workers.engines.base import EngineInfo
 
@@ -30,11 +30,8 @@ def wire_rate(req: SpeechRequest, info: EngineInfo) -> int:
 
 
 def check_engine_fields(req: SpeechRequest, info: EngineInfo) -> list[str]:
-    """400 for what this engine cannot honour; returns the fields it accepts but does not use."""
-    if req.model is not None and req.model not in (*info.model_names, *OPENAI_MODELS):
-        raise ApiError(400, f"model {req.model!r} is not served here; use one of "
-                            f"{', '.join((*info.model_names, *OPENAI_MODELS))}", param="model",
-                       code="model_not_found")
+    """400 for what this engine cannot honour; returns the fields it accepts but does not use. The
+    request's `model` picked the engine already (Services.require_engine)."""
     if req.language is not None and req.language not in info.languages and req.language != "en":
         supported = ", ".join(info.languages) or "en (this model speaks English only)"
         raise ApiError(400, f"language {req.language!r} is not supported; use {supported}", param="language")

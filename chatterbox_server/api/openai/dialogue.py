@@ -84,18 +84,18 @@ def build_turns(base: SpeechRequest, turns: list[TurnRequest], info: EngineInfo,
         return svc.voices.resolve(name, info, param=param, owns=owns)
     try:
         planned, dropped = plan_dialogue(base, turns, request_id, voice_for, streaming=streaming,
-                                         tags=frozenset(info.tags), seed=seed)
+                                         tags=frozenset(info.tags), seed=seed, model=info.group)
     except TurnError as exc:
         raise ApiError(400, f"{param}[{exc.turn}]: {exc.message}", param=param) from exc
     return planned, dropped, seed
 
 
-def check_dialogue_budget(turns: list[DialogueTurn]) -> None:
+def check_dialogue_budget(turns: list[DialogueTurn], model: str) -> None:
     """A whole-file answer: nothing is sent until it is made, so every turn must fit the time limit."""
     svc = services()
     ledger = Ledger(Limits.of(svc.settings))
     ledger.add_text([chunk for turn in turns for chunk in turn.job.chunks], 1, 1, True)
-    check_whole_file(ledger, svc.pool.speed(), "input")
+    check_whole_file(ledger, svc.pool.speed(model), "input")
 
 
 def segments_header(segments: list[dict[str, Any]]) -> str:
@@ -112,13 +112,13 @@ def start_dialogue(base: SpeechRequest, turns: list[TurnRequest], gap_ms: int | 
     svc = services()
     settings = svc.settings
     check_turn_count(turns, settings.dialogue_max_turns, param)
-    info = svc.require_engine()
+    info = svc.require_engine(base.model, base.language)
     ignored = check_engine_fields(base, info)
     rate = wire_rate(base, info)
     request_id = speech.new_request_id()
     planned, dropped, seed = build_turns(base, turns, info, request_id, streaming, param)
     if not streaming:
-        check_dialogue_budget(planned)
+        check_dialogue_budget(planned, info.group)
     gap = (settings.dialogue_gap_ms if gap_ms is None else gap_ms) / 1000
     run = DialogueRun.start(svc.pool, planned, info, request_id, request.environ.get("gunicorn.socket"),
                             svc.progress, gap_seconds=gap, lookahead=settings.dialogue_lookahead_turns, seed=seed,

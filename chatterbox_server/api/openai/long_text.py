@@ -38,7 +38,6 @@ from chatterbox_server.synthesis.longjobs.rules import (
     PENDING,
     RETRYABLE,
 )
-from chatterbox_server.synthesis.requests import OPENAI_MODELS
 from chatterbox_server.synthesis.speech import random_seed
 from workers.engines.base import EngineInfo
 
@@ -116,13 +115,12 @@ def create_job() -> Response:
     req = load(rules.LongTextRequestSchema(max_input_chars=svc.settings.longtext_max_chars), json_object())
     scripted = off_hub(script.needs_script, req["input"])
     chunks = None if scripted else off_hub(rules.plan_job, req["input"], req, Limits.of(svc.settings))  # 413 first
-    info = svc.require_engine()
-    if req["model"] is not None and req["model"] not in (*info.model_names, *OPENAI_MODELS):
-        raise ApiError(400, f"model {req['model']!r} is not served here", param="model", code="model_not_found")
+    info = svc.require_engine(req["model"], req["language"])
     _check_language(req["language"], info)
     svc.voices.resolve(req["voice"], info, owns=guards.owner_check())   # 400 now for a voice it cannot use
     params = {name: req[name] for name in ("exaggeration", "cfg_weight", "temperature", "speed", "language",
                                             "streaming_strategy", "streaming_chunk_size")}
+    params["model"] = info.group         # the runner sends its chunks to this model's workers
     params["seed"] = req["seed"] if req["seed"] is not None else random_seed()
     gap_ms = svc.settings.dialogue_gap_ms if req["gap_ms"] is None else req["gap_ms"]
     planned = _plan_script(req, info, gap_ms) if scripted else script.Script(tuple(chunks or ()))

@@ -24,7 +24,7 @@ from chatterbox_server.services import services
 from chatterbox_server.store import files
 from chatterbox_server.synthesis import speech
 from chatterbox_server.synthesis.budget import Ledger, Limits, check_whole_file
-from chatterbox_server.synthesis.requests import OPENAI_MODELS, SpeechRequest, SpeechRequestSchema
+from chatterbox_server.synthesis.requests import SpeechRequest, SpeechRequestSchema
 from chatterbox_server.synthesis.speech import TextPlan
 from chatterbox_server.synthesis.voice_defaults import OPENAI_NAMES, with_voice_defaults
 from chatterbox_server.synthesis.voices import write_temporary_voice
@@ -76,19 +76,20 @@ def stream_speech_upload() -> Response:
     return respond(parse_speech(data, streaming=True), progressive=True, voice_file=voice_file)
 
 
-def check_whole_budget(chunks: tuple[str, ...]) -> None:
+def check_whole_budget(chunks: tuple[str, ...], model: str) -> None:
     """A whole-file answer: nothing is sent until it is made, so its text must fit the time limit."""
     svc = services()
     ledger = Ledger(Limits.of(svc.settings))
     ledger.add_text(list(chunks), 1, 1, True)
-    check_whole_file(ledger, svc.pool.speed(), "input")
+    check_whole_file(ledger, svc.pool.speed(model), "input")
 
 
 def build_speech_job(req: SpeechRequest, voice: VoiceRef, request_id: str, info: EngineInfo,
                      streaming: bool = False) -> tuple[SpeechJob, TextPlan]:
     """speech.build_job with its markup problems as 400s that point at the character."""
     try:
-        return speech.build_job(req, voice, request_id, streaming=streaming, tags=frozenset(info.tags))
+        return speech.build_job(req, voice, request_id, streaming=streaming, tags=frozenset(info.tags),
+                                model=info.group)
     except MarkupError as exc:
         raise ApiError(400, f"input: {exc}", param="input") from exc
     except speech.NothingToSay as exc:
@@ -97,7 +98,7 @@ def build_speech_job(req: SpeechRequest, voice: VoiceRef, request_id: str, info:
 
 def respond(req: SpeechRequest, progressive: bool, voice_file: bytes | None) -> Response:
     svc = services()
-    info = svc.require_engine()
+    info = svc.require_engine(req.model, req.language)
     turns = inline_or_none(req)
     if turns is not None:
         if voice_file is not None:
@@ -114,7 +115,7 @@ def respond(req: SpeechRequest, progressive: bool, voice_file: bytes | None) -> 
     # the text is read before anything is stored or submitted: bad markup costs nothing
     job, plan = build_speech_job(req, VoiceRef("default"), request_id, info, streaming=streaming)
     if not streaming:        # nothing is sent until the whole file is made
-        check_whole_budget(job.chunks)
+        check_whole_budget(job.chunks, info.group)
     temporary_voice = None
     if voice_file is not None:
         if not info.supports_cloning:
@@ -143,15 +144,7 @@ def respond(req: SpeechRequest, progressive: bool, voice_file: bytes | None) -> 
     return audio_answer(run, req, rate, headers, progressive)
 
 
-# -- models, progress (the voices are in api/openai/voices.py) ------------------------------------
-@bp.get("/models")
-def list_models() -> Response:
-    info = services().engine_info()
-    names = [*(info.model_names if info else ()), *OPENAI_MODELS]
-    return jsonify({"object": "list", "data": [
-        {"id": name, "object": "model", "created": 0, "owned_by": "chatterbox-server"} for name in names]})
-
-
+# -- progress (the voices are in api/openai/voices.py, the models in api/openai/models.py) ----------
 @bp.get("/status/progress")
 def progress() -> Response:
     active = services().progress.all_active(guards.can_see_text, guards.admin_caller())

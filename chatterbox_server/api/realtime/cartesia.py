@@ -84,6 +84,9 @@ class CartesiaProtocol:
         voice = data.get("voice") or {}
         options: dict[str, Any] = {"voice": our_voice(voice.get("id") if isinstance(voice, dict) else None, self.info),
                                    "timestamps": bool(data.get("add_timestamps"))}
+        model = data.get("model_id")
+        if isinstance(model, str) and model:
+            options["model"] = model        # sonic-* (theirs) speaks with the default model; ours route
         language = data.get("language")
         if isinstance(language, str) and language:
             options["language"] = language

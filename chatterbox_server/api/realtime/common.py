@@ -14,6 +14,7 @@ from chatterbox_server.audio.encoders import OUTPUT_RATES, StreamEncoder, output
 from chatterbox_server.errors import ApiError
 from chatterbox_server.security import guards
 from chatterbox_server.services import services
+from chatterbox_server.synthesis import routing
 from chatterbox_server.synthesis.realtime import Audio, ContextSettings, Event, Session, SessionError, SessionLimits
 from chatterbox_server.synthesis.requests import (
     SPEED_RANGE,
@@ -102,10 +103,12 @@ def with_max_delay(policy: SegmentPolicy, delay_ms: int) -> SegmentPolicy:
 
 def context_settings(options: SocketOptions, info: EngineInfo, policy: SegmentPolicy | None = None,
                      context_id: str | None = None) -> ContextSettings:
-    """The settings a new context speaks with; the voice is resolved now (in the request context)."""
+    """The settings a new context speaks with; the voice is resolved now (in the request context). The
+    context speaks with the socket's model unless its options name another (or a language only another speaks)."""
     svc = services()
     probe = _as_speech_request(options)
     try:
+        info = context_engine(options, info)
         check_engine_fields(probe, info)
         voice = svc.voices.resolve(options["voice"], info, owns=guards.owner_check())
     except ApiError as exc:
@@ -123,7 +126,19 @@ def context_settings(options: SocketOptions, info: EngineInfo, policy: SegmentPo
             raise session_error(exc, context_id) from None
     speakers = {normalize_label(label): voice_for(name) for label, name in (options["speakers"] or {}).items()}
     return ContextSettings(voice, synthesis, seed, policy or policy_for(options), options["timestamps"],
-                           options["buffer_size"], frozenset(info.tags), speakers, voice_for)
+                           options["buffer_size"], frozenset(info.tags), speakers, voice_for, model=info.group)
+
+
+def context_engine(options: SocketOptions, socket_info: EngineInfo) -> EngineInfo:
+    """The engine of the model a context's options pick (synthesis/routing.py), else the socket's."""
+    svc = services()
+    if options["model"] is not None:
+        return svc.require_engine(options["model"], options["language"], vendor_ids=True)
+    language = options["language"]
+    if not language:
+        return socket_info
+    other = routing.speaker_of(language, routing.Served(socket_info.group, socket_info), svc.served())
+    return (svc.engine_info(other) if other else None) or socket_info
 
 
 def _as_speech_request(options: SocketOptions) -> SpeechRequest:

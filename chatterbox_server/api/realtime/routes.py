@@ -56,7 +56,10 @@ def serve(ws: Any, make_translator: Callable[[EngineInfo], Translator],
     (`error_frames`: the protocol's error shape, before a translator exists)."""
     svc = services()
     try:
-        info = svc.require_engine()
+        # the socket's model: ?model= (ours, Deepgram's) or ?model_id= (ElevenLabs'); a context may pick another
+        requested = request.args.get("model") or request.args.get("model_id")
+        language = request.args.get("language") or request.args.get("language_code")
+        info = svc.require_engine(requested, language, vendor_ids=True)
         translator = make_translator(info)
     except (ApiError, SessionError) as exc:
         _refuse(ws, exc, error_frames)

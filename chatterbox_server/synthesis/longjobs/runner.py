@@ -161,7 +161,8 @@ class Runner:
     def run(self, job: dict) -> None:
         job_id = job["id"]
         params = json.loads(job["parameters"])
-        info = self.pool.engine_info()
+        model = params.get("model")         # a model no longer served: the default one speaks it
+        info = self.pool.engine_info(model if model in self.pool.models else None)
         if info is None:                        # the model workers went away since the claim
             return self._requeue(job_id, failed=False)
         chunks = self.store.chunks(job_id)
@@ -178,7 +179,8 @@ class Runner:
         lease = _Lease()
         watcher = gevent.spawn(self._watch, job_id, lease)
         try:
-            self._run_spans(job, params, plan, voices, self._missing(job_id, chunks), lease, info.sample_rate)
+            self._run_spans(job, {**params, "model": info.group}, plan, voices, self._missing(job_id, chunks), lease,
+                            info.sample_rate)
         finally:
             watcher.kill(block=False)
 
@@ -203,7 +205,7 @@ class Runner:
                                buffer_size=BUFFER_CHUNKS, text_preview=texts[begin][:80], background=True,
                                chunk_speeds=speeds[begin:end], lead_pause=plan.lead if begin == 0 else 0.0,
                                pauses_after=plan.pauses[begin:end] if any(plan.pauses[begin:end]) else (),
-                               trim_edges=plan.trim_edges)
+                               trim_edges=plan.trim_edges, model=params["model"])
             if start != announced:
                 self.store.chunk_started(job_id, start)
             outcome = self._synthesize(job_id, speech, begin, start, lease)
