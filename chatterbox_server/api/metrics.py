@@ -14,6 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from chatterbox_server.api.health import parked_jobs
+from chatterbox_server.api.model_states import STATES, model_entries
 from chatterbox_server.runtime.telemetry import AUDIO_SECONDS, FIRST_AUDIO, SPEECH_REQUESTS
 from chatterbox_server.services import services
 from workers.ipc.board import WorkerState
@@ -44,6 +45,28 @@ class PoolCollector:
         for view in views:
             queued.add_metric([str(view.slot)], view.queued_seconds)
         yield queued
+        yield from model_metrics()
+
+
+def model_metrics():  # noqa: ANN201 - metric families
+    """Each served model's state (1 for its current one), its weights' memory and its requests."""
+    entries = model_entries(services(), detailed=False)
+    state = GaugeMetricFamily("chatterbox_model_state", "Each served model's state (1: the current one)",
+                              labels=["model", "state"])
+    memory = GaugeMetricFamily("chatterbox_model_weight_bytes", "Bytes its loaded workers' weights hold",
+                               labels=["model"])
+    loaded = GaugeMetricFamily("chatterbox_model_workers_loaded", "Its workers with the model loaded",
+                               labels=["model"])
+    active = GaugeMetricFamily("chatterbox_model_jobs_in_flight", "Its running or queued jobs", labels=["model"])
+    loads = GaugeMetricFamily("chatterbox_model_loads", "Loads of it since its workers started", labels=["model"])
+    for entry in entries:
+        for name in STATES:
+            state.add_metric([entry["id"], name], 1.0 if entry["state"] == name else 0.0)
+        memory.add_metric([entry["id"]], entry["memory"]["weight_bytes"])
+        loaded.add_metric([entry["id"]], sum(1 for worker in entry["workers"] if worker["loaded"]))
+        active.add_metric([entry["id"]], entry["active_jobs"])
+        loads.add_metric([entry["id"]], entry["loads"])
+    yield from (state, memory, loaded, active, loads)
 
 
 @bp.get("/metrics")
