@@ -201,10 +201,10 @@ class ModelWorker:
             self._send(conn, ModelLoading(self.group, done=True))
 
     def _load_failed(self, exc: BaseException | None) -> None:
-        reason = f"engine failed to load: {exc}"
-        log.error("slot %d: model %s %s", self.slot, self.group, reason, exc_info=exc)
+        reason = f"{exc}"       # the supervisor's exit reason says "could not load its engine" before it
+        log.error("slot %d: model %s could not be loaded", self.slot, self.group, exc_info=exc)
         for conn in list(self.jobs):
-            self._fail(conn, JobFailed(f"model {self.group} could not be loaded: {exc}", status=503))
+            self._fail(conn, JobFailed(f"model {self.group} could not be loaded: {exc}", kind="model", status=503))
         for conn in list(self.idle_conns):
             self._close(conn)
         self._tell_supervisor(("load-failed", reason[:500]))
@@ -215,7 +215,7 @@ class ModelWorker:
         """The memory budget can never hold this model: its waiting jobs fail, the worker stays unloaded."""
         self.load_wanted = False
         for conn in list(self.jobs):
-            self._fail(conn, JobFailed(message, status=503))
+            self._fail(conn, JobFailed(message, kind="model", status=503))
         self.board.set_state(self.slot, WorkerState.UNLOADED, message)
 
     def unload(self, reason: str) -> bool:

@@ -63,7 +63,7 @@ def model_entry(name: str, views: list[SlotView], info: EngineInfo | None, *, de
         "engine_model": info.model if info else None,
         "device": ",".join(dict.fromkeys(str(w["device"]) for w in workers if w["device"])) or None,
         "workers": workers,
-        "memory": {"weight_bytes": weight, "weight_mb": round(weight / 2**20, 1),
+        "memory": {"weight_bytes": weight, "weight_mb": round(weight / 1e6, 1),
                    "accelerator_allocated_bytes": sum(w["accelerator_allocated_bytes"] or 0 for w in workers)},
         "features": features(info),
         "names": list(routing.names_of(routing.Served(name, info))),

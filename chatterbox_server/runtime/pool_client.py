@@ -232,6 +232,8 @@ class JobHandle:
             if isinstance(message, JobDone):
                 self.result = message
                 return
+            if isinstance(message, JobFailed) and message.kind == "model":
+                raise PoolError(message.message, status=message.status, code="model_unavailable", retry_after=30)
             if isinstance(message, JobFailed):
                 raise PoolError(message.message, status=message.status,
                                 code="invalid_request" if message.status < 500 else "synthesis_failed")
@@ -298,7 +300,9 @@ class PoolClient:
         """What the model's engine does (a loaded worker's info, else what an unloaded one described);
         None while no worker of it has said."""
         views = self.slots(model or self.default_model)
+        # a failed model keeps the description its workers gave, so /v1/models still shows what it is
         ordered = [v for v in views if v.state == WorkerState.READY] + [v for v in views if v.state in TAKES_JOBS]
+        ordered += views
         for view in ordered:
             if view.info:
                 return engine_info_from_dict(view.info)

@@ -29,6 +29,7 @@ from chatterbox_server.runtime.progress import Progress
 from chatterbox_server.runtime.telemetry import AUDIO_SECONDS, FIRST_AUDIO
 from chatterbox_server.security.redact import public_pool_message
 from chatterbox_server.synthesis.requests import SEED_MAX, SPEED_RANGE, SpeechRequest
+from chatterbox_server.synthesis.routing import model_id
 from chatterbox_server.text.chunking import shorten_first_chunk, split_text
 from chatterbox_server.text.markup import has_markup, parse_markup, plan_chunks
 from workers.engines.base import EngineInfo, SynthesisSettings, VoiceRef
@@ -329,7 +330,8 @@ def server_sent_events(run: AudioRun, fmt: str, output_rate: int | None = None) 
     try:
         yield sse.audio_info(encoder.output_rate, **sse.delta_encoding(encoder.fmt))
         if getattr(run, "loading", False):      # its model loads first: say so before the wait
-            yield sse.event({"type": "speech.loading", "model": run.info.model, "message": "loading model"})
+            yield sse.event({"type": "speech.loading", "model": model_id(run.info.group) if run.info.group
+                             else run.info.model, "message": "loading model"})
         head = encoder.header()
         clock = WordClock(run.info.sample_rate)
         for chunk in run.audio():

@@ -149,7 +149,8 @@ class JobDone:
 @dataclass(frozen=True)
 class JobFailed:
     message: str
-    kind: str = "request"              # "request": this job is bad; "engine": the worker is unwell
+    kind: str = "request"              # "request": this job is bad; "engine": the worker is unwell;
+                                       # "model": its model could not be loaded (or has no room)
     status: int = 500                  # HTTP status to use if nothing has been sent yet
 
 

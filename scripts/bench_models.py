@@ -1,0 +1,187 @@
+"""Several models on one server (issue 20, "Speed"). Each part on fresh servers (tests/serverkit.py).
+
+- ``reload``: a model's first audio when it has to be loaded: on a fresh server that has not
+  loaded it yet (cold: the worker's first load) against after an idle unload (reload: the worker
+  process stays; from a host copy on a GPU, from disk, usually the page cache, on a CPU). Alternating
+  cold and reload rounds; the ratio of the medians. The engine is a random-weight Chatterbox
+  checkpoint (`--engine chatterbox`, built here unless `--checkpoint-dir`) or the embedded voice
+  (`--engine hibari`: CHATTERBOX_ENGINE=auto without weights, each model falls back to hibari).
+- ``flood``: first audio of model A (streamed) alone, against while model B is flooded by
+  `--flood` concurrent streams that never stop. Both models are the embedded voice (auto without
+  weights), so each has its own worker process doing real work on the CPU. Interleaved
+  samples; the ratio of the medians. Target: within 1.2x.
+
+    .venv/bin/python scripts/bench_models.py reload [--engine chatterbox] [--rounds 3]
+    .venv/bin/python scripts/bench_models.py flood [--samples 20] [--flood 8]
+    .venv/bin/python scripts/bench_models.py all --output results.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from serverkit import Server, start_server  # noqa: E402
+
+TEXT = "The quick brown fox jumps over the lazy dog, and then it runs away into the woods."
+LONG_TEXT = " ".join([TEXT] * 12)
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "load_average": os.getloadavg()}
+
+
+def first_audio(session: requests.Session, server: Server, body: dict) -> float:
+    started = time.perf_counter()
+    with session.post(server.url("/v1/audio/speech/stream"), json={"response_format": "pcm", **body},
+                      stream=True, timeout=900) as response:
+        assert response.status_code == 200, response.text
+        next(response.iter_content(None))
+        elapsed = time.perf_counter() - started
+        for _ in response.iter_content(65536):
+            pass
+    return elapsed
+
+
+def model_state(server: Server, model_id: str) -> dict:
+    entries = requests.get(server.url("/v1/models"), timeout=10).json()["data"]
+    return next(entry for entry in entries if entry["id"] == model_id)
+
+
+def wait_state(server: Server, model_id: str, state: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while model_state(server, model_id)["state"] != state:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{model_id} did not become {state} in {timeout} s")
+        time.sleep(0.2)
+
+
+def engine_settings(args: argparse.Namespace, tmp: Path) -> dict:
+    if args.engine == "hibari":
+        return {"engine": "auto"}           # no weights: each model falls back to the embedded voice
+    checkpoint = args.checkpoint_dir
+    if not checkpoint:
+        import chatterbox_checkpoint
+        checkpoint = str(chatterbox_checkpoint.build_random_checkpoint(tmp / "ckpt", seed=0))
+    return {"engine": "chatterbox", "checkpoint_dir": checkpoint, "device": args.device,
+            "max_new_tokens": str(args.tokens)}
+
+
+def run_reload(args: argparse.Namespace) -> dict:
+    colds, reloads, load_seconds = [], [], {"cold": [], "reload": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = engine_settings(args, Path(tmp))
+        for round_number in range(args.rounds):
+            server = start_server(Path(tmp) / f"round{round_number}", ready_timeout=600, front_workers="1",
+                                  models="standard", preload="none", idle_unload_seconds=str(args.idle),
+                                  **settings)
+            try:
+                session = requests.Session()
+                colds.append(first_audio(session, server, {"input": TEXT, "seed": 1}))
+                load_seconds["cold"].append(model_state(server, "chatterbox-standard")["workers"][0]["load_seconds"])
+                for _ in range(args.reloads):
+                    wait_state(server, "chatterbox-standard", "unloaded", args.idle + 60)
+                    reloads.append(first_audio(session, server, {"input": TEXT, "seed": 1}))
+                    load_seconds["reload"].append(
+                        model_state(server, "chatterbox-standard")["workers"][0]["load_seconds"])
+            finally:
+                server.stop()
+    cold, reload = statistics.median(colds), statistics.median(reloads)
+    return {"engine": settings["engine"] if args.engine == "chatterbox" else "hibari (auto, no weights)",
+            "device": settings.get("device", "cpu"), "rounds": args.rounds,
+            "cold_first_audio_s": [round(x, 3) for x in colds], "reload_first_audio_s": [round(x, 3) for x in reloads],
+            "cold_load_s": load_seconds["cold"], "reload_load_s": load_seconds["reload"],
+            "median_cold_s": round(cold, 3), "median_reload_s": round(reload, 3),
+            "reload_over_cold": round(reload / cold, 3), "machine": machine()}
+
+
+def run_flood(args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_server(Path(tmp), engine="auto", models="standard,turbo", preload="all",
+                              front_workers="2", max_queued_jobs="1000", max_queued_seconds="0")
+        try:
+            session = requests.Session()
+            for _ in range(3):
+                first_audio(session, server, {"input": TEXT, "model": "chatterbox-standard"})
+                first_audio(session, server, {"input": TEXT, "model": "chatterbox-turbo"})
+            stop = threading.Event()
+            flooded = {"requests": 0, "refused": 0}
+
+            def flood() -> None:
+                flood_session = requests.Session()
+                while not stop.is_set():
+                    with flood_session.post(server.url("/v1/audio/speech/stream"), stream=True, timeout=900,
+                                            json={"input": LONG_TEXT, "model": "chatterbox-turbo",
+                                                  "response_format": "pcm"}) as response:
+                        flooded["requests" if response.status_code == 200 else "refused"] += 1
+                        for _ in response.iter_content(65536):
+                            if stop.is_set():
+                                break
+
+            alone, during = [], []
+            threads: list[threading.Thread] = []
+            for n in range(args.samples):
+                alone.append(first_audio(session, server, {"input": TEXT, "seed": n, "model": "chatterbox-standard"}))
+                if not threads:
+                    threads = [threading.Thread(target=flood, daemon=True) for _ in range(args.flood)]
+                    for thread in threads:
+                        thread.start()
+                    time.sleep(3)       # the flood reaches its steady state
+                during.append(first_audio(session, server, {"input": TEXT, "seed": n,
+                                                            "model": "chatterbox-standard"}))
+                # alone again: the flood pauses between samples (its streams finish their current text)
+                stop.set()
+                for thread in threads:
+                    thread.join(timeout=120)
+                threads, stop = [], threading.Event()
+                time.sleep(1)
+            health = requests.get(server.url("/health"), timeout=10).json()
+        finally:
+            server.stop()
+    a, b = statistics.median(alone), statistics.median(during)
+    return {"engine": "hibari for both models (auto, no weights)", "samples": args.samples,
+            "flood_streams": args.flood, "flood_requests": flooded,
+            "alone_first_audio_ms": {"median": round(a * 1000, 1), "max": round(max(alone) * 1000, 1)},
+            "during_flood_first_audio_ms": {"median": round(b * 1000, 1), "max": round(max(during) * 1000, 1)},
+            "ratio": round(b / a, 3), "target": 1.2, "met": b / a <= 1.2,
+            "models_at_end": {k: v["state"] for k, v in health["models"].items()}, "machine": machine()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("part", choices=("reload", "flood", "all"))
+    parser.add_argument("--engine", choices=("chatterbox", "hibari"), default="chatterbox")
+    parser.add_argument("--checkpoint-dir", default="")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--tokens", type=int, default=10, help="speech tokens per chunk (Chatterbox)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--reloads", type=int, default=2, help="idle unloads and reloads per round")
+    parser.add_argument("--idle", type=float, default=3.0, help="CHATTERBOX_IDLE_UNLOAD_SECONDS")
+    parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--flood", type=int, default=8)
+    parser.add_argument("--output", default="")
+    args = parser.parse_args()
+    results = {}
+    if args.part in ("reload", "all"):
+        results["reload"] = run_reload(args)
+    if args.part in ("flood", "all"):
+        results["flood"] = run_flood(args)
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
