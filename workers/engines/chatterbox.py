@@ -216,7 +216,10 @@ class ChatterboxEngine(Engine):
                              n_timesteps=2 if self.model == "turbo" else None, batch_flow=batch)
 
     def _watermark(self, audio: np.ndarray) -> np.ndarray:
-        wav = self._tts.watermarker.apply_watermark(audio, sample_rate=self._tts.sr)
+        """Perth's watermark on float32 mono audio at the model's rate. Under inference mode whoever
+        calls it: the watermarker is a network, and autograd would keep its activations otherwise."""
+        with torch.inference_mode():
+            wav = self._tts.watermarker.apply_watermark(audio, sample_rate=self._tts.sr)
         return np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
 
     def _model_class(self) -> type:
@@ -412,7 +415,7 @@ class ChatterboxEngine(Engine):
         wav, _ = self._tts.s3gen.inference(speech_tokens=tokens, ref_dict=dict(gen), **options)
         wav = wav.squeeze(0).detach().cpu().numpy()
         if watermark:
-            wav = self._tts.watermarker.apply_watermark(wav, sample_rate=self._tts.sr)
+            wav = self._watermark(wav)
         return np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
 
     # -- voices -----------------------------------------------------------------------------
