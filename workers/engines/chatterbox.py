@@ -197,14 +197,22 @@ class ChatterboxEngine(Engine):
                      self.model, self.device)
             self._tts = model_class.from_pretrained(self.device)
         self._builtin = self._tts.conds
-        if self.model == "multilingual":
-            self._languages = tuple(sorted(importlib.import_module("chatterbox.mtl_tts").SUPPORTED_LANGUAGES))
+        self._languages = self._supported_languages()
         _silence_progress_bars()
         self._batch = T3Batch(self._tts.t3, stop_token=self._tts.t3.hp.stop_speech_token,
                               start_token=self._tts.t3.hp.start_speech_token,
                               step_fn=gpu_speedups(self._tts.t3, self.device, self.dtype, self.compile_decode))
         self._streamer = self._make_streamer()
-        return self._info()
+        return self._info(self.device)
+
+    def describe(self) -> EngineInfo:
+        """What `load` reports, from the settings alone (no checkpoint is read)."""
+        return self._info(resolve_device(self.requested_device))
+
+    def _supported_languages(self) -> tuple[str, ...]:
+        if self.model != "multilingual":
+            return ()
+        return tuple(sorted(importlib.import_module("chatterbox.mtl_tts").SUPPORTED_LANGUAGES))
 
     def _make_streamer(self) -> S3GenStreamer:
         tail: tuple[int, ...] = ()
@@ -231,24 +239,28 @@ class ChatterboxEngine(Engine):
             raise RuntimeError(f"chatterbox-tts {version('chatterbox-tts')} has no {self.model} model "
                                f"({module_name}.{class_name}); install a release that has it") from exc
 
-    def _info(self) -> EngineInfo:
-        device = self.device
+    def _info(self, device: str) -> EngineInfo:
+        """The engine's EngineInfo on `device` (resolved): the same before and after loading, since
+        nothing in it comes from the weights."""
+        from chatterbox.models.s3gen import S3GEN_SR
+
         if device == "cuda":
             device = f"cuda:{torch.cuda.current_device()}"
+        languages = self._supported_languages()
         return EngineInfo(
             engine="chatterbox",
             model=f"chatterbox-{self.model}",
             device=device,
-            sample_rate=self._tts.sr,
+            sample_rate=S3GEN_SR,
             model_names=("chatterbox", f"chatterbox-{self.model}"),
             default_voice="default",
             supports_cloning=True,
             supports_exaggeration=self.model != "turbo",
             supports_voice_conversion=self.model != "turbo",
-            languages=self._languages,
+            languages=languages,
             native_speed=None,
             tags=TURBO_TAGS if self.model == "turbo" else (),
-            language_extras_missing=missing_extras(self._languages),
+            language_extras_missing=missing_extras(languages),
         )
 
     def cache_stats(self) -> dict | None:
