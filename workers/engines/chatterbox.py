@@ -188,14 +188,7 @@ class ChatterboxEngine(Engine):
 
     def load(self) -> EngineInfo:
         self.device = resolve_device(self.requested_device)
-        model_class = self._model_class()
-        if self.checkpoint_dir:
-            log.info("loading chatterbox-%s from %s on %s", self.model, self.checkpoint_dir, self.device)
-            self._tts = model_class.from_local(self.checkpoint_dir, self.device)
-        else:
-            log.info("loading chatterbox-%s from the Hugging Face hub (downloads on first start) on %s",
-                     self.model, self.device)
-            self._tts = model_class.from_pretrained(self.device)
+        self._tts = self._read_weights()
         self._builtin = self._tts.conds
         self._languages = self._supported_languages()
         _silence_progress_bars()
@@ -204,6 +197,26 @@ class ChatterboxEngine(Engine):
                               step_fn=gpu_speedups(self._tts.t3, self.device, self.dtype, self.compile_decode))
         self._streamer = self._make_streamer()
         return self._info(self.device)
+
+    def checkpoint_path(self) -> str | None:
+        """Where the weights are read from: `<checkpoint_dir>/<model>/` when the checkpoint directory
+        holds one subdirectory per model (standard/, turbo/, multilingual/), else the directory itself
+        (one model's files); None: the Hugging Face hub."""
+        if not self.checkpoint_dir:
+            return None
+        per_model = os.path.join(self.checkpoint_dir, self.model)
+        return per_model if os.path.isdir(per_model) else self.checkpoint_dir
+
+    def _read_weights(self) -> Any:
+        model_class = self._model_class()
+        path = self.checkpoint_path()
+        if path is None:
+            log.info("loading chatterbox-%s from the Hugging Face hub (downloads on first start) on %s",
+                     self.model, self.device)
+            return model_class.from_pretrained(self.device)
+        layout = "its model subdirectory" if path != self.checkpoint_dir else "a one-model checkpoint directory"
+        log.info("loading chatterbox-%s from %s (%s) on %s", self.model, path, layout, self.device)
+        return model_class.from_local(path, self.device)
 
     def describe(self) -> EngineInfo:
         """What `load` reports, from the settings alone (no checkpoint is read)."""
