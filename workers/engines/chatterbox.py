@@ -9,7 +9,10 @@ with the text. Only model-worker processes import this module.
 from __future__ import annotations
 
 import copy
+import ctypes
+import ctypes.util
 import dataclasses
+import gc
 import importlib
 import logging
 import math
@@ -149,6 +152,11 @@ class _ConditionalsCache:
                 self._entries.popitem(last=False)
         return value, False
 
+    def clear(self) -> None:
+        """Drop every entry (their tensors live on the model's device); the hit/miss counts stay."""
+        with self._lock:
+            self._entries.clear()
+
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {"entries": len(self._entries), "capacity": self.capacity,
@@ -180,6 +188,7 @@ class ChatterboxEngine(Engine):
         self.conditionals_cache = _ConditionalsCache()
         self.device = "cpu"
         self._tts: Any = None
+        self._host: Any = None            # the model unloaded from a GPU, its modules in host memory
         self._builtin: Any = None         # the checkpoint's conds.pt; never modified
         self._languages: tuple[str, ...] = ()
         self._generation_lock = threading.Lock()  # T3 keeps per-call state on the shared module
@@ -187,15 +196,30 @@ class ChatterboxEngine(Engine):
     # -- loading ----------------------------------------------------------------------------
 
     def load(self) -> EngineInfo:
+        """Load the weights: from the host copy `unload` kept (weights that lived on a GPU), else from
+        the checkpoint (or the hub). Loading an engine that is loaded already changes nothing."""
         self.device = resolve_device(self.requested_device)
-        self._tts = self._read_weights()
-        self._builtin = self._tts.conds
-        self._languages = self._supported_languages()
-        _silence_progress_bars()
-        self._batch = T3Batch(self._tts.t3, stop_token=self._tts.t3.hp.stop_speech_token,
-                              start_token=self._tts.t3.hp.start_speech_token,
-                              step_fn=gpu_speedups(self._tts.t3, self.device, self.dtype, self.compile_decode))
-        self._streamer = self._make_streamer()
+        with self._generation_lock:
+            if self._tts is None:
+                if self._host is not None:
+                    log.info("loading chatterbox-%s on %s from its copy in host memory", self.model, self.device)
+                    try:
+                        _move_model(self._host, self.device)
+                    except BaseException:
+                        _move_model(self._host, "cpu")     # still unloaded, the host copy whole
+                        torch.cuda.empty_cache()
+                        raise
+                    self._tts, self._host = self._host, None
+                else:
+                    self._tts = self._read_weights()
+                self._builtin = self._tts.conds
+                self._languages = self._supported_languages()
+                _silence_progress_bars()
+                self._batch = T3Batch(self._tts.t3, stop_token=self._tts.t3.hp.stop_speech_token,
+                                      start_token=self._tts.t3.hp.start_speech_token,
+                                      step_fn=gpu_speedups(self._tts.t3, self.device, self.dtype,
+                                                           self.compile_decode))
+                self._streamer = self._make_streamer()
         return self._info(self.device)
 
     def checkpoint_path(self) -> str | None:
@@ -217,6 +241,58 @@ class ChatterboxEngine(Engine):
         layout = "its model subdirectory" if path != self.checkpoint_dir else "a one-model checkpoint directory"
         log.info("loading chatterbox-%s from %s (%s) on %s", self.model, path, layout, self.device)
         return model_class.from_local(path, self.device)
+
+    def unload(self) -> None:
+        """Free the weights' memory. On a GPU the modules move to host memory and stay there (the next
+        `load` moves them back without reading the checkpoint); elsewhere the model is dropped and the
+        next `load` reads the checkpoint again. Open streams must be closed first. Twice: a no-op."""
+        with self._generation_lock:
+            tts = self._tts
+            if tts is None:
+                return
+            if self._batch is not None:
+                for seq in list(self._batch.members):
+                    self._batch.discard(seq)
+            # everything else that holds the model's modules or tensors on its device
+            self._tts = self._builtin = self._batch = self._streamer = None
+            self.conditionals_cache.clear()
+            on_gpu = self.device.startswith("cuda")
+            if on_gpu and self.compile_decode:
+                # the compiled decode step's CUDA graphs keep their own memory pool
+                import torch._dynamo
+                torch._dynamo.reset()
+            if on_gpu:
+                _move_model(tts, "cpu")
+                self._host = tts
+                gc.collect()
+                clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+                if clear_workspaces is not None:      # cuBLAS keeps its workspaces allocated otherwise
+                    clear_workspaces()
+                torch.cuda.empty_cache()
+                log.info("unloaded chatterbox-%s: weights kept in host memory", self.model)
+            else:
+                del tts
+                gc.collect()
+                _trim_host_heap()
+                log.info("unloaded chatterbox-%s", self.model)
+
+    def weight_bytes(self) -> int:
+        """Bytes of the parameters, buffers and other tensors of the model's modules (T3, S3Gen, the
+        voice encoder, the watermarker's network) that lie on the engine's device; 0 unloaded."""
+        if self._tts is None:
+            return 0
+        device = torch.device(self.device)
+        seen: set[int] = set()
+        total = 0
+        for tensor in _model_tensors(self._tts):
+            if tensor.device.type != device.type or (device.index is not None and tensor.device.index != device.index):
+                continue
+            storage = tensor.untyped_storage()
+            if storage.data_ptr() in seen:
+                continue
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+        return total
 
     def describe(self) -> EngineInfo:
         """What `load` reports, from the settings alone (no checkpoint is read)."""
@@ -396,7 +472,7 @@ class ChatterboxEngine(Engine):
 
     def _loaded(self) -> Any:
         if self._tts is None:
-            raise RuntimeError("ChatterboxEngine.load() has not run")
+            raise RuntimeError("ChatterboxEngine is not loaded (load() has not run, or unload() ran since)")
         return self._tts
 
     def _language(self, language: str | None) -> str | None:
@@ -549,6 +625,55 @@ class ChatterboxStream(Stream):
         if not self.closed and self.engine._batch is not None:
             self.engine._batch.discard(self.seq)
         super().close()
+
+
+def _model_modules(tts: Any) -> list[torch.nn.Module]:
+    """The modules a loaded upstream model holds: T3, S3Gen, the voice encoder (its attributes),
+    and the watermarker's network."""
+    modules = [value for value in vars(tts).values() if isinstance(value, torch.nn.Module)]
+    network = getattr(getattr(tts, "watermarker", None), "perth_net", None)
+    if isinstance(network, torch.nn.Module):
+        modules.append(network)
+    return modules
+
+
+def _model_tensors(tts: Any) -> list[torch.Tensor]:
+    """Every tensor of the model's modules: parameters, buffers, and the plain tensor attributes
+    upstream keeps beside them (positional encodings that follow their input's device)."""
+    out: list[torch.Tensor] = []
+    for root in _model_modules(tts):
+        for module in root.modules():
+            out.extend(module.parameters(recurse=False))
+            out.extend(module.buffers(recurse=False))
+            out.extend(value for value in vars(module).values() if isinstance(value, torch.Tensor))
+    return out
+
+
+def _move_model(tts: Any, device: str) -> None:
+    """Move the model's weights (T3, S3Gen, voice encoder) and built-in voice to `device`; the
+    watermarker stays where upstream puts it (the CPU). Plain tensor attributes on another device
+    follow too (upstream moves them to its input's device on use, not with the module)."""
+    target = torch.device(device)
+    for root in [value for value in vars(tts).values() if isinstance(value, torch.nn.Module)]:
+        root.to(target)
+        for module in root.modules():
+            for name, value in list(vars(module).items()):
+                if isinstance(value, torch.Tensor) and value.device != target and value.device.type != "cpu":
+                    setattr(module, name, value.to(target))
+    if getattr(tts, "conds", None) is not None:
+        tts.conds.to(target)
+
+
+def _trim_host_heap() -> None:
+    """Hand freed heap memory back to the OS (glibc keeps it otherwise, and RSS stays up)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return          # not glibc (musl, macOS): nothing to trim this way
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
 
 
 def gpu_speedups(t3: Any, device: str, dtype: str, compile_decode: bool) -> Any:
