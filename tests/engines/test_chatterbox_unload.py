@@ -109,9 +109,16 @@ def life(model_root, reference_wav):
                 out["after"] = {name: engine.synthesize(TEXT, SynthesisSettings(), voice, seed=1)
                                 for name, voice in (("builtin", BUILTIN), ("clone", clone))}
                 out["cache_reloaded"] = engine.cache_stats()["conditionals"]
+            if cycle == 1:
+                left_open = engine.open_stream(TEXT, SynthesisSettings(), BUILTIN, seed=1)
+                engine.step([left_open])
             if cycle < 2:
                 engine.unload()
                 out["rss_unloaded"].append(_rss())
+            if cycle == 1:
+                out["stepped_after_unload"] = engine.step([left_open])
+                left_open.close()
+                del left_open
         print(f"\nchatterbox-standard on CPU: weight_bytes {out['weights'] / 1e9:.3f} GB; RSS empty "
               f"{out['rss_empty'] / 1e9:.3f} GB, loaded {out['rss_loaded'][0] / 1e9:.3f} GB, after speaking "
               f"{out['rss_spoken'] / 1e9:.3f} GB, unloaded {[round(r / 1e9, 3) for r in out['rss_unloaded']]} GB, "
@@ -188,6 +195,11 @@ def test_an_unloaded_engine_refuses_to_speak(model_root):
     engine.unload()                                     # never loaded: nothing to do
     with pytest.raises(RuntimeError, match="not loaded"):
         engine.synthesize(TEXT, SynthesisSettings(), BUILTIN, seed=1)
+
+
+def test_a_stream_left_open_across_an_unload_fails_alone(life):
+    [result] = life["stepped_after_unload"]
+    assert isinstance(result, RuntimeError) and "unloaded" in str(result)
 
 
 def test_reload_speaks_as_before(life):

@@ -440,6 +440,10 @@ class ChatterboxEngine(Engine):
         results: dict[Stream, Piece | BaseException] = dict(zip(others, super().step(others), strict=True))
         everything, streams = streams, [s for s in streams if isinstance(s, ChatterboxStream)]
         with self._generation_lock, torch.inference_mode():
+            if self._batch is None:         # unloaded while these streams were open: they cannot go on
+                for s in streams:
+                    results[s] = RuntimeError("ChatterboxEngine was unloaded with this stream open")
+                return [results[s] for s in everything]
             decoding = [s for s in streams if not s.seq.finished]
             # T3Batch.run moves members left out of this step (paused) out with their cache kept
             before = {s: len(s.seq.tokens) for s in decoding}
