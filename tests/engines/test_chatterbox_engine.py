@@ -38,12 +38,6 @@ def engine(chatterbox_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def reference_wav(tmp_path_factory):
-    path = tmp_path_factory.mktemp("voices") / "alice.wav"
-    return checkpoints.write_wav(path, checkpoints.synthetic_voice(5.0, f0=210.0, seed=7))
-
-
-@pytest.fixture(scope="module")
 def builtin_snapshot(engine):
     """The built-in conditionals as they were right after load, before any request."""
     return _snapshot(engine._builtin)

@@ -9,7 +9,10 @@ with the text. Only model-worker processes import this module.
 from __future__ import annotations
 
 import copy
+import ctypes
+import ctypes.util
 import dataclasses
+import gc
 import importlib
 import logging
 import math
@@ -149,6 +152,11 @@ class _ConditionalsCache:
                 self._entries.popitem(last=False)
         return value, False
 
+    def clear(self) -> None:
+        """Drop every entry (their tensors live on the model's device); the hit/miss counts stay."""
+        with self._lock:
+            self._entries.clear()
+
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {"entries": len(self._entries), "capacity": self.capacity,
@@ -180,6 +188,7 @@ class ChatterboxEngine(Engine):
         self.conditionals_cache = _ConditionalsCache()
         self.device = "cpu"
         self._tts: Any = None
+        self._host: Any = None            # the model unloaded from a GPU, its modules in host memory
         self._builtin: Any = None         # the checkpoint's conds.pt; never modified
         self._languages: tuple[str, ...] = ()
         self._generation_lock = threading.Lock()  # T3 keeps per-call state on the shared module
@@ -187,24 +196,112 @@ class ChatterboxEngine(Engine):
     # -- loading ----------------------------------------------------------------------------
 
     def load(self) -> EngineInfo:
+        """Load the weights: from the host copy `unload` kept (weights that lived on a GPU), else from
+        the checkpoint (or the hub). Loading an engine that is loaded already changes nothing."""
         self.device = resolve_device(self.requested_device)
+        with self._generation_lock:
+            if self._tts is None:
+                if self._host is not None:
+                    log.info("loading chatterbox-%s on %s from its copy in host memory", self.model, self.device)
+                    try:
+                        _move_model(self._host, self.device)
+                    except BaseException:
+                        _move_model(self._host, "cpu")     # still unloaded, the host copy whole
+                        torch.cuda.empty_cache()
+                        raise
+                    self._tts, self._host = self._host, None
+                else:
+                    self._tts = self._read_weights()
+                self._builtin = self._tts.conds
+                self._languages = self._supported_languages()
+                _silence_progress_bars()
+                self._batch = T3Batch(self._tts.t3, stop_token=self._tts.t3.hp.stop_speech_token,
+                                      start_token=self._tts.t3.hp.start_speech_token,
+                                      step_fn=gpu_speedups(self._tts.t3, self.device, self.dtype,
+                                                           self.compile_decode))
+                self._streamer = self._make_streamer()
+        return self._info(self.device)
+
+    def checkpoint_path(self) -> str | None:
+        """Where the weights are read from: `<checkpoint_dir>/<model>/` when the checkpoint directory
+        holds one subdirectory per model (standard/, turbo/, multilingual/), else the directory itself
+        (one model's files); None: the Hugging Face hub."""
+        if not self.checkpoint_dir:
+            return None
+        per_model = os.path.join(self.checkpoint_dir, self.model)
+        return per_model if os.path.isdir(per_model) else self.checkpoint_dir
+
+    def _read_weights(self) -> Any:
         model_class = self._model_class()
-        if self.checkpoint_dir:
-            log.info("loading chatterbox-%s from %s on %s", self.model, self.checkpoint_dir, self.device)
-            self._tts = model_class.from_local(self.checkpoint_dir, self.device)
-        else:
+        path = self.checkpoint_path()
+        if path is None:
             log.info("loading chatterbox-%s from the Hugging Face hub (downloads on first start) on %s",
                      self.model, self.device)
-            self._tts = model_class.from_pretrained(self.device)
-        self._builtin = self._tts.conds
-        if self.model == "multilingual":
-            self._languages = tuple(sorted(importlib.import_module("chatterbox.mtl_tts").SUPPORTED_LANGUAGES))
-        _silence_progress_bars()
-        self._batch = T3Batch(self._tts.t3, stop_token=self._tts.t3.hp.stop_speech_token,
-                              start_token=self._tts.t3.hp.start_speech_token,
-                              step_fn=gpu_speedups(self._tts.t3, self.device, self.dtype, self.compile_decode))
-        self._streamer = self._make_streamer()
-        return self._info()
+            return model_class.from_pretrained(self.device)
+        layout = "its model subdirectory" if path != self.checkpoint_dir else "a one-model checkpoint directory"
+        log.info("loading chatterbox-%s from %s (%s) on %s", self.model, path, layout, self.device)
+        return model_class.from_local(path, self.device)
+
+    def unload(self) -> None:
+        """Free the weights' memory. On a GPU the modules move to host memory and stay there (the next
+        `load` moves them back without reading the checkpoint); elsewhere the model is dropped and the
+        next `load` reads the checkpoint again. Open streams must be closed first. Twice: a no-op."""
+        with self._generation_lock:
+            tts = self._tts
+            if tts is None:
+                return
+            if self._batch is not None:
+                for seq in list(self._batch.members):
+                    self._batch.discard(seq)
+            # everything else that holds the model's modules or tensors on its device
+            self._tts = self._builtin = self._batch = self._streamer = None
+            self.conditionals_cache.clear()
+            on_gpu = self.device.startswith("cuda")
+            if on_gpu and self.compile_decode:
+                # the compiled decode step's CUDA graphs keep their own memory pool
+                import torch._dynamo
+                torch._dynamo.reset()
+            if on_gpu:
+                _move_model(tts, "cpu")
+                self._host = tts
+                gc.collect()
+                clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+                if clear_workspaces is not None:      # cuBLAS keeps its workspaces allocated otherwise
+                    clear_workspaces()
+                torch.cuda.empty_cache()
+                log.info("unloaded chatterbox-%s: weights kept in host memory", self.model)
+            else:
+                del tts
+                gc.collect()
+                _trim_host_heap()
+                log.info("unloaded chatterbox-%s", self.model)
+
+    def weight_bytes(self) -> int:
+        """Bytes of the parameters, buffers and other tensors of the model's modules (T3, S3Gen, the
+        voice encoder, the watermarker's network) that lie on the engine's device; 0 unloaded."""
+        if self._tts is None:
+            return 0
+        device = torch.device(self.device)
+        seen: set[int] = set()
+        total = 0
+        for tensor in _model_tensors(self._tts):
+            if tensor.device.type != device.type or (device.index is not None and tensor.device.index != device.index):
+                continue
+            storage = tensor.untyped_storage()
+            if storage.data_ptr() in seen:
+                continue
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+        return total
+
+    def describe(self) -> EngineInfo:
+        """What `load` reports, from the settings alone (no checkpoint is read)."""
+        return self._info(resolve_device(self.requested_device))
+
+    def _supported_languages(self) -> tuple[str, ...]:
+        if self.model != "multilingual":
+            return ()
+        return tuple(sorted(importlib.import_module("chatterbox.mtl_tts").SUPPORTED_LANGUAGES))
 
     def _make_streamer(self) -> S3GenStreamer:
         tail: tuple[int, ...] = ()
@@ -216,7 +313,10 @@ class ChatterboxEngine(Engine):
                              n_timesteps=2 if self.model == "turbo" else None, batch_flow=batch)
 
     def _watermark(self, audio: np.ndarray) -> np.ndarray:
-        wav = self._tts.watermarker.apply_watermark(audio, sample_rate=self._tts.sr)
+        """Perth's watermark on float32 mono audio at the model's rate. Under inference mode whoever
+        calls it: the watermarker is a network, and autograd would keep its activations otherwise."""
+        with torch.inference_mode():
+            wav = self._tts.watermarker.apply_watermark(audio, sample_rate=self._tts.sr)
         return np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
 
     def _model_class(self) -> type:
@@ -228,24 +328,28 @@ class ChatterboxEngine(Engine):
             raise RuntimeError(f"chatterbox-tts {version('chatterbox-tts')} has no {self.model} model "
                                f"({module_name}.{class_name}); install a release that has it") from exc
 
-    def _info(self) -> EngineInfo:
-        device = self.device
+    def _info(self, device: str) -> EngineInfo:
+        """The engine's EngineInfo on `device` (resolved): the same before and after loading, since
+        nothing in it comes from the weights."""
+        from chatterbox.models.s3gen import S3GEN_SR
+
         if device == "cuda":
             device = f"cuda:{torch.cuda.current_device()}"
+        languages = self._supported_languages()
         return EngineInfo(
             engine="chatterbox",
             model=f"chatterbox-{self.model}",
             device=device,
-            sample_rate=self._tts.sr,
+            sample_rate=S3GEN_SR,
             model_names=("chatterbox", f"chatterbox-{self.model}"),
             default_voice="default",
             supports_cloning=True,
             supports_exaggeration=self.model != "turbo",
             supports_voice_conversion=self.model != "turbo",
-            languages=self._languages,
+            languages=languages,
             native_speed=None,
             tags=TURBO_TAGS if self.model == "turbo" else (),
-            language_extras_missing=missing_extras(self._languages),
+            language_extras_missing=missing_extras(languages),
         )
 
     def cache_stats(self) -> dict | None:
@@ -336,6 +440,10 @@ class ChatterboxEngine(Engine):
         results: dict[Stream, Piece | BaseException] = dict(zip(others, super().step(others), strict=True))
         everything, streams = streams, [s for s in streams if isinstance(s, ChatterboxStream)]
         with self._generation_lock, torch.inference_mode():
+            if self._batch is None:         # unloaded while these streams were open: they cannot go on
+                for s in streams:
+                    results[s] = RuntimeError("ChatterboxEngine was unloaded with this stream open")
+                return [results[s] for s in everything]
             decoding = [s for s in streams if not s.seq.finished]
             # T3Batch.run moves members left out of this step (paused) out with their cache kept
             before = {s: len(s.seq.tokens) for s in decoding}
@@ -368,7 +476,7 @@ class ChatterboxEngine(Engine):
 
     def _loaded(self) -> Any:
         if self._tts is None:
-            raise RuntimeError("ChatterboxEngine.load() has not run")
+            raise RuntimeError("ChatterboxEngine is not loaded (load() has not run, or unload() ran since)")
         return self._tts
 
     def _language(self, language: str | None) -> str | None:
@@ -412,7 +520,7 @@ class ChatterboxEngine(Engine):
         wav, _ = self._tts.s3gen.inference(speech_tokens=tokens, ref_dict=dict(gen), **options)
         wav = wav.squeeze(0).detach().cpu().numpy()
         if watermark:
-            wav = self._tts.watermarker.apply_watermark(wav, sample_rate=self._tts.sr)
+            wav = self._watermark(wav)
         return np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
 
     # -- voices -----------------------------------------------------------------------------
@@ -521,6 +629,55 @@ class ChatterboxStream(Stream):
         if not self.closed and self.engine._batch is not None:
             self.engine._batch.discard(self.seq)
         super().close()
+
+
+def _model_modules(tts: Any) -> list[torch.nn.Module]:
+    """The modules a loaded upstream model holds: T3, S3Gen, the voice encoder (its attributes),
+    and the watermarker's network."""
+    modules = [value for value in vars(tts).values() if isinstance(value, torch.nn.Module)]
+    network = getattr(getattr(tts, "watermarker", None), "perth_net", None)
+    if isinstance(network, torch.nn.Module):
+        modules.append(network)
+    return modules
+
+
+def _model_tensors(tts: Any) -> list[torch.Tensor]:
+    """Every tensor of the model's modules: parameters, buffers, and the plain tensor attributes
+    upstream keeps beside them (positional encodings that follow their input's device)."""
+    out: list[torch.Tensor] = []
+    for root in _model_modules(tts):
+        for module in root.modules():
+            out.extend(module.parameters(recurse=False))
+            out.extend(module.buffers(recurse=False))
+            out.extend(value for value in vars(module).values() if isinstance(value, torch.Tensor))
+    return out
+
+
+def _move_model(tts: Any, device: str) -> None:
+    """Move the model's weights (T3, S3Gen, voice encoder) and built-in voice to `device`; the
+    watermarker stays where upstream puts it (the CPU). Plain tensor attributes on another device
+    follow too (upstream moves them to its input's device on use, not with the module)."""
+    target = torch.device(device)
+    for root in [value for value in vars(tts).values() if isinstance(value, torch.nn.Module)]:
+        root.to(target)
+        for module in root.modules():
+            for name, value in list(vars(module).items()):
+                if isinstance(value, torch.Tensor) and value.device != target and value.device.type != "cpu":
+                    setattr(module, name, value.to(target))
+    if getattr(tts, "conds", None) is not None:
+        tts.conds.to(target)
+
+
+def _trim_host_heap() -> None:
+    """Hand freed heap memory back to the OS (glibc keeps it otherwise, and RSS stays up)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return          # not glibc (musl, macOS): nothing to trim this way
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
 
 
 def gpu_speedups(t3: Any, device: str, dtype: str, compile_decode: bool) -> Any:
