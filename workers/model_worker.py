@@ -113,6 +113,7 @@ class ModelWorker:
         self.loader: threading.Thread | None = None
         self.load_result: tuple[Engine, EngineInfo, float] | BaseException | None = None
         self.load_wanted = False                # asked the supervisor for room in the memory budget
+        self.warm_after_load = False
         self.loads = 0                          # loads in this process (the first one warms up)
         self.load_seconds = 0.0
         self.last_used = time.monotonic()
@@ -166,15 +167,14 @@ class ModelWorker:
         warm = self.loads == 0 and not self.jobs        # a waiting request would wait for the warm-up too
         log.info("slot %d: loading model %s on %s%s", self.slot, self.group, self.device,
                  " (and warming up)" if warm else "")
-        self.loader = threading.Thread(target=self._load_in_thread, args=(warm,), name="model-loader", daemon=True)
+        self.warm_after_load = warm
+        self.loader = threading.Thread(target=self._load_in_thread, name="model-loader", daemon=True)
         self.loader.start()
 
-    def _load_in_thread(self, warm: bool) -> None:
+    def _load_in_thread(self) -> None:
         started = time.monotonic()
         try:
             info = self.served.load()
-            if warm:
-                self.served.engine.warmup(info)
             self.load_result = (self.served.engine, info, time.monotonic() - started)
         except BaseException as exc:  # noqa: BLE001 - handed to the loop, which reports it
             self.load_result = exc
@@ -188,6 +188,13 @@ class ModelWorker:
             self._load_failed(result)
             return
         self.engine, info, self.load_seconds = result
+        if self.warm_after_load and not self.jobs:
+            # on the loop's thread, which steps the engine: compiled graphs and CUDA state belong to it
+            try:
+                self.engine.warmup(info)
+            except Exception as exc:  # noqa: BLE001 - a warm-up that fails is a load that failed
+                self._load_failed(exc)
+                return
         self.info = info
         self.loads += 1
         self.last_used = time.monotonic()
