@@ -32,7 +32,7 @@ export function field(name, label, control, hint = "") {
   return el("div", { class: "field", "data-param": name }, el("label", { for: id, text: label }), control, hintNode, error);
 }
 
-/** A select of [value, text] pairs, or of optgroups {label, options}. */
+/** A select of [value, text] pairs (or [value, text, attrs], e.g. {disabled: true}), or of optgroups {label, options}. */
 export function select(options, value = "") {
   const node = el("select");
   fillSelect(node, options, value);
@@ -40,13 +40,10 @@ export function select(options, value = "") {
 }
 
 export function fillSelect(node, options, value = node.value) {
+  const option = ([v, t, attrs = {}]) => el("option", { ...attrs, value: v, text: t });
   node.replaceChildren();
-  for (const option of options) {
-    if (option.options) {
-      node.append(el("optgroup", { label: option.label }, option.options.map(([v, t]) => el("option", { value: v, text: t }))));
-    } else {
-      node.append(el("option", { value: option[0], text: option[1] }));
-    }
+  for (const item of options) {
+    node.append(item.options ? el("optgroup", { label: item.label }, item.options.map(option)) : option(item));
   }
   if ([...node.options].some((o) => o.value === value)) node.value = value;
 }

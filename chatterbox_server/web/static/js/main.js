@@ -90,12 +90,21 @@ async function badge() {
   const node = document.getElementById("health-badge");
   try {
     const report = await health();
-    node.textContent = `${report.status} · ${report.engine}${report.model ? ` ${report.model}` : ""}`;
+    node.textContent = badgeText(report);
     node.dataset.status = report.status;
   } catch {
     node.textContent = "unreachable";
     node.dataset.status = "unavailable";
   }
+}
+
+/** "ok · tone · default model chatterbox-standard (of 3)"; a server without /health's models: its engine's model. */
+function badgeText(report) {
+  const served = Object.entries(report.models || {});
+  const defaultModel = served.find(([, m]) => m.default)?.[0];
+  const model = defaultModel ? ` · default model ${defaultModel}${served.length > 1 ? ` (of ${served.length})` : ""}`
+    : `${report.model ? ` ${report.model}` : ""}`;
+  return `${report.status} · ${report.engine}${model}`;
 }
 
 main();

@@ -117,8 +117,9 @@ export class PcmQueue {
 }
 
 /**
- * One playback at a time. Callbacks: onStart({requestId, seed, chunks, ignored}), onFirstAudio(ms),
- * onChunk(index) when a chunk begins to sound, onReceived(index), onEnd({usage}), onError(error).
+ * One playback at a time. Callbacks: onStart({requestId, seed, chunks, ignored}), onLoading({model, message})
+ * when the server loads the model before the audio, onFirstAudio(ms), onChunk(index) when a chunk begins to
+ * sound, onReceived(index), onEnd({usage}), onError(error).
  */
 export class StreamPlayer {
   constructor(callbacks) {
@@ -159,6 +160,7 @@ export class StreamPlayer {
       for await (const event of sseEvents(response.body)) {
         if (!mine()) return; // stopped: events already buffered must not sound
         if (event.type === "speech.audio.info") this.sampleRate = event.sample_rate;
+        else if (event.type === "speech.loading") this.cb.onLoading?.(event);
         else if (event.type === "speech.audio.delta") {
           const bytes = base64Bytes(event.audio);
           this.pieces.push(bytes);

@@ -1,9 +1,11 @@
-// The Server panel: health, model workers and their state, queue, memory per worker, recent errors.
+// The Server panel: health, model workers and their state, the served models (load and unload them),
+// queue, memory per worker, recent errors.
 
-import { call, formatBytes, has, on, recentErrors } from "./api.js";
-import { el } from "./forms.js";
+import { call, emit, formatBytes, has, on, recentErrors } from "./api.js";
+import { el, plainWords } from "./forms.js";
 
 const REFRESH_MS = 2000;
+const BUSY_WORDS = { load: "Loading…", unload: "Unloading…" };
 
 export const panel = { id: "server", label: "Server", init, show: () => start(), hide: () => stop() };
 
@@ -34,21 +36,48 @@ async function init(root) {
   const history = el("div");
   const summary = el("dl", { class: "summary" });
   const workers = el("div");
+  const models = el("div");
+  const modelsError = el("p", { class: "form-error", role: "alert", id: "models-error" });
   const requests = el("div");
   const errors = el("div");
   const updated = el("p", { class: "hint", "aria-live": "off" });
   root.append(el("h2", { text: "Health" }), summary, el("h2", { text: "Model workers" }), workers,
-    el("h2", { text: "Requests in progress" }), requests,
+    el("h2", { text: "Models" }), modelsError, models, el("h2", { text: "Requests in progress" }), requests,
     ...(withHistory ? [el("h2", { text: "Statistics" }), stats, el("h2", { text: "Recent requests" }), history] : []),
     el("h2", { text: "Recent errors" }), errors, updated,
     el("p", {}, el("a", { href: "/metrics", text: "Prometheus metrics" }), " · ", el("a", { href: "/docs", text: "API docs" })));
 
+  const pending = new Map(); // model id → "load" or "unload" while its POST is answered
+  let listing = null; // GET /v1/models
+  const showModels = () => { // the table is rebuilt: a button that had the focus gets it back
+    const focused = models.contains(document.activeElement) ? document.activeElement.dataset : null;
+    models.replaceChildren(modelTable(listing, pending, act));
+    if (focused?.action) models.querySelector(`button[data-model="${CSS.escape(focused.model)}"][data-action="${focused.action}"]`)?.focus();
+  };
+  // POST /v1/models/{id}/load (answered once the model is loaded) or /unload (409 while it is in use).
+  async function act(id, action) {
+    pending.set(id, action);
+    modelsError.textContent = "";
+    showModels();
+    try {
+      await call(`/v1/models/${encodeURIComponent(id)}/${action}`, { method: "POST" });
+    } catch (error) {
+      modelsError.textContent = plainWords(error);
+    }
+    pending.delete(id);
+    emit("models-changed");
+    await refresh();
+  }
+
   refresh = async () => {
     try {
-      const [report, memory, status, logged] = await Promise.all([health(), call("/memory").catch(() => null),
-        call("/v1/status").catch(() => null), serverErrors ? call(`${serverErrors}?count=20`).catch(() => null) : null]);
+      const [report, memory, status, logged, served] = await Promise.all([health(), call("/memory").catch(() => null),
+        call("/v1/status").catch(() => null), serverErrors ? call(`${serverErrors}?count=20`).catch(() => null) : null,
+        call("/v1/models").catch(() => null)]);
       showSummary(summary, report);
       workers.replaceChildren(workerTable(report, memory));
+      listing = served;
+      showModels();
       requests.replaceChildren(requestTable(status));
       errors.replaceChildren(errorList(report, logged));
       if (withHistory) {
@@ -76,7 +105,9 @@ function statistic(key, value) {
 
 function showSummary(node, report) {
   const w = report.workers || {};
-  const items = [["Status", report.status], ["Engine", report.engine], ["Model", report.model], ["Device", report.device],
+  const defaultModel = Object.entries(report.models || {}).find(([, m]) => m.default)?.[0];
+  const items = [["Status", report.status], ["Engine", report.engine], ["Model", report.model],
+    ...(defaultModel ? [["Default model", defaultModel]] : []), ["Device", report.device],
     ["Sample rate", report.sample_rate ? `${report.sample_rate} Hz` : "–"],
     ["Workers", `${w.ready ?? 0} ready, ${w.busy ?? 0} busy, ${w.alive ?? 0} alive of ${w.total ?? 0}`],
     ["Jobs in flight", report.jobs_in_flight], ["Queue depth", report.queue_depth]];
@@ -101,6 +132,32 @@ function workerTable(report, memory) {
       el("td", { text: String(s.jobs_done) }), el("td", { text: String(s.jobs_failed) }), el("td", { text: String(s.restarts) }),
       el("td", { text: formatBytes(mem.get(s.slot)?.rss_bytes) }), el("td", { text: accelerator(mem.get(s.slot)) }),
       el("td", { text: s.last_error || "–" })))));
+}
+
+/** The served models of /v1/models (the entries with a state), each with Load and Unload. */
+function modelTable(listing, pending, act) {
+  const served = (listing?.data || []).filter((m) => m.state);
+  if (!served.length) return el("p", { id: "no-models", text: "None." });
+  const button = (m, action, label, usable) => el("button", { type: "button", "data-model": m.id, "data-action": action,
+    disabled: !usable || pending.has(m.id), text: pending.get(m.id) === action ? BUSY_WORDS[action] : label,
+    "aria-label": `${label} ${m.id}`, on: { click: () => act(m.id, action) } });
+  const lastLoad = (m) => {
+    const seconds = (m.workers || []).filter((w) => w.loads && typeof w.load_seconds === "number").map((w) => w.load_seconds);
+    return seconds.length ? `${Math.max(...seconds).toFixed(1)} s` : "–";
+  };
+  const workers = (m) => `${(m.workers || []).filter((w) => w.loaded).length}/${(m.workers || []).length}`;
+  return el("table", { class: "models" },
+    el("thead", {}, el("tr", {}, ["Model", "State", "Default", "Device", "Workers loaded", "Memory", "Requests now", "Loads",
+      "Last load", "Error", ""].map((h) => el("th", { scope: "col", text: h })))),
+    el("tbody", {}, served.map((m) => el("tr", { "data-model": m.id, "data-state": m.state },
+      el("th", { scope: "row", text: m.id }), el("td", { class: `state state-${m.state}`, text: m.state }),
+      el("td", { text: m.default ? "default" : "" }), el("td", { text: m.device || "–" }),
+      el("td", { class: "worker-count", text: workers(m) }),
+      el("td", { class: "memory", text: `${m.memory?.weight_mb ?? 0} MiB` }),
+      el("td", { text: String(m.active_jobs ?? 0) }), el("td", { text: String(m.loads ?? 0) }),
+      el("td", { text: lastLoad(m) }), el("td", { class: "error", text: m.error || "–" }),
+      el("td", { class: "buttons" }, button(m, "load", "Load", !["loaded", "loading"].includes(m.state)),
+        button(m, "unload", "Unload", ["loaded", "loading"].includes(m.state)))))));
 }
 
 function requestTable(status) {
