@@ -78,6 +78,17 @@ def test_vendor_ids_go_to_the_default_model_only_where_vendor_ids_are_expected()
     assert go("chatterbox-turbo", vendor_ids=True) == "turbo"            # ours still route
 
 
+@pytest.mark.parametrize("requested", ["chatterbox-multilingual", "multilingual"])
+def test_a_model_of_ours_that_is_not_enabled_is_refused_where_vendor_ids_are_taken_too(requested):
+    # a vendor's id goes to the default model; one of our names is no vendor's id, and is not swapped
+    with pytest.raises(UnknownModel, match="not enabled"):
+        go(requested, served("standard", "turbo"), vendor_ids=True)
+    hibari = [Served("hibari", EngineInfo("hibari", "hibari", "cpu", 24000, ("hibari", "hibari-en")))]
+    with pytest.raises(UnknownModel, match="not enabled"):
+        go(requested, hibari, vendor_ids=True)
+    assert go("eleven_turbo_v2_5", hibari, vendor_ids=True) == "hibari"
+
+
 def test_an_unknown_model_is_refused_listing_the_served_ids():
     with pytest.raises(UnknownModel) as refused:
         go("gpt-5-voice", served("standard", "turbo"))
