@@ -235,8 +235,11 @@ class JobHandle:
             if isinstance(message, JobFailed) and message.kind == "model":
                 raise PoolError(message.message, status=message.status, code="model_unavailable", retry_after=30)
             if isinstance(message, JobFailed):
-                raise PoolError(message.message, status=message.status,
-                                code="invalid_request" if message.status < 500 else "synthesis_failed")
+                # 503: the job's model could not be loaded (its load failed, or the memory budget can never
+                # hold it), a message worded for the client; other 5xx: an engine failure, whose text is kept back
+                code = "invalid_request" if message.status < 500 else \
+                    "model_unavailable" if message.status == 503 else "synthesis_failed"
+                raise PoolError(message.message, status=message.status, code=code)
             if self.cancel_reason:
                 raise PoolError(f"cancelled: {self.cancel_reason}", status=499, code="cancelled")
             raise PoolError("the model worker stopped while synthesizing this request", status=503,

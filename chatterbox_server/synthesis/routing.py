@@ -61,7 +61,7 @@ def route(requested: str | None, language: str | None, served: Sequence[Served],
             chosen = "standard" if "standard" in by_name else default
         elif lowered in openai_map:
             chosen = openai_map[lowered] if openai_map[lowered] in by_name else default
-        elif not vendor_ids:
+        elif not vendor_ids or lowered in _our_names():     # ours but not served here: never the default
             raise UnknownModel(unknown_message(wanted, served))
     if language and language.lower() != "en" and not by_our_name:
         return speaker_of(language, by_name[chosen], served) or chosen
@@ -75,10 +75,13 @@ def speaker_of(language: str, chosen: Served, served: Sequence[Served]) -> str |
     return next((s.name for s in served if s.info is not None and language in s.info.languages), None)
 
 
+def _our_names() -> set[str]:
+    return {model_id(name) for name in CHATTERBOX_MODELS} | set(CHATTERBOX_MODELS)
+
+
 def unknown_message(wanted: str, served: Sequence[Served]) -> str:
     available = ", ".join(model_id(s.name) for s in served)
-    known = {model_id(name) for name in CHATTERBOX_MODELS} | set(CHATTERBOX_MODELS)
-    if wanted.lower() in known:
+    if wanted.lower() in _our_names():
         return (f"model {wanted!r} is not enabled on this server (CHATTERBOX_MODELS); "
                 f"the models served here are {available}")
     return f"model {wanted!r} is not served here; the models served here are {available}"

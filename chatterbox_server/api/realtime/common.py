@@ -198,12 +198,13 @@ class Wires:
         self.by_serial.pop(serial, None)
 
 
-def new_session(emit: Callable[[Event], None]) -> Session:
+def new_session(emit: Callable[[Event], None], info: EngineInfo | None = None) -> Session:
+    """`info`: the socket's model (its admission is checked on that model's workers); None: the default one."""
     svc = services()
     settings = svc.settings
     limits = SessionLimits(settings.realtime_max_contexts, settings.realtime_max_context_chars,
                            settings.realtime_lookahead_seconds)
-    return Session(svc.pool, svc.require_engine(), emit, limits)
+    return Session(svc.pool, info or svc.require_engine(), emit, limits)
 
 
 def session_error(exc: ApiError, context_id: str | None = None) -> SessionError:

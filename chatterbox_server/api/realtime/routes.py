@@ -65,7 +65,7 @@ def serve(ws: Any, make_translator: Callable[[EngineInfo], Translator],
         _refuse(ws, exc, error_frames)
         return
     REALTIME_SOCKETS.labels(type(translator).__name__.removesuffix("Protocol").lower()).inc()
-    Channel(ws, new_session, translator, svc.settings.realtime_max_message_bytes).serve()
+    Channel(ws, lambda emit: new_session(emit, info), translator, svc.settings.realtime_max_message_bytes).serve()
 
 
 def _refuse(ws: Any, exc: ApiError | SessionError, error_frames: Callable[[SessionError], list]) -> None:
