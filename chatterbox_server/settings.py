@@ -416,7 +416,8 @@ class Settings:
     @property
     def openai_model_pairs(self) -> dict[str, str]:
         pairs = (item.split("=", 1) for item in self.openai_model_map.split(",") if "=" in item)
-        return {alias.strip(): model.strip() for alias, model in pairs if alias.strip() and model.strip()}
+        return {alias.strip().lower(): model.strip().lower() for alias, model in pairs
+                if alias.strip() and model.strip()}
 
     @property
     def voice_alias_map(self) -> dict[str, str]:

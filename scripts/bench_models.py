@@ -83,7 +83,9 @@ def run_reload(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         settings = engine_settings(args, Path(tmp))
         for round_number in range(args.rounds):
-            server = start_server(Path(tmp) / f"round{round_number}", ready_timeout=600, front_workers="1",
+            directory = Path(tmp) / f"round{round_number}"
+            directory.mkdir()
+            server = start_server(directory, ready_timeout=600, front_workers="1",
                                   models="standard", preload="none", idle_unload_seconds=str(args.idle),
                                   **settings)
             try:
