@@ -31,6 +31,7 @@ from workers.scheduler.residency import Resident
 
 log = logging.getLogger("chatterbox.supervisor")
 PROCESS_TITLE = "chatterbox-pool-supervisor"
+LOAD_FAILED = "could not load its engine"     # how a slot's error begins after a failed load (/v1/models reads it)
 HEALTHY_AFTER_SECONDS = 60.0      # a worker that lived this long resets the crash back-off
 MAX_BACKOFF_SECONDS = 30.0
 
@@ -253,7 +254,7 @@ def _describe_exit(code: int | None) -> str:
         except ValueError:
             return f"was killed by signal {-code}"
     if code == model_worker.EXIT_LOAD_FAILED:
-        return "could not load its engine"
+        return LOAD_FAILED
     if code == model_worker.EXIT_ENGINE_BROKEN:
         return "gave up on its engine"
     return f"exited with code {code}"

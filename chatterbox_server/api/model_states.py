@@ -8,13 +8,12 @@ from chatterbox_server.services import Services
 from chatterbox_server.synthesis import routing
 from workers.engines.base import EngineInfo
 from workers.ipc.board import SlotView, WorkerState
+from workers.supervisor import LOAD_FAILED
 
 STATES = ("loaded", "loading", "unloaded", "failed")
-LOAD_FAILURE_MARKS = ("could not load its engine", "engine failed to load", "could not be loaded")
-
-
 def load_failed(view: SlotView) -> bool:
-    return any(mark in view.last_error for mark in LOAD_FAILURE_MARKS)
+    """The slot's worker was last replaced because its model did not load (workers/supervisor.py)."""
+    return view.last_error.startswith(LOAD_FAILED)
 
 
 def model_state(views: list[SlotView], preloaded: bool) -> str:
