@@ -247,6 +247,7 @@ class TestThreeModels:
         assert 'chatterbox_model_jobs_in_flight{model="chatterbox-multilingual"}' in metrics
         assert 'chatterbox_model_loads{model="chatterbox-standard"} 1.0' in metrics
 
+    @pytest.mark.serial      # asserts latencies: run alone after the parallel part
     def test_an_unloaded_models_first_request_waits_for_its_load_and_says_so_while_others_serve(self, three):
         for name in ("turbo", "multilingual"):       # whatever ran before: both unloaded again
             assert model_action(three, f"chatterbox-{name}", "unload").status_code == 200
@@ -287,7 +288,7 @@ class TestThreeModels:
         kinds = [event["type"] for event in events]
         assert took >= 2.0
         assert kinds[0] == "speech.audio.info" and kinds[1] == "speech.loading" and kinds[-1] == "speech.audio.done"
-        assert events[1]["model"] == "tone-turbo" and events[1]["message"] == "loading model"
+        assert events[1]["model"] == "chatterbox-turbo" and events[1]["message"] == "loading model"
         delta = kinds.index("speech.audio.delta")
         assert times[1] < 1.5 <= times[delta]          # told at once, the audio after the load
         entry = models(three)["turbo"]
@@ -655,6 +656,7 @@ class TestDefaultWithoutConversionAndAdmission:
             json={"model_id": "eleven_v3", "inputs": [{"text": "one two.", "voice_id": "alloy"}]}))
         assert ok(response) and by == ["turbo"]              # a vendor's id still speaks with the default model
 
+    @pytest.mark.serial      # asserts latencies: run alone after the parallel part
     def test_a_flood_on_one_model_is_refused_with_429_while_another_model_serves_at_once(self, turbo_first):
         flood_text = "[[sleep:3]] one two three."
         with ThreadPoolExecutor(5) as pool:
