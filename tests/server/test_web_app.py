@@ -103,22 +103,23 @@ class Session:
         self.context.close()
 
 
-@pytest.fixture
-def hibari_page(browser, hibari_server) -> Iterator[Session]:
-    session = Session(browser, hibari_server.base, viewport={"width": 1100, "height": 900})
+def session_on(browser, server: Server) -> Iterator[Session]:
+    """A page on the server; at its end, no request left the server and the page raised nothing."""
+    session = Session(browser, server.base, viewport={"width": 1100, "height": 900})
     yield session
     session.close()
     assert session.outside == [], f"requests outside the server: {session.outside}"
     assert not [line for line in session.console if line.startswith("pageerror")], session.console
+
+
+@pytest.fixture
+def hibari_page(browser, hibari_server) -> Iterator[Session]:
+    yield from session_on(browser, hibari_server)
 
 
 @pytest.fixture
 def tone_page(browser, keyed_tone_server) -> Iterator[Session]:
-    session = Session(browser, keyed_tone_server.base, viewport={"width": 1100, "height": 900})
-    yield session
-    session.close()
-    assert session.outside == [], f"requests outside the server: {session.outside}"
-    assert not [line for line in session.console if line.startswith("pageerror")], session.console
+    yield from session_on(browser, keyed_tone_server)
 
 
 def wav_bytes(seconds: float, frequency: float = 220.0, rate: int = 24000) -> bytes:

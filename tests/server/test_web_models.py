@@ -16,7 +16,7 @@ import pytest
 import requests
 import test_web_app as web
 from serverkit import Server, start_server
-from test_web_app import RECORD_AUDIO_GRAPH, Session, expect
+from test_web_app import RECORD_AUDIO_GRAPH, Session, expect, session_on
 
 pytestmark = web.pytestmark
 browser = web.browser      # test_web_app's fixture, under its name here
@@ -51,14 +51,6 @@ def failing_server(tmp_path_factory) -> Iterator[Server]:
                           front_workers="1", tone_fail_load="multilingual=weights missing", graceful_timeout="5")
     yield server
     server.stop()
-
-
-def session_on(browser, server: Server) -> Iterator[Session]:
-    session = Session(browser, server.base, viewport={"width": 1100, "height": 900})
-    yield session
-    session.close()
-    assert session.outside == [], f"requests outside the server: {session.outside}"
-    assert not [line for line in session.console if line.startswith("pageerror")], session.console
 
 
 @pytest.fixture
