@@ -161,7 +161,10 @@ class ModelWorker:
 
     def start_load(self) -> None:
         self.load_wanted = False
-        if self.loaded or self.loader is not None:
+        if self.loaded:         # granted twice: the supervisor learns again what it holds
+            self._tell_supervisor(("loaded", self.engine.weight_bytes()))
+            return
+        if self.loader is not None:
             return
         self.board.set_state(self.slot, WorkerState.LOADING)
         warm = self.loads == 0 and not self.jobs        # a waiting request would wait for the warm-up too
