@@ -7,9 +7,11 @@
   checkpoint (`--engine chatterbox`, built here unless `--checkpoint-dir`) or the embedded voice
   (`--engine hibari`: CHATTERBOX_ENGINE=auto without weights, each model falls back to hibari).
 - ``flood``: first audio of model A (streamed) alone, against while model B is flooded by
-  `--flood` concurrent streams that never stop. Both models are the embedded voice (auto without
-  weights), so each has its own worker process doing real work on the CPU. Interleaved
-  samples; the ratio of the medians. Target: within 1.2x.
+  `--flood` concurrent streams that never stop. Interleaved samples; the ratio of the medians.
+  Target: within 1.2x. `--flood-engine hibari`: both models are the embedded voice (auto without
+  weights), so B's worker really computes, on the same CPU cores as A's. `--flood-engine tone`:
+  B's chunks take 0.5 s without using the CPU (as a GPU's work would not use it), which isolates
+  what the server itself does; with `--control`, the same flood on A's own model, for comparison.
 
     .venv/bin/python scripts/bench_models.py reload [--engine chatterbox] [--rounds 3]
     .venv/bin/python scripts/bench_models.py flood [--samples 20] [--flood 8]
@@ -108,9 +110,11 @@ def run_reload(args: argparse.Namespace) -> dict:
             "reload_over_cold": round(reload / cold, 3), "machine": machine()}
 
 
-def run_flood(args: argparse.Namespace) -> dict:
+def run_flood(args: argparse.Namespace, flooded_model: str = "chatterbox-turbo") -> dict:
+    engine = {"hibari": "auto", "tone": "tone"}[args.flood_engine]
+    flood_text = LONG_TEXT if args.flood_engine == "hibari" else " ".join(["[[sleep:0.5]] one two three."] * 6)
     with tempfile.TemporaryDirectory() as tmp:
-        server = start_server(Path(tmp), engine="auto", models="standard,turbo", preload="all",
+        server = start_server(Path(tmp), engine=engine, models="standard,turbo", preload="all",
                               front_workers="2", max_queued_jobs="1000", max_queued_seconds="0")
         try:
             session = requests.Session()
@@ -124,8 +128,9 @@ def run_flood(args: argparse.Namespace) -> dict:
                 flood_session = requests.Session()
                 while not stop.is_set():
                     with flood_session.post(server.url("/v1/audio/speech/stream"), stream=True, timeout=900,
-                                            json={"input": LONG_TEXT, "model": "chatterbox-turbo",
-                                                  "response_format": "pcm"}) as response:
+                                            json={"input": flood_text, "model": flooded_model,
+                                                  "response_format": "pcm",
+                                                  "streaming_chunk_size": 60}) as response:
                         flooded["requests" if response.status_code == 200 else "refused"] += 1
                         for _ in response.iter_content(65536):
                             if stop.is_set():
@@ -152,8 +157,11 @@ def run_flood(args: argparse.Namespace) -> dict:
         finally:
             server.stop()
     a, b = statistics.median(alone), statistics.median(during)
-    return {"engine": "hibari for both models (auto, no weights)", "samples": args.samples,
-            "flood_streams": args.flood, "flood_requests": flooded,
+    engines = {"hibari": "hibari for both models (auto, no weights)",
+               "tone": "tone for both models, the flood's chunks 0.5 s each without CPU"}
+    return {"engine": engines[args.flood_engine], "flooded_model": flooded_model,
+            "measured_model": "chatterbox-standard", "samples": args.samples, "flood_streams": args.flood,
+            "flood_requests": flooded,
             "alone_first_audio_ms": {"median": round(a * 1000, 1), "max": round(max(alone) * 1000, 1)},
             "during_flood_first_audio_ms": {"median": round(b * 1000, 1), "max": round(max(during) * 1000, 1)},
             "ratio": round(b / a, 3), "target": 1.2, "met": b / a <= 1.2,
@@ -172,6 +180,8 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=3.0, help="CHATTERBOX_IDLE_UNLOAD_SECONDS")
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--flood", type=int, default=8)
+    parser.add_argument("--flood-engine", choices=("hibari", "tone"), default="hibari")
+    parser.add_argument("--control", action="store_true", help="also flood A's own model")
     parser.add_argument("--output", default="")
     args = parser.parse_args()
     results = {}
@@ -179,6 +189,8 @@ def main() -> None:
         results["reload"] = run_reload(args)
     if args.part in ("flood", "all"):
         results["flood"] = run_flood(args)
+        if args.control:
+            results["flood_same_model"] = run_flood(args, flooded_model="chatterbox-standard")
     text = json.dumps(results, indent=2)
     print(text)
     if args.output:
