@@ -61,13 +61,18 @@ def voice_files(tmp_path_factory) -> dict[str, bytes]:
         path = checkpoints.write_wav(directory / f"{name}.wav", checkpoints.synthetic_voice(seconds, f0=f0, seed=seed))
         return path.read_bytes()
 
-    return {"library": wav("library", 5.5, 180.0, 1), "short-1": wav("short-1", 3.0, 220.0, 2),
-            "short-2": wav("short-2", 3.0, 150.0, 3), "long-1": wav("long-1", 5.5, 240.0, 4),
-            "long-2": wav("long-2", 5.5, 130.0, 5)}
+    return {"short-0": wav("short-0", 3.0, 180.0, 1), "short-1": wav("short-1", 3.0, 220.0, 2),
+            "short-2": wav("short-2", 3.0, 150.0, 3), "long-0": wav("long-0", 5.5, 200.0, 4),
+            "long-1": wav("long-1", 5.5, 240.0, 5), "long-2": wav("long-2", 5.5, 130.0, 6)}
 
 
-def upload_for(model: str, index: int) -> str:
+def voice_for(model: str, index: int) -> str:
+    """Voice file `index` for the model: 0 is the library voice's, 1 and 2 are one-off uploads."""
     return f"{'long' if model == TURBO else 'short'}-{index}"
+
+
+def library_voice(model: str) -> str:
+    return "leak-long" if model == TURBO else "leak-short"
 
 
 def served(server: Server) -> dict[str, dict]:
@@ -290,27 +295,27 @@ class TestThreeModels:
         """Many small requests over the three models (built-in voice, a library voice, one-off uploads,
         different seeds), then an unload/reload cycle of standard: each worker's RSS stays near the level
         it had after a warm-up round, and each model's conditionals cache within its capacity."""
-        answer = requests.post(three.url("/v1/voices"), data={"name": "leak-library"},
-                               files={"voice_file": ("library.wav", voice_files["library"])})
-        assert answer.status_code == 201, answer.text
+        for name, kind in (("leak-short", "short"), ("leak-long", "long")):
+            answer = requests.post(three.url("/v1/voices"), data={"name": name},
+                                   files={"voice_file": (f"{name}.wav", voice_files[f"{kind}-0"])})
+            assert answer.status_code == 201, answer.text
         worker_pids = pids(three)
         started = time.monotonic()
         # warm-up: every path the load takes once per model (the conditionals of two voices computed);
         # the built-in voice spoke in the model's warm-up at its load
         for model in MODELS:
-            speak(three, model, seed=101, voice="leak-library")
-            speak(three, model, seed=102, voice_file=voice_files[upload_for(model, 1)])
+            speak(three, model, seed=101, voice=library_voice(model))
+            speak(three, model, seed=102, voice_file=voice_files[voice_for(model, 1)])
         warm = [rss(pid) for pid in worker_pids]
         warm_seconds = time.monotonic() - started
         requests_made = 0
-        library_rounds = sum(1 for round_ in range(LEAK_ROUNDS) if round_ % 2 and round_ != LEAK_ROUNDS // 2)
         started = time.monotonic()
         for round_ in range(LEAK_ROUNDS):
             for model in MODELS:
                 if round_ == LEAK_ROUNDS // 2:
-                    speak(three, model, seed=round_, voice_file=voice_files[upload_for(model, 2)])
+                    speak(three, model, seed=round_, voice_file=voice_files[voice_for(model, 2)])
                 else:
-                    speak(three, model, seed=round_, voice="leak-library" if round_ % 2 else None)
+                    speak(three, model, seed=round_, voice=library_voice(model) if round_ % 2 else None)
                 requests_made += 1
         after = [rss(pid) for pid in worker_pids]
         load_seconds = time.monotonic() - started
@@ -342,9 +347,10 @@ class TestThreeModels:
         for slot, model in enumerate(MODELS):
             assert within(after[slot], warm[slot], 150 * MB, 0.05), (model, gb(warm[slot]), gb(after[slot]))
             cache = caches[slot]
-            # the library voice and the two uploads (each upload is a file of its own: an entry of its own)
-            assert cache["entries"] == 3 <= cache["capacity"] == 16, (model, cache)
-            assert cache["misses"] == 3 and cache["hits"] >= library_rounds, (model, cache)   # the library voice
+            # the library voice (computed once, then cached) and the two uploads (each upload is a file of its
+            # own: an entry of its own). The hit count is left alone: a worker publishes it once the
+            # connection is closed, which may come just after the answer.
+            assert cache["entries"] == cache["misses"] == 3 <= cache["capacity"] == 16, (model, cache)
         assert memory["voice_cache"]["entries"] == 9 and memory["voice_cache"]["capacity"] == 48
         assert before_cycle - unloaded >= 2 * GB
         assert within(reloaded, before_cycle, 200 * MB, 0.06), (gb(before_cycle), gb(reloaded))
