@@ -87,7 +87,7 @@ def run_reload(args: argparse.Namespace) -> dict:
         for round_number in range(args.rounds):
             directory = Path(tmp) / f"round{round_number}"
             directory.mkdir()
-            server = start_server(directory, ready_timeout=600, front_workers="1",
+            server = start_server(directory, ready_timeout=600, front_workers="1", queue_timeout="900",
                                   models="standard", preload="none", idle_unload_seconds=str(args.idle),
                                   **settings)
             try:

@@ -161,12 +161,16 @@ class SpeechRun:
             self.progress.chunk_done(self.job.request_id, chunk.index + 1)
         return chunk
 
-    def audio(self) -> Iterator[AudioChunk]:
-        """Every chunk, the first one included; raises PoolError if the job fails on the way."""
+    def wait_first(self) -> None:
+        """The first audio in, once the model has loaded; raises PoolError (before any byte is sent)."""
         if self.loading:
             self.loading = False
             self.first = self._first()
             self.progress.note(self.job.request_id, None)
+
+    def audio(self) -> Iterator[AudioChunk]:
+        """Every chunk, the first one included; raises PoolError if the job fails on the way."""
+        self.wait_first()
         chunk = self.first
         while chunk is not None:
             yield chunk

@@ -581,6 +581,23 @@ class TestLoadFailureAndLoadingByHand:
         health = requests.get(managed.url("/health"), timeout=10)
         assert health.status_code == 200 and health.json()["models"]["chatterbox-multilingual"]["state"] == "failed"
 
+    def test_a_stream_whose_model_fails_to_load_gets_a_json_503_not_a_cut_body(self, managed):
+        """The stream's first audio waits for the load: its failure is still a status (the SSE form, an event)."""
+        streamed = requests.post(managed.url("/v1/audio/speech/stream"), timeout=TIMEOUT,
+                                 headers={"Authorization": f"Bearer {USER}"},
+                                 json={"input": "one two three.", "model": "chatterbox-multilingual"})
+        assert streamed.status_code == 503, streamed.text
+        assert streamed.json()["error"]["code"] == "model_unavailable"
+        events = requests.post(managed.url("/v1/audio/speech"), timeout=TIMEOUT, stream=True,
+                               headers={"Authorization": f"Bearer {USER}"},
+                               json={"input": "one two three.", "model": "chatterbox-multilingual",
+                                     "stream_format": "sse"})
+        if events.status_code == 503:       # its worker is being replaced after the failure: refused at once
+            assert events.json()["error"]["code"] == "model_unavailable"
+            return
+        lines = [json.loads(line[6:]) for line in events.iter_lines() if line.startswith(b"data: ")]
+        assert events.status_code == 200 and [event["type"] for event in lines][-1] == "error", lines
+
     def test_models_are_loaded_and_unloaded_by_hand_with_an_admin_key(self, managed):
         assert model_action(managed, "chatterbox-turbo", "load", USER).status_code == 403
         assert model_action(managed, "chatterbox-turbo", "unload", USER).status_code == 403

@@ -57,9 +57,16 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 def audio_answer(run: speech.AudioRun, req: SpeechRequest, rate: int, headers: dict[str, str], progressive: bool,
                  whole_headers: Callable[[], dict[str, str]] = dict) -> Response:
     """SSE, a progressive stream or (made first) a whole file; `whole_headers` are known once it is made."""
-    if req.stream_format == "sse":
+    if req.stream_format == "sse":      # it says "loading model" at once, and a failure as an event
         return Response(speech.server_sent_events(run, req.response_format, rate), mimetype="text/event-stream",
                         headers={**headers, **STREAM_HEADERS})
+    wait_first = getattr(run, "wait_first", None)
+    if wait_first is not None:
+        try:
+            wait_first()        # a model that loads first: its failure is still an HTTP status, not a cut body
+        except BaseException:
+            run.close()
+            raise
     if progressive:
         return Response(speech.progressive(run, req.response_format, rate),
                         content_type=CONTENT_TYPES[req.response_format], headers={**headers, **STREAM_HEADERS})
