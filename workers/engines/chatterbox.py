@@ -221,6 +221,7 @@ class ChatterboxEngine(Engine):
                                       step_fn=gpu_speedups(self._tts.t3, self.device, self.dtype,
                                                            self.compile_decode))
                 self._streamer = self._make_streamer()
+                _trim_host_heap()       # the checkpoint's state dicts, freed by now, stay in the heap otherwise
         return self._info(self.device)
 
     def checkpoint_path(self) -> str | None:
