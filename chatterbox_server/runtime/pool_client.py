@@ -318,8 +318,10 @@ class PoolClient:
     def _takers(self, model: str) -> dict[int, SlotView]:
         """The model's workers a job may go to: those with the model loaded, else those that will load it."""
         views = self.slots(model)
+        # the state alone decides: a worker publishes its description before it says UNLOADED, and an
+        # info read that a busy writer kept from settling must not turn a ready worker away
         for states in ((WorkerState.READY,), (WorkerState.LOADING,), (WorkerState.UNLOADED,)):
-            found = {v.slot: v for v in views if v.state in states and v.info}
+            found = {v.slot: v for v in views if v.state in states}
             if found:
                 return found
         failed = [v.last_error for v in views if v.last_error]

@@ -68,3 +68,50 @@ def test_a_first_read_waits_for_a_writer_preempted_mid_write(tmp_path):
         assert Board.open(board.path).view(0).info == INFOS[1]
     finally:
         writer.join()
+
+
+def test_a_first_read_outwaits_a_writer_put_aside_longer_than_a_later_read_would(tmp_path):
+    """CI saw it again on a loaded 2-core machine: a write kept under way past the 50 ms a later read
+    waits. A first read has no earlier info to give, so it waits up to a second."""
+    import threading
+
+    from workers.ipc.board import INFO_READ_SECONDS, INFO_SEQ
+    board = Board(str(tmp_path / "board"), 1, create=True)
+    at = board._offset(0) + SLOT.size
+    INFO_SEQ.pack_into(board._map, at, 1)
+
+    def finish() -> None:
+        time.sleep(INFO_READ_SECONDS * 4)
+        board._put_text(0, SLOT.size + INFO_SEQ.size, INFO_BYTES - INFO_SEQ.size, json.dumps(INFOS[1]))
+        INFO_SEQ.pack_into(board._map, at, 2)
+    writer = threading.Thread(target=finish)
+    writer.start()
+    try:
+        assert Board.open(board.path).view(0).info == INFOS[1]
+    finally:
+        writer.join()
+
+
+def test_a_later_read_during_a_long_write_gives_the_previous_info(tmp_path):
+    from workers.ipc.board import INFO_SEQ
+    board = Board(str(tmp_path / "board"), 1, create=True)
+    board.publish_info(0, INFOS[0])
+    reader = Board.open(board.path)
+    assert reader.view(0).info == INFOS[0]
+    at = board._offset(0) + SLOT.size
+    INFO_SEQ.pack_into(board._map, at, 3)               # a write under way that does not end
+    started = time.monotonic()
+    assert reader.view(0).info == INFOS[0]
+    assert time.monotonic() - started < 0.5
+
+
+def test_a_ready_worker_whose_info_reads_empty_is_still_admitted(tmp_path):
+    """The state alone decides who takes a job; CI's spurious 503 came from also asking for the info."""
+    from chatterbox_server.runtime.pool_client import PoolClient
+    from workers.ipc.board import WorkerState
+    board = Board(str(tmp_path / "board"), 2, create=True)
+    board.reset(0, 1, 0)
+    board.set_state(0, WorkerState.READY)          # no info published (or none that could be read)
+    board.reset(1, 2, 0)
+    client = PoolClient(str(tmp_path), max_queued_jobs=4, queue_timeout=5, chunk_timeout=5, slot_models=("a", "b"))
+    assert [view.slot for view in client.admit(model="a")] == [0]

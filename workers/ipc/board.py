@@ -27,7 +27,8 @@ ERROR_BYTES = 512
 SLOT_BYTES = SLOT.size + INFO_BYTES + ERROR_BYTES
 INFO_SEQ = struct.Struct("<q")                 # the first bytes of the info field
 INFO_SPINS = 50                                # tries between two yields to the writer
-INFO_READ_SECONDS = 0.05                       # then the previous info is used (or {} if none was read)
+INFO_READ_SECONDS = 0.05                       # then the previous info is used
+INFO_FIRST_READ_SECONDS = 1.0                  # with none read before, the wait for a preempted writer
 
 
 class WorkerState(IntEnum):
@@ -143,7 +144,9 @@ class Board:
                 return json.loads(self._get_text(slot, SLOT.size, INFO_BYTES))
             except ValueError:              # a sequence number whose low byte is "{": read it as one
                 pass
-        deadline = time.monotonic() + INFO_READ_SECONDS
+        # a reader with nothing to fall back on waits longer: {} would read as a worker that never said
+        wait = INFO_READ_SECONDS if slot in self._last_info else INFO_FIRST_READ_SECONDS
+        deadline = time.monotonic() + wait
         attempt = 0
         while True:
             attempt += 1
@@ -161,8 +164,8 @@ class Board:
                 continue
             try:
                 info = json.loads(text) if text else {}
-            except ValueError:      # a board written by an older version
-                continue
+            except ValueError:      # a whole write that is not JSON (cut at the field's end): nothing to wait for
+                info = {}
             self._last_info[slot] = info
             return info
         return self._last_info.get(slot, {})
