@@ -183,8 +183,11 @@ def test_reload_replaces_front_workers_and_keeps_the_model_pool(tmp_path):
                 break
             time.sleep(0.2)
         assert len(now) == 2 and not now & fronts, (fronts, now)
-        assert server.health()["workers"]["slots"][0]["pid"] == model_pid
-        assert requests.post(server.url("/v1/audio/speech"), json={"input": "after reload"}).status_code == 200
+        # the new front workers exist before they answer: on a loaded machine their boot takes seconds
+        report = server.wait_until(lambda h: bool(h["workers"]["slots"]), timeout=30)
+        assert report["workers"]["slots"][0]["pid"] == model_pid
+        after = requests.post(server.url("/v1/audio/speech"), json={"input": "after reload"}, timeout=60)
+        assert after.status_code == 200
         tree = [server.process.pid] + [p.pid for p in master.children(recursive=True)]
     finally:
         assert server.stop() == 0
