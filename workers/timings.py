@@ -29,6 +29,7 @@ FRAME_SECONDS = 0.01                  # energy frames of the estimate
 SILENCE_BELOW_PEAK_DB = 35.0          # quieter than this under the loudest frame counts as a pause
 SILENCE_DB = -70.0                    # and anything below this is silence whatever the peak (digital zero)
 MIN_PAUSE_SECONDS = 0.08              # shorter gaps are stops and closures inside speech, not pauses
+MIN_HEARD_SECONDS = 0.05              # a trimmed word keeps at least this much of its engine span
 UNMATCHED_COST = 0.35                 # s: leaving a pause or a punctuation mark without its partner
 
 
@@ -101,7 +102,9 @@ def trim_to_voice(words: Sequence[Word], audio: np.ndarray, sample_rate: int) ->
     """Engine timings pulled in to the audible part of each word: a duration model lengthens the
     last vowel before a pause (hibari gives a sentence's last word some 300 ms that decay below
     hearing), and the vocoder's window smears sound across the edges. A word without a voiced frame
-    keeps its span."""
+    keeps its span. A word whose voice starts just before its predicted end (a short word at a fast
+    speed, on a CPU whose kernels round it so) keeps MIN_HEARD_SECONDS, taken back from its own span,
+    so the order of words never changes."""
     levels = frame_levels(audio, sample_rate)
     if levels.size == 0:
         return tuple(words)
@@ -111,8 +114,13 @@ def trim_to_voice(words: Sequence[Word], audio: np.ndarray, sample_rate: int) ->
         first, last = int(start / FRAME_SECONDS), min(levels.size, int(np.ceil(end / FRAME_SECONDS)))
         where = np.flatnonzero(voiced[first:last])
         if where.size:
-            start = max(start, (first + where[0]) * FRAME_SECONDS)
-            end = max(start, min(end, (first + where[-1] + 1) * FRAME_SECONDS))
+            heard_start = max(start, (first + where[0]) * FRAME_SECONDS)
+            heard_end = max(heard_start, min(end, (first + where[-1] + 1) * FRAME_SECONDS))
+            keep = min(MIN_HEARD_SECONDS, end - start)
+            if heard_end - heard_start < keep:
+                heard_start = max(start, heard_end - keep)
+                heard_end = min(end, heard_start + keep)
+            start, end = heard_start, heard_end
         trimmed.append((word, start, end))
     return tuple(trimmed)
 

@@ -106,6 +106,17 @@ def test_engine_timings_are_scaled_by_the_stretch_and_pulled_in_to_the_voice():
     assert trim_to_voice((("x", 0.0, 0.1),), np.zeros(0, np.float32), RATE) == (("x", 0.0, 0.1),)
 
 
+
+def test_a_word_whose_voice_starts_just_before_its_end_keeps_a_heard_length():
+    """Seen on one CPU at speed 3: "The" predicted at 0.10-0.158 s, its voice from 0.15 s, trimmed to 8 ms."""
+    audio = _speech((0.15, 0.6), total=0.8)
+    words = trim_to_voice((("The", 0.10, 0.158), ("quick", 0.158, 0.26)), audio, RATE)
+    (_, start, end), (_, next_start, _) = words
+    assert end - start == pytest.approx(0.05, abs=1e-9)
+    assert 0.10 <= start and end <= 0.158 <= next_start
+    short = trim_to_voice((("a", 0.14, 0.16),), audio, RATE)       # shorter than the minimum: its whole span
+    assert short == (("a", 0.14, 0.16),)
+
 def test_adding_a_graph_output_keeps_the_rest_of_the_model():
     import struct
     graph = b"\x0a\x03abc"                                           # a graph with one field
