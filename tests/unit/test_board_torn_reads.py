@@ -48,6 +48,46 @@ def test_reads_never_see_a_torn_write(tmp_path):
     assert reads > 1000 and torn == 0, f"{torn} of {reads} reads were torn"
 
 
+
+def _field_writer(path: str, seconds: float) -> None:
+    board = Board.open(path)
+    deadline = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+        board.update_load(0, 1 + n % 3, n, 0)
+        board.set_queued_seconds(0, 2.5)
+        board.beat(0)
+        board.supervisor_beat(4242)
+
+
+def test_fields_rewritten_in_place_never_read_as_zero(tmp_path):
+    """Struct.pack_into zeroes a field before it writes it: a front worker caught in between read a
+    ready worker as EMPTY (CI's fuzz run: 503 "no model worker of model standard is ready yet" from a
+    worker that never stopped), a queue as 0 s (an admission test's 429 not given) and the
+    supervisor's pid as 0."""
+    from workers.ipc.board import WorkerState
+    path = str(tmp_path / "board")
+    board = Board(path, 1, create=True)
+    board.reset(0, 99, 0)
+    board.set_state(0, WorkerState.READY)
+    board.set_queued_seconds(0, 2.5)
+    board.beat(0)
+    board.supervisor_beat(4242)
+    writer = multiprocessing.get_context("fork").Process(target=_field_writer, args=(path, 1.5))
+    writer.start()
+    reads, wrong = 0, []
+    try:
+        while writer.is_alive() or reads == 0:
+            view = board.view(0)
+            reads += 1
+            if view.state != WorkerState.READY or view.pid != 99 or view.queued_seconds != 2.5 \
+                    or view.heartbeat == 0.0 or board.supervisor()[0] != 4242:
+                wrong.append((view.state, view.pid, view.queued_seconds, view.heartbeat, board.supervisor()))
+    finally:
+        writer.join(5)
+    assert reads > 1000 and not wrong, f"{len(wrong)} of {reads} reads saw a zeroed field: {wrong[:3]}"
+
 @pytest.mark.parametrize("put_aside", [0.01, 0.2])
 def test_a_first_read_waits_for_a_writer_preempted_mid_write(tmp_path, put_aside):
     """With no earlier read to fall back on, a reader that found the write under way used to give up

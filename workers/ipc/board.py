@@ -19,6 +19,8 @@ from enum import IntEnum
 
 MAGIC = b"CBXBRD01"
 HEADER = struct.Struct("<8s q d i i")          # magic, supervisor pid, supervisor heartbeat, slots, pad
+SUPERVISOR = struct.Struct("<q d")              # the header's supervisor pid and heartbeat, at offset 8
+DOUBLE = struct.Struct("<d")
 SLOT = struct.Struct("<q i i i i q q d d d")   # pid, state, restarts, active, engine failures, done, failed, beat,
                                                # started, queued seconds
 BEAT_AT = SLOT.size - 24                        # the beat field's offset in a slot
@@ -76,7 +78,7 @@ class Board:
         finally:
             os.close(fd)
         if create:
-            HEADER.pack_into(self._map, 0, MAGIC, 0, 0.0, slots, 0)
+            self._store(0, HEADER, MAGIC, 0, 0.0, slots, 0)
         elif self._map[:8] != MAGIC:
             raise ValueError(f"{path} is not a pool board")
 
@@ -89,12 +91,19 @@ class Board:
     def close(self) -> None:
         self._map.close()
 
+    def _store(self, offset: int, layout: struct.Struct, *values: object) -> None:
+        """Write packed values in one copy. Not Struct.pack_into: it zeroes the whole field before
+        it writes, and a reader in another process caught in between saw a ready worker as EMPTY
+        (a spurious 503 "no model worker is ready"), a queue as empty (a 429 not given) and the
+        supervisor's pid as 0."""
+        self._map[offset:offset + layout.size] = layout.pack(*values)
+
     # -- supervisor ------------------------------------------------------------------------------
     def supervisor_beat(self, pid: int) -> None:
-        struct.pack_into("<q d", self._map, 8, pid, time.time())
+        self._store(8, SUPERVISOR, pid, time.time())
 
     def supervisor(self) -> tuple[int, float]:
-        return struct.unpack_from("<q d", self._map, 8)
+        return SUPERVISOR.unpack_from(self._map, 8)
 
     # -- one slot ---------------------------------------------------------------------------------
     def _offset(self, slot: int) -> int:
@@ -106,7 +115,7 @@ class Board:
         return list(SLOT.unpack_from(self._map, self._offset(slot)))
 
     def _write(self, slot: int, values: list) -> None:
-        SLOT.pack_into(self._map, self._offset(slot), *values)
+        self._store(self._offset(slot), SLOT, *values)
 
     def reset(self, slot: int, pid: int, restarts: int, error: str = "") -> None:
         """A new worker in the slot; `error` carries why the previous one was replaced."""
@@ -132,9 +141,9 @@ class Board:
         at = self._offset(slot) + SLOT.size
         (sequence,) = INFO_SEQ.unpack_from(self._map, at)
         sequence += sequence % 2            # a writer killed mid-write left it odd
-        INFO_SEQ.pack_into(self._map, at, sequence + 1)
+        self._store(at, INFO_SEQ, sequence + 1)
         self._put_text(slot, SLOT.size + INFO_SEQ.size, INFO_BYTES - INFO_SEQ.size, text)
-        INFO_SEQ.pack_into(self._map, at, sequence + 2)
+        self._store(at, INFO_SEQ, sequence + 2)
 
     def _read_info(self, slot: int) -> dict:
         """The info of the last whole write; the previous one read if a writer keeps it busy."""
@@ -176,10 +185,10 @@ class Board:
         self._write(slot, values)
 
     def set_queued_seconds(self, slot: int, seconds: float) -> None:
-        struct.pack_into("<d", self._map, self._offset(slot) + SLOT.size - 8, seconds)
+        self._store(self._offset(slot) + SLOT.size - 8, DOUBLE, seconds)
 
     def beat(self, slot: int) -> None:
-        struct.pack_into("<d", self._map, self._offset(slot) + BEAT_AT, time.time())
+        self._store(self._offset(slot) + BEAT_AT, DOUBLE, time.time())
 
     def beat_of(self, slot: int) -> float:
         """The slot's heartbeat alone: cheap enough to poll while waiting for a job's audio."""
