@@ -143,8 +143,10 @@ async function init(root, env) {
   });
 
   async function progress(requestId) {
+    const asked = poll;
     try {
       const report = await call(`/v1/status/progress?request_id=${encodeURIComponent(requestId)}`);
+      if (poll !== asked) return; // the stream ended while this answer was on its way: it is stale
       bar.value = Math.max(bar.value, report.progress_percentage);
       byId("synthesized").textContent = `${report.current_chunk} of ${report.total_chunks} chunks`;
     } catch {
