@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 import time
 import wave
+from pathlib import Path
 
 import pytest
 import requests
@@ -155,7 +157,18 @@ def gb(value: int) -> float:
 
 # -- a model is served while another loads ------------------------------------------------------------
 
-def test_turbo_is_served_while_standard_loads(tmp_path, model_root):
+LOAD_GATE = Path(__file__).resolve().parent.parent / "load_gate"     # its sitecustomize holds one model's load
+
+
+def test_turbo_is_served_while_standard_loads(tmp_path, model_root, monkeypatch):
+    """standard's weight read waits on a gate file (tests/load_gate) until turbo's answer is in, so
+    "still loading" does not depend on how long a load takes on this machine. A turbo answer that
+    waited behind standard's load would come only after the gate's 120 s and find standard loaded."""
+    gate = tmp_path / "standard-may-load"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(LOAD_GATE), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("LOAD_GATE_MODEL", "standard")
+    monkeypatch.setenv("LOAD_GATE_FILE", str(gate))
+    monkeypatch.setenv("LOAD_GATE_SECONDS", "120")      # a turbo answer stuck behind the load fails in 2 min
     server = start_server(tmp_path, checkpoint_dir=str(model_root), models="standard,turbo", preload="turbo",
                           **SERVER)
     try:
@@ -181,14 +194,14 @@ def test_turbo_is_served_while_standard_loads(tmp_path, model_root):
         started = time.monotonic()
         thread.start()
         wait_for_state(server, STANDARD, "loading", timeout=30)
+        wait_for_log(server, "chatterbox-standard's load waits for", timeout=30)
         turbo_started = time.monotonic()
         turbo = speak(server, TURBO, seed=4)
         turbo_ended = time.monotonic()
-        standard_then = served(server)[STANDARD]["state"]
-        first_standard_audio = next((t for t, kind in events if kind == "speech.audio.delta"), None)
-        assert standard_then == "loading", "standard finished loading before turbo's answer ended"
-        assert first_standard_audio is None or first_standard_audio > turbo_ended
+        assert served(server)[STANDARD]["state"] == "loading"
+        assert [kind for _, kind in events] == ["speech.audio.info", "speech.loading"]
         assert turbo.content[:4] == b"RIFF" and wav_seconds(turbo.content) > 0
+        gate.touch()
 
         thread.join(timeout=600)
         assert "error" not in outcome and outcome.get("status") == 200, (outcome, server.log()[-3000:])
@@ -196,14 +209,24 @@ def test_turbo_is_served_while_standard_loads(tmp_path, model_root):
         assert kinds[:3] == ["speech.audio.info", "speech.loading", "speech.audio.delta"], kinds
         assert kinds[-1] == "speech.audio.done"
         first_standard_audio = next(t for t, kind in events if kind == "speech.audio.delta")
+        assert first_standard_audio > turbo_ended
         after = served(server)
         assert after[STANDARD]["state"] == "loaded" and after[STANDARD]["loads"] == 1
         assert after[TURBO]["loads"] == 1            # turbo was not reloaded meanwhile
         print(f"\nturbo served while standard loaded: turbo's answer {turbo_ended - turbo_started:.1f} s, "
               f"ended {turbo_ended - started:.1f} s after standard's request; standard's first audio after "
-              f"{first_standard_audio - started:.1f} s (its load {after[STANDARD]['workers'][0]['load_seconds']} s)")
+              f"{first_standard_audio - started:.1f} s (its load {after[STANDARD]['workers'][0]['load_seconds']} s, "
+              f"held until turbo's answer was in)")
     finally:
         server.stop()
+
+
+def wait_for_log(server: Server, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in server.log():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} not in the server's log after {timeout} s:\n{server.log()[-3000:]}")
+        time.sleep(0.1)
 
 
 # -- idle unload -------------------------------------------------------------------------------------
