@@ -12,6 +12,8 @@
   weights), so B's worker really computes, on the same CPU cores as A's. `--flood-engine tone`:
   B's chunks take 0.5 s without using the CPU (as a GPU's work would not use it), which isolates
   what the server itself does; with `--control`, the same flood on A's own model, for comparison.
+  `--flood-engine chatterbox`: random-weight checkpoints of standard (A) and turbo (B), built here,
+  on `--device` (on a GPU both workers share the one device, as they would in production).
 
     .venv/bin/python scripts/bench_models.py reload [--engine chatterbox] [--rounds 3]
     .venv/bin/python scripts/bench_models.py flood [--samples 20] [--flood 8]
@@ -110,12 +112,23 @@ def run_reload(args: argparse.Namespace) -> dict:
             "reload_over_cold": round(reload / cold, 3), "machine": machine()}
 
 
+def flood_engine_settings(args: argparse.Namespace, tmp: Path) -> dict:
+    if args.flood_engine != "chatterbox":
+        return {"engine": {"hibari": "auto", "tone": "tone"}[args.flood_engine]}
+    import chatterbox_checkpoint
+    root = tmp / "models"
+    chatterbox_checkpoint.build_random_checkpoint(root / "standard", seed=0, reference_seconds=3.0)
+    chatterbox_checkpoint.build_random_turbo_checkpoint(root / "turbo", seed=0)
+    return {"engine": "chatterbox", "checkpoint_dir": str(root), "device": args.device,
+            "max_new_tokens": str(args.tokens)}
+
+
 def run_flood(args: argparse.Namespace, flooded_model: str = "chatterbox-turbo") -> dict:
-    engine = {"hibari": "auto", "tone": "tone"}[args.flood_engine]
-    flood_text = LONG_TEXT if args.flood_engine == "hibari" else " ".join(["[[sleep:0.5]] one two three."] * 6)
+    flood_text = " ".join(["[[sleep:0.5]] one two three."] * 6) if args.flood_engine == "tone" else LONG_TEXT
     with tempfile.TemporaryDirectory() as tmp:
-        server = start_server(Path(tmp), engine=engine, models="standard,turbo", preload="all",
-                              front_workers="2", max_queued_jobs="1000", max_queued_seconds="0")
+        server = start_server(Path(tmp), **flood_engine_settings(args, Path(tmp)), models="standard,turbo",
+                              preload="all", front_workers="2", max_queued_jobs="1000", max_queued_seconds="0",
+                              ready_timeout=600, queue_timeout="900")
         try:
             session = requests.Session()
             for _ in range(3):
@@ -158,7 +171,8 @@ def run_flood(args: argparse.Namespace, flooded_model: str = "chatterbox-turbo")
             server.stop()
     a, b = statistics.median(alone), statistics.median(during)
     engines = {"hibari": "hibari for both models (auto, no weights)",
-               "tone": "tone for both models, the flood's chunks 0.5 s each without CPU"}
+               "tone": "tone for both models, the flood's chunks 0.5 s each without CPU",
+               "chatterbox": f"Chatterbox random checkpoints on {args.device}, {args.tokens} tokens a chunk"}
     return {"engine": engines[args.flood_engine], "flooded_model": flooded_model,
             "measured_model": "chatterbox-standard", "samples": args.samples, "flood_streams": args.flood,
             "flood_requests": flooded,
@@ -180,7 +194,7 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=3.0, help="CHATTERBOX_IDLE_UNLOAD_SECONDS")
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--flood", type=int, default=8)
-    parser.add_argument("--flood-engine", choices=("hibari", "tone"), default="hibari")
+    parser.add_argument("--flood-engine", choices=("hibari", "tone", "chatterbox"), default="hibari")
     parser.add_argument("--control", action="store_true", help="also flood A's own model")
     parser.add_argument("--output", default="")
     args = parser.parse_args()
