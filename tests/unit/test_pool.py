@@ -541,9 +541,8 @@ def test_a_burst_is_counted_before_the_worker_reads_it(pool1):
     # the last chunk: until then the board still holds the earlier tests' faster cost (CI once let all four
     # in on it). 6 chunks move the average at least 88 % of the way to 0.1 s / 15 characters
     wait_for(lambda: published_cost(client) >= 0.0055, 5.0, what="the taught cost on the board")
-    # 90 characters: estimated at 0.6 s, but each takes 2 s, so the board keeps the first job holding its
-    # row for the whole burst even if this process is descheduled for a while between two submits (once
-    # in CI, 0.6 s chunks drained as fast as a loaded machine let the loop run, and all four got in)
+    # 90 characters: estimated at about 0.6 s, but each takes 2 s, so the board keeps the first job holding
+    # its row for the whole burst even if this process is descheduled for a while between two submits
     chunk = "[[sleep:2.0]] " + "x" * 76
     held = []
     started = time.monotonic()
